@@ -1,0 +1,158 @@
+"""What each level kind is, as data: the single source for validation (core), the inspector
+(widgets) and the level constructors (models).
+
+A level in a project file is a flat dict::
+
+    {"id": "mid", "kind": "mlp", "period": 64, "objective": "task",
+     "optimizer": {"name": "sgd", "eta": 0.01}, "expansion": 4}
+
+``id``, ``kind``, ``period``, ``objective`` and ``optimizer`` are common; every other key is
+one of the kind's :class:`Option`s below. Missing keys take their defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Period rules. ``"inf"``: non-parametric, recomputed every token (period must be null);
+#: ``"one"``: written every token (period must be 1); ``"positive"``: a chunk size C >= 1;
+#: ``"positive_or_null"``: C >= 1, or null for a level frozen at test time (frequency 0).
+PERIOD_RULES = ("inf", "one", "positive", "positive_or_null")
+
+OBJECTIVES = {
+    "task": "the model's own loss: the backpropagated surprise of the tokens already seen",
+    "l2": "regression of learned values on learned keys, ||M(k) - v||^2",
+    "dot": "alignment of M(k) with v, -<M(k), v> (Hebbian)",
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """A kind-specific setting of a level."""
+
+    name: str
+    type: str  # "int" | "float" | "bool" | "choice" | "int_or_null"
+    default: Any
+    doc: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    name: str
+    title: str
+    summary: str  # one sentence, shown as the palette tooltip
+    period_rule: str
+    default_period: int | None
+    objectives: tuple[str, ...] = ()
+    default_objective: str | None = None
+    optimizers: tuple[str, ...] = ()
+    default_optimizer: str | None = None
+    options: tuple[Option, ...] = field(default_factory=tuple)
+
+    @property
+    def parametric(self) -> bool:
+        return self.period_rule != "inf"
+
+    def option(self, name: str) -> Option:
+        for opt in self.options:
+            if opt.name == name:
+                return opt
+        raise KeyError(name)
+
+    def defaults(self) -> dict[str, Any]:
+        return {opt.name: opt.default for opt in self.options}
+
+
+ALL_OPTIMIZERS = ("sgd", "momentum", "adam", "dgd", "delta_momentum", "dmgd", "m3")
+
+KINDS: dict[str, KindInfo] = {
+    k.name: k
+    for k in (
+        KindInfo(
+            name="attention", title="Attention",
+            summary="Causal softmax attention: no weights of its own, it re-reads the whole "
+                    "context at every token (frequency ∞).",
+            period_rule="inf", default_period=None,
+            options=(
+                Option("window", "int_or_null", None,
+                       "sliding window in tokens (null: attend to the whole past)", low=1),
+            ),
+        ),
+        KindInfo(
+            name="linear_attention", title="Linear attention",
+            summary="A matrix memory written every token with M += v kᵀ: one gradient step on "
+                    "-⟨Mk, v⟩.",
+            period_rule="one", default_period=1,
+            objectives=("dot",), default_objective="dot",
+            optimizers=("sgd",), default_optimizer="sgd",
+            options=(
+                Option("gate", "choice", "none",
+                       "forget gate on the memory: none, one scalar per head, or one per key "
+                       "dimension (RetNet/GLA family)", choices=("none", "scalar", "vector")),
+            ),
+        ),
+        KindInfo(
+            name="delta", title="Delta rule",
+            summary="A matrix memory that erases before it writes: gradient descent on "
+                    "‖Mk − v‖² every token (Gated DeltaNet).",
+            period_rule="one", default_period=1,
+            objectives=("l2",), default_objective="l2",
+            optimizers=("sgd",), default_optimizer="sgd",
+            options=(
+                Option("gate", "bool", True, "data-dependent forget gate α_t (Gated DeltaNet)"),
+            ),
+        ),
+        KindInfo(
+            name="titans", title="Titans memory",
+            summary="A deep MLP memory that learns at test time from its surprise, with momentum "
+                    "and a forget gate, written once per chunk.",
+            period_rule="positive", default_period=16,
+            objectives=("l2", "dot"), default_objective="l2",
+            optimizers=("momentum", "sgd"), default_optimizer="momentum",
+            options=(
+                Option("depth", "int", 2, "layers of the memory MLP", low=1, high=4),
+                Option("expansion", "int", 2, "hidden width as a multiple of the head dimension",
+                       low=1, high=8),
+            ),
+        ),
+        KindInfo(
+            name="self_modifying", title="Self-modifying memory (HOPE)",
+            summary="Generates its own keys, values, learning rates and decay with memories "
+                    "that are themselves updated in context (delta gradient descent).",
+            period_rule="positive", default_period=8,
+            objectives=("l2", "dot"), default_objective="l2",
+            optimizers=("dgd", "sgd"), default_optimizer="dgd",
+            options=(
+                Option("depth", "int", 1, "1: matrix memories (Eqs. 92/93); 2: residual 2-layer "
+                       "MLP memories", low=1, high=2),
+                Option("conv", "int", 4, "width of the short causal convolution on q, k, v "
+                       "(0: none)", low=0, high=8),
+                Option("momentum", "bool", False,
+                       "Titans-style momentum on the memory writes. The paper's Eq. 88 has none, "
+                       "its ablation has a 'w/o momentum' row; default follows Eq. 88"),
+            ),
+        ),
+        KindInfo(
+            name="mlp", title="MLP / CMS level",
+            summary="A feed-forward block; with a period C it keeps learning in context every C "
+                    "tokens (a continuum-memory level), with null it is frozen after training.",
+            period_rule="positive_or_null", default_period=None,
+            objectives=("task", "l2", "dot"), default_objective="task",
+            optimizers=ALL_OPTIMIZERS, default_optimizer="sgd",
+            options=(
+                Option("expansion", "int", 4, "hidden width as a multiple of d_model",
+                       low=1, high=8),
+            ),
+        ),
+    )
+}
+
+
+def kind_info(kind: str) -> KindInfo:
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise KeyError(f"unknown level kind {kind!r}; expected one of {', '.join(KINDS)}") from None

@@ -1,0 +1,5 @@
+import sys
+
+from nlstudio.cli import main
+
+sys.exit(main())

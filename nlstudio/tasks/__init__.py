@@ -1,0 +1,42 @@
+"""Tasks: data generated (or shipped with Python/scikit-learn), losses, metrics, evaluation.
+
+``TASKS`` maps a project file's ``task.name`` to its class; each module registers one task.
+"""
+from __future__ import annotations
+
+from nlstudio.tasks.base import IGNORE, Batch, EvalRow, Task, TaskParams
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    TASKS[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if info.name not in ("base",):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def get_task(name: str) -> type[Task]:
+    if not TASKS:
+        _load_all()
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; expected one of {', '.join(sorted(TASKS))}") from None
+
+
+def all_tasks() -> dict[str, type[Task]]:
+    if not TASKS:
+        _load_all()
+    return dict(TASKS)
+
+
+__all__ = ["IGNORE", "Batch", "EvalRow", "Task", "TaskParams", "TASKS", "register", "get_task",
+           "all_tasks"]

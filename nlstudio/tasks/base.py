@@ -1,0 +1,106 @@
+"""The contract every task keeps.
+
+A task generates its data (nothing is downloaded), defines the loss and metric, and evaluates
+a model on every sub-task seen so far (forgetting curves). Batches are a pure function of
+``(seed, step, rank)``: resuming a run or sharding it over processes needs no RNG state.
+
+The model is called as ``logits, state = model(inputs, state, targets=targets, silence=())``:
+``inputs`` are token ids ``[B, T]`` (``vocab_size`` set) or features ``[B, T, input_dim]``;
+``targets`` ``[B, T]`` hold class ids with ``IGNORE`` where no loss is taken. In-context levels
+learn from the targets of tokens already seen, at training and at evaluation time alike.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Iterable
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+IGNORE = -100
+
+
+class TaskParams(BaseModel):
+    """Base of every task's settings (the ``task`` section of a project, minus ``name``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Batch:
+    inputs: Tensor
+    targets: Tensor
+
+    def to(self, device) -> "Batch":
+        return Batch(self.inputs.to(device, non_blocking=True),
+                     self.targets.to(device, non_blocking=True))
+
+
+@dataclass
+class EvalRow:
+    task: str  # the sub-task measured (e.g. "pair 0/1", "mapping 3", "corpus A")
+    metric: float
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    title: ClassVar[str]
+    summary: ClassVar[str]  # one sentence for tooltips and the CLI
+    Params: ClassVar[type[TaskParams]]
+    metric_name: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+
+    vocab_size: int | None = None
+    input_dim: int | None = None
+    n_outputs: int
+
+    def __init__(self, params: TaskParams | dict | None, seq_len: int, seed: int):
+        if params is None or isinstance(params, dict):
+            params = self.Params(**(params or {}))
+        self.params = params
+        self.seq_len = int(seq_len)
+        self.seed = int(seed)
+
+    def rng(self, *salt: int):
+        """A numpy Generator determined only by the task seed and ``salt``."""
+        import numpy as np
+
+        return np.random.default_rng([self.seed, *[int(s) for s in salt]])
+
+    @abstractmethod
+    def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
+        """The training batch of ``step`` for process ``rank`` of ``world_size``."""
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                               targets.reshape(-1), ignore_index=IGNORE)
+
+    def metric(self, logits: Tensor, targets: Tensor) -> float:
+        """Accuracy on the positions that carry a target (override for other metrics)."""
+        mask = targets != IGNORE
+        if not bool(mask.any()):
+            return float("nan")
+        return float((logits.argmax(-1)[mask] == targets[mask]).float().mean())
+
+    def phase(self, step: int) -> str:
+        """The sub-task trained at ``step`` (continual variants change it over training)."""
+        return self.name
+
+    @abstractmethod
+    def evaluate(self, model, device) -> list[EvalRow]:
+        """The metric on held-out data of every sub-task seen so far (fixed data: comparable
+        across evaluations)."""
+
+    def recall_by_delay(self, model, device, silence: Iterable[str] = ()) -> dict[int, float] | None:
+        """Recall as a function of tokens since a fact was last seen, with the levels in
+        ``silence`` switched off; ``None`` where the task has no such notion."""
+        return None
+
+    @staticmethod
+    def _no_grad_model_call(model, inputs, targets, silence=()):
+        with torch.no_grad():
+            logits, _ = model(inputs, None, targets=targets, silence=tuple(silence))
+        return logits

@@ -1,0 +1,30 @@
+"""Test-wide settings. Kept inside tests/ (never at the repository root) so that the bare
+folders models/ and widgets/ are never importable under the wrong name."""
+import os
+
+# Before anything imports Qt: without a display and without this, Qt aborts the process.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("NLSTUDIO_TESTING", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Two torch threads collapse when anything else runs on a 2-core machine (environment.md §4).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_qthreads(request):
+    """Fail any test that leaves a worker QThread of ours running."""
+    yield
+    import sys
+
+    worker = sys.modules.get("nlstudio.widgets.worker")
+    if worker is None or not hasattr(worker, "running_threads"):
+        return
+    alive = worker.running_threads()
+    if alive:
+        for thread in alive:
+            thread.quit()
+            thread.wait(5000)
+        pytest.fail(f"test left {len(alive)} QThread(s) running")
