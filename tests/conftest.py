@@ -28,3 +28,25 @@ def _no_leaked_qthreads(request):
             thread.quit()
             thread.wait(5000)
         pytest.fail(f"test left {len(alive)} QThread(s) running")
+
+
+def _tiny_project_doc(steps: int = 8, **train) -> dict:
+    """A small valid project (two mlp levels on mqar) that trains in a fraction of a second."""
+    cfg = {"steps": steps, "batch_size": 4, "seq_len": 32, "seed": 0, "device": "cpu",
+           "log_every": 2, "eval_every": 4}
+    cfg.update(train)
+    return {
+        "format": "nlstudio.project", "version": 1, "name": "tiny",
+        "model": {"d_model": 16, "heads": 2,
+                  "levels": [{"id": "fast", "kind": "mlp", "period": 4},
+                             {"id": "slow", "kind": "mlp", "period": None}],
+                  "edges": [["input", "fast"], ["fast", "slow"], ["slow", "output"]]},
+        "task": {"name": "mqar"},
+        "train": cfg,
+    }
+
+
+@pytest.fixture
+def tiny_project():
+    """Factory: ``tiny_project(steps=8, **train_overrides) -> dict``."""
+    return _tiny_project_doc

@@ -1,0 +1,287 @@
+"""``build_model``: levels + edges -> one ``nn.Module`` (docs/internals.md §3).
+
+Embedding (tokens) or a linear projection (features) -> the levels in topological order of the
+edge DAG as pre-norm residual blocks ``h = in + level(RMSNorm(in))``, ``in`` = the sum of the
+node's predecessors' outputs -> ``output`` = the sum of its predecessors -> RMSNorm -> head
+(tied to the embedding by default for tokens).
+
+CMS levels with the ``task`` objective learn in context from the model's own loss: the call is
+processed in segments whose boundaries are the write positions (multiples of those levels'
+periods, in stream coordinates); after each segment the gradient of that segment's summed
+cross-entropy w.r.t. the fast weights it read is accumulated (detached: writes are not
+differentiated through), and every level whose period is reached writes. The concatenated
+segment logits are the logits of one pass, so the outer backward of the whole sequence's loss
+is unchanged. With no such level the forward is one pass.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Any, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nlstudio.models.levels import LEVEL_CLASSES, LevelProbe
+
+INPUT, OUTPUT = "input", "output"
+IGNORE_INDEX = -100
+
+
+def topological_order(level_ids: list[str], edges: Iterable[Iterable[str]]
+                      ) -> tuple[list[str], dict[str, list[str]]]:
+    """Kahn's algorithm on the edge DAG. Returns the level ids in topological order (among
+    the levels ready at a step, the earliest in ``level_ids`` first) and each node's predecessors (``output`` included).
+
+    Raises ``ValueError`` on a duplicate id, a dangling or malformed edge, a cycle (named), a
+    level that ``input`` does not reach or that does not reach ``output``.
+    """
+    if len(set(level_ids)) != len(level_ids):
+        raise ValueError(f"duplicate level ids in {level_ids}")
+    if INPUT in level_ids or OUTPUT in level_ids:
+        raise ValueError(f"'{INPUT}' and '{OUTPUT}' are reserved and cannot be level ids")
+    known = set(level_ids)
+    preds: dict[str, list[str]] = {n: [] for n in [*level_ids, OUTPUT]}
+    succs: dict[str, list[str]] = {n: [] for n in [INPUT, *level_ids]}
+    for edge in edges:
+        edge = list(edge)
+        if len(edge) != 2:
+            raise ValueError(f"edge {edge!r} must be a [source, target] pair")
+        src, dst = edge
+        if src not in known and src != INPUT:
+            raise ValueError(f"edge {edge!r}: unknown source {src!r}")
+        if dst not in known and dst != OUTPUT:
+            raise ValueError(f"edge {edge!r}: unknown target {dst!r}")
+        if src == INPUT and dst == OUTPUT:
+            raise ValueError(f"edge {edge!r} bypasses every level")
+        if src in preds[dst]:
+            raise ValueError(f"duplicate edge {edge!r}")
+        preds[dst].append(src)
+        succs[src].append(dst)
+    if not preds[OUTPUT]:
+        raise ValueError("no edge reaches 'output'")
+
+    rank = {n: i for i, n in enumerate(level_ids)}
+    indegree = {n: sum(p != INPUT for p in preds[n]) for n in level_ids}
+    ready = [rank[n] for n in level_ids if indegree[n] == 0]  # a heap: ties in spec order
+    order: list[str] = []
+    while ready:
+        node = level_ids[heapq.heappop(ready)]
+        order.append(node)
+        for nxt in succs[node]:
+            if nxt != OUTPUT:
+                indegree[nxt] -= 1
+                if indegree[nxt] == 0:
+                    heapq.heappush(ready, rank[nxt])
+    if len(order) != len(level_ids):
+        raise ValueError(f"the edges form a cycle: {' -> '.join(_find_cycle(preds, set(order)))}")
+
+    from_input = _reach(INPUT, succs)
+    to_output = _reach(OUTPUT, preds)
+    for n in level_ids:
+        if n not in from_input:
+            raise ValueError(f"level {n!r} is unreachable from '{INPUT}'")
+        if n not in to_output:
+            raise ValueError(f"level {n!r} does not lead to '{OUTPUT}'")
+    return order, preds
+
+
+def _reach(start: str, nbrs: Mapping[str, list[str]]) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for n in nbrs.get(todo.pop(), ()):
+            if n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return seen
+
+
+def _find_cycle(preds: Mapping[str, list[str]], done: set[str]) -> list[str]:
+    """One cycle among the nodes Kahn could not order. Each of them has a predecessor that is
+    also unordered, so walking backwards through those must revisit a node."""
+    node = next(n for n in preds if n not in done and n != OUTPUT)
+    path: list[str] = []
+    while node not in path:
+        path.append(node)
+        node = next(p for p in preds[node] if p != INPUT and p not in done)
+    cycle = path[path.index(node):]
+    cycle.reverse()
+    return cycle + [cycle[0]]
+
+
+def _detach(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach()
+    if isinstance(obj, dict):
+        return {k: _detach(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_detach(v) for v in obj)
+    return obj
+
+
+class NestedModel(nn.Module):
+    """Levels wired by a DAG of edges; see the module docstring and docs/internals.md §3."""
+
+    def __init__(self, model_spec: dict, vocab_size: int | None = None, *,
+                 input_dim: int | None = None, n_outputs: int | None = None):
+        super().__init__()
+        if (vocab_size is None) == (input_dim is None):
+            raise ValueError("give exactly one of vocab_size (token inputs) or input_dim "
+                             "(feature inputs)")
+        self.spec = dict(model_spec)
+        d_model, heads = int(model_spec["d_model"]), int(model_spec.get("heads", 1))
+        self.d_model, self.heads = d_model, heads
+        self.token_inputs = vocab_size is not None
+        tie = bool(model_spec.get("tie_embeddings", True)) and self.token_inputs
+        if self.token_inputs:
+            n_outputs = vocab_size if n_outputs is None else n_outputs
+            if tie and n_outputs != vocab_size:
+                raise ValueError(f"a tied head predicts the {vocab_size} input tokens, not "
+                                 f"{n_outputs} outputs; set tie_embeddings to false")
+            self.embed = nn.Embedding(vocab_size, d_model)
+            # GPT-2's N(0, 0.02): with the tied head, N(0, 1) would start every prediction with
+            # a logit of about d_model for the input token itself.
+            nn.init.normal_(self.embed.weight, std=0.02)
+        else:
+            if n_outputs is None:
+                raise ValueError("feature inputs need n_outputs")
+            self.embed = nn.Linear(input_dim, d_model)
+        self.n_outputs = int(n_outputs)
+        self.tied = tie
+        self.head = None if tie else nn.Linear(d_model, self.n_outputs, bias=False)
+        self.final_norm = nn.RMSNorm(d_model)
+
+        specs = list(model_spec.get("levels", []))
+        ids = [str(s["id"]) for s in specs]
+        self.order, self.preds = topological_order(ids, model_spec.get("edges", []))
+        by_id = dict(zip(ids, specs))
+        self.levels = nn.ModuleDict()
+        self.norms = nn.ModuleDict()
+        for lid in self.order:
+            spec = by_id[lid]
+            if not lid or "." in lid or hasattr(self.levels, lid):
+                raise ValueError(f"level id {lid!r} cannot name a module (empty, contains '.', "
+                                 f"or is a reserved name)")
+            self.levels[lid] = LEVEL_CLASSES[spec["kind"]](spec, d_model, heads)
+            self.norms[lid] = nn.RMSNorm(d_model)
+        self.task_levels = [lid for lid in self.order
+                            if getattr(self.levels[lid], "needs_task_grad", False)]
+        self._task_periods = sorted({self.levels[lid].period for lid in self.task_levels})
+
+    # -- state --------------------------------------------------------------------------------
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> dict:
+        p = self.final_norm.weight
+        device = p.device if device is None else torch.device(device)
+        return {"t": 0, "levels": {lid: self.levels[lid].init_state(batch, device, p.dtype)
+                                   for lid in self.order}}
+
+    @staticmethod
+    def detach_state(state: dict) -> dict:
+        """The same state with every tensor detached (cut the graph between training steps)."""
+        return _detach(state)
+
+    def probe(self, state: dict) -> dict[str, LevelProbe]:
+        return {lid: self.levels[lid].probe(state["levels"][lid]) for lid in self.order}
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, inputs: Tensor, state: dict | None = None, targets: Tensor | None = None,
+                silence: Iterable[str] = ()) -> tuple[Tensor, dict]:
+        silence = frozenset(silence)
+        unknown = silence - set(self.order)
+        if unknown:
+            raise ValueError(f"cannot silence unknown level(s) {sorted(unknown)}")
+        batch, steps = inputs.shape[0], inputs.shape[1]
+        if state is None:
+            state = self.init_state(batch, inputs.device)
+        t0 = int(state["t"])
+        states = dict(state["levels"])
+        h0 = self.embed(inputs)
+        if not self.task_levels:
+            logits, states = self._pass(h0, states, silence, {})
+        else:
+            logits, states = self._segmented(inputs, h0, t0, targets, states, silence)
+        return logits, {"t": t0 + steps, "levels": states}
+
+    def _head(self, h: Tensor) -> Tensor:
+        h = self.final_norm(h)
+        return F.linear(h, self.embed.weight) if self.tied else self.head(h)
+
+    def _pass(self, h0: Tensor, states: dict, silence: frozenset,
+              fast: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict]:
+        outs = {INPUT: h0}
+        for lid in self.order:
+            preds = self.preds[lid]
+            inp = outs[preds[0]]
+            for p in preds[1:]:
+                inp = inp + outs[p]
+            x = self.norms[lid](inp)
+            if lid in fast:
+                y, states[lid] = self.levels[lid](x, states[lid], fast=fast[lid])
+            else:
+                y, states[lid] = self.levels[lid](x, states[lid])
+            outs[lid] = inp if lid in silence else inp + y
+        preds = self.preds[OUTPUT]
+        out = outs[preds[0]]
+        for p in preds[1:]:
+            out = out + outs[p]
+        return self._head(out), states
+
+    def _segments(self, t0: int, steps: int) -> list[tuple[int, int]]:
+        """Call-relative ``[start, end)`` pieces cut at every multiple of a task level's C."""
+        cuts = {steps}
+        for c in self._task_periods:
+            cuts.update(range((t0 // c + 1) * c - t0, steps, c))
+        bounds = [0, *sorted(cuts)]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def _segmented(self, inputs: Tensor, h0: Tensor, t0: int, targets: Tensor | None,
+                   states: dict, silence: frozenset) -> tuple[Tensor, dict]:
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("CMS levels with the 'task' objective learn from gradients of the "
+                               "model's loss while reading; run them under torch.no_grad(), "
+                               "not torch.inference_mode()")
+        outer_grad = torch.is_grad_enabled()
+        if targets is None and self.token_inputs:
+            targets = F.pad(inputs[:, 1:], (0, 1), value=IGNORE_INDEX)
+        segments = self._segments(t0, inputs.shape[1])
+        task = [(lid, self.levels[lid]) for lid in self.task_levels]
+        parts, norms = [], {lid: [] for lid in self.order}
+        with torch.enable_grad():
+            for s, e in segments:
+                fast = {}
+                for lid, level in task:
+                    fast[lid] = {n: w if w.requires_grad else w.requires_grad_()
+                                 for n, w in level.fast_weights(states[lid]).items()}
+                logits, states = self._pass(h0[:, s:e], states, silence, fast)
+                if targets is not None:
+                    loss = F.cross_entropy(logits.flatten(0, 1), targets[:, s:e].flatten(),
+                                           ignore_index=IGNORE_INDEX, reduction="sum")
+                    if loss.requires_grad:
+                        flat = [w for lid, _ in task for w in fast[lid].values()]
+                        grads = iter(torch.autograd.grad(loss, flat, retain_graph=outer_grad,
+                                                         allow_unused=True))
+                        for lid, level in task:
+                            states[lid] = level.accumulate(
+                                states[lid], {n: next(grads) for n in fast[lid]})
+                for lid, level in task:
+                    if level.write_due(states[lid]):
+                        states[lid] = level.write(states[lid])
+                if not outer_grad:
+                    # Evaluation: keep no graph from one segment to the next (bounded memory).
+                    logits, states = logits.detach(), _detach(states)
+                parts.append(logits)
+                if len(segments) > 1:
+                    for lid in self.order:
+                        norms[lid].append(states[lid].get("write_norms"))
+        if len(segments) > 1:
+            for lid, pieces in norms.items():
+                if all(p is not None for p in pieces):
+                    states[lid] = {**states[lid], "write_norms": torch.cat(pieces)}
+        return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), states
+
+
+def build_model(model_spec: dict, vocab_size: int | None = None, *,
+                input_dim: int | None = None, n_outputs: int | None = None) -> NestedModel:
+    """A :class:`NestedModel` for token inputs (``vocab_size``; ``n_outputs`` defaults to it)
+    or feature inputs (``input_dim`` and ``n_outputs``)."""
+    return NestedModel(model_spec, vocab_size, input_dim=input_dim, n_outputs=n_outputs)

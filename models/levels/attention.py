@@ -1,0 +1,101 @@
+"""Causal softmax attention: a non-parametric memory that re-reads its context every token.
+
+The closed-form (Nadaraya–Watson) solution of a weighted ℓ2 regression over the cached
+(key, value) pairs: nothing is written by gradient steps, the "memory" is the KV cache
+(frequency ∞). Rotary positions use absolute stream positions, and the state keeps every past
+key/value (or, with a sliding ``window`` of w tokens, the last w − 1: all a later query can
+still see), so a stream split over calls gives the same outputs as one call.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nlstudio.models.levels.base import Level, LevelProbe
+from nlstudio.models.levels.common import apply_rope, merge_heads, split_heads
+
+PROBE_TOKENS = 64
+
+
+class AttentionLevel(Level):
+    kind = "attention"
+
+    def __init__(self, spec: dict, d_model: int, heads: int):
+        super().__init__(spec, d_model, heads)
+        if d_model % heads:
+            raise ValueError(f"{self.level_id}: d_model {d_model} is not divisible by {heads} "
+                             f"heads")
+        if self.period is not None:
+            raise ValueError(f"{self.level_id}: attention has no period (it re-reads the "
+                             f"context every token), got period {self.period}")
+        window = self.option("window")
+        if window is not None and int(window) < 1:
+            raise ValueError(f"{self.level_id}: window must be >= 1 or null, got {window}")
+        self.window: int | None = None if window is None else int(window)
+        self.d_head = d_model // heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def init_state(self, batch: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> dict[str, Any]:
+        device, dtype = self._param_device_dtype(device, dtype)
+        empty = torch.zeros(batch, self.heads, 0, self.d_head, device=device, dtype=dtype)
+        return {"t": 0, "updates": 0, "write_norms": torch.zeros(0, device=device, dtype=dtype),
+                "last_write": None, "k": empty, "v": empty.clone(), "attn_map": None}
+
+    def visible(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        """Boolean ``[T_q, T_k]``: key j is visible to query i (causal, within the window)."""
+        ok = k_pos[None, :] <= q_pos[:, None]
+        if self.window is not None:
+            ok = ok & (k_pos[None, :] > q_pos[:, None] - self.window)
+        return ok
+
+    def forward(self, x: Tensor, state: dict[str, Any] | None = None
+                ) -> tuple[Tensor, dict[str, Any]]:
+        if state is None:
+            state = self.init_state(x.shape[0], x.device, x.dtype)
+        t0, t = state["t"], x.shape[1]
+        pos = torch.arange(t0, t0 + t, device=x.device)
+        q = apply_rope(split_heads(self.q_proj(x), self.heads), pos)
+        k = apply_rope(split_heads(self.k_proj(x), self.heads), pos)
+        v = split_heads(self.v_proj(x), self.heads)
+        cached = state["k"].shape[2]
+        keys = torch.cat((state["k"], k), dim=2) if cached else k
+        values = torch.cat((state["v"], v), dim=2) if cached else v
+        k_pos = torch.arange(t0 - cached, t0 + t, device=x.device)
+        if cached == 0 and self.window is None:
+            y = F.scaled_dot_product_attention(q, keys, values, is_causal=True)  # fast path
+        else:
+            y = F.scaled_dot_product_attention(q, keys, values,
+                                               attn_mask=self.visible(pos, k_pos))
+        keep = keys.shape[2] if self.window is None else min(self.window - 1, keys.shape[2])
+        new = dict(state)
+        new["k"] = keys[:, :, keys.shape[2] - keep:]
+        new["v"] = values[:, :, values.shape[2] - keep:]
+        new["t"] = t0 + t
+        new["updates"] = t0 + t  # every token is written to the context
+        with torch.no_grad():
+            # Per-token norm of what enters the cache, ‖[k_t; v_t]‖ per head, summed over heads.
+            kv = torch.cat((k, v), dim=-1).detach()
+            new["write_norms"] = kv.norm(dim=-1).sum(1).mean(0)
+            new["attn_map"] = self._probe_map(q, keys, pos, k_pos) if t else state["attn_map"]
+        return self.out_proj(merge_heads(y)), new
+
+    def _probe_map(self, q: Tensor, keys: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        """Attention weights of head 0, batch 0: the last ≤ 64 queries over the last ≤ 64 keys
+        (normalised over every key the query sees)."""
+        qs = q[0, 0, -PROBE_TOKENS:].detach()
+        logits = (qs @ keys[0, 0].detach().mT) / self.d_head ** 0.5
+        logits = logits.masked_fill(~self.visible(q_pos[-PROBE_TOKENS:], k_pos), float("-inf"))
+        return logits.softmax(-1)[:, -PROBE_TOKENS:]
+
+    def probe(self, state: dict[str, Any]) -> LevelProbe:
+        amap = state.get("attn_map")
+        return LevelProbe(memory=None if amap is None else amap.detach(), write=None,
+                          updates=int(state["updates"]),
+                          write_norms=state["write_norms"].detach())

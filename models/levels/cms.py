@@ -1,0 +1,257 @@
+"""The ``mlp`` kind: a feed-forward block, frozen in context or a Continuum Memory System level.
+
+The block is ``y = W2 σ(W1 x)`` with σ = SiLU (as the deep memories of
+:mod:`nlstudio.models.chunked`, whose analytic backward the local objectives reuse),
+``W1 [hidden, d]``, ``W2 [d, hidden]``, ``hidden = expansion · d``, no biases (every weight is a
+matrix that the matrix inner optimizers, e.g. DGD or Newton–Schulz in M3, can act on).
+
+``period: null``: frozen in context (frequency 0); only the outer optimizer trains W1, W2.
+
+``period: C``: a CMS level (NeurIPS Eq. 31 / arXiv Eq. 71). Each sequence has its own fast
+weights ``W = W0 + Δ`` (``W0`` the outer parameters, so the outer optimizer learns the initial
+state through the reads). Δ changes exactly when the stream position t reaches a multiple of C,
+by one step of the level's inner optimizer on the SUM of the per-token inner gradients of the C
+tokens since the previous write, all taken at the weights of that chunk (Eq. 31 sums
+``η f(θ; x_t)`` over the chunk, so η is a per-token step size). Tokens ``[kC, (k+1)C)`` read the
+weights after k writes.
+
+Objectives (the inner loss whose gradient f is):
+
+- ``task``: the model's own cross-entropy on the chunk's targets. A level cannot compute that
+  alone, so the model drives it through :meth:`MLPLevel.fast_weights`, ``forward(..., fast=)``,
+  :meth:`MLPLevel.accumulate`, :meth:`MLPLevel.write_due` and :meth:`MLPLevel.write`; the
+  write is not differentiated through (Δ is detached), the reads are.
+- ``l2`` / ``dot``: a local associative objective on learned projections ``k = Wk x``,
+  ``v = Wv x`` of the level input: ``Σ_t ‖M(k_t) − v_t‖²`` or ``−Σ_t ⟨M(k_t), v_t⟩`` with
+  ``M = W2 σ(W1 ·)``. The level computes it itself in closed form, chunk by chunk, and the writes
+  are differentiable (outer gradients reach W0, Wk, Wv through them).
+
+Keys for key-using inner optimizers (DGD, arXiv Eq. 57): W1's key is the layer's input (x for
+``task``, k for ``l2``/``dot``), W2's key is the hidden activation σ(W1 ·).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nlstudio.models.chunked import mlp_backward, mlp_forward
+from nlstudio.models.inner_optim import BoundOptimizer, make_optimizer
+from nlstudio.models.levels.base import Level, LevelProbe, State
+
+WEIGHTS = ("w1", "w2")
+
+
+def mlp_read(x: Tensor, w1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor]:
+    """``W2 σ(W1 x)`` with per-sequence weights ``[B, h, d]``, ``[B, d, h]`` and ``x [B, T, d]``;
+    returns the output and the hidden activation ``σ(W1 x)`` (W2's key)."""
+    hidden = F.silu(x @ w1.transpose(-1, -2))
+    return hidden @ w2.transpose(-1, -2), hidden
+
+
+def local_grads(w1: Tensor, w2: Tensor, k: Tensor, v: Tensor, objective: str
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of the local objective summed over the tokens of ``k, v [B, n, d]`` w.r.t.
+    ``w1 [B, h, d]`` and ``w2 [B, d, h]`` (the anchor weights), and W2's key σ(W1 k).
+
+    ``l2``: ``L = Σ_t ‖M(k_t) − v_t‖²`` (∂L/∂M(k) = 2(M(k) − v), as in ``titans``);
+    ``dot``: ``L = −Σ_t ⟨M(k_t), v_t⟩`` (∂L/∂M(k) = −v), the Hebbian objective.
+    Per layer the gradient is Σ_t δ_t h_tᵀ (surprise ⊗ layer input), one matmul per chunk, with
+    δ from the analytic backward of :mod:`nlstudio.models.chunked` (differentiable).
+    """
+    out, trace = mlp_forward((w1, w2), k, residual=False)
+    if objective == "l2":
+        err = 2.0 * (out - v)
+    elif objective == "dot":
+        err = -v
+    else:
+        raise ValueError(f"no local objective {objective!r}")
+    d1, d2 = mlp_backward((w1, w2), trace, err)
+    hidden = trace.inputs[1]
+    return d1.transpose(-1, -2) @ k, d2.transpose(-1, -2) @ hidden, hidden
+
+
+def _uses_key(opt: BoundOptimizer) -> bool:
+    flag = getattr(opt.spec, "uses_key", None)
+    return bool(flag) if flag is not None else opt.name == "dgd"
+
+
+class MLPLevel(Level):
+    kind = "mlp"
+
+    def __init__(self, spec: dict, d_model: int, heads: int):
+        super().__init__(spec, d_model, heads)
+        if self.period is not None and (isinstance(self.period, bool)
+                                        or not isinstance(self.period, int) or self.period < 1):
+            raise ValueError(f"level {self.level_id!r}: period must be a positive integer or "
+                             f"null, got {self.period!r}")
+        if self.objective not in self.info.objectives:
+            raise ValueError(f"level {self.level_id!r}: objective {self.objective!r} is not one "
+                             f"of {', '.join(self.info.objectives)}")
+        opt_spec = dict(spec.get("optimizer") or {})
+        opt_name = opt_spec.get("name", self.info.default_optimizer)
+        if opt_name not in self.info.optimizers:
+            raise ValueError(f"level {self.level_id!r}: inner optimizer {opt_name!r} is not one "
+                             f"of {', '.join(self.info.optimizers)}")
+        self.optimizer = make_optimizer(opt_spec, default=self.info.default_optimizer)
+        self.uses_key = _uses_key(self.optimizer)
+        self.hidden = int(self.option("expansion")) * d_model
+
+        bound1, bound2 = 1.0 / math.sqrt(d_model), 1.0 / math.sqrt(self.hidden)
+        self.w1 = nn.Parameter(torch.empty(self.hidden, d_model).uniform_(-bound1, bound1))
+        self.w2 = nn.Parameter(torch.empty(d_model, self.hidden).uniform_(-bound2, bound2))
+        if self.period is not None and self.objective != "task":
+            self.wk = nn.Parameter(torch.empty(d_model, d_model).uniform_(-bound1, bound1))
+            self.wv = nn.Parameter(torch.empty(d_model, d_model).uniform_(-bound1, bound1))
+
+    # -- what the model asks -----------------------------------------------------------------
+    @property
+    def needs_task_grad(self) -> bool:
+        """True when the model must supply the task gradient (objective ``task``, finite C)."""
+        return self.period is not None and self.objective == "task"
+
+    def fast_weights(self, state: State) -> dict[str, Tensor]:
+        """The tensors the forward reads, ``W0 + Δ`` per sequence (``[B, ...]``)."""
+        return {"w1": self.w1 + state["delta"]["w1"], "w2": self.w2 + state["delta"]["w2"]}
+
+    def write_due(self, state: State) -> bool:
+        """Whether the stream has reached a multiple of C whose write has not happened yet."""
+        return self.period is not None and state["t"] // self.period > state["updates"]
+
+    def accumulate(self, state: State, grads: dict[str, Tensor | None]) -> State:
+        """Adds (detached) inner gradients w.r.t. :meth:`fast_weights` to the chunk's sum."""
+        acc = dict(state["grad"])
+        for name, g in grads.items():
+            if g is not None:
+                acc[name] = acc[name] + g.detach()
+        return {**state, "grad": acc}
+
+    def write(self, state: State) -> State:
+        """One inner-optimizer step with the chunk's summed gradient (Eq. 31); resets the sum.
+
+        The norm of the write lands on the last token of the current ``write_norms``: the write
+        happens once that token (the chunk's last) has been read.
+        """
+        detach = self.objective == "task"
+        delta, opt_state, grad, keys = state["delta"], state["opt"], state["grad"], state["keys"]
+        new_delta, new_opt, new_grad, sq = {}, {}, {}, 0.0
+        last_write = None
+        for name in WEIGHTS:
+            w0 = getattr(self, name)
+            if detach:
+                w0 = w0.detach()
+            current = w0 + delta[name]
+            key = keys[name] if self.uses_key else None
+            new, new_opt[name] = self.optimizer.step(current, grad[name], opt_state[name], key=key)
+            if detach:
+                new = new.detach()
+            change = (new - current).detach()
+            sq = sq + change.flatten(1).pow(2).sum(1)
+            if name == "w1":
+                last_write = change[0]
+            new_delta[name] = new - w0
+            new_grad[name] = torch.zeros_like(grad[name]).detach()
+        norms = state["write_norms"].clone()
+        if norms.numel():
+            norms[-1] = sq.sqrt().mean().to(norms.dtype)
+        return {**state, "delta": new_delta, "opt": new_opt, "grad": new_grad,
+                "keys": {n: k[:, :0] for n, k in keys.items()}, "updates": state["updates"] + 1,
+                "last_write": last_write, "write_norms": norms}
+
+    # -- the Level contract -------------------------------------------------------------------
+    def init_state(self, batch: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> State:
+        device, dtype = self._param_device_dtype(device, dtype)
+        state: State = {"t": 0, "updates": 0, "last_write": None,
+                        "write_norms": torch.zeros(0, device=device, dtype=dtype)}
+        if self.period is None:
+            return state
+        zeros = {n: torch.zeros(batch, *getattr(self, n).shape, device=device, dtype=dtype)
+                 for n in WEIGHTS}
+        key_dims = {"w1": self.d_model, "w2": self.hidden}
+        state.update(
+            delta=zeros,
+            opt={n: self.optimizer.init(z) for n, z in zeros.items()},
+            grad={n: torch.zeros_like(z) for n, z in zeros.items()},
+            keys={n: torch.zeros(batch, 0, key_dims[n], device=device, dtype=dtype)
+                  for n in WEIGHTS},
+        )
+        return state
+
+    def forward(self, x: Tensor, state: State | None = None,
+                fast: dict[str, Tensor] | None = None) -> tuple[Tensor, State]:
+        if state is None:
+            state = self.init_state(x.shape[0], x.device, x.dtype)
+        t0, steps = state["t"], x.shape[1]
+        norms = x.new_zeros(steps).detach()
+        if self.period is None:
+            y = F.linear(F.silu(F.linear(x, self.w1)), self.w2)
+            return y, {**state, "t": t0 + steps, "write_norms": norms}
+        if self.objective == "task":
+            return self._forward_task(x, state, fast, norms)
+        return self._forward_local(x, state, norms)
+
+    def probe(self, state: State) -> LevelProbe:
+        memory = self.w1 if self.period is None else self.w1 + state["delta"]["w1"][0]
+        last = state.get("last_write")
+        return LevelProbe(memory=memory.detach(),
+                          write=None if last is None else last.detach(),
+                          updates=int(state["updates"]),
+                          write_norms=state["write_norms"].detach())
+
+    def extra_repr(self) -> str:
+        return (f"id={self.level_id!r}, d={self.d_model}, hidden={self.hidden}, "
+                f"period={self.period}, objective={self.objective}, optimizer={self.optimizer.name}")
+
+    # -- internals ----------------------------------------------------------------------------
+    def _forward_task(self, x: Tensor, state: State, fast: dict[str, Tensor] | None,
+                      norms: Tensor) -> tuple[Tensor, State]:
+        t0, steps, c = state["t"], x.shape[1], self.period
+        if self.write_due(state) or (steps and t0 // c != (t0 + steps - 1) // c):
+            raise ValueError(
+                f"level {self.level_id!r} (objective 'task', period {c}) cannot read tokens "
+                f"[{t0}, {t0 + steps}) in one call: its weights change at every multiple of {c} "
+                f"with the model's loss, so it must be driven by NestedModel (or by "
+                f"accumulate()/write() between calls split at multiples of {c})")
+        w = fast if fast is not None else self.fast_weights(state)
+        y, hidden = mlp_read(x, w["w1"], w["w2"])
+        new = {**state, "t": t0 + steps, "write_norms": norms}
+        if self.uses_key:
+            keys = state["keys"]
+            new["keys"] = {"w1": torch.cat((keys["w1"], x.detach()), 1),
+                           "w2": torch.cat((keys["w2"], hidden.detach()), 1)}
+        return y, new
+
+    def _forward_local(self, x: Tensor, state: State, norms: Tensor) -> tuple[Tensor, State]:
+        """l2/dot: per chunk, read with the chunk's weights, add the chunk's local gradients
+        (taken at those anchor weights) to the sum, write at each multiple of C."""
+        t0, steps, c = state["t"], x.shape[1], self.period
+        k_all = F.linear(x, self.wk)
+        v_all = F.linear(x, self.wv)
+        ys, written = [], []
+        start = 0
+        while start < steps:
+            t = t0 + start
+            end = min(steps, start + c - t % c)
+            w = self.fast_weights(state)
+            ys.append(mlp_read(x[:, start:end], w["w1"], w["w2"])[0])
+            k, v = k_all[:, start:end], v_all[:, start:end]
+            g1, g2, hidden_k = local_grads(w["w1"], w["w2"], k, v, self.objective)
+            grad = state["grad"]
+            state = {**state, "t": t0 + end,
+                     "grad": {"w1": grad["w1"] + g1, "w2": grad["w2"] + g2}}
+            if self.uses_key:
+                keys = state["keys"]
+                state["keys"] = {"w1": torch.cat((keys["w1"], k), 1),
+                                 "w2": torch.cat((keys["w2"], hidden_k), 1)}
+            if self.write_due(state):
+                state = self.write({**state, "write_norms": x.new_zeros(1)})
+                written.append((end - 1, state["write_norms"][0]))
+            start = end
+        if written:
+            idx = torch.tensor([i for i, _ in written], device=x.device)
+            norms = norms.index_put((idx,), torch.stack([n for _, n in written]).detach())
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, 1)
+        return y, {**state, "write_norms": norms}

@@ -1,0 +1,178 @@
+"""Small building blocks shared by the levels: heads, normalisation, rotary positions and the
+short causal convolution. Everything works on any device/dtype (tensors are created from the
+input's)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nlstudio.models.inner_optim import make_optimizer
+from nlstudio.models.levels.base import Level, LevelProbe
+
+ROPE_BASE = 10000.0
+
+
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """``[B, T, H*dh] -> [B, H, T, dh]`` (contiguous)."""
+    b, t, d = x.shape
+    if d % heads:
+        raise ValueError(f"width {d} is not divisible by {heads} heads")
+    return x.view(b, t, heads, d // heads).transpose(1, 2).contiguous()
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """``[B, H, T, dh] -> [B, T, H*dh]`` (contiguous)."""
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """``x / max(‖x‖, eps)`` along the last dimension (differentiable, zero-safe)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def apply_rope(x: Tensor, positions: Tensor, base: float = ROPE_BASE) -> Tensor:
+    """Rotary position embedding (RoFormer, rotate-half layout) of ``x [B, H, T, dh]``.
+
+    ``positions`` (LongTensor ``[T]``) are absolute stream positions, so a stream split over
+    calls rotates every token exactly as one call would. With an odd ``dh`` the last channel is
+    left unrotated.
+    """
+    dh = x.shape[-1]
+    half = dh // 2
+    if half == 0:
+        return x
+    # Angles in float32 at least: float16 positions lose integers above 2048.
+    work = torch.promote_types(x.dtype, torch.float32)
+    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=work) / half)
+    angles = positions.to(device=x.device, dtype=work)[:, None] * inv_freq  # [T, half]
+    cos = angles.cos().to(x.dtype)
+    sin = angles.sin().to(x.dtype)
+    x1, x2, rest = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+    rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest), dim=-1)
+    return rotated
+
+
+class CausalConv1d(nn.Module):
+    """Depthwise causal short convolution over time: ``y_t = Σ_{i<width} w_i ⊙ x_{t−i}``.
+
+    ``forward(x [B, T, C], history [B, width−1, C] | None) -> (y, new_history)``; ``history``
+    holds the last ``width−1`` inputs of the stream (zeros at its start), so a stream split
+    over calls equals one call. ``width`` 0 or 1 is the identity (no parameters; the history is
+    then an empty ``[B, 0, C]`` tensor). Initialised to the identity (newest tap 1, others 0) so
+    a fresh level behaves as if it had no convolution until training shapes the filter.
+    """
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        if width < 0:
+            raise ValueError(f"convolution width must be >= 0, got {width}")
+        self.channels = channels
+        self.width = width
+        if width > 1:
+            weight = torch.zeros(channels, 1, width)
+            weight[:, 0, -1] = 1.0  # conv1d is a correlation: the last tap reads x_t
+            self.weight = nn.Parameter(weight)
+        else:
+            self.register_parameter("weight", None)
+
+    def forward(self, x: Tensor, history: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        b, t, c = x.shape
+        keep = max(self.width - 1, 0)
+        if history is None:
+            history = x.new_zeros(b, keep, c)
+        if self.weight is None:
+            return x, history
+        full = torch.cat((history.to(x.dtype), x), dim=1)  # [B, keep + T, C]
+        y = F.conv1d(full.transpose(1, 2), self.weight.to(x.dtype), groups=c)
+        return y.transpose(1, 2), full[:, full.shape[1] - keep:]
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, width={self.width}"
+
+
+def write_norm_series(surprise: Tensor, key: Tensor | None = None) -> Tensor:
+    """Per-token Frobenius norm of rank-one writes ``u_t k_tᵀ`` (``‖u_t‖·‖k_t‖``) from
+    ``[B, H, T, d]`` tensors, summed over heads and averaged over the batch: ``[T]``."""
+    norms = surprise.norm(dim=-1)
+    if key is not None:
+        norms = norms * key.norm(dim=-1)
+    return norms.sum(1).mean(0)
+
+
+def head_timescale_bias(heads: int, low: float = 3.0, high: float = 6.0) -> Tensor:
+    """Initial biases of per-head sigmoid forget gates, spread from ``low`` to ``high`` so the
+    heads start at different retention timescales (σ(3) ≈ 0.95: ~14 tokens half-life;
+    σ(6) ≈ 0.9975: ~280 tokens)."""
+    if heads == 1:
+        return torch.tensor([high])
+    return torch.linspace(low, high, heads)
+
+
+class MatrixMemoryLevel(Level):
+    """Plumbing shared by the per-token matrix memories (linear attention, delta rule).
+
+    Per head, a fast weight ``M [d_v, d_k]`` read as ``y_t = M_t q_t``; q/k/v/out projections;
+    the state ``{"M": [B, H, d_v, d_k], "t", "updates", "write_norms", "last_write"}``. The
+    inner optimizer's ``eta`` scales every write.
+    """
+
+    def __init__(self, spec: dict, d_model: int, heads: int):
+        super().__init__(spec, d_model, heads)
+        if d_model % heads:
+            raise ValueError(f"{self.level_id}: d_model {d_model} is not divisible by {heads} "
+                             f"heads")
+        if self.period not in (None, 1):
+            raise ValueError(f"{self.level_id}: a {self.kind} level is written every token "
+                             f"(period 1), got period {self.period}")
+        opt = dict(spec.get("optimizer") or {})
+        name = opt.get("name", self.info.default_optimizer)
+        if name not in self.info.optimizers:
+            raise ValueError(f"{self.level_id}: optimizer {name!r} is not available for "
+                             f"{self.kind}; expected one of {', '.join(self.info.optimizers)}")
+        self.eta = float(make_optimizer(opt, default=name).hp["eta"])
+        self.d_head = d_model // heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def init_state(self, batch: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> dict[str, Any]:
+        device, dtype = self._param_device_dtype(device, dtype)
+        return {"t": 0, "updates": 0,
+                "write_norms": torch.zeros(0, device=device, dtype=dtype),
+                "last_write": None,
+                "M": torch.zeros(batch, self.heads, self.d_head, self.d_head, device=device,
+                                 dtype=dtype)}
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k (L2-normalised) and v as ``[B, H, T, d_head]``."""
+        q = l2_normalize(split_heads(self.q_proj(x), self.heads))
+        k = l2_normalize(split_heads(self.k_proj(x), self.heads))
+        v = split_heads(self.v_proj(x), self.heads)
+        return q, k, v
+
+    def finish(self, y: Tensor, memory: Tensor, state: dict[str, Any], surprise: Tensor,
+               k: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        """Output projection and the new state; ``surprise`` is u_t of the writes u_t k_tᵀ."""
+        t = y.shape[2]
+        new = dict(state)
+        new["M"] = memory
+        new["t"] = state["t"] + t
+        new["updates"] = state["updates"] + t
+        with torch.no_grad():
+            new["write_norms"] = write_norm_series(surprise.detach(), k.detach())
+            if t:
+                new["last_write"] = torch.outer(surprise[0, 0, -1], k[0, 0, -1]).detach()
+        return self.out_proj(merge_heads(y)), new
+
+    def probe(self, state: dict[str, Any]) -> LevelProbe:
+        last = state.get("last_write")
+        return LevelProbe(memory=state["M"][0, 0].detach(),
+                          write=None if last is None else last.detach(),
+                          updates=int(state["updates"]),
+                          write_norms=state["write_norms"].detach())

@@ -1,0 +1,195 @@
+"""Titans neural memory (Behrouz et al., Titans, arXiv 2501.00663 §3): a deep MLP memory that
+learns in context from its surprise, with momentum and a forget gate, written once per chunk.
+
+Per head, with q, k L2-normalised and gates computed from the input:
+
+    ℓ(M; x_t) = ‖M(k_t) − v_t‖²   (objective "l2"; "dot": −⟨M(k_t), v_t⟩)
+    S_t = η_t S_{t−1} − θ_t ∇ℓ(M_anchor; x_t)              (surprise with momentum)
+    M_t = (1 − α_t) M_{t−1} + S_t                          (forget gate)
+    o_t = M_anchor(q_t)                                     (read before write)
+
+``period`` C is the chunk: gradients of a chunk's tokens are taken at the memory as it was at
+the chunk start (the anchor) and the memory is written once, when the chunk completes; tokens
+inside a chunk read the anchor (C = 1: the exact recurrence ``o_t = M_{t−1}(q_t)``). The
+momentum and the decay inside the chunk collapse to coefficients (models/chunked.py), so a chunk
+costs one fused forward of its keys and queries, one analytic backward and one batched matmul
+per layer for the write.
+
+Choices (documented here, visible in the inspector through the registry):
+- one memory per head, of the head dimension ``dh = d_model / heads``; hidden width
+  ``expansion · dh``; depth 1 is a matrix memory ``M(k) = W k``, depth ≥ 2 a residual MLP
+  ``M(k) = k + W_L silu(… silu(W_1 k))`` (TTT/titans-pytorch add the residual too, with a
+  LayerNorm we leave out);
+- θ_t = eta · σ(·), η_t = alpha · σ(·) (optimizer "momentum": eta, alpha are its
+  hyper-parameters), α_t = σ(·), each a linear map of the input per head; optimizer "sgd" has
+  no momentum (S_t = −θ_t ∇ℓ);
+- initial memory weights are outer parameters (meta-learned), shared by all sequences.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nlstudio.models.chunked import collapse_end, mlp_backward, mlp_forward, write_plain
+from nlstudio.models.inner_optim import make_optimizer
+from nlstudio.models.levels.base import Level, LevelProbe, State
+from nlstudio.models.levels.common import l2_normalize, merge_heads, split_heads
+
+
+class TitansLevel(Level):
+    kind = "titans"
+
+    def __init__(self, spec: dict, d_model: int, heads: int):
+        super().__init__(spec, d_model, heads)
+        if not isinstance(self.period, int) or isinstance(self.period, bool) or self.period < 1:
+            raise ValueError(f"titans: period must be a positive integer, got {self.period!r}")
+        if d_model % heads:
+            raise ValueError(f"titans: d_model {d_model} is not divisible by {heads} heads")
+        if self.objective not in self.info.objectives:
+            raise ValueError(f"titans: objective must be one of {self.info.objectives}")
+        opt = make_optimizer(spec.get("optimizer"), default=self.info.default_optimizer)
+        if opt.name not in self.info.optimizers:
+            raise ValueError(f"titans: inner optimizer must be one of {self.info.optimizers}, "
+                             f"got {opt.name!r}")
+        self.chunk = int(self.period)
+        self.depth = int(self.option("depth"))
+        self.expansion = int(self.option("expansion"))
+        self.eta = float(opt.hp["eta"])
+        # momentum decay scale; 0 (or optimizer "sgd") = no momentum memory at all
+        self.momentum_scale = float(opt.hp.get("alpha", 0.0)) if opt.name == "momentum" else 0.0
+        self.head_dim = dh = d_model // heads
+        hidden = self.expansion * dh
+        dims = [dh] + [hidden] * (self.depth - 1) + [dh]
+        self.residual = self.depth > 1
+
+        self.to_qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.to_gates = nn.Linear(d_model, 3 * heads)  # θ_t, η_t, α_t per head
+        self.to_out = nn.Linear(d_model, d_model, bias=False)
+        self.memory_init = nn.ParameterList(
+            nn.Parameter(torch.randn(heads, dims[l + 1], dims[l]) / math.sqrt(dims[l]))
+            for l in range(self.depth))
+        with torch.no_grad():
+            self.to_gates.weight.mul_(0.1)
+            bias = self.to_gates.bias.view(3, heads)
+            bias[0].fill_(0.0)  # θ ≈ eta / 2
+            bias[1].fill_(2.0)  # η ≈ 0.88 alpha: surprise is kept over several chunks
+            bias[2].fill_(-4.0)  # α ≈ 0.018: the memory forgets slowly
+
+    # ---------------------------------------------------------------------------------------
+    @property
+    def use_momentum(self) -> bool:
+        return self.momentum_scale > 0
+
+    def init_state(self, batch: int, device=None, dtype=None) -> State:
+        device, dtype = self._param_device_dtype(device, dtype)
+        weights = tuple(p.to(device=device, dtype=dtype).unsqueeze(0).expand(batch, *p.shape)
+                        for p in self.memory_init)
+        state: State = {
+            "t": 0, "updates": 0,
+            "write_norms": torch.zeros(0, device=device, dtype=dtype),
+            "last_write": None,
+            "weights": weights,
+            "pending": torch.zeros(batch, 0, self.d_model, device=device, dtype=dtype),
+        }
+        if self.use_momentum:
+            state["momentum"] = tuple(torch.zeros(batch, *p.shape, device=device, dtype=dtype)
+                                      for p in self.memory_init)
+        return state
+
+    def _gates(self, xs: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(log(1 − α_t), θ_t, log η_t)`` per head, each ``[B·H, n]``."""
+        b, n, _ = xs.shape
+        z = self.to_gates(xs).view(b, n, 3, self.heads).permute(2, 0, 3, 1).reshape(3, -1, n)
+        # ℓ2's gradient is 2(M(k) − v): the 2 is folded into θ
+        theta = (self.eta * (2.0 if self.objective == "l2" else 1.0)) * torch.sigmoid(z[0])
+        log_keep = F.logsigmoid(-z[2])  # log(1 − α_t), α_t = σ(z)
+        log_mu = (math.log(self.momentum_scale) + F.logsigmoid(z[1])
+                  if self.use_momentum else None)
+        return log_keep, theta, log_mu
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        b, t_new, _ = x.shape
+        if state is None:
+            state = self.init_state(b, x.device, x.dtype)
+        if t_new == 0:
+            return x.new_zeros(b, 0, self.d_model), {**state, "write_norms": x.new_zeros(0)}
+        c, h, dh = self.chunk, self.heads, self.head_dim
+        n_mem = b * h
+        pending = state["pending"]
+        p = pending.shape[1]
+        xs = torch.cat((pending.to(x.dtype), x), dim=1) if p else x
+        n = p + t_new
+        full, rest = divmod(n, c)
+        done = full * c
+
+        q, k, v = self.to_qkv(xs).chunk(3, dim=-1)
+        q = l2_normalize(split_heads(q, h)).view(n_mem, n, dh)
+        k = l2_normalize(split_heads(k, h)).view(n_mem, n, dh)
+        v = split_heads(v, h).view(n_mem, n, dh)
+        weights = [w.reshape(n_mem, *w.shape[2:]) for w in state["weights"]]
+        moms = ([m.reshape(n_mem, *m.shape[2:]) for m in state["momentum"]]
+                if self.use_momentum else [None] * self.depth)
+
+        reads: list[Tensor] = []
+        sq_norms: list[Tensor] = []
+        last_write = state["last_write"]
+        if full:
+            log_keep, theta, log_mu = self._gates(xs[:, :done])
+            end = collapse_end(log_keep.view(n_mem, full, c), theta.view(n_mem, full, c),
+                               None if log_mu is None else log_mu.view(n_mem, full, c))
+            ends = end.unbind(1)
+            kq = torch.cat((k[:, :done].view(n_mem, full, c, dh),
+                            q[:, :done].view(n_mem, full, c, dh)), dim=2).unbind(1)
+            vs = v[:, :done].view(n_mem, full, c, dh).unbind(1)
+            keys = slice(0, c)
+            for j in range(full):
+                out, trace = mlp_forward(weights, kq[j], self.residual)  # keys and queries
+                reads.append(out[:, c:])
+                g = out[:, :c] - vs[j] if self.objective == "l2" else -vs[j]
+                deltas = mlp_backward(weights, trace, g, tokens=keys)
+                new_w, new_m = [], []
+                for l in range(self.depth):
+                    w_l, m_l = write_plain(weights[l], moms[l], deltas[l],
+                                           trace.inputs[l][:, :c], ends[j])
+                    new_w.append(w_l)
+                    new_m.append(m_l)
+                with torch.no_grad():
+                    sq_norms.append(sum((nw - w).square().sum((-2, -1))
+                                        for nw, w in zip(new_w, weights)))
+                    if j == full - 1:
+                        last_write = (new_w[0][0] - weights[0][0]).detach()
+                weights, moms = new_w, new_m
+        if rest:
+            reads.append(mlp_forward(weights, q[:, done:], self.residual)[0])
+        o = torch.cat(reads, dim=1)[:, p:]  # pending tokens were read by an earlier call
+        y = self.to_out(merge_heads(o.reshape(b, h, t_new, dh)))
+
+        write_norms = torch.zeros(t_new, device=x.device, dtype=x.dtype)
+        if full:
+            per_chunk = torch.stack(sq_norms).view(full, b, h).sum(-1).sqrt().mean(-1)
+            ends_at = torch.arange(1, full + 1, device=x.device) * c - 1 - p
+            write_norms[ends_at] = per_chunk.to(x.dtype)
+        new_state: State = {
+            "t": state["t"] + t_new,
+            "updates": state["updates"] + full,
+            "write_norms": write_norms,
+            "last_write": last_write,
+            "weights": tuple(w.view(b, h, *w.shape[1:]) for w in weights),
+            "pending": xs[:, done:],
+        }
+        if self.use_momentum:
+            new_state["momentum"] = tuple(m.view(b, h, *m.shape[1:]) for m in moms)
+        return y, new_state
+
+    def probe(self, state: State) -> LevelProbe:
+        norms = state.get("write_norms")
+        last = state.get("last_write")
+        return LevelProbe(
+            memory=state["weights"][0][0, 0].detach().cpu(),
+            write=None if last is None else last.detach().cpu(),
+            updates=int(state["updates"]),
+            write_norms=None if norms is None else norms.detach().cpu(),
+        )

@@ -1,0 +1,20 @@
+"""What the GUI may show about the building blocks: level kinds, inner optimizers, objectives
+and tasks, re-exported from where they are defined.
+
+Widgets import this module (widgets → core → models), never ``nlstudio.models`` directly.
+"""
+from __future__ import annotations
+
+from nlstudio.models.inner_optim import OPTIMIZERS, HyperParam, InnerOptimizer
+from nlstudio.models.registry import KINDS, OBJECTIVES, PERIOD_RULES, KindInfo, Option, kind_info
+
+
+def all_tasks() -> dict:
+    """``{name: Task class}`` for every registered task (empty if none is installed)."""
+    from nlstudio.tasks import all_tasks as _all_tasks
+
+    return _all_tasks()
+
+
+__all__ = ["KINDS", "OPTIMIZERS", "OBJECTIVES", "PERIOD_RULES", "KindInfo", "Option",
+           "HyperParam", "InnerOptimizer", "kind_info", "all_tasks"]

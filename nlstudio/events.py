@@ -1,0 +1,95 @@
+"""What the trainer publishes. Plain, immutable records carrying CPU numbers and numpy arrays
+only, so any consumer (the CLI, the GUI's worker thread, a notebook, a test) can keep them
+without holding torch tensors or device memory.
+
+Every event carries the ``run_id`` of the run that produced it, so a consumer can drop late
+events of a run it has already let go of.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Started:
+    run_id: str
+    run_dir: str
+    device: str  # "cpu" or "cuda:0"
+    device_name: str  # e.g. "CPU (2 threads)" or "NVIDIA H100"
+    start_step: int
+    total_steps: int
+    levels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Progress:
+    run_id: str
+    step: int  # steps completed
+    total_steps: int
+    loss: float
+    metric: float
+    tokens_per_s: float
+    elapsed_s: float
+    eta_s: float
+    phase: str
+
+
+@dataclass(frozen=True)
+class MetricsRow:
+    """One row of metrics.csv."""
+
+    run_id: str
+    row: dict
+
+
+@dataclass(frozen=True)
+class LevelSnapshot:
+    kind: str
+    period: int | None  # None: frozen (or non-parametric for attention)
+    frequency: float  # designed update frequency in updates/token: inf, 1/C or 0
+    memory: np.ndarray | None  # 2-D float32
+    write: np.ndarray | None  # 2-D float32, latest surprise ⊗ key write
+    write_norms: np.ndarray | None  # [time] float32, write norm per token of the last sequence
+    updates: int  # writes in the last sequence
+    spectrum: tuple[np.ndarray, np.ndarray] | None  # (frequency in cycles/token, power)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    run_id: str
+    step: int
+    levels: dict[str, LevelSnapshot]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Rows written to eval.csv (metric of every sub-task seen so far) and, where the task
+    has a notion of delay, recall by delay for the full model and with each level silenced."""
+
+    run_id: str
+    step: int
+    rows: tuple[tuple[str, float], ...]  # (task, metric)
+    metric_name: str
+    delays: tuple[int, ...] = ()
+    recall: dict[str, tuple[float, ...]] = field(default_factory=dict)  # "" = full model
+
+
+@dataclass(frozen=True)
+class Finished:
+    run_id: str
+    step: int
+    reason: str  # "completed" | "stopped"
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    run_id: str
+    step: int
+    message: str
+    run_dir: str
+
+
+Event = Started | Progress | MetricsRow | Snapshot | Evaluation | Finished | Failed

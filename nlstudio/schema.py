@@ -1,0 +1,369 @@
+"""The pydantic models of a project file (``*.nlproj``), version 1.
+
+Levels are flat dicts whose allowed keys depend on their ``kind`` (``models/registry.py``) and
+whose ``optimizer`` keys depend on the optimizer's ``name`` (``models/inner_optim.py``). One
+model class is generated per (kind, optimizer) pair from those registries, so the schema never
+repeats what they say. Which class validates a level is decided by ``nlstudio.project`` from
+the level's ``kind`` and ``optimizer.name`` (with messages that name the valid choices).
+
+Everything is strict (JSON types only: ``"8"`` is not an integer, ``1`` is not ``true``) and
+``extra="forbid"``, except :class:`ViewSection`, whose free-form keys change nothing in training.
+"""
+from __future__ import annotations
+
+import functools
+import heapq
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr,
+                      SerializeAsAny, create_model, model_serializer)
+from pydantic_core import PydanticCustomError
+
+from nlstudio.models.inner_optim import OPTIMIZERS
+from nlstudio.models.registry import KINDS, OBJECTIVES, KindInfo, Option
+from nlstudio.tasks.base import TaskParams
+
+FORMAT = "nlstudio.project"
+VERSION = 1
+
+# Bounds that keep validation (and anything sized from a file) finite.
+MAX_LEVELS = 256
+MAX_EDGES = 4096
+MAX_ID_LENGTH = 64
+MAX_NAME_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 10_000
+MAX_D_MODEL = 1 << 20
+MAX_HEADS = 1024
+MAX_PERIOD = 1 << 30
+MAX_STEPS = 10**9
+MAX_BATCH = 1 << 16
+MAX_SEQ_LEN = 1 << 20
+MAX_SEED = 2**32 - 1
+
+RESERVED_IDS = ("input", "output")
+_ID_RE = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_ID_LENGTH - 1}}}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _int(low: int, high: int, default: Any = ...) -> Any:
+    return Field(default, ge=low, le=high)
+
+
+# ---- level fields with their own messages -------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("level_id", "must be a string")
+    if value in RESERVED_IDS:
+        raise PydanticCustomError("level_id", "'{id}' is reserved for the graph's endpoint; "
+                                  "choose another id", {"id": value})
+    if not _ID_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "level_id", "must be an identifier: a letter or _ followed by letters, digits or _ "
+            "(at most {n} characters)", {"n": MAX_ID_LENGTH})
+    return value
+
+
+LevelId = Annotated[str, PlainValidator(_check_id)]
+
+_PERIOD_MESSAGES = {
+    "inf": "must be null (this kind writes no weights: it re-reads the context every token)",
+    "one": "must be 1 (this kind writes its memory at every token)",
+    "positive": "must be a positive integer",
+    "positive_or_null": "must be a positive integer or null",
+}
+
+
+def _period_type(rule: str) -> Any:
+    def check(value: Any) -> int | None:
+        if rule == "inf":
+            ok = value is None
+        elif rule == "one":
+            ok = _is_int(value) and value == 1
+        else:
+            ok = (_is_int(value) and 1 <= value <= MAX_PERIOD) or (
+                value is None and rule == "positive_or_null")
+        if not ok:
+            raise PydanticCustomError("period", _PERIOD_MESSAGES[rule])
+        return value
+
+    return Annotated[Optional[int], PlainValidator(check)]
+
+
+def _objective_type(info: KindInfo) -> Any:
+    def check(value: Any) -> str | None:
+        if not info.objectives:
+            if value is not None:
+                raise PydanticCustomError(
+                    "objective", "{kind} has no inner objective (it writes no weights); remove "
+                    "this field", {"kind": info.name})
+            return None
+        allowed = ", ".join(info.objectives)
+        if not isinstance(value, str):
+            raise PydanticCustomError("objective", "must be one of {allowed}",
+                                      {"allowed": allowed})
+        if value not in OBJECTIVES:
+            raise PydanticCustomError("objective", "unknown objective {value}; expected one of "
+                                      "{allowed}", {"value": short_repr(value),
+                                                    "allowed": allowed})
+        if value not in info.objectives:
+            raise PydanticCustomError("objective", "objective '{value}' is not allowed for kind "
+                                      "'{kind}' (allowed: {allowed})",
+                                      {"value": value, "kind": info.name, "allowed": allowed})
+        return value
+
+    return Annotated[Optional[str], PlainValidator(check)]
+
+
+def _no_optimizer(value: Any) -> None:
+    if value is not None:
+        raise PydanticCustomError("optimizer", "this kind has no inner optimizer (it writes no "
+                                  "weights); remove this field")
+    return None
+
+
+def _option_field(opt: Option) -> tuple[Any, Any]:
+    bounds = {k: v for k, v in (("ge", opt.low), ("le", opt.high)) if v is not None}
+    if opt.type == "int":
+        return Annotated[int, Field(**bounds)], opt.default
+    if opt.type == "float":
+        return Annotated[float, Field(**bounds)], opt.default
+    if opt.type == "bool":
+        return bool, opt.default
+    if opt.type == "choice":
+        return Literal[opt.choices], opt.default  # type: ignore[valid-type]
+    if opt.type == "int_or_null":
+        return Optional[Annotated[int, Field(**bounds)]], opt.default
+    raise ValueError(f"option {opt.name!r}: unknown option type {opt.type!r}")
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
+    """``repr`` of a value from a file, cut so that a huge string never floods a message."""
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---- inner optimizers and levels ----------------------------------------------------------
+class OptimizerSpec(_Strict):
+    """An inner optimizer: ``name`` plus its hyper-parameters (``OPTIMIZERS[name].hyper``)."""
+
+    name: str
+
+    def hyper(self) -> dict[str, float]:
+        return self.model_dump(exclude={"name"})
+
+
+@functools.cache
+def optimizer_model(name: str) -> type[OptimizerSpec]:
+    fields: dict[str, Any] = {"name": (Literal[name], name)}  # type: ignore[valid-type]
+    for h in OPTIMIZERS[name].hyper:
+        kind = int if h.integer else float
+        default = int(h.default) if h.integer else float(h.default)
+        fields[h.name] = (Annotated[kind, Field(ge=h.low, le=h.high)], default)
+    return create_model(f"{name.title().replace('_', '')}Optimizer", __base__=OptimizerSpec,
+                        **fields)
+
+
+COMMON_LEVEL_KEYS = ("id", "kind", "period", "objective", "optimizer")
+
+
+class LevelSpec(_Strict):
+    """One level. Subclasses (one per kind and optimizer) add the kind's options as fields."""
+
+    id: str
+    kind: str
+    period: Optional[int] = None
+    objective: Optional[str] = None
+    optimizer: Optional[SerializeAsAny[OptimizerSpec]] = None
+
+    @property
+    def info(self) -> KindInfo:
+        return KINDS[self.kind]
+
+    def options(self) -> dict[str, Any]:
+        """The kind-specific options (e.g. ``{"expansion": 4}``)."""
+        return self.model_dump(exclude=set(COMMON_LEVEL_KEYS))
+
+    def spec(self) -> dict[str, Any]:
+        """The flat dict of the file format; objective and optimizer only where the kind
+        has them."""
+        out = self.model_dump(mode="json")
+        if not self.info.parametric:
+            out.pop("objective", None)
+            out.pop("optimizer", None)
+        return out
+
+
+@functools.cache
+def level_model(kind: str, optimizer: str | None) -> type[LevelSpec]:
+    """The model of a level of ``kind`` whose inner optimizer is ``optimizer``."""
+    info = KINDS[kind]
+    fields: dict[str, Any] = {
+        "id": (LevelId, ...),
+        "kind": (Literal[kind], ...),  # type: ignore[valid-type]
+        "period": (_period_type(info.period_rule), info.default_period),
+        "objective": (_objective_type(info), info.default_objective),
+    }
+    if info.parametric:
+        opt_model = optimizer_model(optimizer or info.default_optimizer)
+        fields["optimizer"] = (opt_model, Field(default_factory=opt_model))
+    else:
+        fields["optimizer"] = (Annotated[None, PlainValidator(_no_optimizer)], None)
+    for opt in info.options:
+        fields[opt.name] = _option_field(opt)
+    suffix = f"_{optimizer}" if optimizer else ""
+    return create_model(f"{kind.title().replace('_', '')}{suffix.title()}Level",
+                        __base__=LevelSpec, **fields)
+
+
+def topological_order(level_ids: list[str], edges: list[list[str]]) -> list[str]:
+    """Kahn's algorithm over the levels (``input``/``output`` left out; ties in the order of
+    ``level_ids``). Levels on a cycle are left out: check the graph first."""
+    rank = {lid: i for i, lid in enumerate(level_ids)}
+    succs: dict[str, list[str]] = {lid: [] for lid in level_ids}
+    indegree = dict.fromkeys(level_ids, 0)
+    for src, dst in edges:
+        if src in rank and dst in rank:
+            succs[src].append(dst)
+            indegree[dst] += 1
+    ready = [rank[lid] for lid in level_ids if indegree[lid] == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        node = level_ids[heapq.heappop(ready)]
+        order.append(node)
+        for nxt in succs[node]:
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                heapq.heappush(ready, rank[nxt])
+    return order
+
+
+# ---- sections -----------------------------------------------------------------------------
+Edge = Annotated[list[str], Field(min_length=2, max_length=2)]
+
+
+class ModelSizes(_Strict):
+    """The scalar settings of the ``model`` section (checked on their own, e.g. that ``heads``
+    divides ``d_model``, while levels may still be wrong)."""
+
+    d_model: Annotated[int, _int(1, MAX_D_MODEL)] = 64
+    heads: Annotated[int, _int(1, MAX_HEADS)] = 4
+    tie_embeddings: bool = True  # the output head reuses the token embedding
+
+
+class ModelSection(ModelSizes):
+    levels: Annotated[list[SerializeAsAny[LevelSpec]], Field(min_length=1,
+                                                             max_length=MAX_LEVELS)]
+    edges: Annotated[list[Edge], Field(max_length=MAX_EDGES)]
+
+
+class OuterOptimizer(_Strict):
+    """The outer (pre-training) optimizer of every parameter, a ``torch.optim`` class."""
+
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: Annotated[float, Field(gt=0, le=10)] = 3e-3
+    weight_decay: Annotated[float, Field(ge=0, le=10)] = 0.0
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9  # read by "sgd" only
+
+
+class TrainSection(_Strict):
+    steps: Annotated[int, _int(1, MAX_STEPS)] = 300
+    batch_size: Annotated[int, _int(1, MAX_BATCH)] = 16
+    seq_len: Annotated[int, _int(1, MAX_SEQ_LEN)] = 128
+    seed: Annotated[int, _int(0, MAX_SEED)] = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    optimizer: OuterOptimizer = Field(default_factory=OuterOptimizer)
+    grad_clip: Optional[Annotated[float, Field(gt=0, le=1e6)]] = 1.0  # null: no clipping
+    log_every: Annotated[int, _int(1, MAX_STEPS)] = 10
+    eval_every: Annotated[int, _int(1, MAX_STEPS)] = 100
+    snapshot_every: Annotated[int, _int(1, MAX_STEPS)] = 25
+
+
+Position = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+class ViewSection(BaseModel):
+    """Canvas layout. Free-form (any JSON) beside ``positions``; nothing here changes training."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True, allow_inf_nan=False)
+
+    positions: dict[str, Position] = Field(default_factory=dict)
+
+
+class TaskSection(BaseModel):
+    """``{"name": ..., <params>}`` in the file; ``params`` is the task's validated Params."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    params: SerializeAsAny[TaskParams]
+
+    @model_serializer(mode="plain")
+    def _flat(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params.model_dump(mode="json")}
+
+
+class Project(_Strict):
+    """A validated project. Build one with ``nlstudio.project.parse_project`` or
+    ``load_project`` (they pick each level's model by kind and check the graph)."""
+
+    format: Literal["nlstudio.project"] = FORMAT
+    version: Literal[1] = VERSION
+    app_version: Optional[str] = None  # the NL Studio that wrote the file (informational)
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)] = "Untitled"
+    description: Annotated[str, Field(max_length=MAX_DESCRIPTION_LENGTH)] = ""
+    model: ModelSection
+    task: TaskSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    view: ViewSection = Field(default_factory=ViewSection)
+
+    _path: Optional[Path] = PrivateAttr(default=None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this project was loaded from (relative task paths resolve beside it)."""
+        return self._path
+
+    @property
+    def levels(self) -> list[LevelSpec]:
+        return list(self.model.levels)
+
+    def level(self, level_id: str) -> LevelSpec:
+        for level in self.model.levels:
+            if level.id == level_id:
+                return level
+        raise KeyError(f"no level {level_id!r}; levels: "
+                       f"{', '.join(lv.id for lv in self.model.levels)}")
+
+    def topological_order(self) -> list[str]:
+        """Level ids, every level after its predecessors (ties in file order)."""
+        return topological_order([lv.id for lv in self.model.levels], self.model.edges)
+
+    def model_spec(self) -> dict[str, Any]:
+        """The ``model`` section as the plain dict ``nlstudio.models.build_model`` takes."""
+        m = self.model
+        return {"d_model": m.d_model, "heads": m.heads,
+                "levels": [level.spec() for level in m.levels],
+                "edges": [list(edge) for edge in m.edges], "tie_embeddings": m.tie_embeddings}
+
+    def task_params(self) -> dict[str, Any]:
+        return self.task.params.model_dump(mode="json")
+
+
+# Sections validated as raw JSON first: levels and task are dispatched by nlstudio.project.
+class RawModelSection(ModelSection):
+    levels: Annotated[list[Any], Field(min_length=1, max_length=MAX_LEVELS)]
+
+
+class RawProject(Project):
+    model: RawModelSection
+    task: dict[str, Any]

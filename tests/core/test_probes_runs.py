@@ -1,0 +1,69 @@
+"""Probes and run-folder plumbing that need no model: spectra, tables, CSV tailing."""
+import numpy as np
+import pytest
+
+from nlstudio import probes
+from nlstudio.runs import RunFollower, _CsvAppender, metric_columns, truncate_after
+
+
+@pytest.mark.parametrize("period", [4, 8, 16])
+def test_power_spectrum_peaks_at_the_write_frequency(period):
+    series = np.zeros(512)
+    series[period - 1::period] = 1.0  # a write every `period` tokens
+    freqs, power = probes.power_spectrum(series)
+    assert freqs[np.argmax(power)] == pytest.approx(1.0 / period)
+
+
+def test_power_spectrum_of_constant_or_frozen_series_is_flat_zero():
+    freqs, power = probes.power_spectrum(np.zeros(256))
+    assert len(freqs) == 128 and np.allclose(power, 0)
+    _, power = probes.power_spectrum(np.ones(256))
+    assert np.allclose(power, 0)
+
+
+def test_designed_frequency():
+    assert probes.designed_frequency("attention", None) == np.inf
+    assert probes.designed_frequency("mlp", None) == 0.0
+    assert probes.designed_frequency("mlp", 16) == 1 / 16
+
+
+def test_forgetting_curves_and_delay_table():
+    rows = [(20, "mapping 0", 0.5), (10, "mapping 0", 0.9), (20, "mapping 1", 0.8)]
+    curves = probes.forgetting_curves(rows)
+    assert list(curves["mapping 0"][0]) == [10, 20]
+    assert list(curves["mapping 0"][1]) == [0.9, 0.5]
+    drows = [(5, "none", 8, 1.0), (5, "none", 64, 0.6), (5, "fast", 8, 0.2), (5, "fast", 64, 0.6),
+             (1, "none", 8, 0.0)]
+    names, delays, table = probes.delay_table(drows)
+    assert names == ["none", "fast"] and list(delays) == [8, 64]
+    np.testing.assert_allclose(table, [[1.0, 0.6], [0.2, 0.6]])
+    levels, drop = probes.ablation_drop(names, table)
+    assert levels == ["fast"]
+    np.testing.assert_allclose(drop, [[0.8, 0.0]])
+
+
+def test_follower_reads_only_new_rows_and_keeps_torn_lines(tmp_path):
+    cols = metric_columns(["a"])
+    out = _CsvAppender(tmp_path / "metrics.csv", cols)
+    follower = RunFollower(tmp_path)
+    assert follower.poll().metrics_rows == []
+    out.write({"step": 1, "wall_s": 0.1, "loss": 2.0, "metric": 0.1, "tokens_per_s": 10,
+               "a.updates": 4, "a.update_norm": 0.5})
+    rows = follower.poll().metrics_rows
+    assert [r["step"] for r in rows] == [1.0] and rows[0]["a.updates"] == 4
+    with open(tmp_path / "metrics.csv", "a") as fh:  # a writer caught mid-line
+        fh.write("2,0.2,1.5")
+        fh.flush()
+        assert follower.poll().metrics_rows == []
+        fh.write(",0.2,11,8,0.4\n")
+    rows = follower.poll().metrics_rows
+    assert [r["step"] for r in rows] == [2.0] and rows[0]["loss"] == 1.5
+    assert list(follower.metrics_columns()["step"]) == [1.0, 2.0]
+    out.close()
+
+
+def test_truncate_after_drops_later_rows_and_torn_lines(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss\n1,3.0\n2,2.0\n3,1.0\n4,0.")
+    truncate_after(tmp_path, 2)
+    assert path.read_text() == "step,loss\n1,3.0\n2,2.0\n"

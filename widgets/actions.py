@@ -1,0 +1,68 @@
+"""The one registry of QActions: menus, the toolbar, shortcuts and tests all share it.
+
+    actions = window.actions
+    actions["run.start"].triggered.connect(...)     # ids: "<menu>.<verb>"
+    actions.add("plots.export", "Export plots…", shortcut="Ctrl+E", tip="…")
+
+Every action gets the objectName ``action_<id with dots as underscores>`` (``action_run_start``).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from PySide6.QtCore import QObject
+from PySide6.QtGui import QAction, QIcon, QKeySequence
+
+Shortcut = str | QKeySequence.StandardKey | None
+
+
+class ActionRegistry(QObject):
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self.setObjectName("actionRegistry")
+        self._actions: dict[str, QAction] = {}
+
+    def add(self, action_id: str, text: str, *, shortcut: Shortcut | list[Shortcut] = None,
+            tip: str = "", icon: QIcon | None = None, checkable: bool = False,
+            enabled: bool = True) -> QAction:
+        if action_id in self._actions:
+            raise ValueError(f"action {action_id!r} is already registered")
+        action = QAction(text, self.parent())
+        action.setObjectName("action_" + action_id.replace(".", "_"))
+        shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
+        keys: list[QKeySequence] = []
+        for sc in shortcuts:
+            if sc is None:
+                continue
+            if isinstance(sc, QKeySequence.StandardKey):
+                keys.extend(QKeySequence.keyBindings(sc))
+            else:
+                keys.append(QKeySequence(sc))
+        if keys:
+            action.setShortcuts(keys)
+        if tip:
+            shown = f"{tip} ({keys[0].toString(QKeySequence.SequenceFormat.NativeText)})" \
+                if keys else tip
+            action.setToolTip(shown)
+            action.setStatusTip(tip)
+        if icon is not None:
+            action.setIcon(icon)
+        action.setCheckable(checkable)
+        action.setEnabled(enabled)
+        self._actions[action_id] = action
+        return action
+
+    def __getitem__(self, action_id: str) -> QAction:
+        return self._actions[action_id]
+
+    def __contains__(self, action_id: str) -> bool:
+        return action_id in self._actions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._actions)
+
+    def get(self, action_id: str) -> QAction | None:
+        return self._actions.get(action_id)
+
+    def items(self):
+        return self._actions.items()

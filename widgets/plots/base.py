@@ -1,0 +1,285 @@
+"""What every plot dock shares: the dock frame, theming, growable series, symmetric colour
+levels, and the redraw scheduler that bounds drawing to ≤ 30 Hz.
+
+Data and drawing are separate. A dock's ``set_*``/``show_*``/``append_*`` methods only store
+data and mark the dock dirty (cheap, any rate); :class:`RedrawScheduler` then calls
+:meth:`PlotDock.redraw_if_due` at most 30 times a second, and a dock that is hidden (closed,
+or behind another tab) skips the redraw until it is shown again. pyqtgraph items are created
+when a dock is built (or when a new level, sub-task or compared run first appears) and are
+then only fed with ``setData``/``setImage``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import ClassVar, Iterable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from nlstudio.widgets import theme
+
+MAX_REDRAW_HZ = 30.0
+# Line styles of compared runs (the live/opened run is solid).
+COMPARE_STYLES = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine,
+                  Qt.PenStyle.DashDotDotLine)
+
+
+def compare_style(index: int) -> Qt.PenStyle:
+    return COMPARE_STYLES[index % len(COMPARE_STYLES)]
+
+
+def pen(color: str, width: float = 1.5, style: Qt.PenStyle = Qt.PenStyle.SolidLine,
+        alpha: int | None = None):
+    c = QColor(color)
+    if alpha is not None:
+        c.setAlpha(alpha)
+    p = pg.mkPen(c, width=width)
+    p.setStyle(style)
+    p.setCosmetic(True)
+    return p
+
+
+class Series:
+    """A growable (x, y) float64 series with amortised O(1) append."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._x = np.empty(capacity)
+        self._y = np.empty(capacity)
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def clear(self) -> None:
+        self.n = 0
+
+    def _reserve(self, n: int) -> None:
+        if n > len(self._x):
+            size = max(n, 2 * len(self._x))
+            for name in ("_x", "_y"):
+                grown = np.empty(size)
+                grown[:self.n] = getattr(self, name)[:self.n]
+                setattr(self, name, grown)
+
+    def append(self, x: float, y: float) -> None:
+        self._reserve(self.n + 1)
+        self._x[self.n], self._y[self.n] = x, y
+        self.n += 1
+
+    def extend(self, xs: Iterable[float], ys: Iterable[float]) -> None:
+        xs, ys = np.asarray(list(xs), float), np.asarray(list(ys), float)
+        self._reserve(self.n + len(xs))
+        self._x[self.n:self.n + len(xs)] = xs
+        self._y[self.n:self.n + len(ys)] = ys
+        self.n += len(xs)
+
+    def set(self, xs, ys) -> None:
+        self.n = 0
+        self.extend(xs, ys)
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[:self.n]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[:self.n]
+
+
+class SymmetricLevels:
+    """Colour levels ±L for a signed heatmap: L jumps up to max|x| at once and decays slowly
+    (half-life ``half_life_s``) when the data shrinks, so frames stay comparable and the map
+    never flickers the way per-frame auto levels do."""
+
+    def __init__(self, half_life_s: float = 3.0, floor: float = 1e-6) -> None:
+        self.half_life_s = half_life_s
+        self.floor = floor
+        self.value = 0.0
+        self._t: float | None = None
+
+    def reset(self) -> None:
+        self.value, self._t = 0.0, None
+
+    def update(self, data: np.ndarray | None, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        peak = 0.0
+        if data is not None and data.size:
+            finite = np.abs(data[np.isfinite(data)]) if not np.all(np.isfinite(data)) \
+                else np.abs(data)
+            peak = float(finite.max()) if finite.size else 0.0
+        if self._t is not None and self.value > 0:
+            decayed = self.value * 0.5 ** ((now - self._t) / self.half_life_s)
+        else:
+            decayed = 0.0
+        self._t = now
+        self.value = max(peak, decayed, self.floor)
+        return self.value
+
+
+def style_plot(plot: pg.PlotItem, p: theme.Palette, title: str | None = None) -> None:
+    """Axes, labels, title and grid of a PlotItem in the palette's colours."""
+    fg = QColor(p.plot_foreground)
+    for name in ("left", "bottom", "right", "top"):
+        axis = plot.getAxis(name)
+        axis.setPen(pg.mkPen(p.muted))
+        axis.setTextPen(pg.mkPen(fg))
+        label = axis.labelText
+        if label:
+            axis.setLabel(label, units=axis.labelUnits or None, color=p.plot_foreground)
+    if title is not None:
+        plot.setTitle(title, color=p.plot_foreground, size="9pt")
+    plot.showGrid(x=True, y=True, alpha=0.18 if p.dark else 0.25)
+    legend = plot.legend
+    if legend is not None:
+        legend.setLabelTextColor(fg)
+        bg = QColor(p.plot_background)
+        bg.setAlpha(200)
+        legend.setBrush(pg.mkBrush(bg))
+        legend.setPen(pg.mkPen(p.border))
+
+
+def set_axis_label(plot: pg.PlotItem, side: str, text: str, p: theme.Palette) -> None:
+    plot.getAxis(side).setLabel(text, color=p.plot_foreground)
+
+
+class PlotDock(QDockWidget):
+    """A dock showing one family of plots (subclasses define ``key`` and ``title``)."""
+
+    key: ClassVar[str] = "plot"
+    title: ClassVar[str] = "Plot"
+    redrawRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(self.title, parent)
+        self.setObjectName(f"{self.key}Dock")
+        self.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        body = QWidget(self)
+        body.setObjectName(f"{self.key}Body")
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(4, 2, 4, 4)
+        layout.setSpacing(2)
+        self.toolbar = QHBoxLayout()
+        self.toolbar.setSpacing(8)
+        self.message = QLabel("", body)
+        self.message.setObjectName(f"{self.key}Message")
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.toolbar.addWidget(self.message, 1)
+        layout.addLayout(self.toolbar)
+        self.view = pg.GraphicsLayoutWidget(body)
+        self.view.setObjectName(f"{self.key}View")
+        self.view.ci.setContentsMargins(2, 2, 2, 2)
+        self.view.ci.setSpacing(4)
+        layout.addWidget(self.view, 1)
+        self.setWidget(body)
+        self.dirty = False
+        self.redraws = 0  # completed redraws (tests and the benchmark read it)
+        self.palette_: theme.Palette = theme.current()
+        self.visibilityChanged.connect(self._on_visibility)
+        theme.manager().themeChanged.connect(self._on_theme)
+
+    # ---- redraw protocol ---------------------------------------------------------------
+    def mark_dirty(self) -> None:
+        self.dirty = True
+        self.redrawRequested.emit()
+
+    def is_shown(self) -> bool:
+        return self.isVisible() and self.view.isVisible()
+
+    def redraw_if_due(self) -> bool:
+        if not self.dirty or not self.is_shown():
+            return False
+        self.dirty = False
+        self.redraw()
+        self.redraws += 1
+        return True
+
+    def redraw(self) -> None:
+        """Push the stored data into the pyqtgraph items (subclasses)."""
+
+    def _on_visibility(self, visible: bool) -> None:
+        if visible and self.dirty:
+            self.redrawRequested.emit()
+
+    # ---- content ---------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Forget all data (a new run starts)."""
+
+    def set_message(self, text: str) -> None:
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+
+    def has_data(self) -> bool:
+        return False
+
+    # ---- theme -------------------------------------------------------------------------
+    def _on_theme(self, palette: theme.Palette) -> None:
+        self.apply_theme(palette)
+
+    def apply_theme(self, palette: theme.Palette) -> None:
+        """Recolour every item for ``palette`` (also used to export dark plots on light)."""
+        self.palette_ = palette
+        self.view.setBackground(palette.plot_background)
+        self.dirty = True
+        self.redrawRequested.emit()
+
+    # ---- export --------------------------------------------------------------------------
+    def export_item(self):
+        """The graphics item that PNG/SVG exports render (the whole layout of the dock)."""
+        return self.view.ci
+
+    def csv_table(self) -> tuple[list[str], list[list]]:
+        """The data behind the plot as columns and rows (written to CSV)."""
+        return [], []
+
+
+class RedrawScheduler(QObject):
+    """Redraws dirty, visible docks at most ``max_hz`` times a second (time-based)."""
+
+    redrawn = Signal(int)  # number of docks redrawn in this frame
+
+    def __init__(self, docks: Iterable[PlotDock] = (), parent: QObject | None = None,
+                 max_hz: float = MAX_REDRAW_HZ) -> None:
+        super().__init__(parent)
+        self.setObjectName("redrawScheduler")
+        self.min_interval = 1.0 / max_hz
+        self.docks: list[PlotDock] = []
+        self._last = -math.inf
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.timeout.connect(self.redraw_now)
+        self.frames = 0
+        self.frame_times: list[float] = []  # monotonic time of each frame (bench)
+        self.record = False
+        for dock in docks:
+            self.add(dock)
+
+    def add(self, dock: PlotDock) -> None:
+        self.docks.append(dock)
+        dock.redrawRequested.connect(self.request)
+
+    def request(self) -> None:
+        if self._timer.isActive():
+            return
+        # 2 ms of slack so a 33 ms delivery timer with jitter still redraws every tick.
+        wait = self._last + self.min_interval - 0.002 - time.monotonic()
+        self._timer.start(max(0, int(math.ceil(wait * 1000))))
+
+    def redraw_now(self) -> int:
+        self._timer.stop()
+        now = time.monotonic()
+        self._last = now
+        count = sum(1 for dock in self.docks if dock.redraw_if_due())
+        if count:
+            self.frames += 1
+            if self.record:
+                self.frame_times.append(now)
+            self.redrawn.emit(count)
+        return count

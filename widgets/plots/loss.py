@@ -1,0 +1,261 @@
+"""Loss and task metric against step: two x-linked plots, a log-scale toggle for the loss and
+an EMA smoothing slider that changes only the displayed copy (the raw series stays faint
+behind it, and exports carry both). Compared runs overlay as dashed/dotted curves."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QCheckBox, QLabel, QSlider
+
+from nlstudio.widgets import theme
+from nlstudio.widgets.plots.base import PlotDock, Series, compare_style, pen, style_plot
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """Debiased exponential moving average (as TensorBoard's smoothing), NaNs skipped."""
+    if weight <= 0 or values.size == 0:
+        return values.copy()
+    out = np.empty_like(values)
+    acc, norm = 0.0, 0.0
+    last = math.nan
+    for i, v in enumerate(values.tolist()):
+        if math.isfinite(v):
+            acc = weight * acc + (1 - weight) * v
+            norm = weight * norm + (1 - weight)
+            last = acc / norm
+        out[i] = last
+    return out
+
+
+@dataclass
+class _Trace:
+    """One run's curves: raw + smoothed loss, raw + smoothed metric."""
+
+    label: str
+    loss: Series = field(default_factory=Series)
+    metric: Series = field(default_factory=Series)
+    items: dict = field(default_factory=dict)
+    style: Qt.PenStyle = Qt.PenStyle.SolidLine
+    color_index: int = -1  # -1: the palette's accent (the main run)
+
+
+class LossDock(PlotDock):
+    key = "loss"
+    title = "Loss & metric"
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.log_check = QCheckBox("Log loss")
+        self.log_check.setObjectName("lossLogCheck")
+        self.log_check.setToolTip("Show the loss on a logarithmic axis")
+        self.smooth_slider = QSlider(Qt.Orientation.Horizontal)
+        self.smooth_slider.setObjectName("lossSmoothingSlider")
+        self.smooth_slider.setRange(0, 99)
+        self.smooth_slider.setValue(60)
+        self.smooth_slider.setFixedWidth(110)
+        self.smooth_slider.setToolTip("Exponential moving average of the displayed curves "
+                                      "(the data and the exports keep the raw values)")
+        self.smooth_label = QLabel()
+        self.smooth_label.setObjectName("lossSmoothingLabel")
+        self.smooth_label.setMinimumWidth(90)
+        self.toolbar.addWidget(self.log_check)
+        self.toolbar.addWidget(self.smooth_label)
+        self.toolbar.addWidget(self.smooth_slider)
+        self.log_check.toggled.connect(self._on_log)
+        self.smooth_slider.valueChanged.connect(self._on_smoothing)
+
+        self.loss_plot: pg.PlotItem = self.view.addPlot(row=0, col=0)
+        self.metric_plot: pg.PlotItem = self.view.addPlot(row=1, col=0)
+        self.metric_plot.setXLink(self.loss_plot)
+        self.loss_plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        self.loss_plot.hideAxis("bottom") if False else None
+        self.loss_plot.setLabel("left", "loss")
+        self.metric_plot.setLabel("left", "metric")
+        self.metric_plot.setLabel("bottom", "step")
+        for plot in (self.loss_plot, self.metric_plot):
+            plot.setClipToView(True)
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.setMenuEnabled(False)
+        self.metric_name = "metric"
+        self.main = self._new_trace("this run", Qt.PenStyle.SolidLine, -1)
+        self.overlays: dict[str, _Trace] = {}
+        self._smoothed_cache: dict[tuple[int, str], tuple[int, float, np.ndarray]] = {}
+        self._on_smoothing(self.smooth_slider.value())
+        self.apply_theme(self.palette_)
+        self.set_message("No run yet: press Run, or open a run folder.")
+
+    # ---- data in ---------------------------------------------------------------------------
+    def clear(self) -> None:
+        self.main.loss.clear()
+        self.main.metric.clear()
+        self._smoothed_cache.clear()
+        self.set_metric_name("metric")
+        self.set_message("")
+        self.mark_dirty()
+
+    def set_main_label(self, label: str) -> None:
+        self.main.label = label
+        self._relabel(self.main)
+
+    def set_metric_name(self, name: str) -> None:
+        self.metric_name = name or "metric"
+        self.metric_plot.setLabel("left", self.metric_name, color=self.palette_.plot_foreground)
+
+    def append_rows(self, rows: list[dict]) -> None:
+        """metrics.csv rows (``MetricsRow.row`` or a followed run's new rows)."""
+        for row in rows:
+            step = float(row.get("step", math.nan))
+            self.main.loss.append(step, float(row.get("loss", math.nan)))
+            self.main.metric.append(step, float(row.get("metric", math.nan)))
+        if rows:
+            self.set_message("")
+            self.mark_dirty()
+
+    def set_columns(self, columns: dict[str, np.ndarray]) -> None:
+        """A whole metrics.csv (an opened run)."""
+        steps = columns.get("step", np.zeros(0))
+        self.main.loss.set(steps, columns.get("loss", np.full(len(steps), np.nan)))
+        self.main.metric.set(steps, columns.get("metric", np.full(len(steps), np.nan)))
+        self._smoothed_cache.clear()
+        self.set_message("" if len(steps) else "No metrics logged yet.")
+        self.mark_dirty()
+
+    def set_overlay(self, key: str, label: str, columns: dict[str, np.ndarray]) -> None:
+        """A compared run: its own line style, a legend entry."""
+        trace = self.overlays.get(key)
+        if trace is None:
+            index = len(self.overlays)
+            trace = self._new_trace(label, compare_style(index), index + 1)
+            self.overlays[key] = trace
+            self._recolor(trace)
+        steps = columns.get("step", np.zeros(0))
+        trace.loss.set(steps, columns.get("loss", np.full(len(steps), np.nan)))
+        trace.metric.set(steps, columns.get("metric", np.full(len(steps), np.nan)))
+        self._drop_cache(trace)
+        self.mark_dirty()
+
+    def remove_overlays(self) -> None:
+        for trace in self.overlays.values():
+            for plot, item in trace.items.values():
+                plot.removeItem(item)
+            self._drop_cache(trace)
+        self.loss_plot.legend.clear()
+        self.overlays.clear()
+        self.loss_plot.legend.addItem(self.main.items["loss_s"][1], self.main.label)
+        self.mark_dirty()
+
+    def has_data(self) -> bool:
+        return len(self.main.loss) > 0
+
+    # ---- drawing -----------------------------------------------------------------------------
+    @property
+    def smoothing(self) -> float:
+        return self.smooth_slider.value() / 100.0
+
+    def redraw(self) -> None:
+        weight = self.smoothing
+        for trace in (self.main, *self.overlays.values()):
+            for name, series in (("loss", trace.loss), ("metric", trace.metric)):
+                raw = trace.items[name][1]
+                smooth = trace.items[name + "_s"][1]
+                x, y = series.x, series.y
+                raw.setData(x, y)
+                raw.setVisible(weight > 0)
+                smooth.setData(x, self._smoothed(trace, name, series, weight))
+
+    def _smoothed(self, trace: _Trace, name: str, series: Series, weight: float) -> np.ndarray:
+        # Extend the cached EMA when rows were only appended; recompute when anything else
+        # changed (slider, reset): O(new rows) per redraw while streaming.
+        key = (id(trace), name)
+        cached = self._smoothed_cache.get(key)
+        y = series.y
+        if cached is not None and cached[1] == weight and 0 < cached[0] <= len(y):
+            n, _, prev = cached
+            if n == len(y):
+                return prev
+            state_acc = prev[-1]
+            tail = _ema_from(y[n:], weight, state_acc, n)
+            out = np.concatenate([prev, tail])
+        else:
+            out = ema(y, weight)
+        self._smoothed_cache[key] = (len(y), weight, out)
+        return out
+
+    def _drop_cache(self, trace: _Trace) -> None:
+        for name in ("loss", "metric"):
+            self._smoothed_cache.pop((id(trace), name), None)
+
+    def _on_log(self, on: bool) -> None:
+        self.loss_plot.setLogMode(y=on)
+        self.mark_dirty()
+
+    def _on_smoothing(self, value: int) -> None:
+        self.smooth_label.setText(f"Smoothing {value / 100:.2f}")
+        self.mark_dirty()
+
+    # ---- items -------------------------------------------------------------------------------
+    def _new_trace(self, label: str, style: Qt.PenStyle, color_index: int) -> _Trace:
+        trace = _Trace(label=label, style=style, color_index=color_index)
+        for name, plot in (("loss", self.loss_plot), ("metric", self.metric_plot)):
+            raw = pg.PlotDataItem(skipFiniteCheck=False, connect="finite")
+            smooth = pg.PlotDataItem(name=label if name == "loss" else None, connect="finite")
+            plot.addItem(raw)
+            plot.addItem(smooth)
+            trace.items[name] = (plot, raw)
+            trace.items[name + "_s"] = (plot, smooth)
+        self._recolor(trace)
+        return trace
+
+    def _relabel(self, trace: _Trace) -> None:
+        legend = self.loss_plot.legend
+        item = trace.items["loss_s"][1]
+        legend.removeItem(item)
+        legend.addItem(item, trace.label)
+
+    def _recolor(self, trace: _Trace) -> None:
+        p = self.palette_
+        color = p.accent if trace.color_index < 0 else p.level_color(trace.color_index + 1)
+        for name in ("loss", "metric"):
+            trace.items[name][1].setPen(pen(color, 1.0, trace.style, alpha=70))
+            trace.items[name + "_s"][1].setPen(pen(color, 2.0, trace.style))
+
+    def apply_theme(self, palette: theme.Palette) -> None:
+        super().apply_theme(palette)
+        style_plot(self.loss_plot, palette)
+        style_plot(self.metric_plot, palette)
+        for trace in (self.main, *self.overlays.values()):
+            self._recolor(trace)
+
+    # ---- export --------------------------------------------------------------------------
+    def csv_table(self) -> tuple[list[str], list[list]]:
+        header = ["run", "step", "loss", "metric", "loss_smoothed", "metric_smoothed"]
+        rows: list[list] = []
+        weight = self.smoothing
+        for trace in (self.main, *self.overlays.values()):
+            ls, ms = ema(trace.loss.y, weight), ema(trace.metric.y, weight)
+            for i in range(len(trace.loss)):
+                rows.append([trace.label, trace.loss.x[i], trace.loss.y[i], trace.metric.y[i],
+                             ls[i], ms[i]])
+        return header, rows
+
+
+def _ema_from(values: np.ndarray, weight: float, last_smoothed: float, n_before: int
+              ) -> np.ndarray:
+    """Continue a debiased EMA whose value after ``n_before`` points was ``last_smoothed``."""
+    out = np.empty_like(values)
+    # Recover the (acc, norm) pair of the debiased EMA: norm = 1 - w^k after k finite points;
+    # using n_before as k is exact when every earlier value was finite and close otherwise.
+    norm = 1.0 - weight ** n_before
+    acc = last_smoothed * norm if math.isfinite(last_smoothed) else 0.0
+    last = last_smoothed
+    for i, v in enumerate(values.tolist()):
+        if math.isfinite(v):
+            acc = weight * acc + (1 - weight) * v
+            norm = weight * norm + (1 - weight)
+            last = acc / norm
+        out[i] = last
+    return out
