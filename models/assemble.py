@@ -159,6 +159,9 @@ class NestedModel(nn.Module):
         self.norms = nn.ModuleDict()
         for lid in self.order:
             spec = by_id[lid]
+            if spec.get("kind") not in LEVEL_CLASSES:
+                raise ValueError(f"level {lid!r}: unknown kind {spec.get('kind')!r}; expected one "
+                                 f"of {', '.join(LEVEL_CLASSES)}")
             if not lid or "." in lid or hasattr(self.levels, lid):
                 raise ValueError(f"level id {lid!r} cannot name a module (empty, contains '.', "
                                  f"or is a reserved name)")
@@ -186,6 +189,11 @@ class NestedModel(nn.Module):
     # -- forward ------------------------------------------------------------------------------
     def forward(self, inputs: Tensor, state: dict | None = None, targets: Tensor | None = None,
                 silence: Iterable[str] = ()) -> tuple[Tensor, dict]:
+        """``inputs``: tokens ``[B, T]`` or features ``[B, T, F]``; ``state``: from a previous
+        call of the same stream (None: a fresh stream); ``targets [B, T]`` (−100: none) drive the
+        ``task`` writes (default for tokens: the call's next tokens); ``silence``: level ids whose
+        outputs are replaced by zero. Returns logits ``[B, T, n_outputs]`` and the new state.
+        In-context writes also happen under ``torch.no_grad()``."""
         silence = frozenset(silence)
         unknown = silence - set(self.order)
         if unknown:

@@ -70,7 +70,6 @@ def _train(args) -> int:
     try:
         trainer = Trainer(args.project, out=args.out, steps=args.steps, device=args.device,
                           seed=args.seed, resume=args.resume, snapshots=False)
-        _check_resources(trainer)
     except invalid as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -110,12 +109,6 @@ def _train(args) -> int:
     return EXIT_OK
 
 
-def _check_resources(trainer) -> None:
-    from nlstudio.build import check_resources
-
-    check_resources(trainer.doc, device=str(trainer.device))
-
-
 class _ProgressBar:
     """Steps, loss, tokens/s and ETA on stderr (tqdm)."""
 
@@ -146,25 +139,14 @@ def _eval(args) -> int:
     invalid = _invalid_types()
     from nlstudio import probes
     from nlstudio.runs import load_run
-    from nlstudio.trainer import build_task, resolve_device
+    from nlstudio.build import build_task
+    from nlstudio.trainer import resolve_device
 
     try:
         run = load_run(args.run_dir)
         device = resolve_device(args.device)
         model = run.load_model(device=str(device))
-        from nlstudio.project import project_to_dict
-
-        doc = project_to_dict(run.project)
-        from nlstudio.runs import read_checkpoint
-
-        base_dir = None
-        try:
-            base_dir = (read_checkpoint(run.path).get("extra") or {}).get("base_dir") or None
-        except invalid:
-            pass
-        from pathlib import Path
-
-        task = build_task(doc, int(doc["train"]["steps"]), Path(base_dir) if base_dir else None)
+        task = build_task(run.project, run.base_dir)
     except invalid as exc:
         return _fail(str(exc))
     model.eval()

@@ -52,6 +52,14 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
+    def mean(self, value: float) -> float:
+        """The mean of a per-rank number over all ranks (logged losses match one process)."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return float(t.item()) / self.world_size
+
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any rank (stop together)."""
         if not self.enabled:

@@ -232,6 +232,16 @@ class Run:
         return self.path.name
 
     @property
+    def base_dir(self) -> Path | None:
+        """The folder the trained project's relative paths (a charlm text_file) resolve
+        against: recorded in the checkpoint, since the project copy lives in the run."""
+        try:
+            saved = (read_checkpoint(self.path).get("extra") or {}).get("base_dir")
+        except RunError:
+            return None
+        return Path(saved) if saved else None
+
+    @property
     def steps(self) -> int:
         s = self.metrics.get("step")
         return int(s[-1]) if s is not None and len(s) else 0
@@ -240,7 +250,7 @@ class Run:
         """The trained model: rebuilt from project.nlproj, weights from model.safetensors."""
         from nlstudio.build import build_model
 
-        model = build_model(self.project)
+        model = build_model(self.project, base_dir=self.base_dir)
         load_weights_into(model, self.path)
         return model.to(device)
 

@@ -75,31 +75,6 @@ def _project_doc(project) -> tuple[dict, Path | None]:
     return project_to_dict(project), None
 
 
-def build_task(doc: dict, total_steps: int, base_dir: Path | None = None):
-    """The project's task, sized for ``total_steps`` (continual tasks schedule their phases)."""
-    import inspect
-
-    from nlstudio.tasks import get_task
-
-    task_doc = dict(doc["task"])
-    cls = get_task(task_doc.pop("name"))
-    train = doc["train"]
-    kwargs = {"seq_len": train["seq_len"], "seed": train["seed"]}
-    accepted = inspect.signature(cls.__init__).parameters
-    if "total_steps" in accepted:
-        kwargs["total_steps"] = total_steps
-    if "base_dir" in accepted and base_dir is not None:
-        kwargs["base_dir"] = base_dir
-    return cls(task_doc, **kwargs)
-
-
-def build_model_for_task(doc: dict, task) -> torch.nn.Module:
-    from nlstudio.models import build_model
-
-    return build_model(doc["model"], vocab_size=task.vocab_size, input_dim=task.input_dim,
-                       n_outputs=task.n_outputs)
-
-
 def make_outer_optimizer(doc: dict, params) -> torch.optim.Optimizer:
     spec = dict(doc["train"].get("optimizer") or {})
     name = spec.get("name", "adamw")
@@ -169,6 +144,11 @@ class Trainer:
             self.run_dir = Path(out)
         else:
             self.run_dir = default_run_dir(doc.get("name") or "run", runs_root)
+        from nlstudio.build import build_task, check_resources
+
+        self.task = build_task(doc, self.base_dir, self.total_steps)
+        # refuse a model too big for this machine before anything is allocated
+        check_resources(doc, task=self.task)
         if self.resume_dir is None and self.run_dir.exists() and (
                 not self.run_dir.is_dir() or any(self.run_dir.iterdir())):
             raise TrainError(f"{self.run_dir}: exists and is not an empty folder "
@@ -232,9 +212,10 @@ class Trainer:
         return RunResult(self.run_id, self.run_dir, step, reason, last_loss, message)
 
     def _setup(self) -> None:
+        from nlstudio.build import build_model
+
         torch.manual_seed(int(self.train_cfg["seed"]))
-        self.task = build_task(self.doc, self.total_steps, self.base_dir)
-        model = build_model_for_task(self.doc, self.task)
+        model = build_model(self.doc, self.task)
         if self.resume_dir is not None:
             from nlstudio.runs import load_weights_into
 
@@ -306,7 +287,7 @@ class Trainer:
             model.train()
             logits, state = model(batch.inputs, None, targets=batch.targets)
             loss = task.loss(logits, batch.targets)
-            loss_value = float(loss.detach())
+            loss_value = self.dist.mean(float(loss.detach()))
             if not math.isfinite(loss_value):
                 reason, message = "failed", self._diverged("loss", loss_value, step)
                 break
@@ -323,7 +304,7 @@ class Trainer:
             dt = time.perf_counter() - t0
             step_tps = tokens_per_step / max(dt, 1e-9)
             tps = step_tps if tps == 0.0 else 0.9 * tps + 0.1 * step_tps
-            metric = task.metric(logits.detach(), batch.targets)
+            metric = self.dist.mean(task.metric(logits.detach(), batch.targets))
             probe = self.model.probe(state)
             for lid, p in probe.items():
                 cumulative_updates[lid] = cumulative_updates.get(lid, 0) + int(p.updates)

@@ -180,6 +180,24 @@ class Document(QObject):
         self.undo_stack.push(EditCommand(self, text, self._data, after, merge_key, rename))
         return True
 
+    def undo(self) -> bool:
+        if self._locked:
+            self.editRefused.emit(self._lock_reason or "Editing is locked")
+            return False
+        if not self.undo_stack.canUndo():
+            return False
+        self.undo_stack.undo()
+        return True
+
+    def redo(self) -> bool:
+        if self._locked:
+            self.editRefused.emit(self._lock_reason or "Editing is locked")
+            return False
+        if not self.undo_stack.canRedo():
+            return False
+        self.undo_stack.redo()
+        return True
+
     def load(self, data: dict, path: str | None = None, clean: bool = True) -> None:
         """Replace the whole document (new, open, preset, recovery); clears undo history."""
         self.undo_stack.clear()

@@ -33,6 +33,9 @@ class _LevelClasses(Mapping):
                            f"{', '.join(_WHERE)}") from None
         return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
+    def __contains__(self, kind: object) -> bool:  # without importing anything
+        return kind in _WHERE
+
     def __iter__(self) -> Iterator[str]:
         return iter(_WHERE)
 

@@ -74,6 +74,8 @@ def local_grads(w1: Tensor, w2: Tensor, k: Tensor, v: Tensor, objective: str
 
 
 def _uses_key(opt: BoundOptimizer) -> bool:
+    # inner_optim has no such flag (yet); DGD is the rule that reads keys. Keys are only
+    # buffered for rules that read them (a chunk's inputs cost B·C·(d + hidden) floats).
     flag = getattr(opt.spec, "uses_key", None)
     return bool(flag) if flag is not None else opt.name == "dgd"
 

@@ -162,9 +162,8 @@ def test_evaluation_data_is_fixed(name):
     if name != "digits_stream":  # its held-out images come from the seed's split
         assert len(first) == len(other_seed)
         assert all(torch.equal(a, b) for a, b in zip(first, other_seed))
-    if name != "charlm":  # generated data: never one of the training batches
-        b = task.batch(0, 2)
-        assert not any(torch.equal(b.inputs, x[:2]) for x in first if x.shape[1:] == b.inputs.shape[1:])
+    b = task.batch(0, 2)  # held-out data: never one of the training batches
+    assert not any(torch.equal(b.inputs, x[:2]) for x in first if x.shape[1:] == b.inputs.shape[1:])
 
 
 def test_scored_batch_moves_and_survives_a_plain_rebuild():
@@ -282,6 +281,12 @@ def test_needle_evaluate_rows_per_depth_oracle_and_chance():
                                                   ("depth 1", 1.0)]
     chance = task.evaluate(ConstantModel(task.n_outputs, 3), "cpu")
     assert all(r.metric < 0.3 for r in chance)
+    recorder = Recorder(task.n_outputs)
+    task.evaluate(recorder, "cpu")
+    (x,) = recorder.seen
+    starts = (x == NEEDLE).int().argmax(dim=1).reshape(3, -1)  # rows grouped by depth
+    for depth, row_starts in zip((0.0, 0.25, 1.0), starts):
+        assert (row_starts == int(task.needle_start(depth))).all()
 
 
 @pytest.mark.parametrize("bad, field", [({"depths": [0.5, 1.5]}, "depths"),

@@ -62,11 +62,14 @@ def test_bad_graphs_are_refused_with_the_culprit_named(edges, message):
 
 def test_level_classes_cover_every_kind_and_ids_must_name_modules():
     assert set(LEVEL_CLASSES) == set(KINDS)
-    assert LEVEL_CLASSES["mlp"] is MLPLevel
+    assert LEVEL_CLASSES["mlp"] is MLPLevel and "mlp" in LEVEL_CLASSES
+    assert "conv" not in LEVEL_CLASSES
     with pytest.raises(KeyError, match="unknown level kind"):
         LEVEL_CLASSES["conv"]
     with pytest.raises(ValueError, match="cannot name a module"):
         build_model(chain(mlp("a.b")), vocab_size=V)
+    with pytest.raises(ValueError, match="unknown kind 'conv'"):
+        build_model(chain({"id": "a", "kind": "conv"}), vocab_size=V)
     with pytest.raises(ValueError, match="exactly one of"):
         build_model(MIXED)
 

@@ -63,11 +63,14 @@ def test_writes_at_multiples_when_calls_start_mid_period(lengths):
                                                                 "eta": 0.1})), vocab_size=V)
     total = sum(lengths)
     x, y = stream(2, total, seed=3)
-    state, t0 = None, 0
+    state, t0 = model.init_state(2), 0
     for n in lengths:
+        before = {lid: fast_w1(state, lid) for lid in "ab"}
         _, state = model(x[:, t0:t0 + n], state, targets=y[:, t0:t0 + n])
         for lid, c in (("a", 4), ("b", 6)):
             lv = state["levels"][lid]
+            crosses = (t0 + n) // c > t0 // c
+            assert torch.equal(before[lid], lv["delta"]["w1"]) != crosses
             expect = torch.tensor([(t0 + i + 1) % c == 0 for i in range(n)])
             assert torch.equal(lv["write_norms"] > 0, expect), (lid, t0, n)
             assert lv["updates"] == (t0 + n) // c

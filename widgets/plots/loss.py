@@ -17,18 +17,34 @@ from nlstudio.widgets.plots.base import PlotDock, Series, compare_style, pen, st
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
     """Debiased exponential moving average (as TensorBoard's smoothing), NaNs skipped."""
-    if weight <= 0 or values.size == 0:
-        return values.copy()
-    out = np.empty_like(values)
-    acc, norm = 0.0, 0.0
-    last = math.nan
-    for i, v in enumerate(values.tolist()):
-        if math.isfinite(v):
-            acc = weight * acc + (1 - weight) * v
-            norm = weight * norm + (1 - weight)
-            last = acc / norm
-        out[i] = last
-    return out
+    return _Ema(weight).extend(values)
+
+
+class _Ema:
+    """A debiased EMA that can be continued as values are appended."""
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+        self.acc = 0.0
+        self.norm = 0.0
+        self.last = math.nan
+        self.n = 0
+
+    def extend(self, values: np.ndarray) -> np.ndarray:
+        self.n += len(values)
+        if self.weight <= 0:
+            return np.asarray(values, dtype=float).copy()
+        w = self.weight
+        out = np.empty(len(values))
+        acc, norm, last = self.acc, self.norm, self.last
+        for i, v in enumerate(np.asarray(values, dtype=float).tolist()):
+            if math.isfinite(v):
+                acc = w * acc + (1 - w) * v
+                norm = w * norm + (1 - w)
+                last = acc / norm
+            out[i] = last
+        self.acc, self.norm, self.last = acc, norm, last
+        return out
 
 
 @dataclass
@@ -72,7 +88,7 @@ class LossDock(PlotDock):
         self.metric_plot: pg.PlotItem = self.view.addPlot(row=1, col=0)
         self.metric_plot.setXLink(self.loss_plot)
         self.loss_plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
-        self.loss_plot.hideAxis("bottom") if False else None
+        self.loss_plot.getAxis("bottom").setStyle(showValues=False)
         self.loss_plot.setLabel("left", "loss")
         self.metric_plot.setLabel("left", "metric")
         self.metric_plot.setLabel("bottom", "step")
@@ -83,7 +99,7 @@ class LossDock(PlotDock):
         self.metric_name = "metric"
         self.main = self._new_trace("this run", Qt.PenStyle.SolidLine, -1)
         self.overlays: dict[str, _Trace] = {}
-        self._smoothed_cache: dict[tuple[int, str], tuple[int, float, np.ndarray]] = {}
+        self._smoothed_cache: dict[tuple[int, str], tuple[_Ema, np.ndarray]] = {}
         self._on_smoothing(self.smooth_slider.value())
         self.apply_theme(self.palette_)
         self.set_message("No run yet: press Run, or open a run folder.")
@@ -173,16 +189,15 @@ class LossDock(PlotDock):
         key = (id(trace), name)
         cached = self._smoothed_cache.get(key)
         y = series.y
-        if cached is not None and cached[1] == weight and 0 < cached[0] <= len(y):
-            n, _, prev = cached
-            if n == len(y):
+        if cached is not None and cached[0].weight == weight and cached[0].n <= len(y):
+            state, prev = cached
+            if state.n == len(y):
                 return prev
-            state_acc = prev[-1]
-            tail = _ema_from(y[n:], weight, state_acc, n)
-            out = np.concatenate([prev, tail])
+            out = np.concatenate([prev, state.extend(y[state.n:])])
         else:
-            out = ema(y, weight)
-        self._smoothed_cache[key] = (len(y), weight, out)
+            state = _Ema(weight)
+            out = state.extend(y)
+        self._smoothed_cache[key] = (state, out)
         return out
 
     def _drop_cache(self, trace: _Trace) -> None:
@@ -242,20 +257,3 @@ class LossDock(PlotDock):
                              ls[i], ms[i]])
         return header, rows
 
-
-def _ema_from(values: np.ndarray, weight: float, last_smoothed: float, n_before: int
-              ) -> np.ndarray:
-    """Continue a debiased EMA whose value after ``n_before`` points was ``last_smoothed``."""
-    out = np.empty_like(values)
-    # Recover the (acc, norm) pair of the debiased EMA: norm = 1 - w^k after k finite points;
-    # using n_before as k is exact when every earlier value was finite and close otherwise.
-    norm = 1.0 - weight ** n_before
-    acc = last_smoothed * norm if math.isfinite(last_smoothed) else 0.0
-    last = last_smoothed
-    for i, v in enumerate(values.tolist()):
-        if math.isfinite(v):
-            acc = weight * acc + (1 - weight) * v
-            norm = weight * norm + (1 - weight)
-            last = acc / norm
-        out[i] = last
-    return out

@@ -1,0 +1,266 @@
+"""The spectrum: every level placed at its update frequency on one log axis, and the measured
+power spectrum of each level's per-token write-norm series.
+
+Top strip: each level at its designed frequency 1/C (filled dot) and at the frequency it was
+measured to write at in the last sequence, writes/token (open diamond). Attention sits at the
+right edge, "∞" (its context is re-read at every token, nothing is written); frozen levels at
+the left edge, "0" (learned only by pre-training). Bottom: the power spectrum (log-log) of each
+level's write norms, with its designed frequency as a dashed line: a level written every C
+tokens peaks at k/C. Colours follow the level order, as in every other plot.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+
+from nlstudio import events as ev
+from nlstudio import probes
+from nlstudio.widgets import theme
+from nlstudio.widgets.plots.base import PlotDock, pen, style_plot
+
+EDGE = 0.7  # decades between the last finite decade and the "0" / "∞" edge positions
+INF_POS = EDGE  # log10(1) = 0 is the fastest finite frequency (a write every token)
+
+
+def freq_position(freq: float, low_decade: int) -> float:
+    """x position (decades) of a frequency on the axis: ∞ right, 0 left, log10 between."""
+    if math.isinf(freq):
+        return INF_POS
+    if freq <= 0:
+        return low_decade - EDGE
+    return math.log10(freq)
+
+
+def frequency_ticks(low_decade: int) -> list[list[tuple[float, str]]]:
+    major = [(float(low_decade - EDGE), "0")]
+    for d in range(low_decade, 1):
+        major.append((float(d), "1" if d == 0 else f"1/{10 ** -d:,}".replace(",", "\u2009")))
+    major.append((INF_POS, "∞"))
+    minor = [(d + math.log10(k), "") for d in range(low_decade, 0) for k in range(2, 10)]
+    return [major, minor]
+
+
+@dataclass
+class _LevelItems:
+    designed: pg.ScatterPlotItem
+    measured: pg.ScatterPlotItem
+    label: pg.TextItem
+    curve: pg.PlotDataItem
+    line: pg.InfiniteLine
+
+
+class SpectrumDock(PlotDock):
+    key = "spectrum"
+    title = "Spectrum"
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.low_decade = -3
+        self.levels: list[dict] = []
+        self.items: dict[str, _LevelItems] = {}
+        self.spectra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.measured_freq: dict[str, float] = {}
+        self.step: int | None = None
+        self._pending: ev.Snapshot | None = None
+
+        self.strip: pg.PlotItem = self.view.addPlot(row=0, col=0)
+        self.power: pg.PlotItem = self.view.addPlot(row=1, col=0)
+        self.view.ci.layout.setRowStretchFactor(0, 2)
+        self.view.ci.layout.setRowStretchFactor(1, 3)
+        self.power.setXLink(self.strip)
+        self.power.setLogMode(x=False, y=True)
+        self.power.addLegend(offset=(-6, 6), labelTextSize="8pt")
+        for plot in (self.strip, self.power):
+            plot.setMenuEnabled(False)
+            plot.setMouseEnabled(x=False, y=False)
+            plot.hideButtons()
+        self.strip.getAxis("bottom").setStyle(showValues=True)
+        self.strip.getAxis("left").setStyle(showValues=False)
+        self.strip.getAxis("left").setWidth(46)
+        self.power.getAxis("left").setWidth(46)
+        self.strip.setLabel("bottom", "designed update frequency (writes per token)")
+        self.power.setLabel("bottom", "frequency (cycles per token)")
+        self.power.setLabel("left", "power")
+        self.frozen_band = pg.LinearRegionItem(movable=False)
+        self.inf_band = pg.LinearRegionItem(movable=False)
+        for band in (self.frozen_band, self.inf_band):
+            for line in band.lines:
+                line.setPen(pg.mkPen(None))
+            self.strip.addItem(band)
+        self.band_labels = (pg.TextItem("frozen", anchor=(0.5, 1.0)),
+                            pg.TextItem("attention", anchor=(0.5, 1.0)))
+        for text in self.band_labels:
+            self.strip.addItem(text)
+        self._set_axis()
+        self.apply_theme(self.palette_)
+        self.set_message("Levels are placed at their update frequency; the measured spectrum "
+                         "appears with a live run.")
+
+    # ---- data in ---------------------------------------------------------------------------
+    def set_levels(self, levels: list[dict]) -> None:
+        """``[{"id", "kind", "period"}, ...]`` in model order."""
+        norm = [{"id": str(lv["id"]), "kind": str(lv.get("kind", "")),
+                 "period": lv.get("period")} for lv in levels]
+        if norm == self.levels:
+            return
+        self.levels = norm
+        for items in self.items.values():
+            for item in (items.designed, items.measured, items.label):
+                self.strip.removeItem(item)
+            self.power.removeItem(items.curve)
+            self.power.removeItem(items.line)
+        self.power.legend.clear()
+        self.items.clear()
+        self.spectra.clear()
+        self.measured_freq.clear()
+        for lv in self.levels:
+            f = probes.designed_frequency(lv["kind"], lv["period"])
+            if 0 < f < math.inf:
+                self._extend_decades(f)
+        for i, lv in enumerate(self.levels):
+            designed = pg.ScatterPlotItem(size=11)
+            measured = pg.ScatterPlotItem(size=12, symbol="d")
+            label = pg.TextItem("", anchor=(0.5, 1.25))
+            curve = pg.PlotDataItem(name=lv["id"], connect="finite")
+            line = pg.InfiniteLine(angle=90, movable=False)
+            for item in (designed, measured, label):
+                self.strip.addItem(item)
+            self.power.addItem(curve)
+            self.power.addItem(line, ignoreBounds=True)
+            self.items[lv["id"]] = _LevelItems(designed, measured, label, curve, line)
+        self._set_axis()
+        self._recolor()
+        self.mark_dirty()
+
+    def clear(self) -> None:
+        self.spectra.clear()
+        self.measured_freq.clear()
+        self._pending = None
+        self.step = None
+        self.mark_dirty()
+
+    def show_snapshot(self, snapshot: ev.Snapshot) -> None:
+        if any(lid not in self.items for lid in snapshot.levels):
+            self.set_levels([{"id": lid, "kind": s.kind, "period": s.period}
+                             for lid, s in snapshot.levels.items()])
+        self._pending = snapshot
+        self.set_message("")
+        self.mark_dirty()
+
+    def has_data(self) -> bool:
+        return bool(self.spectra)
+
+    # ---- drawing ---------------------------------------------------------------------------
+    def redraw(self) -> None:
+        snap, self._pending = self._pending, None
+        if snap is not None:
+            self._take(snap)
+        n = len(self.levels)
+        for i, lv in enumerate(self.levels):
+            items = self.items[lv["id"]]
+            f = probes.designed_frequency(lv["kind"], lv["period"])
+            x = freq_position(f, self.low_decade)
+            y = n - i
+            items.designed.setData([x], [y])
+            items.label.setText(_designed_text(lv))
+            items.label.setPos(x, y)
+            items.line.setPos(x)
+            measured = self.measured_freq.get(lv["id"])
+            if measured is not None and lv["kind"] != "attention":
+                items.measured.setData([freq_position(measured, self.low_decade)], [y])
+            else:
+                items.measured.setData([], [])
+            freqs, power = self.spectra.get(lv["id"], (np.zeros(0), np.zeros(0)))
+            keep = (freqs > 0) & (power > 0) & np.isfinite(power)
+            items.curve.setData(np.log10(freqs[keep]), power[keep])
+        self.strip.setYRange(0.3, n + 1.1, padding=0)
+        self.power.setTitle(f"measured at step {self.step}" if self.step is not None else None,
+                            color=self.palette_.muted, size="8pt")
+
+    def _take(self, snap: ev.Snapshot) -> None:
+        self.step = snap.step
+        for lid, level in snap.levels.items():
+            if level.spectrum is not None and len(level.spectrum[0]):
+                freqs = np.asarray(level.spectrum[0], dtype=np.float64)
+                self.spectra[lid] = (freqs, np.asarray(level.spectrum[1], dtype=np.float64))
+                self._extend_decades(float(freqs[freqs > 0].min()) if np.any(freqs > 0) else 1)
+            else:
+                self.spectra.pop(lid, None)
+            tokens = len(level.write_norms) if level.write_norms is not None else 0
+            if tokens:
+                self.measured_freq[lid] = level.updates / tokens
+            else:
+                self.measured_freq.pop(lid, None)
+
+    def _extend_decades(self, freq: float) -> None:
+        decade = math.floor(math.log10(freq) + 1e-9)
+        if decade < self.low_decade:
+            self.low_decade = decade
+            self._set_axis()
+
+    def _set_axis(self) -> None:
+        ticks = frequency_ticks(self.low_decade)
+        for plot in (self.strip, self.power):
+            plot.getAxis("bottom").setTicks(ticks)
+        left, right = self.low_decade - EDGE, INF_POS
+        self.strip.setXRange(left - 0.35, right + 0.35, padding=0)
+        self.frozen_band.setRegion((left - 0.35, left + 0.3))
+        self.inf_band.setRegion((right - 0.3, right + 0.35))
+        n = max(1, len(self.levels))
+        self.band_labels[0].setPos(left, n + 1.1)
+        self.band_labels[1].setPos(right, n + 1.1)
+
+    # ---- theme -------------------------------------------------------------------------------
+    def _recolor(self) -> None:
+        p = self.palette_
+        for i, lv in enumerate(self.levels):
+            items = self.items[lv["id"]]
+            color = p.level_color(i)
+            items.designed.setBrush(pg.mkBrush(color))
+            items.designed.setPen(pg.mkPen(p.plot_background, width=1))
+            items.measured.setBrush(pg.mkBrush(None))
+            items.measured.setPen(pg.mkPen(color, width=1.6))
+            items.label.setColor(QColor(p.plot_foreground))
+            items.curve.setPen(pen(color, 1.4))
+            items.line.setPen(pen(color, 1.0, Qt.PenStyle.DashLine, alpha=170))
+
+    def apply_theme(self, palette: theme.Palette) -> None:
+        super().apply_theme(palette)
+        style_plot(self.strip, palette)
+        style_plot(self.power, palette)
+        self.strip.showGrid(x=True, y=False, alpha=0.2)
+        for band, name in ((self.frozen_band, "band_frozen"), (self.inf_band, "band_inf")):
+            band.setBrush(pg.mkBrush(palette.qcolor(name, 46)))
+        for text in self.band_labels:
+            text.setColor(QColor(palette.muted))
+        self._recolor()
+
+    # ---- export --------------------------------------------------------------------------
+    def csv_table(self) -> tuple[list[str], list[list]]:
+        header = ["step", "level", "kind", "period", "designed_frequency",
+                  "measured_writes_per_token", "frequency", "power"]
+        rows: list[list] = []
+        for lv in self.levels:
+            lid = lv["id"]
+            f = probes.designed_frequency(lv["kind"], lv["period"])
+            period = "" if lv["period"] is None else lv["period"]
+            measured = self.measured_freq.get(lid, "")
+            freqs, power = self.spectra.get(lid, (np.zeros(0), np.zeros(0)))
+            if not len(freqs):
+                rows.append([self.step, lid, lv["kind"], period, f, measured, "", ""])
+            for fr, pw in zip(freqs.tolist(), power.tolist()):
+                rows.append([self.step, lid, lv["kind"], period, f, measured, fr, pw])
+        return header, rows
+
+
+def _designed_text(lv: dict) -> str:
+    if lv["kind"] == "attention":
+        return f"{lv['id']} (∞)"
+    if lv["period"] is None:
+        return f"{lv['id']} (frozen)"
+    return f"{lv['id']} (1/{lv['period']})"
