@@ -53,7 +53,9 @@ def mlp_forward(weights: Sequence[Tensor], x: Tensor, residual: bool) -> tuple[T
     last = len(weights) - 1
     for l, w in enumerate(weights):
         inputs.append(h)
-        z = torch.matmul(h, w.transpose(-1, -2))
+        # (W hᵀ)ᵀ rather than h Wᵀ: autograd then hands back ∂/∂W contiguous (not transposed),
+        # which keeps every weight-sized op of the backward a dense streaming pass.
+        z = torch.matmul(w, h.transpose(-1, -2)).transpose(-1, -2)
         if l < last:
             s = torch.sigmoid(z)
             gates.append(s)
@@ -194,14 +196,88 @@ def write_plain(m0: Tensor, s0: Tensor | None, delta: Tensor, x: Tensor, end: En
     the factors of the anchor gradients U_t = δ_t x_tᵀ; ``end`` broadcasts against the weights'
     leading dims. ``M_C = keep M_0 + σ S_0 − Σ_i c_i U_i``, ``S_C = s_keep S_0 − Σ_i d_i U_i``.
     """
+    cm = delta * end.grad.unsqueeze(-1)
+    cs = None if s0 is None else delta * end.s_grad.unsqueeze(-1)
+    if m0.dim() == 3 and x.dim() == 3 and end.keep.dim() == 1:
+        if s0 is None:
+            return _DecayedWrite.apply(m0, end.keep, cm, x), None
+        return _DecayedMomentumWrite.apply(m0, s0, end.keep, end.from_s0, end.s_keep, cm, cs, x)
     acc = m0 * _col(end.keep)
     if s0 is not None:
         acc = torch.addcmul(acc, s0, _col(end.from_s0))
-    m = _minus_outer_sum(acc, delta * end.grad.unsqueeze(-1), x)
+    m = _minus_outer_sum(acc, cm, x)
     if s0 is None:
         return m, None
-    s = _minus_outer_sum(s0 * _col(end.s_keep), delta * end.s_grad.unsqueeze(-1), x)
-    return m, s
+    return m, _minus_outer_sum(s0 * _col(end.s_keep), cs, x)
+
+
+def _bdot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-batch Frobenius inner product ``⟨a_n, b_n⟩`` of ``[N, o, i]`` tensors, without a
+    temporary (a batched matmul of the flattened views)."""
+    n = a.shape[0]
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.bmm(a.view(n, 1, -1), b.view(n, -1, 1)).view(n)
+    return (a * b).sum((-2, -1))  # a reshape would copy a transposed gradient anyway
+
+
+class _DecayedWrite(torch.autograd.Function):
+    """``M = keep M_0 − cmᵀ x`` for ``[N, o, i]`` weights, with a hand-written backward that
+    touches each weight-sized tensor as few times as possible (the write is memory-bound)."""
+
+    @staticmethod
+    def forward(ctx, m0, keep, cm, x):
+        m = torch.baddbmm(m0 * _col(keep), cm.transpose(1, 2), x, alpha=-1.0)
+        ctx.save_for_backward(m0, keep, cm, x)
+        return m
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gm):
+        m0, keep, cm, x = ctx.saved_tensors
+        g_m0 = gm * _col(keep) if ctx.needs_input_grad[0] else None
+        g_keep = _bdot(gm, m0) if ctx.needs_input_grad[1] else None
+        g_cm = -torch.bmm(x, gm.transpose(1, 2)) if ctx.needs_input_grad[2] else None
+        g_x = -torch.bmm(cm, gm) if ctx.needs_input_grad[3] else None
+        return g_m0, g_keep, g_cm, g_x
+
+
+class _DecayedMomentumWrite(torch.autograd.Function):
+    """``M = keep M_0 + σ S_0 − cmᵀ x``, ``S = s_keep S_0 − csᵀ x`` (see :class:`_DecayedWrite`)."""
+
+    @staticmethod
+    def forward(ctx, m0, s0, keep, sig, s_keep, cm, cs, x):
+        m = m0 * _col(keep)
+        m.addcmul_(s0, _col(sig))
+        m.baddbmm_(cm.transpose(1, 2), x, alpha=-1.0)
+        s = torch.baddbmm(s0 * _col(s_keep), cs.transpose(1, 2), x, alpha=-1.0)
+        ctx.save_for_backward(m0, s0, keep, sig, s_keep, cm, cs, x)
+        return m, s
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gm, gs):
+        m0, s0, keep, sig, s_keep, cm, cs, x = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if gm is None:
+            gm = torch.zeros_like(m0)
+        if gs is None:
+            gs = torch.zeros_like(s0)
+        g_m0 = gm * _col(keep) if need[0] else None
+        g_s0 = None
+        if need[1]:
+            g_s0 = gm * _col(sig)
+            g_s0.addcmul_(gs, _col(s_keep))
+        g_keep = _bdot(gm, m0) if need[2] else None
+        g_sig = _bdot(gm, s0) if need[3] else None
+        g_skeep = _bdot(gs, s0) if need[4] else None
+        g_cm = -torch.bmm(x, gm.transpose(1, 2)) if need[5] else None
+        g_cs = -torch.bmm(x, gs.transpose(1, 2)) if need[6] else None
+        g_x = None
+        if need[7]:
+            g_x = torch.bmm(cm, gm)
+            g_x.baddbmm_(cs, gs)
+            g_x.neg_()
+        return g_m0, g_s0, g_keep, g_sig, g_skeep, g_cm, g_cs, g_x
 
 
 def chunk_write(m0: Tensor, s0: Tensor | None, delta: Tensor, x: Tensor, co: Coefficients,

@@ -13,6 +13,9 @@ need it (DGD) read it.
 
 Hyper-parameters are named as in the paper: ``eta`` (η, learning rate), ``alpha`` (α, momentum
 decay), ``beta1..3`` (β), ``eps`` (ε), ``chunk`` (Ĉ).
+
+``memory_of(name, state)`` returns the state tensors that are the optimizer's memory (for the
+optimizer lesson); ``newton_schulz`` is M3's orthogonalisation, usable on its own.
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ class InnerOptimizer:
     step_fn: Callable[[Tensor, Tensor, State, Mapping[str, float], Tensor | None],
                       tuple[Tensor, State]]
     memory: tuple[str, ...] = ()  # the state entries that ARE the optimizer's memory
+    uses_key: bool = False  # step() needs the key that produced the gradient (DGD)
 
     def defaults(self) -> dict[str, float]:
         return {h.name: h.default for h in self.hyper}
@@ -164,6 +168,9 @@ def _adam_step(param, grad, state, hp, key):
 #     W⁺ = W_t (I − η' x xᵀ) − η' ∇_y L ⊗ x,   η' = η / (1 + η ‖x‖²),
 # a contraction for every η > 0 (eigenvalues of (I + η XᵀX)⁻¹ lie in (0, 1]). A chunk of n keys
 # uses Σ x xᵀ = XᵀX; we solve the n×n Woodbury system (or the d_in×d_in one when smaller).
+# Fixed points: fed a dot-product surprise (∇_y L = −v) DGD is the delta rule and settles at
+# W x = v; fed an ℓ2 surprise (∇_y L = W_t x − v) the erase is counted twice and it settles at
+# W x = v/2 (as Eq. 88 is written).
 def _dgd_init(param: Tensor, hp) -> State:
     return {}
 
@@ -184,18 +191,22 @@ def _dgd_step(param, grad, state, hp, key):
     eta = hp["eta"]
     p = w - eta * g
     n, d_in = x.shape[-2], x.shape[-1]
-    if n == 1:
+    if n == 0:  # no keys: nothing to erase, a plain gradient step
+        out = p
+    elif n == 1:
         x1 = x[..., 0, :]  # Sherman–Morrison, Eq. 57
         eta_p = eta / (1 + eta * (x1 * x1).sum(-1, keepdim=True))  # [..., 1]
         out = p - (eta_p * (p @ x1.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1) * x1.unsqueeze(-2)
-    elif n <= d_in:  # Woodbury: (I + ηXᵀX)⁻¹ = I − η Xᵀ (I_n + η X Xᵀ)⁻¹ X
-        eye = torch.eye(n, device=x.device, dtype=x.dtype)
-        a = eye + eta * (x @ x.mT)
-        z = torch.linalg.solve(a, (p @ x.mT).mT).mT
-        out = p - eta * (z @ x)
-    else:
-        eye = torch.eye(d_in, device=x.device, dtype=x.dtype)
-        out = torch.linalg.solve(eye + eta * (x.mT @ x), p.mT).mT
+    else:  # solves run in at least float32 (there are no half-precision ones)
+        work = torch.promote_types(torch.promote_types(p.dtype, x.dtype), torch.float32)
+        pw, xw = p.to(work), x.to(work)
+        if n <= d_in:  # Woodbury: (I + ηXᵀX)⁻¹ = I − η Xᵀ (I_n + η X Xᵀ)⁻¹ X
+            a = torch.eye(n, device=x.device, dtype=work) + eta * (xw @ xw.mT)
+            z = torch.linalg.solve(a, (pw @ xw.mT).mT).mT
+            out = (pw - eta * (z @ xw)).to(p.dtype)
+        else:
+            a = torch.eye(d_in, device=x.device, dtype=work) + eta * (xw.mT @ xw)
+            out = torch.linalg.solve(a, pw.mT).mT.to(p.dtype)
     return out.reshape(param.shape), state
 
 
@@ -209,7 +220,7 @@ def _delta_momentum_init(param: Tensor, hp) -> State:
 
 
 def _delta_momentum_step(param, grad, state, hp, key):
-    m, vector = _as_matrix(state["m"])
+    m, _ = _as_matrix(state["m"])
     g, _ = _as_matrix(grad)
     g_hat = g / (g.norm(dim=(-2, -1), keepdim=True) + _TINY)
     m = hp["alpha"] * m - (m @ g_hat.mT) @ g_hat - hp["eta"] * g
@@ -280,7 +291,8 @@ def _dmgd_step(param, grad, state, hp, key):
 # The slow write happens at the chunk's last step (its sum is complete then), so that step
 # already reads the new M2. The counter is a tensor and the chunk test is branch-free, so the
 # step stays a pure, traceable function (NS(M2) is recomputed each step rather than cached).
-# With Ĉ longer than the stream M2 stays 0 and M3 is Muon with an AdaGrad denominator.
+# V is a sum too, so the step shrinks like 1/√t (AdaGrad-like); with Ĉ longer than the stream
+# M2 stays 0 and M3 is Muon on the summed gradients over that AdaGrad denominator.
 def _m3_init(param: Tensor, hp) -> State:
     z = torch.zeros_like(param)
     return {"M1": z, "M2": z.clone(), "V": z.clone(), "S": z.clone(),
@@ -332,7 +344,7 @@ register(InnerOptimizer(
     "dgd", "Delta gradient descent", "GD that first erases what the weights recall for the "
     "current key, then writes the surprise (the exact solution of an ℓ2 proximal step).",
     "W ← W (I − η' x xᵀ) − η' ∇_y L ⊗ x ,  η' = η / (1 + η‖x‖²)",
-    (_ETA,), _dgd_init, _dgd_step))
+    (_ETA,), _dgd_init, _dgd_step, uses_key=True))
 register(InnerOptimizer(
     "delta_momentum", "Delta momentum", "A momentum memory trained with the delta rule: it "
     "forgets the past gradient along the current gradient's direction before adding it.",

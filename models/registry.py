@@ -51,6 +51,9 @@ class KindInfo:
     optimizers: tuple[str, ...] = ()
     default_optimizer: str | None = None
     options: tuple[Option, ...] = field(default_factory=tuple)
+    #: hyper-parameters of the default optimizer that differ from the optimizer's own
+    #: defaults for this kind (e.g. η = 1 for linear attention: exactly one GD step)
+    optimizer_defaults: tuple[tuple[str, float], ...] = ()
 
     @property
     def parametric(self) -> bool:
@@ -87,7 +90,7 @@ KINDS: dict[str, KindInfo] = {
                     "-⟨Mk, v⟩.",
             period_rule="one", default_period=1,
             objectives=("dot",), default_objective="dot",
-            optimizers=("sgd",), default_optimizer="sgd",
+            optimizers=("sgd",), default_optimizer="sgd", optimizer_defaults=(("eta", 1.0),),
             options=(
                 Option("gate", "choice", "none",
                        "forget gate on the memory: none, one scalar per head, or one per key "
@@ -100,7 +103,7 @@ KINDS: dict[str, KindInfo] = {
                     "‖Mk − v‖² every token (Gated DeltaNet).",
             period_rule="one", default_period=1,
             objectives=("l2",), default_objective="l2",
-            optimizers=("sgd",), default_optimizer="sgd",
+            optimizers=("sgd",), default_optimizer="sgd", optimizer_defaults=(("eta", 1.0),),
             options=(
                 Option("gate", "bool", True, "data-dependent forget gate α_t (Gated DeltaNet)"),
             ),

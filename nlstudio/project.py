@@ -89,6 +89,14 @@ def json_path(loc: Iterable[Any]) -> str:
     return out
 
 
+def fmt_number(value: Any) -> str:
+    """A bound as people write it: 0 not 0.0, 1e-05, 0.999."""
+    if isinstance(value, float):
+        text = f"{value:g}"
+        return text if float(text) == value else repr(value)
+    return str(value)
+
+
 def _got(err: dict) -> str:
     value = err.get("input")
     if isinstance(value, (int, float, str, bool)) or value is None:
@@ -126,12 +134,12 @@ _MESSAGES: dict[str, Callable[[dict, dict], str]] = {
     "model_attributes_type": lambda e, c: "must be an object",
     "none_required": lambda e, c: "must be null",
     "literal_error": lambda e, c: f"must be {c.get('expected')}" + _got(e),
-    "greater_than": lambda e, c: f"must be greater than {c.get('gt')}" + _got(e),
-    "less_than": lambda e, c: f"must be less than {c.get('lt')}" + _got(e),
-    "less_than_equal": lambda e, c: f"must be at most {c.get('le')}" + _got(e),
+    "greater_than": lambda e, c: f"must be greater than {fmt_number(c.get('gt'))}" + _got(e),
+    "less_than": lambda e, c: f"must be less than {fmt_number(c.get('lt'))}" + _got(e),
+    "less_than_equal": lambda e, c: f"must be at most {fmt_number(c.get('le'))}" + _got(e),
     "greater_than_equal": lambda e, c: (
         "must be a positive integer" if c.get("ge") == 1 and isinstance(e.get("input"), int)
-        else f"must be at least {c.get('ge')}") + _got(e),
+        else f"must be at least {fmt_number(c.get('ge'))}") + _got(e),
 }
 
 
@@ -540,6 +548,8 @@ def _validate(doc: Any) -> tuple[list[Fault], Project | None]:
         p == "model.edges" or p.startswith("model.edges[") for p in bad)
     if ids_ok and edges_ok and len(ids) <= schema.MAX_LEVELS:
         faults += _check_graph(ids, model["edges"])
+    flagged = {f.path for f in faults if f.message.startswith("absolute paths")}
+    faults = [f for f in faults if f.path not in flagged or f.message.startswith("absolute")]
     if faults or raw is None or task is None:
         return faults[:MAX_FAULTS], None
     project = Project(
@@ -673,8 +683,28 @@ def project_to_dict(project: Project | dict) -> dict:
     }
 
 
+def _pretty(value: Any, indent: int = 0) -> str:
+    """JSON with two-space indents whose short lists of scalars (edges, positions) stay on
+    one line, so a project reads and diffs well by hand."""
+    if isinstance(value, list) and not any(isinstance(v, dict) for v in value):
+        flat = json.dumps(value, ensure_ascii=False)
+        if len(flat) <= 72:
+            return flat
+    if isinstance(value, (dict, list)) and value:
+        pad = "  " * (indent + 1)
+        if isinstance(value, dict):
+            items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: {_pretty(v, indent + 1)}"
+                     for k, v in value.items()]
+        else:
+            items = [pad + _pretty(v, indent + 1) for v in value]
+        brackets = "{}" if isinstance(value, dict) else "[]"
+        return brackets[0] + "\n" + ",\n".join(items) + "\n" + "  " * indent + brackets[1]
+    return json.dumps(value, ensure_ascii=False)
+
+
 def dumps(project: Project | dict) -> str:
-    return json.dumps(project_to_dict(project), indent=2, ensure_ascii=False) + "\n"
+    """The file text of a project (UTF-8 JSON, canonical key order and layout)."""
+    return _pretty(project_to_dict(project)) + "\n"
 
 
 def save_project(project: Project | dict, path: str | os.PathLike) -> None:

@@ -283,6 +283,7 @@ class TrainSection(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     optimizer: OuterOptimizer = Field(default_factory=OuterOptimizer)
     grad_clip: Optional[Annotated[float, Field(gt=0, le=1e6)]] = 1.0  # null: no clipping
+    warmup: Annotated[int, _int(0, MAX_STEPS)] = 0  # steps of linear learning-rate warm-up
     log_every: Annotated[int, _int(1, MAX_STEPS)] = 10
     eval_every: Annotated[int, _int(1, MAX_STEPS)] = 100
     snapshot_every: Annotated[int, _int(1, MAX_STEPS)] = 25

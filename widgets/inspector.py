@@ -18,7 +18,10 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea,
                                QSpinBox, QVBoxLayout, QWidget)
 
-from nlstudio.catalog import KINDS, OBJECTIVES, OPTIMIZERS, all_tasks
+from pydantic import BaseModel
+
+from nlstudio.catalog import (KINDS, MODEL_SETTINGS, OBJECTIVES, OPTIMIZERS, TRAIN_SETTINGS,
+                               all_tasks)
 from nlstudio.widgets import theme
 from nlstudio.widgets.canvas import commands
 from nlstudio.widgets.document import Document
@@ -43,20 +46,28 @@ def nice_step(value: float, steps: int, low: float, high: float) -> float:
 
 class SciSpinBox(QDoubleSpinBox):
     """A float editor that shows 0.0003 or 1e-05 (not 0.000300000000), with 1-2-5 steps when
-    ``log`` and plain steps otherwise."""
+    ``log`` and plain steps otherwise; with ``null_text`` its minimum stands for null."""
 
     edited = Signal(object)
 
     def __init__(self, low: float, high: float, log: bool = False,
-                 parent: QWidget | None = None) -> None:
+                 null_text: str | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.log = log
+        self.nullable = null_text is not None
         self.setDecimals(12)
         self.setRange(low, high)
+        if null_text:
+            self.setSpecialValueText(null_text)
         self.setKeyboardTracking(False)
         span = high - low
         self.setSingleStep(10 ** math.floor(math.log10(span / 20)) if span > 0 else 0.1)
-        self.valueChanged.connect(lambda v: self.edited.emit(float(f"{v:.12g}")))
+        self.valueChanged.connect(lambda _v: self.edited.emit(self.current()))
+
+    def current(self) -> float | None:
+        if self.nullable and self.value() == self.minimum():
+            return None
+        return float(f"{self.value():.12g}")
 
     def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt API
         return f"{value:.6g}"
@@ -65,15 +76,19 @@ class SciSpinBox(QDoubleSpinBox):
         try:
             return float(text.strip())
         except ValueError:
-            return self.value()
+            return self.minimum() if self.nullable and text.strip() == self.specialValueText() \
+                else self.value()
 
     def validate(self, text: str, pos: int):  # noqa: D401 - Qt API
         stripped = text.strip()
+        if self.nullable and stripped == self.specialValueText():
+            return (QValidator.State.Acceptable, text, pos)
         try:
             value = float(stripped)
         except ValueError:
             partial = stripped in ("", "-", "+", ".", "-.") or stripped.lower().endswith(
-                ("e", "e-", "e+"))
+                ("e", "e-", "e+")) or (self.nullable and self.specialValueText().startswith(
+                    stripped))
             return (QValidator.State.Intermediate if partial else QValidator.State.Invalid,
                     text, pos)
         ok = self.minimum() <= value <= self.maximum()
@@ -81,15 +96,19 @@ class SciSpinBox(QDoubleSpinBox):
 
     def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt API
         if self.log:
-            self.setValue(nice_step(self.value(), steps, self.minimum(), self.maximum()))
+            low = self.minimum()
+            if self.nullable or low <= 0:
+                low = max(low, 1e-12)
+            self.setValue(nice_step(self.value(), steps, low, self.maximum()))
         else:
             super().stepBy(steps)
 
     def set_value(self, value: Any) -> None:
-        if isinstance(value, (int, float)) and not math.isclose(float(value), self.value(),
-                                                                rel_tol=1e-12, abs_tol=0):
+        target = self.minimum() if value is None else value
+        if isinstance(target, (int, float)) and not math.isclose(
+                float(target), self.value(), rel_tol=1e-12, abs_tol=0):
             self.blockSignals(True)
-            self.setValue(float(value))
+            self.setValue(float(target))
             self.blockSignals(False)
 
 
@@ -102,6 +121,8 @@ class IntSpinBox(QSpinBox):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.nullable = null_text is not None
+        int_max = 2 ** 31 - 1  # QSpinBox is 32-bit
+        low, high = max(-int_max + 1, int(low)), min(int_max, int(high))
         self.setRange(low - 1 if self.nullable else low, high)
         if self.nullable:
             self.setSpecialValueText(null_text)
@@ -149,6 +170,8 @@ class ChoiceBox(QComboBox):
 
     def __init__(self, choices: list[tuple[Any, str, str]], parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(8)
         for value, label, tip in choices:
             self.addItem(label, value)
             if tip:
@@ -181,19 +204,23 @@ class Switch(QCheckBox):
 
 
 class TextField(QLineEdit):
-    """A line edit that reports its text when editing finishes (Enter or focus out)."""
+    """A line edit that reports its text when editing finishes (Enter or focus out); when
+    ``nullable``, an empty field is null."""
 
     edited = Signal(object)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, nullable: bool = False, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.nullable = nullable
+        if nullable:
+            self.setPlaceholderText("none")
         self._committed = ""
         self.editingFinished.connect(self._finish)
 
     def _finish(self) -> None:
         if self.text() != self._committed:
             self._committed = self.text()
-            self.edited.emit(self.text())
+            self.edited.emit(None if self.nullable and not self.text() else self.text())
 
     def set_value(self, value: Any) -> None:
         text = "" if value is None else str(value)
@@ -216,7 +243,7 @@ def pydantic_editor(field: Any) -> QWidget | None:
     import enum
 
     annotation, optional = _unwrap_optional(field.annotation)
-    low, high = None, None
+    low, high, low_shift, high_shift = None, None, 0, 0
     for meta in getattr(field, "metadata", []):
         for attr, is_low, shift in (("ge", True, 0), ("gt", True, 1), ("le", False, 0),
                                     ("lt", False, -1)):
@@ -240,15 +267,41 @@ def pydantic_editor(field: Any) -> QWidget | None:
     if annotation is float:
         lo = float(low) if low is not None else -1e9
         hi = float(high) if high is not None else 1e9
-        return SciSpinBox(lo, hi, log=lo > 0 and hi / lo >= 1000)
+        # A float bounded by gt=0 is a rate or a scale: explored on a log scale, and its
+        # spin box stops just above 0 (or, when optional, uses 0 for "none").
+        open_low = low is not None and low_shift == 1
+        log = open_low and lo >= 0 and hi / max(lo, 1e-12) >= 1000
+        if optional:
+            return SciSpinBox(min(lo, 0.0), hi, log=log, null_text="none")
+        return SciSpinBox(max(lo, 1e-9) if open_low and lo == 0 else lo, hi, log=log)
     if annotation is str:
-        return TextField()
+        return TextField(nullable=optional)
     return None
 
 
 # ---- the inspector ----------------------------------------------------------------------------
-DEVICES = (("auto", "auto", "CUDA when available, else CPU"), ("cpu", "cpu", ""),
-           ("cuda", "cuda", "the first GPU"))
+LABEL_WIDTH = 118  # one label column width for every section, so the editors line up
+SECTION_TITLES = {"optimizer": "Outer optimizer"}
+FIELD_LABELS = {"model.d_model": "d_model", "model.tie_embeddings": "tie embeddings", "train.seq_len": "sequence length",
+                "train.optimizer.lr": "learning rate"}
+FIELD_TIPS = {
+    "model.d_model": "width of the residual stream every level reads and writes",
+    "model.heads": "attention/memory heads; must divide d_model",
+    "model.tie_embeddings": "share the input embedding with the output head (token tasks)",
+    "train.steps": "outer optimizer steps (pre-training)",
+    "train.batch_size": "sequences per step",
+    "train.seq_len": "tokens per sequence",
+    "train.seed": "makes data, initialisation and CPU runs repeatable",
+    "train.device": "auto: CUDA when available, else CPU",
+    "train.grad_clip": "clip the outer gradient norm (none: no clipping)",
+    "train.log_every": "steps between two rows of metrics.csv",
+    "train.eval_every": "steps between two evaluations (forgetting curves)",
+    "train.snapshot_every": "steps between two snapshots of the memories (plots)",
+    "train.optimizer.name": "the outer optimizer: it pre-trains every level's parameters",
+    "train.optimizer.lr": "learning rate of the outer optimizer",
+    "train.optimizer.weight_decay": "decoupled weight decay (adamw) or L2 (adam, sgd)",
+    "train.optimizer.momentum": "momentum of the outer sgd (ignored by adam/adamw)",
+}
 
 
 def _section(text: str) -> QLabel:
@@ -285,6 +338,7 @@ class Inspector(QWidget):
         self.edge: tuple[str, str] | None = None
         self.fields: dict[str, QWidget] = {}
         self._tips: dict[str, str] = {}
+        self._readonly: dict[str, QLabel] = {}
         self._signature: tuple = ()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -304,7 +358,7 @@ class Inspector(QWidget):
         document.changed.connect(self.refresh)
         document.levelRenamed.connect(self._renamed)
         document.lockedChanged.connect(self._locked)
-        theme.manager().themeChanged.connect(lambda _p: self.rebuild())
+        theme.manager().themeChanged.connect(self._theme_changed)
         self.rebuild()
 
     # ---- what to show --------------------------------------------------------------------------
@@ -312,6 +366,9 @@ class Inspector(QWidget):
         self.selection = list(level_ids)
         self.level_id = level_ids[0] if len(level_ids) == 1 else None
         self.edge = tuple(edges[0]) if not level_ids and len(edges) == 1 else None
+        self.rebuild()
+
+    def _theme_changed(self, _palette: object) -> None:
         self.rebuild()
 
     def _renamed(self, old: str, new: str) -> None:
@@ -350,7 +407,7 @@ class Inspector(QWidget):
         self._fill()
 
     def rebuild(self) -> None:
-        self.fields, self._tips = {}, {}
+        self.fields, self._tips, self._readonly = {}, {}, {}
         body = QWidget()
         body.setObjectName("inspectorBody")
         column = QVBoxLayout(body)
@@ -413,6 +470,7 @@ class Inspector(QWidget):
         text = QLabel(label)
         text.setToolTip(tip)
         text.setBuddy(widget)
+        text.setMinimumWidth(LABEL_WIDTH)
         form.addRow(text, widget)
         self.fields[key] = widget
         self._tips[key] = tip
@@ -536,17 +594,7 @@ class Inspector(QWidget):
         form = self._form(column, "Project")
         self._add(form, "name", "name", TextField(), "shown in the title bar and run folders",
                   lambda v: commands.set_project_field(doc, ("name",), v))
-        form = self._form(column, "Model")
-        self._add(form, "model.d_model", "d_model", IntSpinBox(1, 8192),
-                  "width of the residual stream (every level reads and writes it)",
-                  lambda v: commands.set_project_field(doc, ("model", "d_model"), v))
-        self._add(form, "model.heads", "heads", IntSpinBox(1, 256),
-                  "attention/memory heads; must divide d_model",
-                  lambda v: commands.set_project_field(doc, ("model", "heads"), v))
-        self._add(form, "model.tie_embeddings", "tie embeddings", Switch(),
-                  "share the input embedding with the output head (token tasks)",
-                  lambda v: commands.set_project_field(doc, ("model", "tie_embeddings"), v,
-                                                       merge=False))
+        self._settings(column, "Model", MODEL_SETTINGS, ("model",))
 
         form = self._form(column, "Task")
         tasks = self._tasks()
@@ -559,35 +607,48 @@ class Inspector(QWidget):
         cls = tasks.get(task.get("name"))
         if cls is not None:
             summary = QLabel(getattr(cls, "summary", ""))
+            summary.setObjectName("taskSummary")
             summary.setProperty("role", "hint")
             summary.setWordWrap(True)
-            form.addRow("", summary)
-            params = getattr(getattr(cls, "Params", None), "model_fields", {}) or {}
-            for name, field in params.items():
-                editor = pydantic_editor(field)
-                if editor is None:
-                    continue
-                merge = isinstance(editor, (IntSpinBox, SciSpinBox, TextField))
-                self._add(form, f"task.{name}", name.replace("_", " "), editor,
-                          field.description or name,
-                          lambda v, n=name, m=merge: commands.set_project_field(
-                              doc, ("task", n), v, merge=m))
+            form.addRow(summary)
+            self._settings_rows(form, getattr(cls, "Params", None), ("task",))
+        self._settings(column, "Training", TRAIN_SETTINGS, ("train",))
 
-        form = self._form(column, "Training")
-        for key, label, low, high, tip in (
-                ("steps", "steps", 1, 10 ** 8, "outer optimizer steps"),
-                ("batch_size", "batch size", 1, 65536, "sequences per step"),
-                ("seq_len", "sequence length", 1, 1 << 20, "tokens per sequence"),
-                ("seed", "seed", 0, 2 ** 31 - 1, "makes data, initialisation and CPU runs "
-                                                 "repeatable")):
-            self._add(form, f"train.{key}", label, IntSpinBox(low, high), tip,
-                      lambda v, k=key: commands.set_project_field(doc, ("train", k), v))
-        self._add(form, "train.device", "device", ChoiceBox(list(DEVICES)),
-                  "where training runs", lambda v: commands.set_project_field(
-                      doc, ("train", "device"), v, merge=False))
-        self._add(form, "train.optimizer.lr", "outer lr", SciSpinBox(1e-7, 10.0, log=True),
-                  "learning rate of the outer optimizer (pre-training of every level)",
-                  lambda v: commands.set_project_field(doc, ("train", "optimizer", "lr"), v))
+    def _settings(self, column: QVBoxLayout, title: str, model: Any,
+                  prefix: tuple[str, ...]) -> None:
+        """A section generated from a pydantic model; nested models get their own section."""
+        form = self._form(column, title)
+        nested = self._settings_rows(form, model, prefix)
+        for name, sub in nested:
+            self._settings(column, SECTION_TITLES.get(name, name.replace("_", " ").capitalize()),
+                           sub, (*prefix, name))
+
+    def _settings_rows(self, form: QFormLayout, model: Any,
+                       prefix: tuple[str, ...]) -> list[tuple[str, Any]]:
+        nested: list[tuple[str, Any]] = []
+        fields = getattr(model, "model_fields", None) or {}
+        for name, field in fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                nested.append((name, annotation))
+                continue
+            keys = (*prefix, name)
+            key = ".".join(keys)
+            tip = field.description or FIELD_TIPS.get(key, name.replace("_", " "))
+            editor = pydantic_editor(field)
+            if editor is None:
+                shown = QLabel()
+                shown.setObjectName("field_" + key.replace(".", "_"))
+                shown.setToolTip(tip + " (edit it in the project file)")
+                shown.setProperty("role", "hint")
+                form.addRow(name.replace("_", " "), shown)
+                self._readonly[key] = shown
+                continue
+            merge = isinstance(editor, (IntSpinBox, SciSpinBox, TextField))
+            self._add(form, key, FIELD_LABELS.get(key, name.replace("_", " ")), editor, tip,
+                      lambda v, k=keys, m=merge: commands.set_project_field(
+                          self.document, k, v, merge=m))
+        return nested
 
     @staticmethod
     def _tasks() -> dict:
@@ -634,10 +695,11 @@ class Inspector(QWidget):
 
     def _fill(self) -> None:
         for key, widget in self.fields.items():
+            widget.set_value(self._value(key))
+        for key, label in self._readonly.items():
             value = self._value(key)
-            if key == "period" and value is None:
-                value = None
-            widget.set_value(value)
+            label.setText(", ".join(map(str, value)) if isinstance(value, (list, tuple))
+                          else str(value))
         self._show_faults()
 
     def _show_faults(self) -> None:

@@ -139,7 +139,7 @@ class MainWindow(QMainWindow):
         self.inspector_dock = self.add_dock(self.inspector, "Inspector", "inspectorDock",
                                             Qt.DockWidgetArea.RightDockWidgetArea)
         self.palette_dock.setMinimumWidth(210)
-        self.inspector_dock.setMinimumWidth(320)
+        self.inspector_dock.setMinimumWidth(340)
 
         self.actions = ActionRegistry(self)
         self._create_actions()
@@ -152,6 +152,8 @@ class MainWindow(QMainWindow):
         self._update_faults()
         self._update_edit_actions()
         self.resize(1360, 860)
+        self.resizeDocks([self.palette_dock, self.inspector_dock], [220, 370],
+                         Qt.Orientation.Horizontal)
         geometry = self.settings.value("geometry")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
@@ -301,9 +303,12 @@ class MainWindow(QMainWindow):
         a["file.quit"].triggered.connect(self.close)
         a["edit.undo"].triggered.connect(doc.undo)
         a["edit.redo"].triggered.connect(doc.redo)
-        for signal in (doc.undo_stack.canUndoChanged, doc.undo_stack.canRedoChanged,
-                       doc.undo_stack.undoTextChanged, doc.undo_stack.redoTextChanged):
-            signal.connect(lambda *_args: self._update_edit_actions())
+        # Bound methods (not lambdas): Qt drops these connections when the window goes, so a
+        # signal sent while the window's children are destroyed never reaches a dead object.
+        stack = doc.undo_stack
+        for signal in (stack.canUndoChanged, stack.canRedoChanged, stack.undoTextChanged,
+                       stack.redoTextChanged):
+            signal.connect(self._update_edit_actions)
         a["edit.delete"].triggered.connect(self.delete_selection)
         a["edit.select_all"].triggered.connect(self.select_all)
         a["view.zoom_in"].triggered.connect(self.view.zoom_in)
@@ -311,24 +316,33 @@ class MainWindow(QMainWindow):
         a["view.fit"].triggered.connect(self.view.fit)
         a["help.canvas"].triggered.connect(self._show_canvas_help)
         a["help.about"].triggered.connect(self._show_about)
-        doc.cleanChanged.connect(lambda _clean: self._update_title())
-        doc.cleanChanged.connect(lambda _clean: self._write_recovery())
-        doc.undo_stack.indexChanged.connect(lambda _i: self._write_recovery())
+        doc.cleanChanged.connect(self._clean_changed)
+        stack.indexChanged.connect(self._write_recovery)
         doc.changed.connect(self._update_title)
         doc.changed.connect(self._update_counts)
-        doc.faultsChanged.connect(lambda _f: self._update_faults())
-        doc.validityChanged.connect(lambda _v: self.update_run_actions())
-        doc.lockedChanged.connect(lambda _l: self._update_edit_actions())
-        doc.editRefused.connect(lambda why: self.statusBar().showMessage(why, 5000))
-        doc.loaded.connect(lambda: QTimer.singleShot(0, self.view.fit))
+        doc.faultsChanged.connect(self._update_faults)
+        doc.validityChanged.connect(self.update_run_actions)
+        doc.lockedChanged.connect(self._update_edit_actions)
+        doc.editRefused.connect(self._show_message)
+        doc.loaded.connect(self._fit_later)
         self.scene.selectionChanged.connect(self._selection_changed)
-        self.view.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.view.statusMessage.connect(self._show_message)
         self.view.transformChanged.connect(self._update_zoom)
-        self.palette.addRequested.connect(lambda kind: self.view.add_level(kind))
-        theme.manager().themeChanged.connect(lambda _p: self._refresh_icons())
+        self.palette.addRequested.connect(self.view.add_level)
+        theme.manager().themeChanged.connect(self._refresh_icons)
         self._update_counts()
 
-    def _refresh_icons(self) -> None:
+    def _clean_changed(self, _clean: bool = True) -> None:
+        self._update_title()
+        self._write_recovery()
+
+    def _show_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, 6000)
+
+    def _fit_later(self) -> None:
+        QTimer.singleShot(0, self.view.fit)
+
+    def _refresh_icons(self, _palette: object = None) -> None:
         color = theme.current().text
         for action_id, icon in (("file.new", "new"), ("file.open", "open"),
                                 ("file.save", "save"), ("edit.undo", "undo"),
@@ -352,7 +366,7 @@ class MainWindow(QMainWindow):
     def _update_zoom(self) -> None:
         self.zoom_label.setText(f"{round(self.view.zoom() * 100)} %")
 
-    def _update_faults(self) -> None:
+    def _update_faults(self, _faults: object = None) -> None:
         faults = self.document.faults
         self.fault_menu.clear()
         if faults:
@@ -391,7 +405,7 @@ class MainWindow(QMainWindow):
         self._training_available = available
         self.update_run_actions()
 
-    def update_run_actions(self) -> None:
+    def update_run_actions(self, *_args: object) -> None:
         run = self.actions["run.start"]
         valid = self.document.is_valid
         if self._training_available:
@@ -402,7 +416,7 @@ class MainWindow(QMainWindow):
         else:
             run.setToolTip("Train this model (F5)")
 
-    def _update_edit_actions(self) -> None:
+    def _update_edit_actions(self, *_args: object) -> None:
         locked = self.document.locked
         scene_selection = bool(self.scene.selectedItems())
         self.actions["edit.delete"].setEnabled(scene_selection and not locked)
@@ -617,7 +631,7 @@ class MainWindow(QMainWindow):
             self.presets_menu.addAction("No presets installed").setEnabled(False)
 
     # ---- recovery -------------------------------------------------------------------------------------
-    def _write_recovery(self) -> None:
+    def _write_recovery(self, *_args: object) -> None:
         if self.document.is_clean:
             self.recovery.clear()
         else:

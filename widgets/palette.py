@@ -39,7 +39,7 @@ class KindList(QListWidget):
             self.addItem(item)
         self.refresh_icons()
 
-    def refresh_icons(self) -> None:
+    def refresh_icons(self, _palette: object = None) -> None:
         p = theme.current()
         for row in range(self.count()):
             item = self.item(row)
@@ -96,4 +96,4 @@ class Palette(QWidget):
         self.list.itemDoubleClicked.connect(
             lambda item: self.addRequested.emit(str(item.data(KIND_ROLE))))
         self.list.enterPressed.connect(self.addRequested)
-        theme.manager().themeChanged.connect(lambda _p: self.list.refresh_icons())
+        theme.manager().themeChanged.connect(self.list.refresh_icons)

@@ -151,6 +151,7 @@ def stylesheet(p: Palette) -> str:
     except OSError:
         return ""
     values = {k: v for k, v in vars(p).items() if isinstance(v, str)}
+    values["icons"] = path("icons").as_posix()
     return Template(template).safe_substitute(values)
 
 

@@ -49,7 +49,7 @@ _warm = False
 
 
 def warm_up_torch() -> None:
-    """Initialise torch (and import the trainer and the tasks) on the GUI thread, once.
+    """Initialise torch (and import the trainer) on the GUI thread, once.
 
     torch's lazy initialisation holds the GIL for 130-190 ms; done in the training thread it
     would freeze the window at the start of the first run (environment.md §4).
@@ -62,9 +62,7 @@ def warm_up_torch() -> None:
     x = torch.ones(8, 8, requires_grad=True)
     (torch.tanh(x @ x).sum()).backward()
     from nlstudio import trainer  # noqa: F401 - import cost paid here, not in the worker
-    from nlstudio.tasks import all_tasks
 
-    all_tasks()
     _warm = True
 
 
@@ -244,3 +242,68 @@ class TrainingSession(QObject):
         if self._thread is not None:
             _THREADS.discard(self._thread)
         self._worker = None
+
+
+class _FunctionWorker(QObject):
+    done = Signal(object, object)  # result, error message (None on success)
+
+    def __init__(self, fn, threads: int) -> None:
+        super().__init__()
+        self._fn = fn
+        self._threads = threads
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            import torch
+
+            torch.set_num_threads(self._threads)
+            result, error = self._fn(), None
+        except BaseException as exc:  # noqa: BLE001 - reported to the GUI as a message
+            result, error = None, f"{type(exc).__name__}: {exc}"
+        self.done.emit(result, error)
+
+
+class FunctionJob(QObject):
+    """A short background computation (e.g. one forward pass for an opened run's snapshot):
+    ``fn()`` runs in its own QThread; ``finished(result, error)`` arrives on the GUI thread."""
+
+    finished = Signal(object, object)
+
+    def __init__(self, fn, parent: QObject | None = None, name: str = "job") -> None:
+        super().__init__(parent)
+        self.setObjectName(f"functionJob-{name}")
+        self._thread = QThread()
+        self._thread.setObjectName(f"jobThread-{name}")
+        self._worker = _FunctionWorker(fn, worker_torch_threads())
+        self._worker.moveToThread(self._thread)
+        self._thread.started.connect(self._worker.run)
+        self._worker.done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
+        self.done = False
+        self.result: object = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        warm_up_torch()
+        _THREADS.add(self._thread)
+        self._thread.start()
+
+    def wait(self, timeout_ms: int = 60000) -> bool:
+        """Join the thread (the function cannot be interrupted; it is short by contract)."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while self._thread.isRunning() and time.monotonic() < deadline:
+            self._thread.quit()
+            self._thread.wait(100)
+        if not self._thread.isRunning():
+            _THREADS.discard(self._thread)
+            return True
+        return False
+
+    @Slot(object, object)
+    def _on_done(self, result: object, error: object) -> None:
+        self._thread.quit()
+        self._thread.wait()
+        _THREADS.discard(self._thread)
+        self.done = True
+        self.result, self.error = result, error
+        self.finished.emit(result, error)

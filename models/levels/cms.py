@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlstudio.models.chunked import mlp_backward, mlp_forward
-from nlstudio.models.inner_optim import BoundOptimizer, make_optimizer
+from nlstudio.models.inner_optim import make_optimizer
 from nlstudio.models.levels.base import Level, LevelProbe, State
 
 WEIGHTS = ("w1", "w2")
@@ -73,13 +73,6 @@ def local_grads(w1: Tensor, w2: Tensor, k: Tensor, v: Tensor, objective: str
     return d1.transpose(-1, -2) @ k, d2.transpose(-1, -2) @ hidden, hidden
 
 
-def _uses_key(opt: BoundOptimizer) -> bool:
-    # inner_optim has no such flag (yet); DGD is the rule that reads keys. Keys are only
-    # buffered for rules that read them (a chunk's inputs cost B·C·(d + hidden) floats).
-    flag = getattr(opt.spec, "uses_key", None)
-    return bool(flag) if flag is not None else opt.name == "dgd"
-
-
 class MLPLevel(Level):
     kind = "mlp"
 
@@ -93,12 +86,16 @@ class MLPLevel(Level):
             raise ValueError(f"level {self.level_id!r}: objective {self.objective!r} is not one "
                              f"of {', '.join(self.info.objectives)}")
         opt_spec = dict(spec.get("optimizer") or {})
-        opt_name = opt_spec.get("name", self.info.default_optimizer)
+        opt_name = opt_spec.setdefault("name", self.info.default_optimizer)
         if opt_name not in self.info.optimizers:
             raise ValueError(f"level {self.level_id!r}: inner optimizer {opt_name!r} is not one "
                              f"of {', '.join(self.info.optimizers)}")
-        self.optimizer = make_optimizer(opt_spec, default=self.info.default_optimizer)
-        self.uses_key = _uses_key(self.optimizer)
+        if opt_name == self.info.default_optimizer:
+            opt_spec = {**dict(self.info.optimizer_defaults), **opt_spec}
+        self.optimizer = make_optimizer(opt_spec)
+        # Keys (a chunk's layer inputs, B·C·(d + hidden) floats) are buffered only for rules
+        # that read them (DGD).
+        self.uses_key = self.optimizer.spec.uses_key
         self.hidden = int(self.option("expansion")) * d_model
 
         bound1, bound2 = 1.0 / math.sqrt(d_model), 1.0 / math.sqrt(self.hidden)
@@ -204,8 +201,10 @@ class MLPLevel(Level):
                           write_norms=state["write_norms"].detach())
 
     def extra_repr(self) -> str:
-        return (f"id={self.level_id!r}, d={self.d_model}, hidden={self.hidden}, "
-                f"period={self.period}, objective={self.objective}, optimizer={self.optimizer.name}")
+        base = f"id={self.level_id!r}, d={self.d_model}, hidden={self.hidden}, period={self.period}"
+        if self.period is None:
+            return base
+        return f"{base}, objective={self.objective}, optimizer={self.optimizer.name}"
 
     # -- internals ----------------------------------------------------------------------------
     def _forward_task(self, x: Tensor, state: State, fast: dict[str, Tensor] | None,

@@ -76,10 +76,13 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, log_alpha: 
         read = qk * (gam - gam.mT).masked_fill(~causal, float("-inf")).exp()
         rhs_k = etac * gam_prev.exp() * kc
         q_dec = qc * gam.exp()
-    eye = torch.eye(chunk, dtype=q.dtype, device=q.device)
     # One batched triangular solve: u = ū − w̄ M_0ᵀ with ū = T⁻¹ η V, w̄ = T⁻¹ η e^{Γ_{j−1}} K.
-    solved = torch.linalg.solve_triangular(eye + lower, torch.cat((etac * vc, rhs_k), -1),
-                                           upper=False, unitriangular=True)
+    # Solved in at least float32 (no half-precision triangular solve; better conditioned).
+    work = torch.promote_types(q.dtype, torch.float32)
+    eye = torch.eye(chunk, dtype=work, device=q.device)
+    rhs = torch.cat((etac * vc, rhs_k), -1).to(work)
+    solved = torch.linalg.solve_triangular(eye + lower.to(work), rhs, upper=False,
+                                           unitriangular=True).to(q.dtype)
     u_bar, w_bar = solved[..., :dv], solved[..., dv:]
     if gam is None:
         end_weight = None

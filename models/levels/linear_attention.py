@@ -46,9 +46,8 @@ def chunked_linear_attention(q: Tensor, k: Tensor, v: Tensor, log_a: Tensor | No
     # Padding: zero keys/values write nothing and a zero log-decay keeps M, so it is exact.
     qc, kc, vc = (_pad_time(z, pad).view(b, h, n, chunk, z.shape[-1]) for z in (q, k, v))
     causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-    scores = qc @ kc.mT  # [B, H, N, L, L]
     if log_a is None:
-        intra = scores.masked_fill(~causal, 0.0) @ vc
+        intra = (qc @ kc.mT).masked_fill(~causal, 0.0) @ vc
         writes = vc.mT @ kc  # [B, H, N, d_v, d_k]: each chunk's summed writes
         starts = torch.cumsum(writes, dim=2) - writes + memory.unsqueeze(2)
         final = memory + writes.sum(2)
@@ -59,11 +58,13 @@ def chunked_linear_attention(q: Tensor, k: Tensor, v: Tensor, log_a: Tensor | No
     cum = torch.cumsum(_pad_time(log_a, pad).view(b, h, n, chunk, g), dim=3)  # b_i ≤ 0
     if g == 1:
         diff = (cum - cum.mT).masked_fill(~causal, float("-inf"))  # b_i − b_j, j ≤ i
-        intra = (scores * diff.exp()) @ vc
+        intra = ((qc @ kc.mT) * diff.exp()) @ vc
     else:
-        diff = cum.unsqueeze(-2) - cum.unsqueeze(-3)  # [B, H, N, L, L, d_k]
-        diff = diff.masked_fill(~causal[..., None], float("-inf"))
-        intra = torch.einsum("bhnid,bhnjd,bhnijd->bhnij", qc, kc, diff.exp()) @ vc
+        # [B, H, N, L, L, d_k]; b_i − b_j ≤ 0 on the causal part, the clamp only guards the
+        # (masked) upper triangle against overflow.
+        decay = (cum.unsqueeze(-2) - cum.unsqueeze(-3)).clamp_max(0.0).exp()
+        scores = (qc.unsqueeze(-2) * kc.unsqueeze(-3) * decay).sum(-1)
+        intra = scores.masked_fill(~causal, 0.0) @ vc
     last = cum[:, :, :, -1:]  # [B, H, N, 1, G]: a whole chunk's log-decay
     writes = vc.mT @ (kc * (last - cum).exp())  # decayed to the chunk's end
     # Chunk-start memories (and the final one as row N), pairwise between chunks:

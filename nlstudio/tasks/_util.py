@@ -43,7 +43,9 @@ class ScoredBatch(Batch):
     score_targets: Tensor | None = None
 
     def to(self, device) -> "ScoredBatch":
-        score = None if self.score_targets is None else self.score_targets.to(device, non_blocking=True)
+        score = self.score_targets
+        if score is not None:
+            score = score.to(device, non_blocking=True)
         return ScoredBatch(self.inputs.to(device, non_blocking=True),
                            self.targets.to(device, non_blocking=True), score)
 
@@ -87,8 +89,8 @@ class BundledTask(Task):
         run's seed and of every training batch."""
         return np.random.default_rng([EVAL_SALT, zlib.crc32(self.name.encode()), *map(int, salt)])
 
-    def run(self, model, inputs: Tensor, targets: Tensor, device, silence: Iterable[str] = ()
-            ) -> Tensor:
+    def model_logits(self, model, inputs: Tensor, targets: Tensor, device,
+                     silence: Iterable[str] = ()) -> Tensor:
         """Logits of one fresh stream (no state carried in), without gradients, on ``device``.
         The model sees the stream's targets: its in-context levels learn from the answers of
         positions already read, exactly as during training."""

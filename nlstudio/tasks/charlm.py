@@ -137,7 +137,8 @@ class CharLMTask(BundledTask):
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise TaskConfigError("text_file", f"cannot read {path}: {exc.strerror or exc}") from exc
+            reason = exc.strerror or exc
+            raise TaskConfigError("text_file", f"cannot read {path}: {reason}") from exc
         return split_documents(CORPUS_NAMES[0], [data])
 
     def _corpus_b(self) -> Corpus:
@@ -168,7 +169,7 @@ class CharLMTask(BundledTask):
         for corpus in self.corpora[:seen]:
             window = self.held_out_windows(corpus)
             inputs, targets = long_tensor(window[:, :-1]), long_tensor(window[:, 1:])
-            logits = self.run(model, inputs, targets, device)
+            logits = self.model_logits(model, inputs, targets, device)
             rows.append(EvalRow(corpus.name, self.metric(logits, targets.to(logits.device))))
         return rows
 
@@ -178,5 +179,5 @@ class CharLMTask(BundledTask):
         if not bool(mask.any()):
             return float("nan")
         # Bits per position first, then the mean: a uniform model then scores exactly 8.
-        bits = F.cross_entropy(logits[mask].double(), targets[mask], reduction="none") / math.log(2.0)
-        return float(bits.mean())
+        nats = F.cross_entropy(logits[mask].double(), targets[mask], reduction="none")
+        return float((nats / math.log(2.0)).mean())

@@ -1,7 +1,7 @@
 """Online class-incremental classification of scikit-learn's bundled 8×8 digits.
 
 The 1,797 images of ``sklearn.datasets.load_digits`` (shipped with scikit-learn) are split per
-class, by the run's seed, into training and held-out images (``holdout`` of each class held out).
+class, by the run's seed, into training and held-out images (a ``holdout`` share of each class).
 Classes arrive in groups of ``classes_per_phase`` (default pairs: 0/1 → 2/3 → … → 8/9), each group
 trained for an equal share of the run (``total_steps``, the constructor keyword the trainer fills
 with ``train.steps``); ``classes_per_phase = 10`` is the joint, non-continual baseline.
@@ -100,7 +100,8 @@ class DigitsStreamTask(BundledTask):
         y = labels[index]
         feedback = np.zeros(index.shape + (N_CLASSES,), dtype=np.float32)
         if self.params.label_feedback:
-            b, t = np.meshgrid(np.arange(index.shape[0]), np.arange(1, index.shape[1]), indexing="ij")
+            b, t = np.meshgrid(np.arange(index.shape[0]), np.arange(1, index.shape[1]),
+                               indexing="ij")
             feedback[b, t, y[:, :-1]] = 1.0
         inputs = np.concatenate([pixels[index], feedback], axis=-1)
         return torch.from_numpy(inputs), long_tensor(y)
@@ -117,8 +118,8 @@ class DigitsStreamTask(BundledTask):
         pool = self.held_index[k]
         rng = self.eval_rng(k)
         reps = -(-self.seq_len // len(pool))
-        index = np.stack([np.concatenate([rng.permutation(pool) for _ in range(reps)])[:self.seq_len]
-                          for _ in range(EVAL_STREAMS)])
+        index = np.stack([np.concatenate([rng.permutation(pool) for _ in range(reps)])
+                          for _ in range(EVAL_STREAMS)])[:, :self.seq_len]
         first = np.arange(self.seq_len) < len(pool)
         return index, np.broadcast_to(first, index.shape)
 
@@ -128,7 +129,7 @@ class DigitsStreamTask(BundledTask):
         for k in range(seen):
             index, scored = self.eval_streams(k)
             inputs, targets = self.features(index)
-            logits = self.run(model, inputs, targets, device)
+            logits = self.model_logits(model, inputs, targets, device)
             score = torch.where(torch.from_numpy(scored.copy()), targets, IGNORE)
             rows.append(EvalRow(group_name(self.groups[k]),
                                 self.metric(logits, score.to(logits.device))))

@@ -23,9 +23,11 @@ stream, and the metric "recall" is accuracy on those.
 
 **Evaluation** (held-out mappings, so it measures pure in-context memory):
 
-- ``mapping j`` (j = 0 … m−1, m = min(num_mappings, seq_len // segment_len − 1)): streams that
+- ``mapping j`` (j = 0 … m−2, m = min(num_mappings, seq_len // segment_len − 1)): streams that
   show mappings 0, 1, …, m−1 once each, then bring back mapping j in a last segment; recall on
   that segment's first pass. Mapping 0 is the oldest: a forgetting curve over the age of a memory.
+  (The latest mapping, m−1, is not brought back: a segment never continues the mapping before it
+  in training, so that would measure something the model never met.)
 - ``return``: streams drawn with the task's own schedule; recall on the first pass of every
   segment that brings back a mapping (recovery on the training distribution). Absent when the
   schedule has no returns within ``seq_len``.
@@ -33,8 +35,10 @@ stream, and the metric "recall" is accuracy on those.
   d tokens later (d = key-to-key distance), for d on the grid 4, 8, 16, … Facts come in blocks of
   h = d/2: h facts shown, then the same h asked in the same order. When one block does not fit
   ``seq_len``, n = seq_len/2 − h facts are shown, h − n distractor pairs (never asked) follow,
-  then the n are asked. Keys are never reused within a stream, so delays stop at 2·num_keys (raise
-  ``num_keys`` for longer ones), and at ¾·seq_len (at least n ≥ seq_len/8 facts per stream).
+  then the n are asked. Keys are never reused within a stream, so delays stop at 2·num_keys
+  (raise ``num_keys`` for longer ones), and at ¾·seq_len (at least seq_len/8 facts per stream).
+  The streams of all delays are padded after their last question to one length and measured in
+  one model call.
 
 Vocabulary (``vocab_size = num_keys + value_vocab``): keys ``0 … num_keys−1``, then the values.
 """
@@ -50,7 +54,7 @@ from nlstudio.tasks import register
 from nlstudio.tasks._util import BundledTask, ScoredBatch, TaskConfigError, long_tensor
 from nlstudio.tasks.base import IGNORE, EvalRow, TaskParams
 
-EVAL_PROBES = 64    # scored keys per mapping row, at least
+EVAL_PROBES = 32    # scored keys per mapping row, at least
 EVAL_FACTS = 64     # tested facts per delay, at least
 MAX_ROWS = 32
 
@@ -58,7 +62,7 @@ MAX_ROWS = 32
 class KVStreamParams(TaskParams):
     num_keys: int = Field(128, ge=2, le=4096, description="key pool shared by the mappings")
     pairs_per_mapping: int = Field(8, ge=1, le=1024, description="keys of one mapping")
-    num_mappings: int = Field(8, ge=1, le=26, description="distinct mappings in a stream")
+    num_mappings: int = Field(8, ge=2, le=26, description="distinct mappings in a stream")
     segment_len: int = Field(32, ge=2, le=65536,
                              description="tokens between two switches of the mapping (even)")
     value_vocab: int = Field(16, ge=2, le=4096, description="distinct value tokens")
@@ -116,9 +120,10 @@ class KVStreamTask(BundledTask):
 
     def _setup(self) -> None:
         p = self.params
-        if self.seq_len < 2 * p.segment_len:
+        if self.seq_len < 3 * p.segment_len:
             raise TaskConfigError("segment_len", f"seq_len ({self.seq_len}) must hold at least "
-                                                 f"two segments of {p.segment_len} tokens")
+                                                 f"three segments of {p.segment_len} tokens (two "
+                                                 "mappings and a return)")
         self.vocab_size = p.num_keys + p.value_vocab
         self.n_outputs = self.vocab_size
 
@@ -210,21 +215,22 @@ class KVStreamTask(BundledTask):
         m = min(p.num_mappings, self.seq_len // p.segment_len - 1)
         reps = min(MAX_ROWS, math.ceil(EVAL_PROBES / p.pairs_per_mapping))
         rng = self.eval_rng(1)
-        keys, values = self.mappings(rng, m * reps, m)
-        returning = np.repeat(np.arange(m), reps)
-        schedule = np.concatenate([np.tile(np.arange(m), (m * reps, 1)), returning[:, None]], 1)
+        rows = (m - 1) * reps
+        keys, values = self.mappings(rng, rows, m)
+        returning = np.repeat(np.arange(m - 1), reps)
+        schedule = np.concatenate([np.tile(np.arange(m), (rows, 1)), returning[:, None]], 1)
         inputs, targets, scored = self.streams(rng, keys, values, schedule, (m + 1) * p.segment_len)
         first_pass = np.zeros_like(scored, dtype=bool)
         start = m * p.segment_len
         first_pass[:, start:start + 2 * p.pairs_per_mapping] = True
-        logits = self.run(model, long_tensor(inputs), long_tensor(targets), device)
+        logits = self.model_logits(model, long_tensor(inputs), long_tensor(targets), device)
         right, count = self._hits(logits, np.where(first_pass, scored, IGNORE))
-        return [_ratio(right[returning == j], count[returning == j]) for j in range(m)]
+        return [_ratio(right[returning == j], count[returning == j]) for j in range(m - 1)]
 
     def return_recall(self, model, device) -> float | None:
         """Recall on the first pass of returning mappings, streams drawn from the schedule."""
         p = self.params
-        rows = 16
+        rows = 8
         rng = self.eval_rng(2)
         segments = math.ceil(self.seq_len / p.segment_len)
         keys, values = self.mappings(rng, rows)
@@ -239,7 +245,7 @@ class KVStreamTask(BundledTask):
         keep = returns[:, token_seg] & first_pass[None, :]
         if not (keep & (scored != IGNORE)).any():
             return None
-        logits = self.run(model, long_tensor(inputs), long_tensor(targets), device)
+        logits = self.model_logits(model, long_tensor(inputs), long_tensor(targets), device)
         return _ratio(*self._hits(logits, np.where(keep, scored, IGNORE)))
 
     def delays(self) -> list[int]:
@@ -281,12 +287,21 @@ class KVStreamTask(BundledTask):
         return inputs, targets, scored
 
     def recall_by_delay(self, model, device, silence: Iterable[str] = ()) -> dict[int, float]:
-        out = {}
-        for d in self.delays():
+        # One model call for the whole grid: each delay's streams are padded at the end to a
+        # common length, which cannot change any earlier prediction (the model is causal).
+        parts, delays = [], self.delays()
+        for d in delays:
             rows = min(MAX_ROWS, math.ceil(EVAL_FACTS / self._facts_per_row(d // 2)))
-            inputs, targets, scored = self.delay_streams(self.eval_rng(3, d), d, rows)
-            logits = self.run(model, long_tensor(inputs), long_tensor(targets), device, silence)
-            out[d] = _ratio(*self._hits(logits, scored))
+            parts.append(self.delay_streams(self.eval_rng(3, d), d, rows))
+        length = max(x.shape[1] for x, _, _ in parts)
+        inputs = np.concatenate([_pad(x, length, self.params.num_keys) for x, _, _ in parts])
+        targets = np.concatenate([_pad(y, length, IGNORE) for _, y, _ in parts])
+        logits = self.model_logits(model, long_tensor(inputs), long_tensor(targets), device,
+                                   silence)
+        out, row = {}, 0
+        for d, (x, _, scored) in zip(delays, parts):
+            out[d] = _ratio(*self._hits(logits[row:row + len(x)], _pad(scored, length, IGNORE)))
+            row += len(x)
         return out
 
     @staticmethod
@@ -295,6 +310,10 @@ class KVStreamTask(BundledTask):
         pred = logits.argmax(-1).cpu().numpy()
         mask = scored != IGNORE
         return ((pred == scored) & mask).sum(axis=1), mask.sum(axis=1)
+
+
+def _pad(a: np.ndarray, length: int, fill: int) -> np.ndarray:
+    return np.pad(a, ((0, 0), (0, length - a.shape[1])), constant_values=fill)
 
 
 def _ratio(right: np.ndarray, count: np.ndarray) -> float:

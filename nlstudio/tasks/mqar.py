@@ -48,7 +48,8 @@ class MQARParams(TaskParams):
     def _keys_distinct(cls, v: int, info: ValidationInfo) -> int:
         n = info.data.get("num_pairs")
         if n is not None and v < n:
-            raise ValueError(f"must be at least num_pairs ({n}): the keys of a sequence are distinct")
+            raise ValueError(f"must be at least num_pairs ({n}): the keys of a sequence "
+                             "are distinct")
         return v
 
 
@@ -101,5 +102,5 @@ class MQARTask(BundledTask):
     def evaluate(self, model, device, step: int | None = None) -> list[EvalRow]:
         rows = min(64, max(4, math.ceil(EVAL_QUERIES / self.num_queries)))
         inputs, targets, scored = self.sequences(self.eval_rng(0), rows)
-        logits = self.run(model, long_tensor(inputs), long_tensor(targets), device)
+        logits = self.model_logits(model, long_tensor(inputs), long_tensor(targets), device)
         return [EvalRow("mqar", self.metric(logits, long_tensor(scored).to(logits.device)))]

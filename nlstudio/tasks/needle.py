@@ -6,7 +6,7 @@ Layout of a sequence of ``seq_len`` tokens (L = ``passkey_len``)::
     \\_______________ haystack _________/  \\_____ tail _____/
 
 The tail asks for the passkey: the target at ``QUERY`` is ``d1``, at ``d1`` it is ``d2``, …
-(teacher forcing: each digit is revealed as the next input). Every other target is ``IGNORE``.
+(teacher forcing: each digit is revealed as the next input); every other target is ``IGNORE``.
 The needle (marker + L digits) starts at ``round(depth · (H − L − 1))`` where H = seq_len − L is
 the haystack's length: depth 0 puts it first, depth 1 right before the query. Training draws
 the depth uniformly from [0, 1]; evaluation measures each of the configured ``depths``.
@@ -78,7 +78,8 @@ class NeedleTask(BundledTask):
         room = self.haystack_len - self.params.passkey_len - 1
         return np.rint(np.asarray(depth, dtype=np.float64) * room).astype(np.int64)
 
-    def sequences(self, rng: np.random.Generator, depths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def sequences(self, rng: np.random.Generator, depths: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
         """One sequence per entry of ``depths``: inputs and targets."""
         p, T, L = self.params, self.seq_len, self.params.passkey_len
         rows = len(depths)
@@ -108,7 +109,7 @@ class NeedleTask(BundledTask):
     def evaluate(self, model, device, step: int | None = None) -> list[EvalRow]:
         depths = np.repeat(np.asarray(self.params.depths, dtype=np.float64), EVAL_ROWS)
         inputs, targets = self.sequences(self.eval_rng(0), depths)
-        logits = self.run(model, long_tensor(inputs), long_tensor(targets), device)
+        logits = self.model_logits(model, long_tensor(inputs), long_tensor(targets), device)
         targets_t = long_tensor(targets).to(logits.device)
         rows = []
         for i, depth in enumerate(self.params.depths):

@@ -27,7 +27,7 @@ NAMES = ("mqar", "needle", "kv_stream", "charlm", "digits_stream")
 SMALL = {
     "mqar": ({}, 64, {}),
     "needle": ({}, 48, {}),
-    "kv_stream": ({}, 128, {}),
+    "kv_stream": ({}, 160, {}),
     "charlm": ({"continual": True}, 64, {"total_steps": 10}),
     "digits_stream": ({}, 16, {"total_steps": 50}),
 }
@@ -351,14 +351,17 @@ def test_kv_stream_schedules():
 
 
 def test_kv_stream_evaluate_rows_with_oracles():
-    task = make("kv_stream")  # seq_len 128, segments of 32: mappings 0, 1, 2 then a return
+    task = make("kv_stream")  # 5 segments of 32: mappings 0-3, then one of 0-2 comes back
     perfect = task.evaluate(LookupOracle(task.n_outputs), "cpu")
     assert [r.task for r in perfect] == ["mapping 0", "mapping 1", "mapping 2", "return"]
     assert all(r.metric == 1.0 for r in perfect)
-    # a memory of one segment keeps only the latest mapping
-    short = {r.task: r.metric for r in task.evaluate(LookupOracle(task.n_outputs, horizon=32), "cpu")}
-    assert short["mapping 2"] == 1.0
-    assert short["mapping 0"] < 0.25 and short["mapping 1"] < 0.25
+    # Mapping 2 comes back after one other segment: its keys were last seen 34-62 tokens
+    # earlier, mapping 1's 66-94, mapping 0's 98-126.
+    for horizon, kept in ((64, {"mapping 2"}), (96, {"mapping 1", "mapping 2"})):
+        oracle = LookupOracle(task.n_outputs, horizon=horizon)
+        rows = {r.task: r.metric for r in task.evaluate(oracle, "cpu") if r.task != "return"}
+        assert {k for k, v in rows.items() if v == 1.0} == kept
+        assert all(v < 0.25 for k, v in rows.items() if k not in kept)
     const = task.evaluate(ConstantModel(task.n_outputs, task.params.num_keys), "cpu")
     assert all(r.metric < 0.25 for r in const)
     b = task.batch(0, 4)
@@ -368,14 +371,15 @@ def test_kv_stream_evaluate_rows_with_oracles():
 
 
 def test_kv_stream_without_returns_has_no_return_row():
-    task = make("kv_stream", params={"schedule": "ABCD"})
+    task = make("kv_stream", params={"schedule": "ABCDE"})
     assert [r.task for r in task.evaluate(LookupOracle(task.n_outputs), "cpu")] == \
         ["mapping 0", "mapping 1", "mapping 2"]
 
 
 def test_kv_stream_delay_grid_is_clipped():
     assert make("kv_stream", seq_len=256).delays() == [4, 8, 16, 32, 64, 128]
-    assert make("kv_stream", seq_len=64).delays() == [4, 8, 16, 32]
+    short_segments = {"pairs_per_mapping": 4, "segment_len": 16}
+    assert make("kv_stream", params=short_segments, seq_len=64).delays() == [4, 8, 16, 32]
     few_keys = {"num_keys": 16, "num_mappings": 2}
     assert make("kv_stream", params=few_keys, seq_len=256).delays() == [4, 8, 16, 32]
 
@@ -410,6 +414,7 @@ def test_recall_by_delay_matches_an_oracle_memory_horizon(horizon):
 @pytest.mark.parametrize("bad, field", [({"segment_len": 33}, "segment_len"),
                                         ({"segment_len": 8}, "segment_len"),
                                         ({"num_mappings": 20}, "num_mappings"),
+                                        ({"num_mappings": 1}, "num_mappings"),
                                         ({"return_prob": 1.5}, "return_prob"),
                                         ({"schedule": "BA"}, "schedule"),
                                         ({"schedule": "ABZ"}, "schedule"),
@@ -421,9 +426,10 @@ def test_kv_stream_bad_settings_name_their_field(bad, field):
     assert loc_of(err.value) == (field,)
 
 
-def test_kv_stream_needs_two_segments():
+def test_kv_stream_needs_three_segments():
+    make("kv_stream", seq_len=96)
     with pytest.raises(TaskConfigError) as err:
-        make("kv_stream", seq_len=48)
+        make("kv_stream", seq_len=95)
     assert err.value.field == "segment_len"
 
 
@@ -466,7 +472,9 @@ def test_charlm_batches_are_windows_of_the_current_corpus():
 
 
 def test_charlm_evaluates_the_corpora_seen_so_far():
-    uniform = lambda x, state=None, targets=None, silence=(): (torch.zeros(*x.shape, 256), state)  # noqa: E731
+    def uniform(x, state=None, targets=None, silence=()):
+        return torch.zeros(*x.shape, 256), state
+
     assert [(r.task, r.metric) for r in make("charlm").evaluate(uniform, "cpu")] == \
         [("corpus A", 8.0), ("corpus B", 8.0)]  # nothing trained yet: the whole run
     task = make("charlm")
@@ -535,7 +543,8 @@ def test_digits_stream_features_labels_and_pairs():
         x, y = b.inputs.numpy(), b.targets.numpy()
         assert set(np.unique(y)) <= pair and 0.0 <= x[..., :64].min() and x[..., :64].max() <= 1.0
         assert (x[:, 0, 64:] == 0).all()
-        assert np.array_equal(x[:, 1:, 64:].argmax(-1), y[:, :-1]) and (x[:, 1:, 64:].sum(-1) == 1).all()
+        feedback = x[:, 1:, 64:]
+        assert np.array_equal(feedback.argmax(-1), y[:, :-1]) and (feedback.sum(-1) == 1).all()
         assert all(img.tobytes() in train_images for img in x[..., :64].reshape(-1, 64))
         assert task.metric(oracle(b.inputs)[0], b.targets) == 1.0
     blind = make("digits_stream", params={"label_feedback": False}).batch(0, 2)
@@ -556,7 +565,8 @@ def test_digits_evaluates_every_pair_seen_so_far():
 
 def test_digits_other_group_sizes_and_bad_settings():
     joint = make("digits_stream", params={"classes_per_phase": 10}, total_steps=None)
-    assert joint.phase(123) == "classes 0-9" and set(joint.batch(0, 2).targets.unique().tolist()) > {0, 9}
+    assert joint.phase(123) == "classes 0-9"
+    assert set(joint.batch(0, 2).targets.unique().tolist()) > {0, 9}
     assert make("digits_stream", params={"classes_per_phase": 1}).phase(0) == "class 0"
     for bad, field in (({"classes_per_phase": 3}, "classes_per_phase"),
                        ({"holdout": 0.9}, "holdout"), ({"holdout": 0.0}, "holdout")):

@@ -75,10 +75,12 @@ def test_level_classes_cover_every_kind_and_ids_must_name_modules():
 
 
 # -- one call = split calls ----------------------------------------------------------------------
+@pytest.mark.parametrize("opt", [None, {"name": "dgd", "eta": 0.05}])
 @pytest.mark.parametrize("cuts", [(7,), (2, 9), (1, 6, 8)])
-def test_split_calls_give_the_same_logits_and_state(cuts):
+def test_split_calls_give_the_same_logits_and_state(cuts, opt):
     torch.manual_seed(0)
-    model = build_model(MIXED, vocab_size=V)
+    levels = [dict(lv, optimizer=opt or lv["optimizer"]) for lv in MIXED["levels"]]
+    model = build_model({**MIXED, "levels": levels}, vocab_size=V)
     x, y = tokens(2, 11)
     full, state = model(x, targets=y)
     parts, s = [], None

@@ -242,6 +242,10 @@ def test_dgd_needs_a_key_and_matching_width():
         opt.step(torch.zeros(2, 3), torch.ones(2, 3), {})
     with pytest.raises(ValueError, match="width"):
         opt.step(torch.zeros(2, 3), torch.ones(2, 3), {}, key=torch.ones(4))
+    assert OPTIMIZERS["dgd"].uses_key and not OPTIMIZERS["m3"].uses_key
+    # An empty chunk of keys erases nothing: a plain gradient step.
+    w, _ = opt.step(torch.ones(2, 3), torch.ones(2, 3), {}, key=torch.ones(0, 3))
+    torch.testing.assert_close(w, torch.full((2, 3), 1 - opt.hp["eta"]))
     # A bias is a 1-column matrix whose key is the constant 1.
     b, _ = opt.step(torch.ones(3), torch.ones(3), {}, key=torch.ones(1))
     eta = opt.hp["eta"]

@@ -9,8 +9,7 @@ import re
 from typing import Any, Iterable
 
 from nlstudio import project as core
-from nlstudio.catalog import KINDS, OPTIMIZERS
-from nlstudio.widgets.canvas.axis import FrequencyAxis
+from nlstudio.catalog import KINDS, OPTIMIZERS, all_tasks
 from nlstudio.widgets.document import Document
 
 INPUT, OUTPUT = "input", "output"
@@ -130,22 +129,9 @@ def level_x(data: dict, level_id: str) -> float:
 
 
 def _place(data: dict, level_id: str, x: float) -> None:
-    level = _find(data, level_id)
-    axis = FrequencyAxis.for_levels(_levels(data))
-    y = axis.y_for(level.get("kind"), level.get("period"))
-    _positions(data)[level_id] = [round(float(x), 1), round(y, 1)]
-
-
-def _refresh_y(data: dict) -> None:
-    positions = data.get("view", {}).get("positions")
-    if not positions:
-        return
-    for level_id, pos in positions.items():
-        if isinstance(pos, list) and pos:
-            try:
-                _place(data, level_id, pos[0])
-            except KeyError:
-                pass
+    """Store a level's horizontal position. Its height is its period, so the stored y stays
+    0.0 (the core's convention: "y is left to the canvas")."""
+    _positions(data)[level_id] = [round(float(x), 1), 0.0]
 
 
 def kind_title(kind: str) -> str:
@@ -184,7 +170,6 @@ def delete(document: Document, level_ids: Iterable[str] = (),
         positions = _positions(data)
         for level_id in gone:
             positions.pop(level_id, None)
-        _refresh_y(data)
 
     parts = []
     if gone:
@@ -219,8 +204,7 @@ def move_levels(document: Document, moves: dict[str, tuple[float, Any]]) -> bool
             level = _find(data, level_id)
             if period is not KEEP:
                 level["period"] = period
-            _positions(data)[level_id] = [round(float(x), 1), 0.0]
-        _refresh_y(data)
+            _place(data, level_id, x)
 
     n = len(moves)
     periods = [m[1] for m in moves.values() if m[1] is not KEEP]
@@ -237,8 +221,6 @@ def set_level_field(document: Document, level_id: str, keys: tuple[str, ...], va
         for key in keys[:-1]:
             target = target.setdefault(key, {})
         target[keys[-1]] = value
-        if keys == ("period",):
-            _refresh_y(data)
 
     label = ".".join(keys)
     return document.edit(f"Set {level_id}.{label}", mutate,
@@ -285,17 +267,23 @@ def set_project_field(document: Document, keys: tuple[str, ...], value: Any,
         target = data
         for key in keys[:-1]:
             target = target.setdefault(key, {})
-        if value is None and keys[-1] in target and keys[0] == "task":
-            target.pop(keys[-1])
-        else:
-            target[keys[-1]] = value
+        target[keys[-1]] = value
 
     return document.edit("Set " + ".".join(keys), mutate,
                          merge_key=("project", keys) if merge else None)
 
 
 def set_task(document: Document, name: str) -> bool:
+    """Switch the task; its settings start at the task's defaults."""
+    params: dict[str, Any] = {}
+    try:
+        cls = all_tasks().get(name)
+        if cls is not None:
+            params = cls.Params().model_dump(mode="json")
+    except Exception:  # a task with required settings: the core names what is missing
+        params = {}
+
     def mutate(data: dict) -> None:
-        data["task"] = {"name": name}
+        data["task"] = {"name": name, **params}
 
     return document.edit(f"Set task to {name}", mutate)

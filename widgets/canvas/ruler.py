@@ -13,7 +13,7 @@ from nlstudio.widgets.canvas.axis import BAND_HALF
 if TYPE_CHECKING:
     from nlstudio.widgets.canvas.view import GraphView
 
-WIDTH = 128
+WIDTH = 150
 
 
 class FrequencyRuler(QWidget):
@@ -57,6 +57,8 @@ class FrequencyRuler(QWidget):
         label_font.setBold(True)
         caption_font = QFont(self.font())
         caption_font.setPointSizeF(max(7.0, self.font().pointSizeF() - 1.5))
+        big_font = QFont(label_font)
+        big_font.setPointSizeF(label_font.pointSizeF() + 3)
         lm, cm = QFontMetricsF(label_font), QFontMetricsF(caption_font)
         rows = axis.rows()
         spacing = abs(self._y(rows[2].y) - self._y(rows[1].y)) if len(rows) > 2 else 100.0
@@ -74,7 +76,7 @@ class FrequencyRuler(QWidget):
             painter.drawLine(QPointF(right + 3, y), QPointF(strip_x - 1, y))
             show_caption = special or both
             label_y = y - (lm.height() / 2 if not show_caption else lm.height() * 0.95)
-            painter.setFont(label_font)
+            painter.setFont(big_font if special else label_font)
             painter.setPen(QColor(p.band_inf if row.label == "∞" else
                                   p.band_frozen if row.label == "0" else p.text))
             painter.drawText(QRectF(text_left, label_y, right - text_left, lm.height()),

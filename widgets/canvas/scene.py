@@ -5,7 +5,7 @@ Vertical position = update period (see axis.py), horizontal position = ``view.po
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QLinearGradient, QPainter, QPen
 from PySide6.QtWidgets import QGraphicsScene
 
 from nlstudio.catalog import KINDS
@@ -35,8 +35,11 @@ class GraphScene(QGraphicsScene):
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
         document.changed.connect(self.sync)
         document.levelRenamed.connect(self._rename)
-        theme.manager().themeChanged.connect(lambda _p: self.update())
+        theme.manager().themeChanged.connect(self._theme_changed)
         self.sync()
+
+    def _theme_changed(self, _palette: object) -> None:
+        self.update()
 
     # ---- queries -----------------------------------------------------------------------------
     def node(self, node_id: str) -> BaseNode | None:
@@ -212,27 +215,31 @@ class GraphScene(QGraphicsScene):
             return
         p = theme.current()
         top, bottom = self.axis.continuum
-        xs = [n.pos().x() for n in self.nodes.values()]
-        centre = (min(xs) + max(xs)) / 2 if xs else 0.0
-        box = QRectF(centre - 330, top + 70, 660, bottom - top - 140)
+        title = QFont()
+        title.setPointSizeF(16)
+        title.setBold(True)
+        heading = "Nothing learns in context between ∞ and 0"
+        need = QFontMetricsF(title).horizontalAdvance(heading) + 80
+        left = self.terminals["input"].pos().x() + TERM_W / 2 + 40
+        right = self.terminals["output"].pos().x() - TERM_W / 2 - 40
+        if right - left < need:
+            centre = (left + right) / 2
+            left, right = centre - need / 2, centre + need / 2
+        box = QRectF(left, top + 40, right - left, bottom - top - 80)
         pen = QPen(QColor(p.muted), 0, Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
         painter.setPen(pen)
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawRoundedRect(box, 18, 18)
-        title = QFont()
-        title.setPointSizeF(17)
-        title.setBold(True)
+        # The text sits in the upper part: the input/output nodes are at mid-height.
         painter.setFont(title)
-        muted = QColor(p.muted)
-        painter.setPen(muted)
-        head = QRectF(box.left(), box.center().y() - 46, box.width(), 40)
-        painter.drawText(head, Qt.AlignmentFlag.AlignCenter,
-                         "Nothing learns in context between ∞ and 0")
+        painter.setPen(QColor(p.muted))
+        head = QRectF(box.left() + 20, box.top() + box.height() * 0.16, box.width() - 40, 36)
+        painter.drawText(head, Qt.AlignmentFlag.AlignCenter, heading)
         body = QFont()
         body.setPointSizeF(11)
         painter.setFont(body)
-        painter.drawText(QRectF(box.left() + 30, box.center().y() + 2, box.width() - 60, 60),
+        painter.drawText(QRectF(box.left() + 30, head.bottom() + 6, box.width() - 60, 64),
                          Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop
                          | Qt.TextFlag.TextWordWrap,
                          "A Transformer has only two timescales: attention (∞) and frozen "

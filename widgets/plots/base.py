@@ -125,6 +125,7 @@ def style_plot(plot: pg.PlotItem, p: theme.Palette, title: str | None = None) ->
     fg = QColor(p.plot_foreground)
     for name in ("left", "bottom", "right", "top"):
         axis = plot.getAxis(name)
+        axis.enableAutoSIPrefix(False)  # "recall (x0.001)" reads worse than 0.2
         axis.setPen(pg.mkPen(p.muted))
         axis.setTextPen(pg.mkPen(fg))
         label = axis.labelText
@@ -250,7 +251,7 @@ class RedrawScheduler(QObject):
         self.setObjectName("redrawScheduler")
         self.min_interval = 1.0 / max_hz
         self.docks: list[PlotDock] = []
-        self._last = -math.inf
+        self._last = -1e9
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -270,7 +271,7 @@ class RedrawScheduler(QObject):
             return
         # 2 ms of slack so a 33 ms delivery timer with jitter still redraws every tick.
         wait = self._last + self.min_interval - 0.002 - time.monotonic()
-        self._timer.start(max(0, int(math.ceil(wait * 1000))))
+        self._timer.start(max(0, min(1000, int(math.ceil(wait * 1000)))))
 
     def redraw_now(self) -> int:
         self._timer.stop()

@@ -3,6 +3,7 @@ curve per sub-task, eval.csv), and recall against the delay since a fact was see
 model at the latest evaluation, delay.csv). Compared runs overlay with their own line style."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,8 +35,9 @@ class ForgettingDock(PlotDock):
         self.metric_name = "metric"
         self.tasks_plot: pg.PlotItem = self.view.addPlot(row=0, col=0)
         self.recall_plot: pg.PlotItem = self.view.addPlot(row=1, col=0)
-        self.tasks_plot.addLegend(offset=(-6, 6), labelTextSize="8pt")
-        self.recall_plot.addLegend(offset=(-6, 6), labelTextSize="8pt")
+        self.tasks_plot.addLegend(offset=(-4, -4), labelTextSize="7pt", colCount=2,
+                                  verSpacing=-6)
+        self.recall_plot.addLegend(offset=(-4, 4), labelTextSize="7pt")
         self.tasks_plot.setLabel("bottom", "step")
         self.recall_plot.setLabel("bottom", "delay since seen (tokens)")
         self.recall_plot.setLabel("left", "recall")
@@ -43,6 +45,7 @@ class ForgettingDock(PlotDock):
         self.recall_plot.setYRange(0, 1.02, padding=0)
         for plot in (self.tasks_plot, self.recall_plot):
             plot.setMenuEnabled(False)
+        self._delay_ticks: list[int] = []
         self.main = _RunCurves("this run", Qt.PenStyle.SolidLine)
         self.overlays: dict[str, _RunCurves] = {}
         self.main.recall_item = self._recall_item(self.main)
@@ -123,6 +126,15 @@ class ForgettingDock(PlotDock):
                 run.recall_item.setData(delays[keep], values[keep])
             else:
                 run.recall_item.setData([], [])
+        delays = sorted({int(d) for run in (self.main, *self.overlays.values())
+                         if run.recall is not None for d in run.recall[1] if d > 0})
+        if delays != self._delay_ticks:
+            # Ticks at the measured delays (the axis is log10 of the delay).
+            self._delay_ticks = delays
+            self.recall_plot.getAxis("bottom").setTicks(
+                [[(math.log10(d), f"{d:,}".replace(",", "\u2009")) for d in delays], []]
+                if delays else None)
+        self.recall_plot.legend.setVisible(bool(self.overlays))
         step = self.main.recall[0] if self.main.recall is not None else None
         self.recall_plot.setTitle(
             f"recall by delay at step {step}" if step is not None else "recall by delay",

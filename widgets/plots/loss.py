@@ -173,6 +173,8 @@ class LossDock(PlotDock):
         return self.smooth_slider.value() / 100.0
 
     def redraw(self) -> None:
+        # The legend names runs: useful only once other runs are compared.
+        self.loss_plot.legend.setVisible(bool(self.overlays))
         weight = self.smoothing
         for trace in (self.main, *self.overlays.values()):
             for name, series in (("loss", trace.loss), ("metric", trace.metric)):

@@ -6,11 +6,14 @@ measured to write at in the last sequence, writes/token (open diamond). Attentio
 right edge, "∞" (its context is re-read at every token, nothing is written); frozen levels at
 the left edge, "0" (learned only by pre-training). Bottom: the power spectrum (log-log) of each
 level's write norms, with its designed frequency as a dashed line: a level written every C
-tokens peaks at k/C. Colours follow the level order, as in every other plot.
+tokens peaks at k/C. One sequence's spectrum is noisy, so the curve is the mean of the
+spectra of the last few snapshots (``AVERAGE_SNAPSHOTS``). Colours follow the level order, as
+in every other plot.
 """
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +28,7 @@ from nlstudio.widgets.plots.base import PlotDock, pen, style_plot
 
 EDGE = 0.7  # decades between the last finite decade and the "0" / "∞" edge positions
 INF_POS = EDGE  # log10(1) = 0 is the fastest finite frequency (a write every token)
+AVERAGE_SNAPSHOTS = 8
 
 
 def freq_position(freq: float, low_decade: int) -> float:
@@ -63,7 +67,8 @@ class SpectrumDock(PlotDock):
         self.low_decade = -3
         self.levels: list[dict] = []
         self.items: dict[str, _LevelItems] = {}
-        self.spectra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.spectra: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # shown: freqs, mean power
+        self.history: dict[str, deque] = {}  # the last spectra of each level
         self.measured_freq: dict[str, float] = {}
         self.step: int | None = None
         self._pending: ev.Snapshot | None = None
@@ -74,17 +79,16 @@ class SpectrumDock(PlotDock):
         self.view.ci.layout.setRowStretchFactor(1, 3)
         self.power.setXLink(self.strip)
         self.power.setLogMode(x=False, y=True)
-        self.power.addLegend(offset=(-6, 6), labelTextSize="8pt")
         for plot in (self.strip, self.power):
             plot.setMenuEnabled(False)
             plot.setMouseEnabled(x=False, y=False)
             plot.hideButtons()
-        self.strip.getAxis("bottom").setStyle(showValues=True)
+        self.strip.getAxis("bottom").setStyle(showValues=False)
         self.strip.getAxis("left").setStyle(showValues=False)
-        self.strip.getAxis("left").setWidth(46)
-        self.power.getAxis("left").setWidth(46)
-        self.strip.setLabel("bottom", "designed update frequency (writes per token)")
-        self.power.setLabel("bottom", "frequency (cycles per token)")
+        self.strip.getAxis("left").setWidth(42)
+        self.power.getAxis("left").setWidth(42)
+        self.strip.setLabel("left", "levels")
+        self.power.setLabel("bottom", "update frequency (per token): ● designed, ◇ measured")
         self.power.setLabel("left", "power")
         self.frozen_band = pg.LinearRegionItem(movable=False)
         self.inf_band = pg.LinearRegionItem(movable=False)
@@ -92,8 +96,8 @@ class SpectrumDock(PlotDock):
             for line in band.lines:
                 line.setPen(pg.mkPen(None))
             self.strip.addItem(band)
-        self.band_labels = (pg.TextItem("frozen", anchor=(0.5, 1.0)),
-                            pg.TextItem("attention", anchor=(0.5, 1.0)))
+        self.band_labels = (pg.TextItem("0 · frozen", anchor=(0.5, 0.0)),
+                            pg.TextItem("∞ · attention", anchor=(0.5, 0.0)))
         for text in self.band_labels:
             self.strip.addItem(text)
         self._set_axis()
@@ -114,9 +118,9 @@ class SpectrumDock(PlotDock):
                 self.strip.removeItem(item)
             self.power.removeItem(items.curve)
             self.power.removeItem(items.line)
-        self.power.legend.clear()
         self.items.clear()
         self.spectra.clear()
+        self.history.clear()
         self.measured_freq.clear()
         for lv in self.levels:
             f = probes.designed_frequency(lv["kind"], lv["period"])
@@ -125,8 +129,8 @@ class SpectrumDock(PlotDock):
         for i, lv in enumerate(self.levels):
             designed = pg.ScatterPlotItem(size=11)
             measured = pg.ScatterPlotItem(size=12, symbol="d")
-            label = pg.TextItem("", anchor=(0.5, 1.25))
-            curve = pg.PlotDataItem(name=lv["id"], connect="finite")
+            label = pg.TextItem("", anchor=(0.0, 0.5))
+            curve = pg.PlotDataItem(connect="finite")
             line = pg.InfiniteLine(angle=90, movable=False)
             for item in (designed, measured, label):
                 self.strip.addItem(item)
@@ -139,6 +143,7 @@ class SpectrumDock(PlotDock):
 
     def clear(self) -> None:
         self.spectra.clear()
+        self.history.clear()
         self.measured_freq.clear()
         self._pending = None
         self.step = None
@@ -168,7 +173,9 @@ class SpectrumDock(PlotDock):
             y = n - i
             items.designed.setData([x], [y])
             items.label.setText(_designed_text(lv))
-            items.label.setPos(x, y)
+            # Labels sit right of their dot; at the ∞ edge, left of it.
+            items.label.setAnchor((1.0, 0.5) if x >= INF_POS - 1e-9 else (0.0, 0.5))
+            items.label.setPos(x + (-0.12 if x >= INF_POS - 1e-9 else 0.12), y)
             items.line.setPos(x)
             measured = self.measured_freq.get(lv["id"])
             if measured is not None and lv["kind"] != "attention":
@@ -178,19 +185,29 @@ class SpectrumDock(PlotDock):
             freqs, power = self.spectra.get(lv["id"], (np.zeros(0), np.zeros(0)))
             keep = (freqs > 0) & (power > 0) & np.isfinite(power)
             items.curve.setData(np.log10(freqs[keep]), power[keep])
-        self.strip.setYRange(0.3, n + 1.1, padding=0)
-        self.power.setTitle(f"measured at step {self.step}" if self.step is not None else None,
-                            color=self.palette_.muted, size="8pt")
+        self.strip.setYRange(0.4, n + 1.7, padding=0)
+        depth = max((len(h) for h in self.history.values()), default=0)
+        self.power.setTitle(
+            f"write-norm power spectrum, step {self.step} (mean of {depth} snapshot"
+            f"{'s' if depth != 1 else ''})" if self.step is not None else
+            "write-norm power spectrum", color=self.palette_.plot_foreground, size="8pt")
 
     def _take(self, snap: ev.Snapshot) -> None:
         self.step = snap.step
         for lid, level in snap.levels.items():
             if level.spectrum is not None and len(level.spectrum[0]):
                 freqs = np.asarray(level.spectrum[0], dtype=np.float64)
-                self.spectra[lid] = (freqs, np.asarray(level.spectrum[1], dtype=np.float64))
+                power = np.asarray(level.spectrum[1], dtype=np.float64)
+                history = self.history.get(lid)
+                shown = self.spectra.get(lid)
+                if history is None or shown is None or not np.array_equal(shown[0], freqs):
+                    history = self.history[lid] = deque(maxlen=AVERAGE_SNAPSHOTS)
+                history.append(power)
+                self.spectra[lid] = (freqs, np.mean(np.stack(history), axis=0))
                 self._extend_decades(float(freqs[freqs > 0].min()) if np.any(freqs > 0) else 1)
             else:
                 self.spectra.pop(lid, None)
+                self.history.pop(lid, None)
             tokens = len(level.write_norms) if level.write_norms is not None else 0
             if tokens:
                 self.measured_freq[lid] = level.updates / tokens
@@ -209,11 +226,12 @@ class SpectrumDock(PlotDock):
             plot.getAxis("bottom").setTicks(ticks)
         left, right = self.low_decade - EDGE, INF_POS
         self.strip.setXRange(left - 0.35, right + 0.35, padding=0)
+        self.power.setXRange(left - 0.35, right + 0.35, padding=0)
         self.frozen_band.setRegion((left - 0.35, left + 0.3))
         self.inf_band.setRegion((right - 0.3, right + 0.35))
         n = max(1, len(self.levels))
-        self.band_labels[0].setPos(left, n + 1.1)
-        self.band_labels[1].setPos(right, n + 1.1)
+        self.band_labels[0].setPos(left, n + 1.65)
+        self.band_labels[1].setPos(right, n + 1.65)
 
     # ---- theme -------------------------------------------------------------------------------
     def _recolor(self) -> None:
