@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -42,14 +43,13 @@ class MLPTrace:
     """What :func:`mlp_backward` needs from a forward pass."""
 
     inputs: list[Tensor]  # h_{l−1}: the input of every layer, [..., n, in_l]
-    gates: list[Tensor]  # sigmoid(z_l) of every hidden layer (for silu')
-    preacts: list[Tensor]  # z_l of every hidden layer
+    preacts: list[Tensor]  # z_l of every hidden layer (for silu')
 
 
 def mlp_forward(weights: Sequence[Tensor], x: Tensor, residual: bool) -> tuple[Tensor, MLPTrace]:
     """``M(x)`` for ``x [..., n, in]`` and weights ``[..., out, in]`` (broadcast over leading dims)."""
     h = x
-    inputs, gates, preacts = [], [], []
+    inputs, preacts = [], []
     last = len(weights) - 1
     for l, w in enumerate(weights):
         inputs.append(h)
@@ -57,34 +57,47 @@ def mlp_forward(weights: Sequence[Tensor], x: Tensor, residual: bool) -> tuple[T
         # which keeps every weight-sized op of the backward a dense streaming pass.
         z = torch.matmul(w, h.transpose(-1, -2)).transpose(-1, -2)
         if l < last:
-            s = torch.sigmoid(z)
-            gates.append(s)
             preacts.append(z)
-            h = z * s
+            h = F.silu(z)
         else:
             h = z
     if residual:
         h = h + x
-    return h, MLPTrace(inputs, gates, preacts)
+    return h, MLPTrace(inputs, preacts)
 
 
-def mlp_backward(weights: Sequence[Tensor], trace: MLPTrace, g_out: Tensor,
-                 tokens: slice | None = None) -> list[Tensor]:
-    """``δ_l = ∂ℓ/∂z_l`` of every layer given ``g_out = ∂ℓ/∂M(x)`` per token.
-
-    ``tokens`` restricts the trace to a token range (the trace may hold more tokens, e.g. keys
-    and queries of one fused forward). The residual path adds nothing to weight gradients.
-    """
-    sl = (Ellipsis, tokens if tokens is not None else slice(None), slice(None))
+def mlp_backward(weights: Sequence[Tensor], trace: MLPTrace, g_out: Tensor) -> list[Tensor]:
+    """``δ_l = ∂ℓ/∂z_l`` of every layer given ``g_out = ∂ℓ/∂M(x)`` per token (the residual path
+    adds nothing to weight gradients). ``δ_{l} = (δ_{l+1} W_{l+1}) ⊙ silu'(z_l)``."""
     deltas = [g_out]
     delta = g_out
     for l in range(len(weights) - 2, -1, -1):
-        s, z = trace.gates[l][sl], trace.preacts[l][sl]
-        # silu'(z) = s (1 + z (1 − s))
-        delta = torch.matmul(delta, weights[l + 1]) * (s * (1 + z * (1 - s)))
+        delta = _SiluGrad.apply(torch.matmul(delta, weights[l + 1]), trace.preacts[l])
         deltas.append(delta)
     deltas.reverse()
     return deltas
+
+
+class _SiluGrad(torch.autograd.Function):
+    """``g ⊙ silu'(z)`` as torch's fused ``silu_backward`` kernel, made differentiable (the outer
+    loss differentiates through the inner gradient): ∂/∂g = silu'(z), ∂/∂z = g ⊙ silu''(z)."""
+
+    @staticmethod
+    def forward(ctx, g: Tensor, z: Tensor) -> Tensor:
+        ctx.save_for_backward(g, z)
+        return torch.ops.aten.silu_backward(g, z)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy: Tensor):
+        g, z = ctx.saved_tensors
+        g_g = torch.ops.aten.silu_backward(gy, z) if ctx.needs_input_grad[0] else None
+        g_z = None
+        if ctx.needs_input_grad[1]:
+            s = torch.sigmoid(z)
+            # silu''(z) = s (1 − s) (2 + z (1 − 2 s))
+            g_z = gy * g * (s * (1 - s) * (2 + z * (1 - 2 * s)))
+        return g_g, g_z
 
 
 # ------------------------------------------------------------------------------------------
@@ -212,12 +225,9 @@ def write_plain(m0: Tensor, s0: Tensor | None, delta: Tensor, x: Tensor, end: En
 
 
 def _bdot(a: Tensor, b: Tensor) -> Tensor:
-    """Per-batch Frobenius inner product ``⟨a_n, b_n⟩`` of ``[N, o, i]`` tensors, without a
-    temporary (a batched matmul of the flattened views)."""
-    n = a.shape[0]
-    if a.is_contiguous() and b.is_contiguous():
-        return torch.bmm(a.view(n, 1, -1), b.view(n, -1, 1)).view(n)
-    return (a * b).sum((-2, -1))  # a reshape would copy a transposed gradient anyway
+    """Per-batch Frobenius inner product ``⟨a_n, b_n⟩`` of ``[N, o, i]`` tensors, in one pass
+    without a temporary."""
+    return torch.linalg.vecdot(a.flatten(-2), b.flatten(-2))
 
 
 class _DecayedWrite(torch.autograd.Function):

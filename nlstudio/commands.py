@@ -150,7 +150,7 @@ def _eval(args) -> int:
     except invalid as exc:
         return _fail(str(exc))
     model.eval()
-    rows = task.evaluate(model, device)
+    rows = task.evaluate(model, device, step=run.checkpoint_step or run.steps or None)
     print(f"run: {run.path}  (step {run.checkpoint_step if run.checkpoint_step is not None else run.steps})")
     print(f"{'task':<24} {task.metric_name}")
     for row in rows:

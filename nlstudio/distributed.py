@@ -46,7 +46,7 @@ class DistContext:
             return batch
         per = batch.inputs.shape[0] // self.world_size
         lo = self.rank * per
-        return type(batch)(batch.inputs[lo:lo + per], batch.targets[lo:lo + per])
+        return batch.map(lambda t: t[lo:lo + per])
 
     def barrier(self) -> None:
         if self.enabled:

@@ -304,7 +304,7 @@ class Trainer:
             dt = time.perf_counter() - t0
             step_tps = tokens_per_step / max(dt, 1e-9)
             tps = step_tps if tps == 0.0 else 0.9 * tps + 0.1 * step_tps
-            metric = self.dist.mean(task.metric(logits.detach(), batch.targets))
+            metric = self.dist.mean(task.metric(logits.detach(), batch.metric_targets))
             probe = self.model.probe(state)
             for lid, p in probe.items():
                 cumulative_updates[lid] = cumulative_updates.get(lid, 0) + int(p.updates)
@@ -358,7 +358,8 @@ class Trainer:
             return
         model = self.model
         model.eval()
-        rows = [(r.task, float(r.metric)) for r in self.task.evaluate(model, self.device)]
+        rows = [(r.task, float(r.metric))
+                for r in self.task.evaluate(model, self.device, step=step)]
         delays, recall = probes.recall_by_delay_with_ablation(
             self.task, model, self.device, self.level_ids)
         model.train()

@@ -511,6 +511,8 @@ class MainWindow(QMainWindow):
         try:
             data = core.project_to_dict(core.load_project(path))
         except core.ProjectError as exc:
+            if not Path(path).exists():
+                self._forget_recent(path)
             self.dialogs.error("Could not open project", str(exc))
             return False
         except OSError as exc:

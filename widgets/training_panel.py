@@ -8,8 +8,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QUrl, Qt, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import (QDockWidget, QFormLayout, QFrame, QHBoxLayout, QLabel,
-                               QProgressBar, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFrame, QGridLayout, QHBoxLayout, QLabel,
+                               QProgressBar, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 from nlstudio import events as ev
 from nlstudio.widgets import theme
@@ -62,45 +62,45 @@ class TrainingPanel(QWidget):
         self.banner.setVisible(False)
         layout.addWidget(self.banner)
 
-        buttons = QHBoxLayout()
-        buttons.setSpacing(4)
+        top = QHBoxLayout()
+        top.setSpacing(4)
         self.run_button = self._button("trainingRunButton", "Run")
         self.pause_button = self._button("trainingPauseButton", "Pause")
         self.stop_button = self._button("trainingStopButton", "Stop")
         for b in (self.run_button, self.pause_button, self.stop_button):
-            buttons.addWidget(b)
-        buttons.addStretch(1)
-        layout.addLayout(buttons)
-
+            top.addWidget(b)
         self.progress = QProgressBar()
         self.progress.setObjectName("trainingProgress")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("no run")
         self.progress.setTextVisible(True)
-        layout.addWidget(self.progress)
+        top.addWidget(self.progress, 1)
+        layout.addLayout(top)
 
-        form = QFormLayout()
-        form.setContentsMargins(0, 0, 0, 0)
-        form.setHorizontalSpacing(10)
-        form.setVerticalSpacing(2)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        grid = QGridLayout()
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(8)
+        grid.setVerticalSpacing(2)
         self.loss_label = self._value("trainingLoss")
         self.metric_label = self._value("trainingMetric")
-        self.metric_caption = QLabel("Metric")
+        self.metric_caption = self._caption("Metric")
         self.rate_label = self._value("trainingRate")
         self.eta_label = self._value("trainingEta")
         self.phase_label = self._value("trainingPhase")
         self.device_label = self._value("trainingDevice")
-        form.addRow("Loss", self.loss_label)
-        form.addRow(self.metric_caption, self.metric_label)
-        form.addRow("Speed", self.rate_label)
-        form.addRow("Time", self.eta_label)
-        form.addRow("Phase", self.phase_label)
-        form.addRow("Device", self.device_label)
+        cells = [("Loss", self.loss_label), (self.metric_caption, self.metric_label),
+                 ("Speed", self.rate_label), ("Time", self.eta_label),
+                 ("Device", self.device_label), ("Phase", self.phase_label)]
+        for i, (caption, value) in enumerate(cells):
+            row, col = divmod(i, 2)
+            if isinstance(caption, str):
+                caption = self._caption(caption)
+            grid.addWidget(caption, row, 2 * col)
+            grid.addWidget(value, row, 2 * col + 1)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
 
-        folder_row = QHBoxLayout()
-        folder_row.setSpacing(4)
         self.folder_label = QLabel("–")
         self.folder_label.setObjectName("trainingRunFolder")
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
@@ -110,14 +110,14 @@ class TrainingPanel(QWidget):
                                         QSizePolicy.Policy.Preferred)
         self.copy_button = QToolButton()
         self.copy_button.setObjectName("copyRunFolderButton")
-        self.copy_button.setText("Copy")
+        self.copy_button.setText("Copy path")
         self.copy_button.setToolTip("Copy the run folder's path")
         self.copy_button.setEnabled(False)
         self.copy_button.clicked.connect(self.copy_run_folder)
-        folder_row.addWidget(self.folder_label, 1)
-        folder_row.addWidget(self.copy_button)
-        form.addRow("Run folder", folder_row)
-        layout.addLayout(form)
+        grid.addWidget(self._caption("Run"), 3, 0)
+        grid.addWidget(self.folder_label, 3, 1, 1, 2)
+        grid.addWidget(self.copy_button, 3, 3, Qt.AlignmentFlag.AlignRight)
+        layout.addLayout(grid)
 
         line = QFrame()
         line.setFrameShape(QFrame.Shape.HLine)
@@ -141,8 +141,13 @@ class TrainingPanel(QWidget):
         b.setObjectName(name)
         b.setText(text)
         b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        b.setMinimumWidth(64)
+        b.setMinimumWidth(58)
         return b
+
+    def _caption(self, text: str) -> QLabel:
+        label = QLabel(text)
+        label.setProperty("role", "caption")
+        return label
 
     def _value(self, name: str) -> QLabel:
         label = QLabel("–")
@@ -228,6 +233,9 @@ class TrainingPanel(QWidget):
 
     # ---- theme -------------------------------------------------------------------------
     def apply_theme(self, p: theme.Palette) -> None:
+        for label in self.findChildren(QLabel):
+            if label.property("role") == "caption":
+                label.setStyleSheet(f"color: {p.muted};")
         self.banner.setStyleSheet(
             f"QLabel#editLockBanner {{ background: {p.warning}; color: #1d2127; "
             f"border-radius: 4px; padding: 4px 6px; font-weight: 600; }}")
@@ -247,5 +255,10 @@ class TrainingDock(QDockWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Training", parent)
         self.setObjectName("trainingDock")
-        self.panel = TrainingPanel(self)
-        self.setWidget(self.panel)
+        self.panel = TrainingPanel()
+        scroll = QScrollArea(self)  # a long failure message scrolls instead of being cut
+        scroll.setObjectName("trainingScroll")
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.panel)
+        self.setWidget(scroll)

@@ -136,20 +136,20 @@ class SelfModifyingLevel(Level):
     def _write(self, weights: list[Tensor], moms: list, x: Tensor, q: Tensor,
                log_mu: Tensor | None) -> tuple[list[Tensor], list, Tensor]:
         """One chunk: generate at the anchor, read, then write all memories (Eqs. 84–90)."""
-        c = x.shape[1]
         k, v, eta, log_alpha, read = self._generate(weights, x, q)
-        # targets and gradients at the anchor: every memory on [k; v]
-        out, trace = mlp_forward(weights, torch.cat((k, v), dim=1).unsqueeze(1), self.depth > 1)
-        pred, v_hat = out[..., :c, :], out[..., c:, :]
+        # targets and gradients at the anchor, every memory on the shared k and v
+        residual = self.depth > 1
+        pred, trace = mlp_forward(weights, k.unsqueeze(1), residual)
+        v_hat = mlp_forward(weights, v.unsqueeze(1), residual)[0]
         # ½‖M(k) − v̂‖² → M(k) − v̂ (Eq. 93);  −⟨M(k), v̂⟩ → −v̂ (Eq. 92, sign derived)
         g = pred - v_hat if self.objective == "l2" else -v_hat
-        deltas = mlp_backward(weights, trace, g, tokens=slice(0, c))
+        deltas = mlp_backward(weights, trace, g)
         co = collapse(log_alpha.unsqueeze(1), eta.unsqueeze(1),
                       None if log_mu is None else log_mu.unsqueeze(1))
         erase = eta.unsqueeze(1) if self.erase else None
         new_w, new_m = [], []
         for l in range(self.depth):
-            keys = trace.inputs[l][..., :c, :]
+            keys = trace.inputs[l]
             if erase is None:
                 w_l, m_l = write_plain(weights[l], moms[l], deltas[l], keys, co.end())
             else:  # layer 0's key k is unit already; deeper layers erase along their unit input

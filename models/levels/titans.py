@@ -141,19 +141,18 @@ class TitansLevel(Level):
             end = collapse_end(log_keep.view(n_mem, full, c), theta.view(n_mem, full, c),
                                None if log_mu is None else log_mu.view(n_mem, full, c))
             ends = end.unbind(1)
-            kq = torch.cat((k[:, :done].view(n_mem, full, c, dh),
-                            q[:, :done].view(n_mem, full, c, dh)), dim=2).unbind(1)
+            ks = k[:, :done].view(n_mem, full, c, dh).unbind(1)
+            qs = q[:, :done].view(n_mem, full, c, dh).unbind(1)
             vs = v[:, :done].view(n_mem, full, c, dh).unbind(1)
-            keys = slice(0, c)
             for j in range(full):
-                out, trace = mlp_forward(weights, kq[j], self.residual)  # keys and queries
-                reads.append(out[:, c:])
-                g = out[:, :c] - vs[j] if self.objective == "l2" else -vs[j]
-                deltas = mlp_backward(weights, trace, g, tokens=keys)
+                reads.append(mlp_forward(weights, qs[j], self.residual)[0])  # the anchor
+                out, trace = mlp_forward(weights, ks[j], self.residual)
+                g = out - vs[j] if self.objective == "l2" else -vs[j]
+                deltas = mlp_backward(weights, trace, g)
                 new_w, new_m = [], []
                 for l in range(self.depth):
-                    w_l, m_l = write_plain(weights[l], moms[l], deltas[l],
-                                           trace.inputs[l][:, :c], ends[j])
+                    w_l, m_l = write_plain(weights[l], moms[l], deltas[l], trace.inputs[l],
+                                           ends[j])
                     new_w.append(w_l)
                     new_m.append(m_l)
                 with torch.no_grad():

@@ -14,18 +14,26 @@ def register(cls: type[Task]) -> type[Task]:
     return cls
 
 
+_loaded = False
+
+
 def _load_all() -> None:
+    """Imports every task module once (a module imported directly earlier registers only
+    itself, so a non-empty registry does not mean a complete one)."""
+    global _loaded
+    if _loaded:
+        return
     import importlib
     import pkgutil
 
     for info in pkgutil.iter_modules(__path__):
-        if info.name not in ("base",):
+        if not info.name.startswith("_") and info.name != "base":
             importlib.import_module(f"{__name__}.{info.name}")
+    _loaded = True
 
 
 def get_task(name: str) -> type[Task]:
-    if not TASKS:
-        _load_all()
+    _load_all()
     try:
         return TASKS[name]
     except KeyError:
@@ -33,8 +41,7 @@ def get_task(name: str) -> type[Task]:
 
 
 def all_tasks() -> dict[str, type[Task]]:
-    if not TASKS:
-        _load_all()
+    _load_all()
     return dict(TASKS)
 
 

@@ -4,7 +4,6 @@ data, batches that mark which targets the metric scores, and the continual phase
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nlstudio.tasks.base import IGNORE, Batch, Task, TaskParams
+from nlstudio.tasks.base import Batch, Task, TaskParams
 
 #: First salt of every evaluation generator. Training generators are seeded with
 #: ``[seed, step, rank]``; no run reaches this many steps, so held-out data never coincides
@@ -31,27 +30,8 @@ class TaskConfigError(ValueError):
         self.message = message
 
 
-@dataclass
-class ScoredBatch(Batch):
-    """A batch whose loss trains on more positions than its metric scores.
-
-    ``score_targets`` equals ``targets`` with ``IGNORE`` wherever the answer could not be known
-    yet (the first sight of a key→value fact): pass it, not ``targets``, to ``task.metric``.
-    ``None`` (e.g. after code that rebuilds a plain batch) means "score every target".
-    """
-
-    score_targets: Tensor | None = None
-
-    def to(self, device) -> "ScoredBatch":
-        score = self.score_targets
-        if score is not None:
-            score = score.to(device, non_blocking=True)
-        return ScoredBatch(self.inputs.to(device, non_blocking=True),
-                           self.targets.to(device, non_blocking=True), score)
-
-    @property
-    def metric_targets(self) -> Tensor:
-        return self.targets if self.score_targets is None else self.score_targets
+#: Kept as a name: every Batch may carry ``score_targets`` (see nlstudio.tasks.base.Batch).
+ScoredBatch = Batch
 
 
 class BundledTask(Task):
@@ -126,11 +106,6 @@ class PhaseSchedule:
         if step is None or self.total_steps is None:
             return self.n
         return self.index(step) + 1
-
-
-def mask_targets(targets: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``targets`` with ``IGNORE`` wherever ``keep`` is false."""
-    return np.where(keep, targets, IGNORE)
 
 
 def long_tensor(a: np.ndarray) -> Tensor:

@@ -31,12 +31,25 @@ class TaskParams(BaseModel):
 
 @dataclass
 class Batch:
+    """``targets`` train the loss; ``score_targets`` (same shape, or None for "score every
+    target") mark what the metric may score: a task can train on positions whose answer
+    could not be known yet (the first sight of a fact) without counting them as recall."""
+
     inputs: Tensor
     targets: Tensor
+    score_targets: Tensor | None = None
+
+    @property
+    def metric_targets(self) -> Tensor:
+        return self.targets if self.score_targets is None else self.score_targets
+
+    def map(self, fn) -> "Batch":
+        """The batch with ``fn`` applied to every tensor (device moves, shards)."""
+        return Batch(fn(self.inputs), fn(self.targets),
+                     None if self.score_targets is None else fn(self.score_targets))
 
     def to(self, device) -> "Batch":
-        return Batch(self.inputs.to(device, non_blocking=True),
-                     self.targets.to(device, non_blocking=True))
+        return self.map(lambda t: t.to(device, non_blocking=True))
 
 
 @dataclass
@@ -90,9 +103,9 @@ class Task(ABC):
         return self.name
 
     @abstractmethod
-    def evaluate(self, model, device) -> list[EvalRow]:
-        """The metric on held-out data of every sub-task seen so far (fixed data: comparable
-        across evaluations)."""
+    def evaluate(self, model, device, step: int | None = None) -> list[EvalRow]:
+        """The metric on held-out data of every sub-task begun by training ``step`` (fixed
+        data: comparable across evaluations)."""
 
     def recall_by_delay(self, model, device, silence: Iterable[str] = ()) -> dict[int, float] | None:
         """Recall as a function of tokens since a fact was last seen, with the levels in

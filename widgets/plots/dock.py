@@ -77,6 +77,8 @@ class PlotSet(QObject):
         window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.matrices)
         if beside is not None:
             window.splitDockWidget(beside, self.matrices, Qt.Orientation.Vertical)
+            window.resizeDocks([beside, self.matrices], [190, 230], Qt.Orientation.Vertical)
+        window.resizeDocks([self.matrices], [470], Qt.Orientation.Horizontal)
         bottom = [self.loss, self.spectrum, self.forgetting, self.ablation]
         window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, bottom[0])
         for left, right in zip(bottom, bottom[1:]):

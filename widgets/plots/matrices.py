@@ -1,7 +1,8 @@
 """Memory matrices: for every level, a heatmap of its fast weights and one of its latest
 surprise ⊗ key write, each with a colour bar.
 
-Small multiples: one column per level (memory above, write below). Images are row-major,
+Small multiples: one column per level (memory above, write below), or one level, large, picked
+in the level selector. Images are row-major,
 C-contiguous float32, drawn through a 256-entry diverging lookup table with fixed symmetric
 levels ±L (L = max|x| with a slow decay, :class:`SymmetricLevels`), never per-frame auto
 levels. The grid is built when the set of levels changes (a new run); snapshots only feed
@@ -14,10 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyqtgraph as pg
 
+from PySide6.QtWidgets import QComboBox
+
 from nlstudio import events as ev
 from nlstudio.widgets import theme
 from nlstudio.widgets.plots.base import PlotDock, SymmetricLevels
 
+ALL_LEVELS = "All levels"
 KIND_NOTES = {
     "attention": "non-parametric: re-reads its context, nothing is written",
 }
@@ -33,6 +37,15 @@ def level_caption(level_id: str, kind: str, period) -> str:
     return f"{level_id} · {kind} · {when}"
 
 
+class _Title(pg.LabelItem):
+    """A cell title that never widens the grid: long text is elided by the cell width
+    instead of pushing the other levels' cells out of the dock."""
+
+    def updateMin(self) -> None:  # noqa: N802 - pyqtgraph API
+        super().updateMin()
+        self.setMinimumWidth(10)
+
+
 @dataclass
 class _Cell:
     """One heatmap: view box, image, colour bar, note and its colour levels."""
@@ -41,10 +54,11 @@ class _Cell:
     image: pg.ImageItem
     bar: pg.ColorBarItem
     note: pg.TextItem
-    title: pg.LabelItem
+    title: _Title
     levels: SymmetricLevels = field(default_factory=SymmetricLevels)
     data: np.ndarray | None = None
     shape: tuple[int, ...] | None = None
+    text: str = ""
 
 
 class MatricesDock(PlotDock):
@@ -58,6 +72,13 @@ class MatricesDock(PlotDock):
         self.cells: dict[tuple[str, str], _Cell] = {}  # (level id, "memory" | "write")
         self.step: int | None = None
         self._pending: ev.Snapshot | None = None
+        self._last_snapshot: ev.Snapshot | None = None
+        self.level_combo = QComboBox()
+        self.level_combo.setObjectName("matricesLevelCombo")
+        self.level_combo.setToolTip("Show every level side by side, or one level large")
+        self.level_combo.addItem(ALL_LEVELS)
+        self.level_combo.currentTextChanged.connect(self._on_level_choice)
+        self.toolbar.insertWidget(0, self.level_combo)
         self.apply_theme(self.palette_)
         self.set_message("Memory matrices appear with the first snapshot of a live run.")
 
@@ -76,6 +97,7 @@ class MatricesDock(PlotDock):
 
     def clear(self) -> None:
         self._pending = None
+        self._last_snapshot = None
         self.step = None
         for cell in self.cells.values():
             cell.data = None
@@ -98,18 +120,30 @@ class MatricesDock(PlotDock):
         return any(c.data is not None for c in self.cells.values())
 
     # ---- drawing ---------------------------------------------------------------------------
+    @property
+    def shown_levels(self) -> list[str]:
+        choice = self.level_combo.currentText()
+        return [choice] if choice in self.level_ids else list(self.level_ids)
+
     def redraw(self) -> None:
         snap, self._pending = self._pending, None
         if snap is not None:
             self.step = snap.step
-            for lid in self.level_ids:
+            self._last_snapshot = snap
+            for lid in self.shown_levels:
                 level = snap.levels.get(lid)
                 for which in ("memory", "write"):
                     arr = getattr(level, which) if level is not None else None
                     self._set_cell(lid, which, arr)
-        for (lid, which), cell in self.cells.items():
-            cell.title.setText(self._cell_title(lid, which, cell),
-                               color=self.palette_.plot_foreground, size="8pt")
+        for lid in self.shown_levels:
+            for which in ("memory", "write"):
+                self._update_title(lid, which, self.cells[(lid, which)])
+
+    def _update_title(self, lid: str, which: str, cell: "_Cell", force: bool = False) -> None:
+        text = self._cell_title(lid, which, cell)
+        if force or text != cell.text:  # a LabelItem update relayouts: only on change
+            cell.text = text
+            cell.title.setText(text, color=self.palette_.plot_foreground, size="8pt")
 
     def _set_cell(self, lid: str, which: str, arr) -> None:
         cell = self.cells[(lid, which)]
@@ -135,27 +169,33 @@ class MatricesDock(PlotDock):
             cell.view.setRange(xRange=(0, data.shape[1]), yRange=(0, data.shape[0]), padding=0)
 
     def _cell_title(self, lid: str, which: str, cell: _Cell) -> str:
+        kind, period = self.level_info.get(lid, ("", None))
+        large = len(self.shown_levels) == 1
+        scale = f" ±{cell.levels.value:.2g}" if cell.data is not None else ""
+        size = (f" {cell.data.shape[0]}×{cell.data.shape[1]}"
+                if cell.data is not None and large else "")
         if which == "memory":
-            kind, period = self.level_info.get(lid, ("", None))
-            head = f"<b>{level_caption(lid, kind, period)}</b><br>"
-            what = "fast weights"
-        else:
-            head, what = "", "latest write (surprise ⊗ key)"
-        if cell.data is None:
-            return f"{head}{what}"
-        rows, cols = cell.data.shape
-        return f"{head}{what} {rows}×{cols}, ±{cell.levels.value:.3g}"
+            head = level_caption(lid, kind, period) if large else \
+                f"{lid} · {level_caption(lid, kind, period).split(' · ')[-1]}"
+            what = "fast weights" if large else "memory"
+            return f"<b>{head}</b><br>{what}{size}{scale}"
+        what = "latest write (surprise ⊗ key)" if large else "write"
+        return f"{what}{size}{scale}"
 
     # ---- items -------------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = self.view.ci
-        layout.clear()
+        self.view.ci.clear()
         self.cells.clear()
         cmap = theme.diverging_colormap(self.palette_)
-        for col, lid in enumerate(self.level_ids):
-            for r, which in enumerate(("memory", "write")):
-                title = pg.LabelItem("", justify="left")
-                layout.addItem(title, row=2 * r, col=2 * col, colspan=2)
+        choice = self.level_combo.currentText()
+        self.level_combo.blockSignals(True)
+        self.level_combo.clear()
+        self.level_combo.addItems([ALL_LEVELS, *self.level_ids])
+        self.level_combo.setCurrentText(choice if choice in self.level_ids else ALL_LEVELS)
+        self.level_combo.blockSignals(False)
+        for lid in self.level_ids:
+            for which in ("memory", "write"):
+                title = _Title("", justify="left")
                 view = pg.ViewBox(lockAspect=False, enableMenu=False, invertY=True)
                 view.setMouseEnabled(x=False, y=False)
                 view.setDefaultPadding(0)
@@ -165,15 +205,46 @@ class MatricesDock(PlotDock):
                 note = pg.TextItem("", anchor=(0.5, 0.5))
                 view.addItem(note)
                 note.setPos(0.5, 0.5)
-                layout.addItem(view, row=2 * r + 1, col=2 * col)
                 bar = pg.ColorBarItem(values=(-1.0, 1.0), width=8, colorMap=cmap,
                                       interactive=False, colorMapMenu=False)
                 bar.setImageItem(image)
-                layout.addItem(bar, row=2 * r + 1, col=2 * col + 1)
                 cell = _Cell(view=view, image=image, bar=bar, note=note, title=title)
                 self.cells[(lid, which)] = cell
                 note.setText("waiting for a snapshot")
+        self._place()
         self._style_cells()
+        self.mark_dirty()
+
+    def _place(self) -> None:
+        """Put the shown levels' cells in the layout: a column per level (memory above
+        write), or, for one level, memory and write side by side."""
+        layout = self.view.ci
+        layout.clear()
+        shown = self.shown_levels
+        single = len(shown) == 1 and len(self.level_ids) > 1
+        large = len(shown) == 1
+        for col, lid in enumerate(shown):
+            for r, which in enumerate(("memory", "write")):
+                cell = self.cells[(lid, which)]
+                if single:
+                    row, c = 0, 2 * r
+                else:
+                    row, c = 2 * r, 2 * col
+                layout.addItem(cell.title, row=row, col=c, colspan=2)
+                layout.addItem(cell.view, row=row + 1, col=c)
+                layout.addItem(cell.bar, row=row + 1, col=c + 1)
+                # Small multiples: the bar is a bare gradient (the title gives ±L); large:
+                # a labelled scale.
+                cell.bar.axis.setStyle(showValues=large)
+                cell.bar.axis.setWidth(None if large else 3)
+                self._update_title(lid, which, cell, force=True)
+
+    def _on_level_choice(self, _text: str) -> None:
+        if not self.cells:
+            return
+        self._place()
+        if self._pending is None and self._last_snapshot is not None:
+            self._pending = self._last_snapshot  # draw the newly shown cells
         self.mark_dirty()
 
     def _style_cells(self) -> None:
@@ -186,8 +257,7 @@ class MatricesDock(PlotDock):
             cell.bar.axis.setStyle(tickFont=_small_font())
             cell.note.setColor(p.muted)
             cell.view.setBorder(pg.mkPen(p.border))
-            cell.title.setText(self._cell_title(lid, which, cell), color=p.plot_foreground,
-                               size="8pt")
+            self._update_title(lid, which, cell, force=True)
 
     def apply_theme(self, palette: theme.Palette) -> None:
         super().apply_theme(palette)
@@ -195,15 +265,22 @@ class MatricesDock(PlotDock):
 
     # ---- export --------------------------------------------------------------------------
     def csv_table(self) -> tuple[list[str], list[list]]:
+        """Every level's matrices of the newest snapshot (whatever the selector shows)."""
         header = ["step", "level", "matrix", "row", "col", "value"]
         rows: list[list] = []
-        for (lid, which), cell in self.cells.items():
-            if cell.data is None:
-                continue
-            r, c = np.indices(cell.data.shape)
-            for i, j, v in zip(r.ravel().tolist(), c.ravel().tolist(),
-                               cell.data.ravel().tolist()):
-                rows.append([self.step, lid, which, i, j, v])
+        snap = self._pending or self._last_snapshot
+        if snap is None:
+            return header, rows
+        for lid, level in snap.levels.items():
+            for which in ("memory", "write"):
+                data = getattr(level, which)
+                if data is None or np.size(data) == 0:
+                    continue
+                data = np.atleast_2d(np.asarray(data, dtype=np.float32))
+                r, c = np.indices(data.shape)
+                for i, j, v in zip(r.ravel().tolist(), c.ravel().tolist(),
+                                   data.ravel().tolist()):
+                    rows.append([snap.step, lid, which, i, j, v])
         return header, rows
 
 

@@ -87,8 +87,7 @@ class SpectrumDock(PlotDock):
         self.strip.getAxis("left").setStyle(showValues=False)
         self.strip.getAxis("left").setWidth(42)
         self.power.getAxis("left").setWidth(42)
-        self.strip.setLabel("left", "levels")
-        self.power.setLabel("bottom", "update frequency (per token): ● designed, ◇ measured")
+        self.power.setLabel("bottom", "frequency (per token)")
         self.power.setLabel("left", "power")
         self.frozen_band = pg.LinearRegionItem(movable=False)
         self.inf_band = pg.LinearRegionItem(movable=False)
@@ -173,9 +172,10 @@ class SpectrumDock(PlotDock):
             y = n - i
             items.designed.setData([x], [y])
             items.label.setText(_designed_text(lv))
-            # Labels sit right of their dot; at the ∞ edge, left of it.
-            items.label.setAnchor((1.0, 0.5) if x >= INF_POS - 1e-9 else (0.0, 0.5))
-            items.label.setPos(x + (-0.12 if x >= INF_POS - 1e-9 else 0.12), y)
+            # Labels sit right of their dot in the slow half, left of it in the fast half.
+            left_side = x > (self.low_decade - EDGE + INF_POS) / 2
+            items.label.setAnchor((1.0, 0.5) if left_side else (0.0, 0.5))
+            items.label.setPos(x + (-0.15 if left_side else 0.15), y)
             items.line.setPos(x)
             measured = self.measured_freq.get(lv["id"])
             if measured is not None and lv["kind"] != "attention":
@@ -187,10 +187,13 @@ class SpectrumDock(PlotDock):
             items.curve.setData(np.log10(freqs[keep]), power[keep])
         self.strip.setYRange(0.4, n + 1.7, padding=0)
         depth = max((len(h) for h in self.history.values()), default=0)
-        self.power.setTitle(
-            f"write-norm power spectrum, step {self.step} (mean of {depth} snapshot"
-            f"{'s' if depth != 1 else ''})" if self.step is not None else
-            "write-norm power spectrum", color=self.palette_.plot_foreground, size="8pt")
+        self.power.setTitle(f"write norms' power, step {self.step}" if self.step is not None
+                            else "write norms' power", color=self.palette_.plot_foreground,
+                            size="8pt")
+        self.strip.setTitle("● designed 1/C   ◇ measured", color=self.palette_.muted,
+                            size="8pt")
+        self.power.setToolTip(f"Power spectrum of each level's per-token write norms, mean of "
+                              f"the last {depth} snapshots; dashed: designed frequency 1/C")
 
     def _take(self, snap: ev.Snapshot) -> None:
         self.step = snap.step
