@@ -105,6 +105,7 @@ class Trainer:
         self._resume_event.set()
         self._stop_event = threading.Event()
         self.state = "idle"
+        self.step = 0
         self.dist = distributed.context()
 
         self.resume_dir = Path(resume) if resume is not None else None
@@ -112,6 +113,12 @@ class Trainer:
         if self.resume_dir is not None:
             from nlstudio.runs import PROJECT_FILE
 
+            from nlstudio.runs import RunFollower, read_status
+
+            if RunFollower(self.resume_dir).is_live():
+                pid = read_status(self.resume_dir).get("pid")
+                raise TrainError(f"{self.resume_dir}: this run is still being written by "
+                                 f"another process (pid {pid}); stop it before resuming")
             ckpt = read_checkpoint(self.resume_dir)
             doc, _ = _project_doc(self.resume_dir / PROJECT_FILE)
             extra = ckpt.get("extra") or {}
@@ -131,7 +138,7 @@ class Trainer:
         self.total_steps = int(steps if steps is not None else self.train_cfg["steps"])
         if self.total_steps < 1:
             raise TrainError(f"steps must be a positive integer, got {self.total_steps}")
-        self.start_step = int(ckpt["step"]) if ckpt else 0
+        self.start_step = self.step = int(ckpt["step"]) if ckpt else 0
         self._ckpt = ckpt
         self.device = self.dist.device if self.dist.enabled else resolve_device(
             self.train_cfg.get("device"))
@@ -195,6 +202,7 @@ class Trainer:
             step, last_loss, reason, message = self._loop(writer)
         except Exception as exc:  # reported as an event; the run folder stays valid
             reason, message = "failed", f"{type(exc).__name__}: {exc}"
+            step = self.step
             if writer is not None:
                 (self.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
         finally:
@@ -301,6 +309,7 @@ class Trainer:
                 break
             opt.step()
             step += 1
+            self.step = step
             dt = time.perf_counter() - t0
             step_tps = tokens_per_step / max(dt, 1e-9)
             tps = step_tps if tps == 0.0 else 0.9 * tps + 0.1 * step_tps

@@ -1,0 +1,138 @@
+"""Reliability of the core: a run killed with SIGKILL resumes, a crafted pickle never runs,
+a full disk or a failing write loses nothing, a diverging run keeps its last good step."""
+import csv
+import errno
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nlstudio.runs import RunError, load_run, read_checkpoint, read_status
+from nlstudio.trainer import Trainer, TrainError, train
+
+pytestmark = pytest.mark.slow
+
+
+def metric_steps(run_dir):
+    with open(run_dir / "metrics.csv") as fh:
+        return [int(float(r["step"])) for r in csv.DictReader(fh)]
+
+
+def test_sigkill_at_a_random_step_leaves_a_resumable_run(tmp_path, tiny_project):
+    log_every = 3
+    path = tmp_path / "p.nlproj"
+    path.write_text(json.dumps(tiny_project(steps=100000, log_every=log_every,
+                                            eval_every=100000)))
+    out = tmp_path / "run"
+    kill_after_rows = random.Random(os.getpid()).randint(1, 4)
+    proc = subprocess.Popen([sys.executable, "-m", "nlstudio", "train", str(path), "--out",
+                             str(out)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        # tqdm redraws the bar on stderr after each step: read it (blocking, no sleeps) until
+        # enough rows have been logged, then kill without warning.
+        while True:
+            char = proc.stderr.read(1)
+            assert char, "the run ended early"
+            rows = metric_steps(out) if (out / "metrics.csv").exists() else []
+            if len(rows) >= kill_after_rows:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    logged = metric_steps(out)
+    ckpt_step = read_checkpoint(out)["step"]
+    assert logged and logged[-1] - ckpt_step <= log_every  # at most one interval lost
+    assert read_status(out)["state"] == "running"  # the killed process never said otherwise
+    run = load_run(out)  # opens like any run
+    assert run.steps == logged[-1]
+    model = run.load_model()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    result = Trainer(resume=out, steps=ckpt_step + 4, snapshots=False).run()
+    assert result.reason == "completed"
+    steps = metric_steps(out)
+    assert steps == sorted(set(steps))  # no duplicated or reordered rows after the resume
+    assert steps[-1] == ckpt_step + 4
+
+
+def test_resuming_a_run_that_is_still_being_written_is_refused(tmp_path, tiny_project):
+    result = train(tiny_project(steps=2), out=tmp_path / "run")
+    status = read_status(tmp_path / "run")
+    status.update(state="running", pid=os.getpid())  # this live process "is writing it"
+    (tmp_path / "run" / "status.json").write_text(json.dumps(status))
+    with pytest.raises(TrainError, match="still being written"):
+        Trainer(resume=tmp_path / "run", steps=4)
+    assert result.reason == "completed"
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['NLSTUDIO_PWNED']}",))
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_without_running_code(tmp_path, tiny_project,
+                                                                     monkeypatch):
+    train(tiny_project(steps=2), out=tmp_path / "run")
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("NLSTUDIO_PWNED", str(marker))
+    with open(tmp_path / "run" / "checkpoint.pt", "wb") as fh:
+        pickle.dump({"format": 1, "step": 2, "optimizer": _Exploit()}, fh)
+    with pytest.raises(RunError, match="refused"):
+        read_checkpoint(tmp_path / "run")
+    with pytest.raises(RunError, match="refused"):
+        Trainer(resume=tmp_path / "run", steps=4)
+    assert not marker.exists()
+
+
+def test_corrupt_weights_are_a_clear_error(tmp_path, tiny_project):
+    train(tiny_project(steps=2), out=tmp_path / "run")
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(RunError, match="model.safetensors"):
+        load_run(tmp_path / "run").load_model()
+
+
+def test_a_full_disk_fails_the_run_clearly_and_keeps_the_last_checkpoint(tmp_path, tiny_project,
+                                                                         monkeypatch):
+    import nlstudio.fileio as fileio
+
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def replace(src, dst):
+        if str(dst).endswith("checkpoint.pt"):
+            calls["n"] += 1
+            if calls["n"] >= 3:
+                raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    result = train(tiny_project(steps=20, log_every=2), out=tmp_path / "run")
+    assert result.reason == "failed"
+    assert "No space left on device" in result.message
+    monkeypatch.undo()
+    assert read_checkpoint(tmp_path / "run")["step"] == 4  # the last write that succeeded
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+    assert read_status(tmp_path / "run")["state"] == "failed"
+
+
+def test_an_unstable_configuration_stops_with_a_clear_message(tmp_path, tiny_project):
+    doc = tiny_project(steps=200, log_every=1, grad_clip=None)
+    doc["train"]["optimizer"] = {"name": "sgd", "lr": 10.0, "momentum": 0.99}
+    doc["model"]["levels"][0]["optimizer"] = {"name": "sgd", "eta": 10.0}
+    result = train(doc, out=tmp_path / "run")
+    assert result.reason == "failed"
+    assert "diverged" in result.message
+    last_good = read_checkpoint(tmp_path / "run")["step"]
+    assert last_good == result.step
+    model = load_run(tmp_path / "run").load_model()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
