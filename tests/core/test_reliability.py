@@ -4,7 +4,6 @@ import csv
 import errno
 import json
 import os
-import pickle
 import random
 import signal
 import subprocess
@@ -85,13 +84,18 @@ def test_a_crafted_pickle_checkpoint_is_refused_without_running_code(tmp_path, t
     train(tiny_project(steps=2), out=tmp_path / "run")
     marker = tmp_path / "pwned"
     monkeypatch.setenv("NLSTUDIO_PWNED", str(marker))
-    with open(tmp_path / "run" / "checkpoint.pt", "wb") as fh:
-        pickle.dump({"format": 1, "step": 2, "optimizer": _Exploit()}, fh)
+    crafted = tmp_path / "run" / "checkpoint.pt"
+    torch.save({"format": 1, "step": 2, "optimizer": _Exploit()}, crafted)
+    with open(tmp_path / "control.pt", "wb") as fh:  # the same payload, loaded unsafely, runs
+        fh.write(crafted.read_bytes())
+    assert not marker.exists()
     with pytest.raises(RunError, match="refused"):
         read_checkpoint(tmp_path / "run")
     with pytest.raises(RunError, match="refused"):
         Trainer(resume=tmp_path / "run", steps=4)
     assert not marker.exists()
+    torch.load(tmp_path / "control.pt", weights_only=False)  # what an unsafe loader would do
+    assert marker.exists()
 
 
 def test_corrupt_weights_are_a_clear_error(tmp_path, tiny_project):
