@@ -27,6 +27,7 @@ batched matmul per layer ``(δ ⊙ c)ᵀ H``; the erase term is a unit lower-tri
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -46,16 +47,19 @@ class MLPTrace:
     preacts: list[Tensor]  # z_l of every hidden layer (for silu')
 
 
-def mlp_forward(weights: Sequence[Tensor], x: Tensor, residual: bool) -> tuple[Tensor, MLPTrace]:
-    """``M(x)`` for ``x [..., n, in]`` and weights ``[..., out, in]`` (broadcast over leading dims)."""
+def mlp_forward(weights: Sequence[Tensor], x: Tensor, residual: bool
+                ) -> tuple[Tensor, MLPTrace]:
+    """``M(x)`` for ``x [..., n, in]`` and weights ``[..., out, in]`` (broadcast over leading
+    dims)."""
     h = x
     inputs, preacts = [], []
     last = len(weights) - 1
     for l, w in enumerate(weights):
         inputs.append(h)
         # (W hᵀ)ᵀ rather than h Wᵀ: autograd then hands back ∂/∂W contiguous (not transposed),
-        # which keeps every weight-sized op of the backward a dense streaming pass.
-        z = torch.matmul(w, h.transpose(-1, -2)).transpose(-1, -2)
+        # which keeps every weight-sized op of the backward a dense streaming pass; the
+        # activations are made token-major again so elementwise ops never mix layouts.
+        z = torch.matmul(w, h.transpose(-1, -2)).transpose(-1, -2).contiguous()
         if l < last:
             preacts.append(z)
             h = F.silu(z)
@@ -72,15 +76,21 @@ def mlp_backward(weights: Sequence[Tensor], trace: MLPTrace, g_out: Tensor) -> l
     deltas = [g_out]
     delta = g_out
     for l in range(len(weights) - 2, -1, -1):
-        delta = _SiluGrad.apply(torch.matmul(delta, weights[l + 1]), trace.preacts[l])
+        delta = silu_grad(torch.matmul(delta, weights[l + 1]), trace.preacts[l])
         deltas.append(delta)
     deltas.reverse()
     return deltas
 
 
+def silu_grad(g: Tensor, z: Tensor) -> Tensor:
+    """``g ⊙ silu'(z)``: the backward of a silu layer, differentiable (any order)."""
+    return _SiluGrad.apply(g, z)
+
+
 class _SiluGrad(torch.autograd.Function):
     """``g ⊙ silu'(z)`` as torch's fused ``silu_backward`` kernel, made differentiable (the outer
-    loss differentiates through the inner gradient): ∂/∂g = silu'(z), ∂/∂z = g ⊙ silu''(z)."""
+    loss differentiates through the inner gradient): ∂/∂g = silu'(z), ∂/∂z = g ⊙ silu''(z).
+    The backward is built from differentiable ops, so higher derivatives work too."""
 
     @staticmethod
     def forward(ctx, g: Tensor, z: Tensor) -> Tensor:
@@ -88,10 +98,9 @@ class _SiluGrad(torch.autograd.Function):
         return torch.ops.aten.silu_backward(g, z)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, gy: Tensor):
         g, z = ctx.saved_tensors
-        g_g = torch.ops.aten.silu_backward(gy, z) if ctx.needs_input_grad[0] else None
+        g_g = _SiluGrad.apply(gy, z) if ctx.needs_input_grad[0] else None
         g_z = None
         if ctx.needs_input_grad[1]:
             s = torch.sigmoid(z)
@@ -103,15 +112,22 @@ class _SiluGrad(torch.autograd.Function):
 # ------------------------------------------------------------------------------------------
 # collapsed gates
 
+@functools.lru_cache(maxsize=64)
+def _tril_masks(c: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Where a ``C×C`` matrix is *not* strictly lower / *not* lower triangular (constant boolean
+    masks, cached per size and device)."""
+    lower = torch.ones(c, c, dtype=torch.bool, device=device).tril()
+    return ~lower.tril(-1), ~lower
+
+
 def segsum(x: Tensor) -> Tensor:
     """``out[..., t, s] = Σ_{s<j≤t} x_j`` for s ≤ t, −inf above the diagonal (exact: no
     difference of cumulative sums, so no cancellation)."""
     c = x.shape[-1]
+    above_strict, above = _tril_masks(c, x.device)
     xx = x.unsqueeze(-1).expand(*x.shape, c)  # xx[..., t, s] = x_t
-    strict = torch.ones(c, c, dtype=torch.bool, device=x.device).tril(-1)
-    out = torch.cumsum(xx.masked_fill(~strict, 0.0), dim=-2)
-    return out.masked_fill(~strict.logical_or(torch.eye(c, dtype=torch.bool, device=x.device)),
-                           float("-inf"))
+    out = torch.cumsum(xx.masked_fill(above_strict, 0.0), dim=-2)
+    return out.masked_fill(above, float("-inf"))
 
 
 @dataclass
@@ -209,64 +225,71 @@ def write_plain(m0: Tensor, s0: Tensor | None, delta: Tensor, x: Tensor, end: En
     the factors of the anchor gradients U_t = δ_t x_tᵀ; ``end`` broadcasts against the weights'
     leading dims. ``M_C = keep M_0 + σ S_0 − Σ_i c_i U_i``, ``S_C = s_keep S_0 − Σ_i d_i U_i``.
     """
-    cm = delta * end.grad.unsqueeze(-1)
-    cs = None if s0 is None else delta * end.s_grad.unsqueeze(-1)
-    if m0.dim() == 3 and x.dim() == 3 and end.keep.dim() == 1:
+    if m0.dim() == 3 and x.dim() == 3 and end.keep.dim() == 1:  # the hot path: fused writes
         if s0 is None:
-            return _DecayedWrite.apply(m0, end.keep, cm, x), None
-        return _DecayedMomentumWrite.apply(m0, s0, end.keep, end.from_s0, end.s_keep, cm, cs, x)
+            return _DecayedWrite.apply(m0, end.keep, end.grad, delta, x), None
+        return _DecayedMomentumWrite.apply(m0, s0, end.keep, end.from_s0, end.s_keep, end.grad,
+                                           end.s_grad, delta, x)
     acc = m0 * _col(end.keep)
     if s0 is not None:
         acc = torch.addcmul(acc, s0, _col(end.from_s0))
-    m = _minus_outer_sum(acc, cm, x)
+    m = _minus_outer_sum(acc, delta * end.grad.unsqueeze(-1), x)
     if s0 is None:
         return m, None
-    return m, _minus_outer_sum(s0 * _col(end.s_keep), cs, x)
+    return m, _minus_outer_sum(s0 * _col(end.s_keep), delta * end.s_grad.unsqueeze(-1), x)
 
 
 def _bdot(a: Tensor, b: Tensor) -> Tensor:
-    """Per-batch Frobenius inner product ``⟨a_n, b_n⟩`` of ``[N, o, i]`` tensors, in one pass
-    without a temporary."""
+    """Per-batch Frobenius inner product ``⟨a_n, b_n⟩`` of ``[N, o, i]`` tensors."""
     return torch.linalg.vecdot(a.flatten(-2), b.flatten(-2))
 
 
 class _DecayedWrite(torch.autograd.Function):
-    """``M = keep M_0 − cmᵀ x`` for ``[N, o, i]`` weights, with a hand-written backward that
-    touches each weight-sized tensor as few times as possible (the write is memory-bound)."""
+    """``M = keep M_0 − (δ ⊙ c)ᵀ x`` for ``[N, o, i]`` weights, ``c [N, C]``: one autograd node
+    with a hand-written backward that touches each weight-sized tensor as few times as possible
+    (the write is memory-bound). The backward uses differentiable ops only, so higher
+    derivatives work too."""
 
     @staticmethod
-    def forward(ctx, m0, keep, cm, x):
+    def forward(ctx, m0, keep, c, delta, x):
+        cm = delta * c.unsqueeze(-1)
         m = torch.baddbmm(m0 * _col(keep), cm.transpose(1, 2), x, alpha=-1.0)
-        ctx.save_for_backward(m0, keep, cm, x)
+        ctx.save_for_backward(m0, keep, c, delta, x)
         return m
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, gm):
-        m0, keep, cm, x = ctx.saved_tensors
-        g_m0 = gm * _col(keep) if ctx.needs_input_grad[0] else None
-        g_keep = _bdot(gm, m0) if ctx.needs_input_grad[1] else None
-        g_cm = -torch.bmm(x, gm.transpose(1, 2)) if ctx.needs_input_grad[2] else None
-        g_x = -torch.bmm(cm, gm) if ctx.needs_input_grad[3] else None
-        return g_m0, g_keep, g_cm, g_x
+        m0, keep, c, delta, x = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        g_m0 = gm * _col(keep) if need[0] else None
+        g_keep = _bdot(gm, m0) if need[1] else None
+        g_c = g_delta = g_x = None
+        if need[2] or need[3]:
+            g_cm = -torch.bmm(x, gm.transpose(1, 2))  # ∂/∂(δ ⊙ c)
+            g_c = (g_cm * delta).sum(-1) if need[2] else None
+            g_delta = g_cm * c.unsqueeze(-1) if need[3] else None
+        if need[4]:
+            g_x = -torch.bmm(delta * c.unsqueeze(-1), gm)
+        return g_m0, g_keep, g_c, g_delta, g_x
 
 
 class _DecayedMomentumWrite(torch.autograd.Function):
-    """``M = keep M_0 + σ S_0 − cmᵀ x``, ``S = s_keep S_0 − csᵀ x`` (see :class:`_DecayedWrite`)."""
+    """``M = keep M_0 + σ S_0 − (δ ⊙ c)ᵀ x``, ``S = s_keep S_0 − (δ ⊙ d)ᵀ x`` in one node (see
+    :class:`_DecayedWrite`)."""
 
     @staticmethod
-    def forward(ctx, m0, s0, keep, sig, s_keep, cm, cs, x):
+    def forward(ctx, m0, s0, keep, sig, s_keep, c, d, delta, x):
         m = m0 * _col(keep)
         m.addcmul_(s0, _col(sig))
-        m.baddbmm_(cm.transpose(1, 2), x, alpha=-1.0)
-        s = torch.baddbmm(s0 * _col(s_keep), cs.transpose(1, 2), x, alpha=-1.0)
-        ctx.save_for_backward(m0, s0, keep, sig, s_keep, cm, cs, x)
+        m.baddbmm_((delta * c.unsqueeze(-1)).transpose(1, 2), x, alpha=-1.0)
+        s = torch.baddbmm(s0 * _col(s_keep), (delta * d.unsqueeze(-1)).transpose(1, 2), x,
+                          alpha=-1.0)
+        ctx.save_for_backward(m0, s0, keep, sig, s_keep, c, d, delta, x)
         return m, s
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, gm, gs):
-        m0, s0, keep, sig, s_keep, cm, cs, x = ctx.saved_tensors
+        m0, s0, keep, sig, s_keep, c, d, delta, x = ctx.saved_tensors
         need = ctx.needs_input_grad
         if gm is None:
             gm = torch.zeros_like(m0)
@@ -280,14 +303,20 @@ class _DecayedMomentumWrite(torch.autograd.Function):
         g_keep = _bdot(gm, m0) if need[2] else None
         g_sig = _bdot(gm, s0) if need[3] else None
         g_skeep = _bdot(gs, s0) if need[4] else None
-        g_cm = -torch.bmm(x, gm.transpose(1, 2)) if need[5] else None
-        g_cs = -torch.bmm(x, gs.transpose(1, 2)) if need[6] else None
-        g_x = None
-        if need[7]:
-            g_x = torch.bmm(cm, gm)
-            g_x.baddbmm_(cs, gs)
+        g_c = g_d = g_delta = g_x = None
+        if need[5] or need[6] or need[7]:
+            g_cm = -torch.bmm(x, gm.transpose(1, 2))  # ∂/∂(δ ⊙ c), ∂/∂(δ ⊙ d)
+            g_cs = -torch.bmm(x, gs.transpose(1, 2))
+            g_c = (g_cm * delta).sum(-1) if need[5] else None
+            g_d = (g_cs * delta).sum(-1) if need[6] else None
+            if need[7]:
+                g_delta = g_cm * c.unsqueeze(-1)
+                g_delta.addcmul_(g_cs, d.unsqueeze(-1))
+        if need[8]:
+            g_x = torch.bmm(delta * c.unsqueeze(-1), gm)
+            g_x.baddbmm_(delta * d.unsqueeze(-1), gs)
             g_x.neg_()
-        return g_m0, g_s0, g_keep, g_sig, g_skeep, g_cm, g_cs, g_x
+        return g_m0, g_s0, g_keep, g_sig, g_skeep, g_c, g_d, g_delta, g_x
 
 
 def chunk_write(m0: Tensor, s0: Tensor | None, delta: Tensor, x: Tensor, co: Coefficients,

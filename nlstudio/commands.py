@@ -28,11 +28,22 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="override the project's seed")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run in its folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores "
+                   "but one, which stays free for the system; two busy torch threads "
+                   "collapse when anything else runs on a 2-core machine)")
     e = sub.add_parser("eval", help="evaluate a saved run and print its metrics")
     e.add_argument("run_dir")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     sub.add_parser("presets", help="list the bundled presets")
     return p
+
+
+def default_threads() -> int:
+    """All cores but one (at least one): the spare core keeps the machine (or the GUI)
+    responsive, and torch's 2-thread kernels collapse under contention on 2 cores."""
+    import os
+
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> int:
@@ -67,6 +78,11 @@ def _train(args) -> int:
 
     if args.project is None and args.resume is None:
         return _fail("train: give a PROJECT file, or --resume RUN_DIR")
+    if args.threads is not None and args.threads < 1:
+        return _fail("train: --threads must be at least 1")
+    import torch
+
+    torch.set_num_threads(args.threads or default_threads())
     try:
         trainer = Trainer(args.project, out=args.out, steps=args.steps, device=args.device,
                           seed=args.seed, resume=args.resume, snapshots=False)

@@ -17,12 +17,13 @@ import nlstudio
 from nlstudio.faults import Fault, ProjectError
 from nlstudio.graph import depth_ranks
 from nlstudio.schema import FORMAT, VERSION, Project, short_repr
-from nlstudio.validate import (MIGRATIONS, _check_level, check_document, construct_task,
+from nlstudio.validate import (MIGRATIONS, check_document, check_level, construct_task,
                                parse_project)
 
 __all__ = ["ProjectError", "Fault", "Project", "load_project", "save_project", "parse_project",
            "check_document", "project_to_dict", "default_level", "new_project", "preset_paths",
-           "load_preset", "loads", "dumps", "construct_task", "MIGRATIONS", "DEFAULT_TASK"]
+           "load_preset", "loads", "dumps", "layout_positions", "construct_task", "MIGRATIONS",
+           "DEFAULT_TASK"]
 
 DEFAULT_TASK = "kv_stream"
 MAX_FILE_BYTES = 16 << 20
@@ -61,6 +62,7 @@ def loads(text: str, source: str = "<project>") -> Any:
 
 
 def load_project(path: str | os.PathLike) -> Project:
+    """Read and validate a project file; ``project.path`` remembers where it came from."""
     path = Path(path)
     source = path.name or str(path)
     try:
@@ -140,7 +142,7 @@ def save_project(project: Project | dict, path: str | os.PathLike) -> None:
 # ---- building blocks for the GUI and the presets --------------------------------------------
 def default_level(kind: str, level_id: str) -> dict:
     """A new level of ``kind`` with the kind's defaults and its default optimizer."""
-    faults, level = _check_level({"id": level_id, "kind": kind}, 0)
+    faults, level = check_level({"id": level_id, "kind": kind}, 0)
     if faults or level is None:
         fault = faults[0]
         raise ProjectError("<level>", fault.path.removeprefix("model.levels[0]."), fault.message)
@@ -148,16 +150,10 @@ def default_level(kind: str, level_id: str) -> dict:
 
 
 def layout_positions(project: Project, dx: float = 180.0) -> dict[str, list[float]]:
-    """Canvas positions: x by topological rank (longest path from input), y left to the
-    canvas (it places levels by period)."""
-    rank: dict[str, int] = {}
-    preds: dict[str, list[str]] = {lv.id: [] for lv in project.levels}
-    for src, dst in project.model.edges:
-        if dst in preds and src in preds:
-            preds[dst].append(src)
-    for lid in project.topological_order():
-        rank[lid] = 1 + max((rank[p] for p in preds[lid]), default=0)
-    return {lid: [dx * r, 0.0] for lid, r in rank.items()}
+    """Canvas positions ``[x, y]``: x by depth along the graph (left to right); y is 0, the
+    canvas places levels vertically by their period."""
+    ranks = depth_ranks([lv.id for lv in project.levels], project.model.edges)
+    return {lid: [dx * r, 0.0] for lid, r in ranks.items()}
 
 
 def new_project() -> dict:
@@ -178,6 +174,7 @@ def preset_paths() -> dict[str, Path]:
 
 
 def load_preset(name: str) -> Project:
+    """A bundled preset by name (``"nsam"`` or ``"nsam.nlproj"``)."""
     stem = name.removesuffix(".nlproj")
     paths = preset_paths()
     if stem not in paths:

@@ -3,7 +3,7 @@
 Levels are flat dicts whose allowed keys depend on their ``kind`` (``models/registry.py``) and
 whose ``optimizer`` keys depend on the optimizer's ``name`` (``models/inner_optim.py``). One
 model class is generated per (kind, optimizer) pair from those registries, so the schema never
-repeats what they say. Which class validates a level is decided by ``nlstudio.project`` from
+repeats what they say. Which class validates a level is decided by ``nlstudio.validate`` from
 the level's ``kind`` and ``optimizer.name`` (with messages that name the valid choices).
 
 Everything is strict (JSON types only: ``"8"`` is not an integer, ``1`` is not ``true``) and
@@ -12,7 +12,6 @@ Everything is strict (JSON types only: ``"8"`` is not an integer, ``1`` is not `
 from __future__ import annotations
 
 import functools
-import heapq
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -70,6 +69,10 @@ def _check_id(value: Any) -> str:
             "level_id", "must be an identifier: a letter or _ followed by letters, digits or _ "
             "(at most {n} characters)", {"n": MAX_ID_LENGTH})
     return value
+
+
+def is_level_id(value: Any) -> bool:
+    return isinstance(value, str) and value not in RESERVED_IDS and bool(_ID_RE.fullmatch(value))
 
 
 LevelId = Annotated[str, PlainValidator(_check_id)]
@@ -224,29 +227,6 @@ def level_model(kind: str, optimizer: str | None) -> type[LevelSpec]:
                         __base__=LevelSpec, **fields)
 
 
-def topological_order(level_ids: list[str], edges: list[list[str]]) -> list[str]:
-    """Kahn's algorithm over the levels (``input``/``output`` left out; ties in the order of
-    ``level_ids``). Levels on a cycle are left out: check the graph first."""
-    rank = {lid: i for i, lid in enumerate(level_ids)}
-    succs: dict[str, list[str]] = {lid: [] for lid in level_ids}
-    indegree = dict.fromkeys(level_ids, 0)
-    for src, dst in edges:
-        if src in rank and dst in rank:
-            succs[src].append(dst)
-            indegree[dst] += 1
-    ready = [rank[lid] for lid in level_ids if indegree[lid] == 0]
-    heapq.heapify(ready)
-    order: list[str] = []
-    while ready:
-        node = level_ids[heapq.heappop(ready)]
-        order.append(node)
-        for nxt in succs[node]:
-            indegree[nxt] -= 1
-            if indegree[nxt] == 0:
-                heapq.heappush(ready, rank[nxt])
-    return order
-
-
 # ---- sections -----------------------------------------------------------------------------
 Edge = Annotated[list[str], Field(min_length=2, max_length=2)]
 
@@ -347,6 +327,8 @@ class Project(_Strict):
 
     def topological_order(self) -> list[str]:
         """Level ids, every level after its predecessors (ties in file order)."""
+        from nlstudio.graph import topological_order
+
         return topological_order([lv.id for lv in self.model.levels], self.model.edges)
 
     def model_spec(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from nlstudio import schema
-from nlstudio.faults import Fault, ProjectError, faults_of, json_path, translate
+from nlstudio.faults import Fault, ProjectError, faults_of, json_path
 from nlstudio.graph import graph_faults
 from nlstudio.models.inner_optim import OPTIMIZERS
 from nlstudio.models.registry import KINDS
@@ -72,11 +72,20 @@ def _header(doc: Any) -> tuple[list[Fault], Any]:
     if version > VERSION:
         return [Fault("version", f"was written by a newer NL Studio (version {version}); this "
                                  f"one reads version {VERSION}")], doc
+    if version < VERSION and any(v not in MIGRATIONS for v in range(version, VERSION)):
+        return [Fault("version", f"unknown version {version}; this NL Studio reads version "
+                                 f"{VERSION}")], doc
+    return [], doc
+
+
+def _migrate(doc: dict) -> tuple[list[Fault], dict]:
+    """Upgrade an older (already scanned, so plain JSON) document one version at a time."""
+    version = doc["version"]
     while version < VERSION:
-        if version not in MIGRATIONS:
-            return [Fault("version", f"unknown version {version}; this NL Studio reads version "
-                                     f"{VERSION}")], doc
-        doc = MIGRATIONS[version](json.loads(json.dumps(doc)))
+        try:
+            doc = MIGRATIONS[version](json.loads(json.dumps(doc)))
+        except Exception as exc:  # noqa: BLE001 - a migration that fails is a fault of the file
+            return [Fault("version", f"cannot upgrade from version {version}: {exc}")], doc
         version += 1
         doc["version"] = version
     return [], doc
@@ -105,6 +114,10 @@ def _scan(doc: dict) -> tuple[list[Fault], list[Fault]]:
                 fatal.append(Fault(json_path(loc), f"is nested too deeply (more than "
                                                    f"{MAX_DEPTH} levels)"))
                 continue
+            if len(value) > MAX_VALUES - seen:
+                fatal.append(Fault("", f"the document is too large (more than {MAX_VALUES} "
+                                       f"values)"))
+                break
             items = value.items() if isinstance(value, dict) else enumerate(value)
             children = []
             for key, item in items:
@@ -138,12 +151,12 @@ def _scan(doc: dict) -> tuple[list[Fault], list[Fault]]:
 
 
 # ---- stage 3: levels and task -------------------------------------------------------------
-def _check_level(raw: Any, i: int) -> tuple[list[Fault], LevelSpec | None]:
+def check_level(raw: Any, i: int) -> tuple[list[Fault], LevelSpec | None]:
     at = ("model", "levels", i)
     if not isinstance(raw, dict):
         return [Fault(json_path(at), "must be an object (a level)")], None
     kind = raw.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         if "kind" not in raw:
             message = f"is required (one of {', '.join(KINDS)})"
         else:
@@ -159,7 +172,7 @@ def _check_level(raw: Any, i: int) -> tuple[list[Fault], LevelSpec | None]:
         where = json_path(at + ("optimizer", "name"))
         if "name" not in raw_opt:
             faults.append(Fault(where, f"is required (one of {', '.join(allowed)})"))
-        elif name not in OPTIMIZERS:
+        elif not isinstance(name, str) or name not in OPTIMIZERS:
             faults.append(Fault(where, f"unknown optimizer {short_repr(name)}; expected one of "
                                        f"{', '.join(OPTIMIZERS)}"))
         elif name not in info.optimizers:
@@ -203,8 +216,8 @@ def _task_fit(name: str, params_json: str, seq_len: int, seed: int, steps: int
         task = construct_task(get_task(name), json.loads(params_json), seq_len, seed, steps, None)
     except TaskConfigError as exc:
         return (exc.field, exc.message)
-    except (ValueError, TypeError, OSError, OverflowError, MemoryError) as exc:
-        return ("", str(exc))
+    except Exception as exc:  # noqa: BLE001 - the GUI's live validation must never crash
+        return ("", f"the task cannot be built with these settings: {exc}")
     return (task.vocab_size, task.input_dim, task.n_outputs)
 
 
@@ -227,7 +240,7 @@ def _check_task(raw: Any) -> tuple[list[Fault], TaskSection | None]:
         return [], None  # reported by the section schema
     tasks = all_tasks()
     name = raw.get("name")
-    if name not in tasks:
+    if not isinstance(name, str) or name not in tasks:
         message = ("is required" if "name" not in raw
                    else f"unknown task {short_repr(name)}") + f"; expected one of " \
                                                               f"{', '.join(sorted(tasks))}"
@@ -245,50 +258,39 @@ def _check_task(raw: Any) -> tuple[list[Fault], TaskSection | None]:
             json.dumps(params), strict=True))
     except ValidationError as exc:
         return faults_of(exc, ("task",), extra), None
+    except Exception as exc:  # noqa: BLE001 - a task's own validator failing is still a fault
+        return [Fault("task", f"the settings of task '{name}' cannot be checked: {exc}")], None
 
 
 # ---- the validator --------------------------------------------------------------------------
+_FILE_SUFFIXES = ("_file", "_path", "_dir")
+
+
 def _validate(doc: Any) -> tuple[list[Fault], Project | None]:
     faults, doc = _header(doc)
     if faults:
         return faults, None
-    fatal, faults = _scan(doc)
+    fatal, path_faults = _scan(doc)
     if fatal:
         return fatal, None
+    if doc["version"] != VERSION:
+        upgrade_faults, doc = _migrate(doc)
+        if upgrade_faults:
+            return upgrade_faults, None
     raw: RawProject | None = None
     try:
         raw = RawProject.model_validate(doc)
+        faults = []
     except ValidationError as exc:
-        faults += faults_of(exc, (), _section_extra)
-    bad = {f.path for f in faults}
-    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
-    raw_levels = model.get("levels")
-    levels: list[LevelSpec | None] = []
-    if isinstance(raw_levels, list) and len(raw_levels) <= schema.MAX_LEVELS:
-        for i, raw_level in enumerate(raw_levels):
-            level_faults, level = _check_level(raw_level, i)
-            faults += level_faults
-            levels.append(level)
+        faults = faults_of(exc, (), _section_extra)
+    model = doc["model"] if isinstance(doc.get("model"), dict) else {}
+    level_faults, levels = _check_levels(model.get("levels"))
     task_faults, task = _check_task(doc.get("task"))
-    faults += task_faults
-    train = _section(schema.TrainSection, doc.get("train", {}))
-    sizes = _section(schema.ModelSizes, {k: model[k] for k in schema.ModelSizes.model_fields
-                                         if k in model})
-    if task is not None and train is not None and sizes is not None:
-        faults += _fit_task(task, train, sizes.tie_embeddings)
-    if sizes is not None and sizes.d_model % sizes.heads:
-        faults.append(Fault("model.heads", f"must divide d_model ({sizes.d_model} is not "
-                                           f"divisible by {sizes.heads})"))
-    ids = [lv.get("id") if isinstance(lv, dict) else None for lv in raw_levels or []] \
-        if isinstance(raw_levels, list) else []
-    ids_ok = ids and all(isinstance(x, str) and schema._ID_RE.fullmatch(x)
-                         and x not in schema.RESERVED_IDS for x in ids)
-    edges_ok = isinstance(model.get("edges"), list) and not any(
-        p == "model.edges" or p.startswith("model.edges[") for p in bad)
-    if ids_ok and edges_ok and len(ids) <= schema.MAX_LEVELS:
-        faults += [Fault(path, message) for path, message in graph_faults(ids, model["edges"])]
-    flagged = {f.path for f in faults if f.message.startswith("absolute paths")}
-    faults = [f for f in faults if f.path not in flagged or f.message.startswith("absolute")]
+    faults += level_faults + task_faults + _cross_checks(doc, model, task)
+    faults += _check_graph(model, faults)
+    # a path refused as absolute is reported once, not again by the section it is in
+    flagged = {f.path for f in path_faults}
+    faults = path_faults + [f for f in faults if f.path not in flagged]
     if faults or raw is None or task is None:
         return faults[:MAX_FAULTS], None
     project = Project(
@@ -299,7 +301,16 @@ def _validate(doc: Any) -> tuple[list[Fault], Project | None]:
     return [], project
 
 
-_FILE_SUFFIXES = ("_file", "_path", "_dir")
+def _check_levels(raw_levels: Any) -> tuple[list[Fault], list[LevelSpec | None]]:
+    """Each level on its own (the list itself is checked by RawProject)."""
+    faults: list[Fault] = []
+    levels: list[LevelSpec | None] = []
+    if isinstance(raw_levels, list) and len(raw_levels) <= schema.MAX_LEVELS:
+        for i, raw_level in enumerate(raw_levels):
+            level_faults, level = check_level(raw_level, i)
+            faults += level_faults
+            levels.append(level)
+    return faults, levels
 
 
 def _section(cls: type, value: Any) -> Any:
@@ -310,6 +321,35 @@ def _section(cls: type, value: Any) -> Any:
         return cls.model_validate(value)
     except ValidationError:
         return None
+
+
+def _cross_checks(doc: dict, model: dict, task: TaskSection | None) -> list[Fault]:
+    """Faults between sections, checked whenever the fields involved are valid."""
+    faults: list[Fault] = []
+    train = _section(schema.TrainSection, doc.get("train", {}))
+    sizes = _section(schema.ModelSizes, {k: model[k] for k in schema.ModelSizes.model_fields
+                                         if k in model})
+    if task is not None and train is not None and sizes is not None:
+        faults += _fit_task(task, train, sizes.tie_embeddings)
+    if sizes is not None and sizes.d_model % sizes.heads:
+        faults.append(Fault("model.heads", f"must divide d_model ({sizes.d_model} is not "
+                                           f"divisible by {sizes.heads})"))
+    return faults
+
+
+def _check_graph(model: dict, faults: list[Fault]) -> list[Fault]:
+    """Graph faults, as soon as every level id and every edge is well formed (a level with
+    other faults still has its place in the graph)."""
+    raw_levels, edges = model.get("levels"), model.get("edges")
+    if not isinstance(raw_levels, list) or not isinstance(edges, list) or \
+            not 0 < len(raw_levels) <= schema.MAX_LEVELS:
+        return []
+    ids = [lv.get("id") if isinstance(lv, dict) else None for lv in raw_levels]
+    if not all(schema.is_level_id(x) for x in ids):
+        return []
+    if any(f.path == "model.edges" or f.path.startswith("model.edges[") for f in faults):
+        return []
+    return [Fault(path, message) for path, message in graph_faults(ids, edges)]
 
 
 def _fit_task(task: TaskSection, train: schema.TrainSection, tie: bool) -> list[Fault]:

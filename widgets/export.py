@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice
 from PySide6.QtGui import QColor, QImage
 
@@ -111,7 +113,12 @@ def _csv_text(header: list[str], rows: Iterable[list]) -> str:
 
 
 def _cell(value) -> str:
-    if isinstance(value, float):
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
         return "nan" if math.isnan(value) else repr(value)
     return str(value)
 

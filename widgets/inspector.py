@@ -422,6 +422,13 @@ class Inspector(QWidget):
             self.level_id = None
             self._build_project(column)
         column.addStretch(1)
+        # The old form may be the sender of the edit that caused this rebuild (a combo box
+        # switching the optimizer): delete it later, never inside its own signal.
+        old = self.scroll.takeWidget()  # now parentless: findChild() no longer sees it
+        if old is not None:
+            old.hide()
+            old.deleteLater()
+        self._retired = old  # keeps Python from deleting it right now
         self.scroll.setWidget(body)
         body.setEnabled(not self.document.locked)
         self._signature = self._form_signature()
@@ -481,7 +488,6 @@ class Inspector(QWidget):
         info = KINDS.get(kind)
         self._header(column, str(level.get("id")), info.summary if info else f"unknown kind {kind}",
                      kind if info else None)
-        lid = str(level.get("id"))
         doc = self.document
         form = self._form(column, "Level")
         kind_label = QLabel(info.title if info else kind)
@@ -554,7 +560,6 @@ class Inspector(QWidget):
                 self._add(form, option.name, option.name, editor, option.doc,
                           lambda v, n=option.name, m=merge: commands.set_level_field(
                               doc, self.level_id, (n,), v, merge=m))
-        del lid
 
     @staticmethod
     def _option_editor(option) -> QWidget | None:

@@ -104,12 +104,23 @@ _ICONS = {
 }
 
 
-def _ui_icon(name: str, color: str):
+def _ui_svg(name: str, color: str, opacity: float = 1.0) -> bytes:
     body = _ICONS[name].replace("currentColor", color)
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" '
-           f'stroke="{color}" stroke-width="1.8" stroke-linecap="round" '
-           f'stroke-linejoin="round">{body}</svg>')
-    return theme.svg_icon(svg.encode("utf-8"), 24)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" '
+            f'stroke="{color}" stroke-width="1.8" stroke-linecap="round" '
+            f'stroke-linejoin="round"><g opacity="{opacity}">{body}</g></svg>').encode("utf-8")
+
+
+def _ui_icon(name: str, p: theme.Palette):
+    """A toolbar icon in the text colour, with an explicit muted look when disabled (Qt's
+    generated disabled state barely changes filled glyphs such as Run/Stop)."""
+    from PySide6.QtGui import QIcon
+
+    icon = theme.svg_icon(_ui_svg(name, p.text), 24)
+    disabled = theme.svg_icon(_ui_svg(name, p.muted, 0.45), 24)
+    for size in (24, 48):
+        icon.addPixmap(disabled.pixmap(size, size), QIcon.Mode.Disabled)
+    return icon
 
 
 class MainWindow(QMainWindow):
@@ -138,8 +149,8 @@ class MainWindow(QMainWindow):
                                           Qt.DockWidgetArea.LeftDockWidgetArea)
         self.inspector_dock = self.add_dock(self.inspector, "Inspector", "inspectorDock",
                                             Qt.DockWidgetArea.RightDockWidgetArea)
-        self.palette_dock.setMinimumWidth(210)
-        self.inspector_dock.setMinimumWidth(340)
+        self.palette_dock.setMinimumWidth(170)
+        self.inspector_dock.setMinimumWidth(320)
 
         self.actions = ActionRegistry(self)
         self._create_actions()
@@ -152,7 +163,7 @@ class MainWindow(QMainWindow):
         self._update_faults()
         self._update_edit_actions()
         self.resize(1360, 860)
-        self.resizeDocks([self.palette_dock, self.inspector_dock], [220, 370],
+        self.resizeDocks([self.palette_dock, self.inspector_dock], [200, 350],
                          Qt.Orientation.Horizontal)
         geometry = self.settings.value("geometry")
         if isinstance(geometry, QByteArray):
@@ -343,14 +354,14 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, self.view.fit)
 
     def _refresh_icons(self, _palette: object = None) -> None:
-        color = theme.current().text
+        p = theme.current()
         for action_id, icon in (("file.new", "new"), ("file.open", "open"),
                                 ("file.save", "save"), ("edit.undo", "undo"),
                                 ("edit.redo", "redo"), ("edit.delete", "delete"),
                                 ("view.zoom_in", "zoom_in"), ("view.zoom_out", "zoom_out"),
                                 ("view.fit", "fit"), ("run.start", "run"),
                                 ("run.pause", "pause"), ("run.stop", "stop")):
-            self.actions[action_id].setIcon(_ui_icon(icon, color))
+            self.actions[action_id].setIcon(_ui_icon(icon, p))
         self.scene.update()
         self.view.ruler.update()
 

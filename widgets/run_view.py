@@ -33,7 +33,7 @@ def level_order(project_doc: dict, metric_header: list[str]) -> list[dict]:
     order = [c[: -len(".updates")] for c in metric_header if c.endswith(".updates")]
     order = [lid for lid in order if lid in levels]
     if not order:
-        from nlstudio.schema import topological_order
+        from nlstudio.graph import topological_order
 
         order = topological_order(list(levels), project_doc["model"].get("edges", []))
     order += [lid for lid in levels if lid not in order]

@@ -241,6 +241,7 @@ class TrainingController(QObject):
                 if list(event.levels) != self.plots.level_order:
                     specs = {str(lv["id"]): lv for lv in session.trainer.doc["model"]["levels"]}
                     self.plots.level_order = [lid for lid in event.levels if lid in specs]
+                    self.plots.ablation.level_order = list(self.plots.level_order)
             elif isinstance(event, ev.Evaluation):
                 self.panel.set_metric_name(event.metric_name)
         progress = delivery.progress

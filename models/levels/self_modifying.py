@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlstudio.models.chunked import chunk_write, collapse, mlp_backward, mlp_forward, write_plain
+from nlstudio.models.chunked import chunk_write, collapse, silu_grad, write_plain
 from nlstudio.models.inner_optim import make_optimizer
 from nlstudio.models.levels.base import Level, LevelProbe, State
 from nlstudio.models.levels.common import CausalConv1d, l2_normalize, merge_heads, split_heads
@@ -120,41 +120,89 @@ class SelfModifyingLevel(Level):
                                       for p in self.memory_init)
         return state
 
-    def _generate(self, weights: list[Tensor], x: Tensor, q: Tensor
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Eq. 84 at the anchor: ``k, v [N, C, dh]``, ``η, log α [N, C]`` and the read
-        ``o = M_mem(q)`` (Eq. 94), one stacked forward of the five memories."""
-        n, c, dh = x.shape
-        inp = torch.cat((x.unsqueeze(1).expand(n, 4, c, dh), q.unsqueeze(1)), dim=1)
-        y, _ = mlp_forward(weights, inp, self.depth > 1)
-        r = self.readout.unsqueeze(1).expand(2, n // self.heads, self.heads, dh).reshape(2, n, 1, dh)
-        rb = self.readout_bias.unsqueeze(1).expand(2, n // self.heads, self.heads).reshape(2, n, 1)
-        eta = self.eta * torch.sigmoid((y[:, ETA] * r[0]).sum(-1) + rb[0])
-        log_alpha = F.logsigmoid((y[:, ALPHA] * r[1]).sum(-1) + rb[1])
-        return l2_normalize(y[:, K]), y[:, V], eta, log_alpha, y[:, MEM]
+    # The five memories share their keys (k for the first layer) and their gates, and DGD acts
+    # on each memory's input side, so the first layers of all five are one stacked matrix
+    # ``[N, 5·out, in]`` (rows = the memories' outputs) and every shared-key operation is one
+    # plain batched matmul. Second layers (depth 2) have per-memory inputs: batch ``N·5``.
+    def _memories(self, ws: list[Tensor], inp: Tensor
+                  ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """All five memories on the shared input ``inp [N, n, dh]``: outputs feature-major
+        ``[N, 5, dh, n]``, plus (depth 2) the first layer's pre-activations ``[N, 5·dh, n]``
+        and hidden activations ``[N·5, dh, n]``."""
+        n_seq, n, dh = inp.shape
+        z = torch.matmul(ws[0], inp.transpose(1, 2))  # W hᵀ: ∂/∂W comes back contiguous
+        if self.depth == 1:
+            return z.view(n_seq, len(MEMORIES), dh, n), None, None
+        hidden = F.silu(z).view(n_seq * len(MEMORIES), -1, n)
+        out = torch.matmul(ws[1], hidden).view(n_seq, len(MEMORIES), dh, n)
+        return out + inp.transpose(1, 2).unsqueeze(1), z, hidden  # M(x) = x + W₁ silu(W₂ x)
 
-    def _write(self, weights: list[Tensor], moms: list, x: Tensor, q: Tensor,
+    @staticmethod
+    def _flat(memories, n_seq: int) -> list[Tensor]:
+        """State ``[B, H, 5, o, i]`` -> compute layout: first layer ``[N, 5·o, i]`` (stacked
+        rows), second layer ``[N·5, o, i]``."""
+        first, *second = memories
+        return [first.reshape(n_seq, -1, first.shape[-1])] + \
+            [w.reshape(n_seq * len(MEMORIES), *w.shape[-2:]) for w in second]
+
+    def _unflat(self, weights: list[Tensor], b: int, h: int) -> tuple[Tensor, ...]:
+        first, *second = weights
+        dh = self.head_dim
+        return (first.view(b, h, len(MEMORIES), -1, dh),
+                *(w.view(b, h, len(MEMORIES), *w.shape[-2:]) for w in second))
+
+    def _gate(self, y: Tensor, which: int) -> Tensor:
+        """``⟨r, y⟩ + b`` per token for a memory output ``y [N, dh, C]`` -> ``[N, C]``."""
+        n_seq = y.shape[0]
+        r = self.readout[which].expand(n_seq // self.heads, -1, -1).reshape(n_seq, -1, 1)
+        b = self.readout_bias[which].expand(n_seq // self.heads, -1).reshape(n_seq, 1)
+        return (y * r).sum(1) + b
+
+    def _write(self, ws: list[Tensor], moms: list, x: Tensor, q: Tensor,
                log_mu: Tensor | None) -> tuple[list[Tensor], list, Tensor]:
-        """One chunk: generate at the anchor, read, then write all memories (Eqs. 84–90)."""
-        k, v, eta, log_alpha, read = self._generate(weights, x, q)
-        # targets and gradients at the anchor, every memory on the shared k and v
-        residual = self.depth > 1
-        pred, trace = mlp_forward(weights, k.unsqueeze(1), residual)
-        v_hat = mlp_forward(weights, v.unsqueeze(1), residual)[0]
+        """One chunk (Eqs. 84–90): generate k, v, η, α and read at the anchor, then write all
+        memories with the chunk's anchor gradients. ``ws``: [first layers ``[N, 5·o, dh]``,
+        second layers ``[N·5, dh, h]``]; ``x, q [N, C, dh]``. Returns new weights, momenta and
+        the chunk's reads ``[N, C, dh]``."""
+        n_seq, c, dh = x.shape
+        n_mem = len(MEMORIES)
+        y, _, _ = self._memories(ws, torch.cat((x, q), dim=1))  # Eq. 84 and the read (Eq. 94)
+        k = l2_normalize(y[:, K, :, :c].transpose(1, 2))
+        v = y[:, V, :, :c].transpose(1, 2)
+        eta = self.eta * torch.sigmoid(self._gate(y[:, ETA, :, :c], 0))  # [N, C]
+        log_alpha = F.logsigmoid(self._gate(y[:, ALPHA, :, :c], 1))
+        read = y[:, MEM, :, c:].transpose(1, 2)
+
+        # targets v̂ = M(v) and predictions M(k) at the anchor, every memory on the shared k, v
+        out, z, hidden = self._memories(ws, torch.cat((k, v), dim=1))
+        pred, v_hat = out[..., :c], out[..., c:]
         # ½‖M(k) − v̂‖² → M(k) − v̂ (Eq. 93);  −⟨M(k), v̂⟩ → −v̂ (Eq. 92, sign derived)
-        g = pred - v_hat if self.objective == "l2" else -v_hat
-        deltas = mlp_backward(weights, trace, g)
-        co = collapse(log_alpha.unsqueeze(1), eta.unsqueeze(1),
-                      None if log_mu is None else log_mu.unsqueeze(1))
-        erase = eta.unsqueeze(1) if self.erase else None
+        g = pred - v_hat if self.objective == "l2" else -v_hat  # [N, 5, dh, C]
+        co = collapse(log_alpha, eta, log_mu)
+        erase = eta if self.erase else None
+        if self.depth == 1:
+            deltas = [g.reshape(n_seq, n_mem * dh, c)]
+            keys = [k]
+        else:
+            d1 = g.reshape(n_seq * n_mem, dh, c)
+            d0 = silu_grad(torch.matmul(ws[1].transpose(1, 2), d1).view(n_seq, -1, c),
+                           z[..., :c])
+            deltas = [d0, d1]
+            keys = [k, hidden[..., :c].transpose(1, 2)]
         new_w, new_m = [], []
         for l in range(self.depth):
-            keys = trace.inputs[l]
-            if erase is None:
-                w_l, m_l = write_plain(weights[l], moms[l], deltas[l], keys, co.end())
-            else:  # layer 0's key k is unit already; deeper layers erase along their unit input
-                w_l, m_l = chunk_write(weights[l], moms[l], deltas[l], keys, co, erase=erase,
-                                       x_hat=None if l == 0 else l2_normalize(keys))
+            co_l, erase_l, x_hat = co, erase, None  # layer 0: the unit key k, shared
+            if l == 1:  # per-memory hidden inputs: gates repeated per memory, unit keys
+                co_l = collapse(*(None if t is None else t.repeat_interleave(n_mem, 0)
+                                  for t in (log_alpha, eta, log_mu)))
+                erase_l = None if erase is None else erase.repeat_interleave(n_mem, 0)
+                x_hat = l2_normalize(keys[l])
+            if erase_l is None:
+                w_l, m_l = write_plain(ws[l], moms[l], deltas[l].transpose(1, 2), keys[l],
+                                       co_l.end())
+            else:
+                w_l, m_l = chunk_write(ws[l], moms[l], deltas[l].transpose(1, 2), keys[l], co_l,
+                                       erase=erase_l, x_hat=x_hat)
             new_w.append(w_l)
             new_m.append(m_l)
         return new_w, new_m, read
@@ -180,9 +228,9 @@ class SelfModifyingLevel(Level):
         log_mu = None
         if self.use_momentum:
             log_mu = F.logsigmoid(self.to_momentum(xs)).transpose(1, 2).reshape(n_seq, n)
-        weights = [w.reshape(n_seq, *w.shape[2:]) for w in state["memories"]]
-        moms = ([m.reshape(n_seq, *m.shape[2:]) for m in state["momentum"]]
-                if self.use_momentum else [None] * self.depth)
+        weights = self._flat(state["memories"], n_seq)
+        moms = (self._flat(state["momentum"], n_seq) if self.use_momentum
+                else [None] * self.depth)
 
         reads: list[Tensor] = []
         sq_norms: list[Tensor] = []
@@ -196,20 +244,20 @@ class SelfModifyingLevel(Level):
                 new_w, new_m, read = self._write(weights, moms, xcs[j], qcs[j], mus[j])
                 reads.append(read)
                 with torch.no_grad():  # the probes follow the main memory M_mem
-                    sq_norms.append(sum((nw[:, MEM] - w[:, MEM]).square().sum((-2, -1))
-                                        for nw, w in zip(new_w, weights)))
+                    changes = [a[:, :, MEM] - b_[:, :, MEM] for a, b_ in
+                               zip(self._unflat(new_w, b, h), self._unflat(weights, b, h))]
+                    sq_norms.append(sum(d.square().sum((-2, -1)) for d in changes))
                     if j == full - 1:
-                        last_write = (new_w[0][0, MEM] - weights[0][0, MEM]).detach()
+                        last_write = changes[0][0, 0].clone()
                 weights, moms = new_w, new_m
         if rest:
-            mem = [w[:, MEM] for w in weights]
-            reads.append(mlp_forward(mem, q[:, done:], self.depth > 1)[0])
+            reads.append(self._memories(weights, q[:, done:])[0][:, MEM].transpose(1, 2))
         o = torch.cat(reads, dim=1)[:, p:]  # pending tokens were read by an earlier call
         y = self.to_out(merge_heads(o.reshape(b, h, t_new, dh)))
 
         write_norms = torch.zeros(t_new, device=x.device, dtype=x.dtype)
         if full:
-            per_chunk = torch.stack(sq_norms).view(full, b, h).sum(-1).sqrt().mean(-1)
+            per_chunk = torch.stack(sq_norms).sum(-1).sqrt().mean(-1)  # [full, B, H] -> [full]
             ends_at = torch.arange(1, full + 1, device=x.device) * c - 1 - p
             write_norms[ends_at] = per_chunk.to(x.dtype)
         new_state: State = {
@@ -217,12 +265,12 @@ class SelfModifyingLevel(Level):
             "updates": state["updates"] + full,
             "write_norms": write_norms,
             "last_write": last_write,
-            "memories": tuple(w.view(b, h, *w.shape[1:]) for w in weights),
+            "memories": self._unflat(weights, b, h),
             "pending": xs[:, done:],
             "conv": history,
         }
         if self.use_momentum:
-            new_state["momentum"] = tuple(m.view(b, h, *m.shape[1:]) for m in moms)
+            new_state["momentum"] = self._unflat(moms, b, h)
         return y, new_state
 
     def probe(self, state: State) -> LevelProbe:

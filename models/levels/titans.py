@@ -11,9 +11,10 @@ Per head, with q, k L2-normalised and gates computed from the input:
 ``period`` C is the chunk: gradients of a chunk's tokens are taken at the memory as it was at
 the chunk start (the anchor) and the memory is written once, when the chunk completes; tokens
 inside a chunk read the anchor (C = 1: the exact recurrence ``o_t = M_{t−1}(q_t)``). The
-momentum and the decay inside the chunk collapse to coefficients (models/chunked.py), so a chunk
-costs one fused forward of its keys and queries, one analytic backward and one batched matmul
-per layer for the write.
+momentum and the decay inside the chunk collapse to coefficients (models/chunked.py), so the
+only sequential loop is over chunks, and a chunk costs one forward of its keys through the
+anchor, one analytic backward and one fused batched-matmul write per layer; the reads of all
+chunks then run as one batched pass over the stacked anchors.
 
 Choices (documented here, visible in the inspector through the registry):
 - one memory per head, of the head dimension ``dh = d_model / heads``; hidden width
@@ -133,19 +134,16 @@ class TitansLevel(Level):
         moms = ([m.reshape(n_mem, *m.shape[2:]) for m in state["momentum"]]
                 if self.use_momentum else [None] * self.depth)
 
-        reads: list[Tensor] = []
-        sq_norms: list[Tensor] = []
-        last_write = state["last_write"]
+        anchors = [[w] for w in weights]  # per layer: the memory after each chunk write
         if full:
             log_keep, theta, log_mu = self._gates(xs[:, :done])
             end = collapse_end(log_keep.view(n_mem, full, c), theta.view(n_mem, full, c),
                                None if log_mu is None else log_mu.view(n_mem, full, c))
             ends = end.unbind(1)
             ks = k[:, :done].view(n_mem, full, c, dh).unbind(1)
-            qs = q[:, :done].view(n_mem, full, c, dh).unbind(1)
             vs = v[:, :done].view(n_mem, full, c, dh).unbind(1)
+            # the only sequential part: gradients at the anchor, then the chunk's write
             for j in range(full):
-                reads.append(mlp_forward(weights, qs[j], self.residual)[0])  # the anchor
                 out, trace = mlp_forward(weights, ks[j], self.residual)
                 g = out - vs[j] if self.objective == "l2" else -vs[j]
                 deltas = mlp_backward(weights, trace, g)
@@ -155,20 +153,32 @@ class TitansLevel(Level):
                                            ends[j])
                     new_w.append(w_l)
                     new_m.append(m_l)
-                with torch.no_grad():
-                    sq_norms.append(sum((nw - w).square().sum((-2, -1))
-                                        for nw, w in zip(new_w, weights)))
-                    if j == full - 1:
-                        last_write = (new_w[0][0] - weights[0][0]).detach()
+                    anchors[l].append(w_l)
                 weights, moms = new_w, new_m
-        if rest:
-            reads.append(mlp_forward(weights, q[:, done:], self.residual)[0])
-        o = torch.cat(reads, dim=1)[:, p:]  # pending tokens were read by an earlier call
+
+        # Reads: every token reads the anchor of its chunk (read before write); all chunks in
+        # one batched pass over the stacked anchors.
+        n_read = full + (1 if rest else 0)
+        stacked = [torch.stack(a[:n_read], dim=1) for a in anchors]  # [N, n_read, o, i]
+        q_pad = F.pad(q, (0, 0, 0, n_read * c - n)).view(n_mem * n_read, c, dh)
+        o = mlp_forward([w.view(n_mem * n_read, *w.shape[2:]) for w in stacked], q_pad,
+                        self.residual)[0]
+        o = o.view(n_mem, n_read * c, dh)[:, p:n]  # pending tokens were read by an earlier call
         y = self.to_out(merge_heads(o.reshape(b, h, t_new, dh)))
 
         write_norms = torch.zeros(t_new, device=x.device, dtype=x.dtype)
+        last_write = state["last_write"]
         if full:
-            per_chunk = torch.stack(sq_norms).view(full, b, h).sum(-1).sqrt().mean(-1)
+            with torch.no_grad():  # the change of the whole memory (all layers, all heads)
+                sq = 0.0
+                for l, a in enumerate(anchors):
+                    seq = stacked[l] if n_read == full + 1 else torch.cat(
+                        (stacked[l], a[-1].unsqueeze(1)), dim=1)
+                    diff = seq[:, 1:] - seq[:, :-1]  # [N, full, o, i]
+                    sq = sq + diff.square().sum((-2, -1))
+                    if l == 0:
+                        last_write = diff[0, -1].clone()
+                per_chunk = sq.view(b, h, full).sum(1).sqrt().mean(0)
             ends_at = torch.arange(1, full + 1, device=x.device) * c - 1 - p
             write_norms[ends_at] = per_chunk.to(x.dtype)
         new_state: State = {

@@ -105,7 +105,11 @@ TEXT = json.dumps(BASE, indent=1)
        junk=st.text(alphabet=string.printable + "\x00é∞😀", max_size=5))
 def test_truncated_and_corrupted_text(tmp_path_factory, cut, junk):
     path = tmp_path_factory.mktemp("fuzz") / "t.nlproj"
-    path.write_text(TEXT[:cut] + junk, encoding="utf-8")
+    text = TEXT[:cut] + junk
+    path.write_text(text, encoding="utf-8")
+    if text.rstrip() == TEXT.rstrip():  # the cut removed exactly what the junk put back
+        assert load_project(path) is not None
+        return
     with pytest.raises(ProjectError):
         load_project(path)
 

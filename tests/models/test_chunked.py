@@ -165,3 +165,24 @@ def test_chunk_write_is_differentiable_through_gates_keys_and_weights():
         return chunk_write(m0, s0, delta, xh, co, erase=0.5 * theta)
 
     assert torch.autograd.gradcheck(f, (m0, s0, delta, x, za, zm, theta))
+
+
+def test_fast_writes_and_manual_backward_are_twice_differentiable():
+    """The 3-D fast path (hand-written backward) and the silu' kernel support gradgrad too."""
+    torch.manual_seed(6)
+    n, c, d, hid = 2, 3, 2, 3
+    w1 = torch.randn(n, hid, d, dtype=F64, requires_grad=True)
+    w2 = torch.randn(n, d, hid, dtype=F64, requires_grad=True)
+    s1 = torch.randn(n, hid, d, dtype=F64, requires_grad=True)
+    k = torch.randn(n, c, d, dtype=F64, requires_grad=True)
+    za = torch.randn(n, c, dtype=F64, requires_grad=True)
+
+    def f(w1, w2, s1, k, za):
+        out, trace = mlp_forward((w1, w2), k, residual=True)
+        deltas = mlp_backward((w1, w2), trace, out - 1.0)
+        end = collapse_end(torch.nn.functional.logsigmoid(za), torch.sigmoid(za),
+                           torch.nn.functional.logsigmoid(-za))
+        return write_plain(w1, s1, deltas[0], k, end)
+
+    assert torch.autograd.gradcheck(f, (w1, w2, s1, k, za))
+    assert torch.autograd.gradgradcheck(f, (w1, w2, s1, k, za))

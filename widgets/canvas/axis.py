@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from nlstudio.catalog import KINDS
 
-ROW = 64.0              # scene units per octave of the period
+ROW = 48.0              # scene units per octave of the period
 Y_INF = 0.0             # centre of the "∞" band
-Y_ONE = 124.0           # period 1
-FROZEN_GAP = 124.0      # from the longest period row to the centre of the "frozen" band
-BAND_HALF = 46.0        # half height of the ∞ and frozen bands
+Y_ONE = 100.0           # period 1
+FROZEN_GAP = 100.0      # from the longest period row to the centre of the "frozen" band
+BAND_HALF = 40.0        # half height of the ∞ and frozen bands
 MIN_MAX_LOG = 10        # the axis always reaches period 1024
 MAX_LOG = 20            # and never beyond ~1M tokens
 
@@ -114,7 +114,7 @@ class FrequencyAxis:
 
     # ---- labels -----------------------------------------------------------------------------
     def rows(self) -> list[Row]:
-        rows = [Row(self.y_inf, "∞", "re-read every token", True)]
+        rows = [Row(self.y_inf, "∞", "re-read at each token", True)]
         for k in range(self.max_log + 1):
             p = 2 ** k
             caption = "every token" if p == 1 else f"every {p:,} tokens".replace(",", "\u2009")

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from nlstudio.widgets.canvas.scene import GraphScene
     from nlstudio.widgets.document import FaultView
 
-CARD_W, CARD_H = 200.0, 62.0
-TERM_W, TERM_H = 112.0, 46.0
+CARD_W, CARD_H = 164.0, 54.0
+TERM_W, TERM_H = 96.0, 40.0
 PORT_R = 6.0
 PORT_HIT = 13.0
 
@@ -273,36 +273,36 @@ class NodeItem(BaseNode):
         strip = QPainterPath()
         strip.addRoundedRect(rect, 9, 9)
         clip = QPainterPath()
-        clip.addRect(QRectF(rect.left(), rect.top(), 6, rect.height()))
+        clip.addRect(QRectF(rect.left(), rect.top(), 5, rect.height()))
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(accent)
         painter.drawPath(strip.intersected(clip))
 
-        icon_rect = QRectF(rect.left() + 14, rect.top() + 10, 22, 22)
+        icon_rect = QRectF(rect.left() + 12, rect.top() + 7, 20, 20)
         _renderer(self.kind, accent.name()).render(painter, icon_rect)
 
-        text_left = icon_rect.right() + 8
+        text_left = icon_rect.right() + 7
         width = rect.right() - text_left - 8
         painter.setPen(QColor(p.text))
-        title_font = _font(10, bold=True)
+        title_font = _font(10.5, bold=True)
         painter.setFont(title_font)
-        metrics = QFontMetricsF(title_font)
-        title = metrics.elidedText(self.node_id, Qt.TextElideMode.ElideRight, width)
-        painter.drawText(QRectF(text_left, rect.top() + 6, width, 18),
+        title = QFontMetricsF(title_font).elidedText(self.node_id, Qt.TextElideMode.ElideRight,
+                                                     width)
+        painter.drawText(QRectF(text_left, rect.top() + 3, width, 17),
                          Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, title)
         info = KINDS.get(self.kind)
-        small = _font(8)
+        small = _font(8.5)
         small_metrics = QFontMetricsF(small)
         painter.setFont(small)
         painter.setPen(QColor(p.muted))
         kind_title = small_metrics.elidedText(info.title if info else self.kind,
                                               Qt.TextElideMode.ElideRight, width)
-        painter.drawText(QRectF(text_left, rect.top() + 23, width, 15),
+        painter.drawText(QRectF(text_left, rect.top() + 19, width, 13),
                          Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, kind_title)
         sub = small_metrics.elidedText(self.subtitle(), Qt.TextElideMode.ElideRight,
-                                       rect.width() - 28)
+                                       rect.width() - 22)
         painter.setPen(QColor(p.text) if self.preview_period is None else QColor(p.accent))
-        painter.drawText(QRectF(rect.left() + 14, rect.bottom() - 20, rect.width() - 28, 15),
+        painter.drawText(QRectF(rect.left() + 12, rect.bottom() - 18, rect.width() - 22, 14),
                          Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, sub)
 
         if self.faults:

@@ -13,7 +13,7 @@ from nlstudio.widgets.canvas.axis import BAND_HALF
 if TYPE_CHECKING:
     from nlstudio.widgets.canvas.view import GraphView
 
-WIDTH = 150
+WIDTH = 132
 
 
 class FrequencyRuler(QWidget):
@@ -29,6 +29,32 @@ class FrequencyRuler(QWidget):
 
     def _y(self, scene_y: float) -> float:
         return float(self.view.mapFromScene(QPointF(0, scene_y)).y())
+
+    @staticmethod
+    def _draw_period(painter: QPainter, number: str, right: float, y: float, room: float,
+                     bold: QFont, plain: QFont) -> None:
+        """'every 16 tokens' with the number in bold, shortened to '16 tokens' or '16' when
+        the ruler is narrow (large fonts, HiDPI)."""
+        p = theme.current()
+        if number == "1":
+            variants = [[("every ", plain, p.muted), ("token", bold, p.text)],
+                        [("token", bold, p.text)], [("1", bold, p.text)]]
+        else:
+            variants = [[("every ", plain, p.muted), (number, bold, p.text),
+                         (" tokens", plain, p.muted)],
+                        [(number, bold, p.text), (" tokens", plain, p.muted)],
+                        [(number, bold, p.text)]]
+        for parts in variants:
+            widths = [QFontMetricsF(font).horizontalAdvance(text) for text, font, _ in parts]
+            if sum(widths) <= room or parts is variants[-1]:
+                break
+        x = right - sum(widths)
+        for (text, font, color), width in zip(parts, widths):
+            metrics = QFontMetricsF(font)
+            painter.setFont(font)
+            painter.setPen(QColor(color))
+            painter.drawText(QPointF(x, y + (metrics.ascent() - metrics.descent()) / 2), text)
+            x += width
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt API
         p = theme.current()
@@ -56,40 +82,39 @@ class FrequencyRuler(QWidget):
         label_font.setPointSizeF(max(8.0, self.font().pointSizeF()))
         label_font.setBold(True)
         caption_font = QFont(self.font())
-        caption_font.setPointSizeF(max(7.0, self.font().pointSizeF() - 1.5))
+        caption_font.setPointSizeF(max(7.0, self.font().pointSizeF() - 1.0))
         big_font = QFont(label_font)
-        big_font.setPointSizeF(label_font.pointSizeF() + 3)
-        lm, cm = QFontMetricsF(label_font), QFontMetricsF(caption_font)
+        big_font.setPointSizeF(label_font.pointSizeF() + 4)
+        lm, cm, bm = (QFontMetricsF(f) for f in (label_font, caption_font, big_font))
         rows = axis.rows()
         spacing = abs(self._y(rows[2].y) - self._y(rows[1].y)) if len(rows) > 2 else 100.0
-        both = spacing >= lm.height() + cm.height() + 2
         right = self.width() - 14
-        text_left = 20
+        text_left = 22
+        room = right - text_left
         for row in rows:
             y = self._y(row.y)
-            if y < -30 or y > self.height() + 30:
+            if y < -40 or y > self.height() + 40:
                 continue
             special = row.label in ("∞", "0")
             if not special and not row.major and spacing < lm.height() + 2:
                 continue
             painter.setPen(QPen(QColor(p.grid_strong if row.major else p.border), 1))
             painter.drawLine(QPointF(right + 3, y), QPointF(strip_x - 1, y))
-            show_caption = special or both
-            label_y = y - (lm.height() / 2 if not show_caption else lm.height() * 0.95)
-            painter.setFont(big_font if special else label_font)
-            painter.setPen(QColor(p.band_inf if row.label == "∞" else
-                                  p.band_frozen if row.label == "0" else p.text))
-            painter.drawText(QRectF(text_left, label_y, right - text_left, lm.height()),
-                             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                             row.label)
-            if show_caption:
+            if special:
+                painter.setFont(big_font)
+                painter.setPen(QColor(p.band_inf if row.label == "∞" else p.band_frozen))
+                top = y - bm.height() * 0.62
+                painter.drawText(QRectF(text_left, top, room, bm.height()),
+                                 Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                                 row.label)
                 painter.setFont(caption_font)
                 painter.setPen(QColor(p.muted))
-                caption = cm.elidedText(row.caption, Qt.TextElideMode.ElideRight,
-                                        right - text_left)
-                painter.drawText(QRectF(text_left, y - 1, right - text_left, cm.height()),
-                                 Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                                 caption)
+                painter.drawText(QRectF(text_left - 4, top + bm.height() - 2, room + 4,
+                                        cm.height() * 3 + 2),
+                                 Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop
+                                 | Qt.TextFlag.TextWordWrap, row.caption)
+                continue
+            self._draw_period(painter, row.label, right, y, room, label_font, caption_font)
 
         # The axis title, written bottom-to-top along the left edge.
         painter.save()

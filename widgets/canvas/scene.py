@@ -16,7 +16,7 @@ from nlstudio.widgets.canvas.items import (CARD_W, TERM_W, BaseNode, EdgeItem, N
                                            PortItem, TerminalNode)
 from nlstudio.widgets.document import Document
 
-MARGIN = 160.0
+MARGIN = 40.0
 
 
 class GraphScene(QGraphicsScene):
@@ -114,7 +114,7 @@ class GraphScene(QGraphicsScene):
                 self.removeItem(item)
 
         level_xs = [item.pos().x() for item in self.nodes.values()] or [0.0]
-        gap = CARD_W / 2 + TERM_W / 2 + 90
+        gap = CARD_W / 2 + TERM_W / 2 + 44
         self.terminals["input"].setPos(min(level_xs) - gap, self.axis.y_middle)
         self.terminals["output"].setPos(max(level_xs) + gap, self.axis.y_middle)
 
@@ -160,9 +160,9 @@ class GraphScene(QGraphicsScene):
 
     def _update_rect(self) -> None:
         xs = [n.pos().x() for n in self.terminals.values()]
-        rect = QRectF(min(xs) - TERM_W / 2 - MARGIN, self.axis.top - 40,
+        rect = QRectF(min(xs) - TERM_W / 2 - MARGIN, self.axis.top - 16,
                       max(xs) - min(xs) + TERM_W + 2 * MARGIN,
-                      self.axis.bottom - self.axis.top + 80)
+                      self.axis.bottom - self.axis.top + 32)
         self.setSceneRect(rect)
 
     # ---- the frequency axis in the background --------------------------------------------------

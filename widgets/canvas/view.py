@@ -99,7 +99,7 @@ class GraphView(QGraphicsView):
         if rect.isEmpty():
             return
         self.resetTransform()
-        self.fitInView(rect.adjusted(40, 20, -40, -20), Qt.AspectRatioMode.KeepAspectRatio)
+        self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
         if self.zoom() > 1.1:
             self.resetTransform()
             self.scale(1.1, 1.1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QFont
 
 from nlstudio import probes
 from nlstudio.widgets import theme
@@ -28,6 +28,7 @@ def evaluation_table(delays, recall: dict[str, tuple[float, ...]], level_order=(
 class AblationDock(PlotDock):
     key = "ablation"
     title = "Ablation"
+    max_hz = 10.0
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -48,6 +49,7 @@ class AblationDock(PlotDock):
         self.levels = SymmetricLevels(half_life_s=10.0, floor=0.05)
         self.cell_labels: list[pg.TextItem] = []
         self.names: list[str] = []
+        self.level_order: list[str] = []  # the model's level order (rows follow it)
         self.delays = np.zeros(0, dtype=np.int64)
         self.drop = np.zeros((0, 0))
         self.full = np.zeros(0)
@@ -70,6 +72,11 @@ class AblationDock(PlotDock):
         levels, drop = probes.ablation_drop(list(names), np.asarray(table, dtype=float))
         if not levels:
             return
+        # Rows in model order (delay.csv sorts them by name).
+        rank = {lid: i for i, lid in enumerate(self.level_order)}
+        order = sorted(range(len(levels)), key=lambda i: (rank.get(levels[i], len(rank)), i))
+        levels, drop = [levels[i] for i in order], drop[order]
+        table = np.asarray(table, dtype=float)
         self.step = int(step)
         self.names = levels
         self.delays = np.asarray(delays, dtype=np.int64)
@@ -97,7 +104,8 @@ class AblationDock(PlotDock):
             return
         rows, cols = self.drop.shape
         level = self.levels.update(self.drop)
-        self.image.setImage(self.drop, autoLevels=False, levels=(-level, level))
+        self.image.setImage(self.drop, autoLevels=False)
+        self.bar.setLevels((-level, level))  # sets the image's levels too
         self.image.setRect(0, 0, cols, rows)
         if self._shape != (rows, cols):
             self._shape = (rows, cols)
@@ -107,19 +115,24 @@ class AblationDock(PlotDock):
         self.plot.getAxis("bottom").setTicks(
             [[(j + 0.5, f"{d:,}".replace(",", "\u2009")) for j, d in enumerate(self.delays)]])
         p = self.palette_
+        # Values in the cells when they fit (≥ 30 px wide), else only in the exported CSV.
+        fits = self.plot.vb.width() / max(cols, 1) >= 30
         for k, label in enumerate(self.cell_labels):
             i, j = divmod(k, cols)
             value = float(self.drop[i, j])
-            label.setText("–" if not np.isfinite(value) else f"{value:+.2f}")
+            label.setText("–" if not np.isfinite(value) else f"{value:.2f}")
             label.setPos(j + 0.5, i + 0.5)
             label.setColor(QColor(p.plot_foreground))
-            label.setVisible(True)
-        self.plot.setTitle(f"recall lost when silenced, step {self.step}", size="9pt",
+            label.setVisible(fits)
+        self.plot.setTitle(f"recall lost, step {self.step}", size="9pt",
                            color=p.plot_foreground)
 
     def _make_labels(self, count: int) -> None:
+        font = QFont()
+        font.setPointSizeF(7.0)
         while len(self.cell_labels) < count:
             label = pg.TextItem("", anchor=(0.5, 0.5))
+            label.setFont(font)
             self.plot.addItem(label)
             self.cell_labels.append(label)
         for label in self.cell_labels[count:]:

@@ -23,6 +23,9 @@ from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QLabel, QVBoxLayout, QWi
 from nlstudio.widgets import theme
 
 MAX_REDRAW_HZ = 30.0
+# Python time one frame may spend feeding items before the rest waits for the next frame: a
+# frame's GIL time is time the training thread cannot run Python (environment.md §4).
+FRAME_BUDGET_S = 0.010
 # Line styles of compared runs (the live/opened run is solid).
 COMPARE_STYLES = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine,
                   Qt.PenStyle.DashDotDotLine)
@@ -90,19 +93,35 @@ class Series:
         return self._y[:self.n]
 
 
+NICE_STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def nice_ceil(x: float) -> float:
+    """The smallest value of the 1-1.2-1.5-2-2.5-3-4-5-6-8 ladder (× 10^k) that is ≥ x."""
+    if not math.isfinite(x) or x <= 0:
+        return x
+    decade = 10.0 ** math.floor(math.log10(x))
+    for step in NICE_STEPS:
+        if step * decade >= x * (1 - 1e-12):
+            return step * decade
+    return 10.0 * decade
+
+
 class SymmetricLevels:
-    """Colour levels ±L for a signed heatmap: L jumps up to max|x| at once and decays slowly
-    (half-life ``half_life_s``) when the data shrinks, so frames stay comparable and the map
-    never flickers the way per-frame auto levels do."""
+    """Colour levels ±L for a signed heatmap. An envelope jumps up to max|x| at once and
+    decays slowly (half-life ``half_life_s``) when the data shrinks; L is the envelope rounded
+    up to a nice value, so frames stay comparable, nothing ever clips, and the colour bar's
+    scale (and its tick labels) changes only now and then instead of every frame."""
 
     def __init__(self, half_life_s: float = 3.0, floor: float = 1e-6) -> None:
         self.half_life_s = half_life_s
         self.floor = floor
+        self.envelope = 0.0
         self.value = 0.0
         self._t: float | None = None
 
     def reset(self) -> None:
-        self.value, self._t = 0.0, None
+        self.envelope, self.value, self._t = 0.0, 0.0, None
 
     def update(self, data: np.ndarray | None, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
@@ -111,12 +130,13 @@ class SymmetricLevels:
             finite = np.abs(data[np.isfinite(data)]) if not np.all(np.isfinite(data)) \
                 else np.abs(data)
             peak = float(finite.max()) if finite.size else 0.0
-        if self._t is not None and self.value > 0:
-            decayed = self.value * 0.5 ** ((now - self._t) / self.half_life_s)
+        if self._t is not None and self.envelope > 0:
+            decayed = self.envelope * 0.5 ** ((now - self._t) / self.half_life_s)
         else:
             decayed = 0.0
         self._t = now
-        self.value = max(peak, decayed, self.floor)
+        self.envelope = max(peak, decayed, self.floor)
+        self.value = nice_ceil(self.envelope)
         return self.value
 
 
@@ -152,6 +172,9 @@ class PlotDock(QDockWidget):
 
     key: ClassVar[str] = "plot"
     title: ClassVar[str] = "Plot"
+    # The most redraws a second this dock needs (≤ MAX_REDRAW_HZ). Curves that move by a
+    # logged row every few steps, and spectra averaged over snapshots, gain nothing from 30.
+    max_hz: ClassVar[float] = MAX_REDRAW_HZ
     redrawRequested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -180,6 +203,7 @@ class PlotDock(QDockWidget):
         layout.addWidget(self.view, 1)
         self.setWidget(body)
         self.dirty = False
+        self.last_redraw = -1e9
         self.redraws = 0  # completed redraws (tests and the benchmark read it)
         self.palette_: theme.Palette = theme.current()
         self.visibilityChanged.connect(self._on_visibility)
@@ -191,12 +215,17 @@ class PlotDock(QDockWidget):
         self.redrawRequested.emit()
 
     def is_shown(self) -> bool:
-        return self.isVisible() and self.view.isVisible()
+        # A dock behind another tab stays isVisible() in Qt 6; its visible region is empty.
+        return self.isVisible() and not self.view.viewport().visibleRegion().isEmpty()
 
-    def redraw_if_due(self) -> bool:
+    def redraw_if_due(self, now: float | None = None) -> bool:
         if not self.dirty or not self.is_shown():
             return False
+        now = time.monotonic() if now is None else now
+        if now - self.last_redraw < 1.0 / self.max_hz - 0.002:
+            return False  # stays dirty: a later frame draws it
         self.dirty = False
+        self.last_redraw = now
         self.redraw()
         self.redraws += 1
         return True
@@ -246,10 +275,12 @@ class RedrawScheduler(QObject):
     redrawn = Signal(int)  # number of docks redrawn in this frame
 
     def __init__(self, docks: Iterable[PlotDock] = (), parent: QObject | None = None,
-                 max_hz: float = MAX_REDRAW_HZ) -> None:
+                 max_hz: float = MAX_REDRAW_HZ, budget_s: float = FRAME_BUDGET_S) -> None:
         super().__init__(parent)
         self.setObjectName("redrawScheduler")
         self.min_interval = 1.0 / max_hz
+        self.budget_s = budget_s
+        self._next = 0  # where the next frame starts: docks left over by a frame go first
         self.docks: list[PlotDock] = []
         self._last = -1e9
         self._timer = QTimer(self)
@@ -274,10 +305,24 @@ class RedrawScheduler(QObject):
         self._timer.start(max(0, min(1000, int(math.ceil(wait * 1000)))))
 
     def redraw_now(self) -> int:
+        """One frame: redraw dirty, shown docks (in turn) until the frame's budget is spent;
+        whatever is left over goes first in the next frame."""
         self._timer.stop()
         now = time.monotonic()
         self._last = now
-        count = sum(1 for dock in self.docks if dock.redraw_if_due())
+        count = 0
+        n = len(self.docks)
+        for k in range(n):
+            i = (self._next + k) % n
+            if self.docks[i].redraw_if_due(now):
+                count += 1
+                if time.monotonic() - now > self.budget_s and k + 1 < n:
+                    self._next = (i + 1) % n
+                    break
+        else:
+            self._next = 0
+        if any(d.dirty and d.is_shown() for d in self.docks):
+            self.request()  # left over by the budget, or waiting for its own rate
         if count:
             self.frames += 1
             if self.record:

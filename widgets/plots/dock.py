@@ -38,6 +38,7 @@ class PlotSet(QObject):
     def start(self, levels: list[dict], label: str = "this run") -> None:
         """Forget the previous run; ``levels`` = the project's levels in model order."""
         self.level_order = [str(lv["id"]) for lv in levels]
+        self.ablation.level_order = list(self.level_order)
         for dock in self.docks:
             dock.clear()
         self.loss.set_main_label(label)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
 
 from nlstudio import probes
 from nlstudio.widgets import theme
@@ -28,15 +29,18 @@ class _RunCurves:
 class ForgettingDock(PlotDock):
     key = "forgetting"
     title = "Forgetting"
+    max_hz = 10.0
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.tasks: list[str] = []  # every sub-task seen, in order of first appearance
         self.metric_name = "metric"
         self.tasks_plot: pg.PlotItem = self.view.addPlot(row=0, col=0)
-        self.recall_plot: pg.PlotItem = self.view.addPlot(row=1, col=0)
-        self.tasks_plot.addLegend(offset=(-4, -4), labelTextSize="7pt", colCount=2,
-                                  verSpacing=-6)
+        # The sub-task legend gets its own row: over the curves it would hide them.
+        self.task_legend = pg.LegendItem(colCount=4, labelTextSize="7pt", verSpacing=-8,
+                                         horSpacing=8)
+        self.view.addItem(self.task_legend, row=1, col=0)
+        self.recall_plot: pg.PlotItem = self.view.addPlot(row=2, col=0)
         self.recall_plot.addLegend(offset=(-4, 4), labelTextSize="7pt")
         self.tasks_plot.setLabel("bottom", "step")
         self.recall_plot.setLabel("bottom", "delay since seen (tokens)")
@@ -98,7 +102,7 @@ class ForgettingDock(PlotDock):
         for run in self.overlays.values():
             for item in run.task_items.values():
                 self.tasks_plot.removeItem(item)
-                self.tasks_plot.legend.removeItem(item)
+                self.task_legend.removeItem(item)
             if run.recall_item is not None:
                 self.recall_plot.removeItem(run.recall_item)
                 self.recall_plot.legend.removeItem(run.recall_item)
@@ -147,6 +151,8 @@ class ForgettingDock(PlotDock):
         name = task if run is self.main else f"{task} · {run.label}"
         item = pg.PlotDataItem(name=name, symbol="o", symbolSize=4, connect="finite")
         self.tasks_plot.addItem(item)
+        if run is self.main:  # compared runs differ by line style; the recall legend names them
+            self.task_legend.addItem(item, name)
         run.task_items[task] = item
         self._recolor()
         return item
@@ -180,6 +186,7 @@ class ForgettingDock(PlotDock):
         super().apply_theme(palette)
         style_plot(self.tasks_plot, palette)
         style_plot(self.recall_plot, palette)
+        self.task_legend.setLabelTextColor(QColor(palette.plot_foreground))
         self._update_labels()
         self._recolor()
 

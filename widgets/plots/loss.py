@@ -62,6 +62,7 @@ class _Trace:
 class LossDock(PlotDock):
     key = "loss"
     title = "Loss & metric"
+    max_hz = 10.0
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)

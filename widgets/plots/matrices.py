@@ -22,9 +22,7 @@ from nlstudio.widgets import theme
 from nlstudio.widgets.plots.base import PlotDock, SymmetricLevels
 
 ALL_LEVELS = "All levels"
-KIND_NOTES = {
-    "attention": "non-parametric: re-reads its context, nothing is written",
-}
+KIND_NOTES = {"attention": "re-reads its context"}
 
 
 def level_caption(level_id: str, kind: str, period) -> str:
@@ -151,10 +149,11 @@ class MatricesDock(PlotDock):
             cell.data = None
             cell.image.clear()
             kind = self.level_info.get(lid, ("", None))[0]
-            cell.note.setText(KIND_NOTES.get(kind, "nothing written yet" if which == "write"
+            cell.note.setText(KIND_NOTES.get(kind, "no writes" if which == "write"
                                              else "no fast weights"))
-            if cell.shape is not None:
-                cell.note.setPos(cell.shape[1] / 2, cell.shape[0] / 2)
+            cell.shape = None
+            cell.view.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+            cell.note.setPos(0.5, 0.5)
             cell.note.setVisible(True)
             return
         data = np.ascontiguousarray(arr, dtype=np.float32)
@@ -163,7 +162,8 @@ class MatricesDock(PlotDock):
         cell.note.setVisible(False)
         level = cell.levels.update(data)
         cell.data = data
-        cell.image.setImage(data, autoLevels=False, levels=(-level, level))
+        cell.image.setImage(data, autoLevels=False)
+        cell.bar.setLevels((-level, level))  # sets the image's levels too
         if cell.shape != data.shape:
             cell.shape = data.shape
             cell.view.setRange(xRange=(0, data.shape[1]), yRange=(0, data.shape[0]), padding=0)

@@ -56,11 +56,14 @@ class _LevelItems:
     label: pg.TextItem
     curve: pg.PlotDataItem
     line: pg.InfiniteLine
+    placed: tuple | None = None  # (low decade, level count) the static items were set for
+    shown_measured: float | None = None
 
 
 class SpectrumDock(PlotDock):
     key = "spectrum"
     title = "Spectrum"
+    max_hz = 10.0
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -79,26 +82,31 @@ class SpectrumDock(PlotDock):
         self.view.ci.layout.setRowStretchFactor(1, 3)
         self.power.setXLink(self.strip)
         self.power.setLogMode(x=False, y=True)
+        self.power.enableAutoRange(y=False)
+        self._decades: tuple[int, int] | None = None  # the power axis range, in decades
+        self._title = ""
+        self._depth = -1
         for plot in (self.strip, self.power):
             plot.setMenuEnabled(False)
             plot.setMouseEnabled(x=False, y=False)
             plot.hideButtons()
         self.strip.getAxis("bottom").setStyle(showValues=False)
+        self.strip.setTitle("● designed 1/C   ◇ measured", color=self.palette_.muted,
+                            size="8pt")
         self.strip.getAxis("left").setStyle(showValues=False)
-        self.strip.getAxis("left").setWidth(42)
-        self.power.getAxis("left").setWidth(42)
+        self.strip.getAxis("left").setWidth(40)
+        self.power.getAxis("left").setWidth(40)
         self.power.setLabel("bottom", "frequency (per token)")
-        self.power.setLabel("left", "power")
         self.frozen_band = pg.LinearRegionItem(movable=False)
         self.inf_band = pg.LinearRegionItem(movable=False)
         for band in (self.frozen_band, self.inf_band):
             for line in band.lines:
                 line.setPen(pg.mkPen(None))
             self.strip.addItem(band)
-        self.band_labels = (pg.TextItem("0 · frozen", anchor=(0.5, 0.0)),
-                            pg.TextItem("∞ · attention", anchor=(0.5, 0.0)))
-        for text in self.band_labels:
-            self.strip.addItem(text)
+        self.frozen_band.setToolTip("frequency 0: frozen in context, learned only by "
+                                    "pre-training")
+        self.inf_band.setToolTip("frequency ∞: attention re-reads its context at every token "
+                                 "and writes nothing")
         self._set_axis()
         self.apply_theme(self.palette_)
         self.set_message("Levels are placed at their update frequency; the measured spectrum "
@@ -141,6 +149,7 @@ class SpectrumDock(PlotDock):
         self.mark_dirty()
 
     def clear(self) -> None:
+        self._decades = None
         self.spectra.clear()
         self.history.clear()
         self.measured_freq.clear()
@@ -153,7 +162,6 @@ class SpectrumDock(PlotDock):
             self.set_levels([{"id": lid, "kind": s.kind, "period": s.period}
                              for lid, s in snapshot.levels.items()])
         self._pending = snapshot
-        self.set_message("")
         self.mark_dirty()
 
     def has_data(self) -> bool:
@@ -165,35 +173,63 @@ class SpectrumDock(PlotDock):
         if snap is not None:
             self._take(snap)
         n = len(self.levels)
+        span: tuple[int, int] | None = None
         for i, lv in enumerate(self.levels):
             items = self.items[lv["id"]]
-            f = probes.designed_frequency(lv["kind"], lv["period"])
-            x = freq_position(f, self.low_decade)
             y = n - i
-            items.designed.setData([x], [y])
-            items.label.setText(_designed_text(lv))
-            # Labels sit right of their dot in the slow half, left of it in the fast half.
-            left_side = x > (self.low_decade - EDGE + INF_POS) / 2
-            items.label.setAnchor((1.0, 0.5) if left_side else (0.0, 0.5))
-            items.label.setPos(x + (-0.15 if left_side else 0.15), y)
-            items.line.setPos(x)
+            # Positions and labels only change with the levels or the axis: set them then.
+            placed = (self.low_decade, n)
+            if items.placed != placed:
+                items.placed = placed
+                x = freq_position(probes.designed_frequency(lv["kind"], lv["period"]),
+                                  self.low_decade)
+                items.designed.setData([x], [y])
+                items.label.setText(_designed_text(lv))
+                # Labels sit right of their dot in the slow half, left of it in the fast half.
+                left_side = x > (self.low_decade - EDGE + INF_POS) / 2
+                items.label.setAnchor((1.0, 0.5) if left_side else (0.0, 0.5))
+                items.label.setPos(x + (-0.15 if left_side else 0.15), y)
+                items.line.setPos(x)
+                items.shown_measured = None
             measured = self.measured_freq.get(lv["id"])
-            if measured is not None and lv["kind"] != "attention":
-                items.measured.setData([freq_position(measured, self.low_decade)], [y])
-            else:
-                items.measured.setData([], [])
+            if lv["kind"] == "attention":
+                measured = None
+            if measured != items.shown_measured:
+                items.shown_measured = measured
+                if measured is None:
+                    items.measured.setData([], [])
+                else:
+                    items.measured.setData([freq_position(measured, self.low_decade)], [y])
             freqs, power = self.spectra.get(lv["id"], (np.zeros(0), np.zeros(0)))
             keep = (freqs > 0) & (power > 0) & np.isfinite(power)
             items.curve.setData(np.log10(freqs[keep]), power[keep])
-        self.strip.setYRange(0.4, n + 1.7, padding=0)
+            if keep.any():
+                lo = math.floor(math.log10(float(power[keep].min())))
+                hi = math.ceil(math.log10(float(power[keep].max())))
+                span = (lo, hi) if span is None else (min(span[0], lo), max(span[1], hi))
+        # The power axis only grows, by whole decades: its ticks stay put while streaming.
+        if span is not None:
+            grown = span if self._decades is None else (min(span[0], self._decades[0]),
+                                                         max(span[1], self._decades[1]))
+            if grown != self._decades:
+                self._decades = grown
+                self.power.setYRange(grown[0], max(grown[1], grown[0] + 1), padding=0.02)
+        self.strip.setYRange(0.4, n + 0.6, padding=0)
         depth = max((len(h) for h in self.history.values()), default=0)
-        self.power.setTitle(f"write norms' power, step {self.step}" if self.step is not None
-                            else "write norms' power", color=self.palette_.plot_foreground,
-                            size="8pt")
-        self.strip.setTitle("● designed 1/C   ◇ measured", color=self.palette_.muted,
-                            size="8pt")
-        self.power.setToolTip(f"Power spectrum of each level's per-token write norms, mean of "
-                              f"the last {depth} snapshots; dashed: designed frequency 1/C")
+        if self._title != "set":  # a title change relayouts the plots: once per theme
+            self._title = "set"
+            self.power.setTitle("write norms' power", color=self.palette_.plot_foreground,
+                                size="8pt")
+        if self.step is not None:
+            text = (f"Measured at step {self.step} (mean of the last {depth} snapshot"
+                    f"{'s' if depth != 1 else ''})")
+            if text != self.message.text():
+                self.set_message(text)
+        if depth != self._depth:
+            self._depth = depth
+            self.power.setToolTip(f"Power spectrum of each level's per-token write norms, "
+                                  f"mean of the last {depth} snapshots; dashed: designed "
+                                  f"frequency 1/C")
 
     def _take(self, snap: ev.Snapshot) -> None:
         self.step = snap.step
@@ -232,9 +268,6 @@ class SpectrumDock(PlotDock):
         self.power.setXRange(left - 0.35, right + 0.35, padding=0)
         self.frozen_band.setRegion((left - 0.35, left + 0.3))
         self.inf_band.setRegion((right - 0.3, right + 0.35))
-        n = max(1, len(self.levels))
-        self.band_labels[0].setPos(left, n + 1.65)
-        self.band_labels[1].setPos(right, n + 1.65)
 
     # ---- theme -------------------------------------------------------------------------------
     def _recolor(self) -> None:
@@ -247,7 +280,7 @@ class SpectrumDock(PlotDock):
             items.measured.setBrush(pg.mkBrush(None))
             items.measured.setPen(pg.mkPen(color, width=1.6))
             items.label.setColor(QColor(p.plot_foreground))
-            items.curve.setPen(pen(color, 1.4))
+            items.curve.setPen(pen(color, 1.0, alpha=210))
             items.line.setPen(pen(color, 1.0, Qt.PenStyle.DashLine, alpha=170))
 
     def apply_theme(self, palette: theme.Palette) -> None:
@@ -255,10 +288,10 @@ class SpectrumDock(PlotDock):
         style_plot(self.strip, palette)
         style_plot(self.power, palette)
         self.strip.showGrid(x=True, y=False, alpha=0.2)
+        self.strip.setTitle("● designed 1/C   ◇ measured", color=palette.muted, size="8pt")
+        self._title = ""  # redrawn in the new colours
         for band, name in ((self.frozen_band, "band_frozen"), (self.inf_band, "band_inf")):
             band.setBrush(pg.mkBrush(palette.qcolor(name, 46)))
-        for text in self.band_labels:
-            text.setColor(QColor(palette.muted))
         self._recolor()
 
     # ---- export --------------------------------------------------------------------------
@@ -281,7 +314,7 @@ class SpectrumDock(PlotDock):
 
 def _designed_text(lv: dict) -> str:
     if lv["kind"] == "attention":
-        return f"{lv['id']} (∞)"
+        return f"{lv['id']} · ∞"
     if lv["period"] is None:
-        return f"{lv['id']} (frozen)"
-    return f"{lv['id']} (1/{lv['period']})"
+        return f"{lv['id']} · 0"
+    return f"{lv['id']} · 1/{lv['period']}"

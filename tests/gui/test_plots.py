@@ -1,0 +1,284 @@
+"""The plot docks on synthetic trainer events: every plot receives data and updates its items
+in place, hidden docks skip redraws, the redraw rate is bounded, smoothing touches only the
+displayed copy, the spectrum places ∞ and 0 at the edges, and exports read back."""
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QMainWindow
+
+from nlstudio import events as ev
+from nlstudio import probes
+from nlstudio.widgets import export, theme
+from nlstudio.widgets.plots.base import SymmetricLevels
+from nlstudio.widgets.plots.dock import PlotSet
+from nlstudio.widgets.plots.loss import ema
+from nlstudio.widgets.plots.spectrum import INF_POS, freq_position
+from nlstudio.widgets.worker import EventMailbox
+
+LEVELS = [{"id": "attn", "kind": "attention", "period": None},
+          {"id": "fast", "kind": "self_modifying", "period": 8},
+          {"id": "mid", "kind": "mlp", "period": 16},
+          {"id": "frozen", "kind": "mlp", "period": None}]
+
+
+def level_snapshot(kind, period, memory, write, tokens=64):
+    norms = np.zeros(tokens, np.float32)
+    if kind != "attention" and period is not None:
+        norms[period - 1::period] = 1.0 + np.arange(len(norms[period - 1::period])) * 0.01
+    spectrum = probes.power_spectrum(norms) if kind != "attention" else None
+    return ev.LevelSnapshot(kind=kind, period=period,
+                            frequency=probes.designed_frequency(kind, period), memory=memory,
+                            write=write, write_norms=None if kind == "attention" else norms,
+                            updates=int((norms != 0).sum()), spectrum=spectrum)
+
+
+def snapshot(step, seed=0, run_id="r1"):
+    rng = np.random.default_rng(seed)
+    f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    return ev.Snapshot(run_id, step, {
+        "attn": level_snapshot("attention", None, None, None),
+        "fast": level_snapshot("self_modifying", 8, f32(8, 8), f32(8, 8)),
+        "mid": level_snapshot("mlp", 16, f32(32, 16), f32(32, 16)),
+        "frozen": level_snapshot("mlp", None, f32(32, 16), None),
+    })
+
+
+def evaluation(step, run_id="r1", scale=1.0):
+    return ev.Evaluation(run_id, step, (("mapping 0", 0.5 * scale), ("mapping 1", 0.7 * scale)),
+                         "recall", (4, 8, 16),
+                         {"": (0.9, 0.6, 0.3), "attn": (0.1, 0.5, 0.3),
+                          "fast": (0.8, 0.2, 0.3), "mid": (0.9, 0.6, 0.05),
+                          "frozen": (0.9, 0.6, 0.3)})
+
+
+def rows(start, n, run_id="r1"):
+    return [ev.MetricsRow(run_id, {"step": s, "loss": 3.0 / s, "metric": 1 - 1 / s})
+            for s in range(start, start + n)]
+
+
+def draw(plots) -> int:
+    """Frames until every dirty, shown dock is drawn (a frame stops at its time budget)."""
+    total = 0
+    for _ in range(len(plots.docks)):
+        for dock in plots.docks:
+            dock.last_redraw = -1e9  # tests feed faster than each dock's own rate
+        total += plots.scheduler.redraw_now()
+        if not any(d.dirty and d.is_shown() for d in plots.docks):
+            break
+    return total
+
+
+@pytest.fixture
+def plots(qtbot):
+    window = QMainWindow()
+    window.setObjectName("plotsTestWindow")
+    qtbot.addWidget(window)
+    plots = PlotSet(window)
+    plots.arrange(window)
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    plots.start(LEVELS, label="synthetic")
+    plots.window = window  # keep the window (and its docks) alive for the test
+    yield plots
+    window.close()
+
+
+def test_every_plot_receives_data_and_updates_in_place(plots):
+    plots.apply(snapshot(1, seed=1), rows(1, 5) + [evaluation(5)])
+    assert draw(plots) == 5
+    loss_item = plots.loss.main.items["loss_s"][1]
+    image = plots.matrices.cells[("fast", "memory")].image
+    curve = plots.spectrum.items["fast"].curve
+    task_item = plots.forgetting.main.task_items["mapping 0"]
+    items_before = (loss_item, image, curve, task_item, plots.ablation.image)
+    first = {
+        "loss": loss_item.getData()[1].copy(),
+        "image": image.image.copy(),
+        "spectrum": curve.getData()[1].copy(),
+        "tasks": task_item.getData()[1].copy(),
+        "ablation": plots.ablation.image.image.copy(),
+    }
+    assert all(len(v) for v in first.values())
+    assert image.image.dtype == np.float32 and image.image.flags["C_CONTIGUOUS"]
+    assert image.axisOrder == "row-major"
+
+    plots.apply(snapshot(2, seed=2), rows(6, 5) + [evaluation(10, scale=0.5)])
+    draw(plots)
+    # the same items, new data
+    assert (plots.loss.main.items["loss_s"][1], plots.matrices.cells[("fast", "memory")].image,
+            plots.spectrum.items["fast"].curve, plots.forgetting.main.task_items["mapping 0"],
+            plots.ablation.image) == items_before
+    assert len(loss_item.getData()[1]) == 10
+    assert not np.array_equal(image.image, first["image"])
+    assert len(task_item.getData()[1]) == 2
+    # ablation = full model minus silenced, per delay, with level names on the y axis
+    np.testing.assert_allclose(plots.ablation.drop[1], [0.1, 0.4, 0.0], atol=1e-6)
+    ticks = plots.ablation.plot.getAxis("left")._tickLevels[0]
+    assert [t[1] for t in ticks] == ["attn", "fast", "mid", "frozen"]
+    # attention has no matrices; a frozen level has no write
+    assert plots.matrices.cells[("attn", "memory")].data is None
+    assert plots.matrices.cells[("frozen", "write")].data is None
+    assert plots.matrices.cells[("frozen", "memory")].data is not None
+
+
+def test_heatmap_levels_are_symmetric_fixed_and_decay_slowly():
+    levels = SymmetricLevels(half_life_s=2.0)
+    assert levels.update(np.array([[-3.0, 1.0]]), now=0.0) == 3.0
+    assert levels.update(np.array([[0.5]]), now=2.0) == pytest.approx(1.5)  # one half-life
+    assert levels.update(np.array([[4.0]]), now=2.1) == 4.0  # grows at once
+    assert levels.update(np.array([[0.1]]), now=2.2) == 4.0  # 3.86 rounds up: no change
+    assert levels.update(np.array([[0.033]]), now=100) == pytest.approx(0.04)  # nice value
+
+
+def test_matrix_levels_follow_symmetric_max(plots):
+    snap = snapshot(1, seed=3)
+    plots.apply(snap, [])
+    draw(plots)
+    cell = plots.matrices.cells[("mid", "memory")]
+    peak = float(np.abs(snap.levels["mid"].memory).max())
+    assert cell.image.levels is not None
+    low, high = cell.image.levels
+    # symmetric, never clipping, rounded up to a nice value (stable colour-bar ticks)
+    assert low == -high and peak <= high <= 1.25 * peak
+    assert tuple(cell.bar.levels()) == pytest.approx((low, high))
+
+
+def test_level_selector_shows_one_level_large(plots, qtbot):
+    plots.apply(snapshot(1), [])
+    draw(plots)
+    combo = plots.matrices.level_combo
+    combo.setCurrentText("mid")
+    assert plots.matrices.shown_levels == ["mid"]
+    draw(plots)
+    items = plots.matrices.view.ci.items
+    assert plots.matrices.cells[("mid", "memory")].view in items
+    assert plots.matrices.cells[("fast", "memory")].view not in items
+    assert "32×16" in plots.matrices.cells[("mid", "memory")].text
+    combo.setCurrentText("All levels")
+    assert plots.matrices.cells[("fast", "memory")].view in plots.matrices.view.ci.items
+
+
+def test_hidden_docks_skip_redraws_until_shown(plots, qtbot):
+    window = plots.window
+    window.tabifyDockWidget(plots.spectrum, plots.forgetting)
+    plots.spectrum.raise_()
+    qtbot.waitUntil(lambda: not plots.forgetting.is_shown())
+    before = plots.forgetting.redraws
+    plots.apply(snapshot(1), rows(1, 3) + [evaluation(3)])
+    draw(plots)
+    assert plots.forgetting.redraws == before and plots.forgetting.dirty
+    assert plots.spectrum.redraws > 0
+    plots.forgetting.raise_()
+    qtbot.waitUntil(lambda: plots.forgetting.redraws == before + 1, timeout=2000)
+    assert not plots.forgetting.dirty
+
+
+def test_redraws_are_bounded_to_30_hz(plots, qtbot):
+    scheduler = plots.scheduler
+    start = scheduler.frames
+    import time
+
+    t0 = time.monotonic()
+    for i in range(200):  # data arrives far faster than 30 Hz
+        plots.apply(snapshot(i, seed=i % 3), [])
+        qtbot.wait(1)
+    elapsed = time.monotonic() - t0
+    frames = scheduler.frames - start
+    assert 1 <= frames <= elapsed * 30 + 2
+
+
+def test_smoothing_changes_only_the_displayed_copy(plots):
+    plots.apply(None, rows(1, 20))
+    plots.loss.smooth_slider.setValue(90)
+    draw(plots)
+    raw = plots.loss.main.items["loss"][1].getData()[1]
+    shown = plots.loss.main.items["loss_s"][1].getData()[1]
+    expected_raw = np.array([3.0 / s for s in range(1, 21)])
+    np.testing.assert_allclose(raw, expected_raw)
+    np.testing.assert_allclose(plots.loss.main.loss.y, expected_raw)
+    np.testing.assert_allclose(shown, ema(expected_raw, 0.9))
+    assert not np.allclose(shown, expected_raw)
+    # incremental smoothing equals smoothing from scratch
+    plots.apply(None, rows(21, 7))
+    draw(plots)
+    np.testing.assert_allclose(plots.loss.main.items["loss_s"][1].getData()[1],
+                               ema(np.array([3.0 / s for s in range(1, 28)]), 0.9))
+    plots.loss.log_check.setChecked(True)
+    assert plots.loss.loss_plot.ctrl.logYCheck.isChecked()
+    header, table = plots.loss.csv_table()
+    assert header[:4] == ["run", "step", "loss", "metric"]
+    assert [r[2] for r in table] == pytest.approx([3.0 / s for s in range(1, 28)])
+
+
+def test_spectrum_places_attention_at_infinity_and_frozen_at_zero(plots):
+    plots.apply(snapshot(1), [])
+    draw(plots)
+    low = plots.spectrum.low_decade
+    xs = {lid: plots.spectrum.items[lid].designed.getData()[0][0] for lid in
+          ("attn", "fast", "mid", "frozen")}
+    assert xs["attn"] == INF_POS
+    assert xs["frozen"] == freq_position(0.0, low) < xs["mid"] < xs["fast"] < xs["attn"]
+    assert xs["fast"] == pytest.approx(math.log10(1 / 8))
+    ticks = dict((round(v, 6), t) for v, t in plots.spectrum.power.getAxis("bottom")._tickLevels[0])
+    assert ticks[round(INF_POS, 6)] == "∞" and ticks[round(low - 0.7, 6)] == "0"
+    # the measured spectrum of a level written every 8 tokens peaks at 1/8 (log-log)
+    x, y = plots.spectrum.items["fast"].curve.getData()
+    assert len(x) and x[np.argmax(y)] == pytest.approx(math.log10(1 / 8))
+    # frozen: no writes, no curve; measured writes per token match the design
+    fx, _ = plots.spectrum.items["frozen"].curve.getData()
+    assert fx is None or len(fx) == 0
+    assert plots.spectrum.measured_freq["fast"] == pytest.approx(1 / 8)
+
+
+def test_mailbox_coalesces_and_drops_other_runs():
+    box = EventMailbox("r1")
+    for step in range(1, 1001):
+        box.post(ev.Progress("r1", step, 1000, 1.0, 0.5, 10.0, 1.0, 1.0, "p"))
+        box.post(snapshot(step) if step % 100 == 0 else ev.Progress("old", step, 1, 0, 0, 0, 0,
+                                                                      0, ""))
+    for row in rows(1, 3):
+        box.post(row)
+    box.post(ev.MetricsRow("old", {"step": 1}))
+    got = box.take()
+    assert got.progress.step == 1000 and got.snapshot.step == 1000
+    assert [e.row["step"] for e in got.events] == [1, 2, 3]
+    assert not box.take()
+
+
+def test_export_reads_back_light_from_dark(plots, tmp_path):
+    theme.manager().apply("dark")
+    try:
+        plots.apply(snapshot(1), rows(1, 5) + [evaluation(5)])
+        draw(plots)
+        written = export.export_plots(plots.docks, tmp_path / "plots")
+        assert len(written) == 15
+        for path in written:
+            assert path.stat().st_size > 0
+        image = QImage(str(tmp_path / "plots" / "loss.png"))
+        assert image.width() >= export.PNG_MIN_WIDTH
+        corner = image.pixelColor(2, 2)
+        assert corner.lightness() > 200  # exported on the light background
+        assert plots.loss.view.backgroundBrush().color().lightness() < 80  # screen stays dark
+        with open(tmp_path / "plots" / "ablation.csv") as fh:
+            table = list(csv.DictReader(fh))
+        fast8 = next(r for r in table if r["level_silenced"] == "fast" and r["delay"] == "8")
+        assert float(fast8["recall_lost"]) == pytest.approx(0.4)
+        with open(tmp_path / "plots" / "matrices.csv") as fh:
+            assert sum(1 for _ in fh) == 1 + 64 * 2 + 32 * 16 * 2 + 32 * 16
+    finally:
+        theme.manager().apply("light")
+
+
+def test_theme_switch_recolours_plots(plots):
+    theme.manager().apply("dark")
+    try:
+        assert plots.loss.view.backgroundBrush().color().name() == theme.DARK.plot_background
+    finally:
+        theme.manager().apply("light")
+    assert plots.loss.view.backgroundBrush().color().name() == theme.LIGHT.plot_background
