@@ -44,11 +44,12 @@ def sync(device: torch.device) -> None:
 
 def race(contenders: dict[str, Callable[[], None]], repeats: int, device: torch.device
          ) -> dict[str, float]:
-    """Median seconds per call of each contender, interleaved: one warm-up call each, then
+    """Median seconds per call of each contender, interleaved: two warm-up calls each, then
     ``repeats`` rounds, each calling every contender once (the order rotates per round)."""
     names = list(contenders)
-    for name in names:
-        contenders[name]()
+    for _ in range(2):
+        for name in names:
+            contenders[name]()
     sync(device)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     print(f"allocator: {alloc}")
-    print(f"forward+backward, medians of {repeats} interleaved rounds after a warm-up")
+    print(f"forward+backward, medians of {repeats} interleaved rounds after a warm-up of 2 calls each")
 
     if "levels" in only:
         print(f"\n== level kinds: tokens/s, batch {batch}, {heads} heads, registry defaults")

@@ -13,19 +13,25 @@ import csv
 import io
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QRectF
 from PySide6.QtGui import QColor, QImage
 
 from nlstudio.fileio import atomic_write_bytes
 from nlstudio.runs import MODEL_FILE, PLOTS_DIR, PROJECT_FILE
 from nlstudio.widgets import theme
 
-PNG_MIN_WIDTH = 1400  # exported PNGs are at least this wide (crisp on print and slides)
+# Plots are laid out at this size for export, whatever their size on screen (a dock may be
+# 300 px wide; scaling that up would scale its fonts with it), and PNGs are rendered at
+# PNG_SCALE × (crisp on slides and in print).
+EXPORT_SIZE = (960, 600)
+PNG_SCALE = 2
+PNG_MIN_WIDTH = EXPORT_SIZE[0] * PNG_SCALE
 
 
 class ExportError(RuntimeError):
@@ -123,19 +129,42 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _ensure_size(dock) -> None:
-    """A dock never shown has no layout size; give it one so the export is not empty."""
-    rect = dock.export_item().boundingRect()
-    if rect.width() < 200 or rect.height() < 150:
-        dock.view.resize(900, 600)
-        dock.view.ci.setGeometry(0, 0, 900, 600)
+@contextmanager
+def _export_layout(dock):
+    """Lay the dock's plots out at EXPORT_SIZE for the export, then back as on screen."""
+    item = dock.export_item()
+    before = item.geometry()
+    item.setGeometry(QRectF(0, 0, *EXPORT_SIZE))
+    item.layout.activate()
+    try:
+        yield item
+    finally:
+        item.setGeometry(before)
+        item.layout.activate()
+
+
+def _write_images(item, folder: Path, stem: str, background: QColor) -> None:
+    import pyqtgraph.exporters as pgx
+
+    png = pgx.ImageExporter(item)
+    png.parameters()["width"] = EXPORT_SIZE[0] * PNG_SCALE
+    png.parameters()["background"] = background
+    image = png.export(toBytes=True)
+    if image is None or image.isNull():
+        raise ExportError(f"{folder / (stem + '.png')}: the plot rendered empty")
+    atomic_write_bytes(folder / f"{stem}.png", _png_bytes(image))
+
+    svg = pgx.SVGExporter(item)
+    svg.parameters()["background"] = background
+    data = svg.export(toBytes=True)
+    if not data:
+        raise ExportError(f"{folder / (stem + '.svg')}: the plot rendered empty")
+    atomic_write_bytes(folder / f"{stem}.svg", data)
 
 
 def export_plot(dock, folder: str | os.PathLike, stem: str | None = None, *,
                 light: bool = True) -> list[Path]:
     """``<stem>.png``, ``<stem>.svg`` and ``<stem>.csv`` of one plot dock, checked."""
-    import pyqtgraph.exporters as pgx
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = stem or dock.key
@@ -145,25 +174,8 @@ def export_plot(dock, folder: str | os.PathLike, stem: str | None = None, *,
         dock.apply_theme(export_palette)
     try:
         dock.redraw()  # the newest data, drawn in the export palette
-        _ensure_size(dock)
-        item = dock.export_item()
-        background = QColor(export_palette.plot_background)
-
-        png = pgx.ImageExporter(item)
-        width = int(png.parameters()["width"])
-        png.parameters()["width"] = max(PNG_MIN_WIDTH, width)
-        png.parameters()["background"] = background
-        image = png.export(toBytes=True)
-        if image is None or image.isNull():
-            raise ExportError(f"{folder / (stem + '.png')}: the plot rendered empty")
-        atomic_write_bytes(folder / f"{stem}.png", _png_bytes(image))
-
-        svg = pgx.SVGExporter(item)
-        svg.parameters()["background"] = background
-        data = svg.export(toBytes=True)
-        if not data:
-            raise ExportError(f"{folder / (stem + '.svg')}: the plot rendered empty")
-        atomic_write_bytes(folder / f"{stem}.svg", data)
+        with _export_layout(dock) as item:
+            _write_images(item, folder, stem, QColor(export_palette.plot_background))
     finally:
         if export_palette is not palette:
             dock.apply_theme(palette)

@@ -27,7 +27,7 @@ class KindList(QListWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setIconSize(QSize(26, 26))
         self.setSpacing(1)
-        self.setUniformItemSizes(True)
+        self.setWordWrap(True)
         self.setMouseTracking(True)
         for kind, info in KINDS.items():
             item = QListWidgetItem(info.title)

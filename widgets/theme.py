@@ -164,19 +164,27 @@ class ThemeManager(QObject):
         super().__init__()
         self.name = "system"
         self.palette = LIGHT
+        self._applied: tuple[int, str] | None = None  # (id of the app, palette name)
 
     def apply(self, name: str) -> Palette:
+        """Switch theme. Re-styling every widget is costly, so nothing happens when the
+        application already shows this palette."""
         from PySide6.QtWidgets import QApplication
 
         self.name = name if name in THEMES else "system"
-        self.palette = resolve(self.name)
+        palette = resolve(self.name)
         app = QApplication.instance()
+        key = (id(app), palette.name)
+        if key == self._applied and palette is self.palette:
+            return palette
+        self.palette = palette
         if app is not None:
             app.setStyle("Fusion")
-            app.setPalette(qpalette(self.palette))
-            app.setStyleSheet(stylesheet(self.palette))
-        self.themeChanged.emit(self.palette)
-        return self.palette
+            app.setPalette(qpalette(palette))
+            app.setStyleSheet(stylesheet(palette))
+            self._applied = key
+        self.themeChanged.emit(palette)
+        return palette
 
 
 _manager: ThemeManager | None = None

@@ -31,7 +31,9 @@ Documented choices:
 - v̂ is a target: the inner gradient treats it as a constant, the outer gradient flows through it.
 - All memories share the one chunk C (the paper allows M_mem its own chunk size).
 - Optimizer ``dgd`` (default) is Eq. 88; ``sgd`` drops the ``η k kᵀ`` erase (keeps α_t decay).
-  The optimizer's ``eta`` scales η_t.
+  The optimizer's ``eta`` scales η_t. Eq. 88 is applied as printed (η_t in both terms, chunked
+  in closed form), not through the implicit Sherman–Morrison step of inner_optim's ``dgd``
+  (η' = η / (1 + η‖x‖²)): only the optimizer's name and ``eta`` are read.
 - Option ``momentum`` (default false, Eq. 88 has none): Titans-style momentum on the writes,
   ``S_t = μ_t S_{t−1} − η_t ∇L``, ``M_t = M_{t−1}(α_t I − η_t k kᵀ) + S_t``, with
   ``μ_t = σ(x̃_t w_μ + b_μ)`` a fixed linear gate per head.

@@ -67,17 +67,19 @@ class TitansLevel(Level):
         self.residual = self.depth > 1
 
         self.to_qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.to_gates = nn.Linear(d_model, 3 * heads)  # θ_t, η_t, α_t per head
+        n_gates = 3 if self.use_momentum else 2
+        self.to_gates = nn.Linear(d_model, n_gates * heads)  # θ_t, α_t (, η_t) per head
         self.to_out = nn.Linear(d_model, d_model, bias=False)
         self.memory_init = nn.ParameterList(
             nn.Parameter(torch.randn(heads, dims[l + 1], dims[l]) / math.sqrt(dims[l]))
             for l in range(self.depth))
         with torch.no_grad():
             self.to_gates.weight.mul_(0.1)
-            bias = self.to_gates.bias.view(3, heads)
+            bias = self.to_gates.bias.view(n_gates, heads)
             bias[0].fill_(0.0)  # θ ≈ eta / 2
-            bias[1].fill_(2.0)  # η ≈ 0.88 alpha: surprise is kept over several chunks
-            bias[2].fill_(-4.0)  # α ≈ 0.018: the memory forgets slowly
+            bias[1].fill_(-4.0)  # α ≈ 0.018: the memory forgets slowly
+            if self.use_momentum:
+                bias[2].fill_(2.0)  # η ≈ 0.88 alpha: surprise is kept over several chunks
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -101,13 +103,14 @@ class TitansLevel(Level):
         return state
 
     def _gates(self, xs: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(log(1 − α_t), θ_t, log η_t)`` per head, each ``[B·H, n]``."""
+        """``(log(1 − α_t), θ_t, log η_t or None)`` per head, each ``[B·H, n]``."""
         b, n, _ = xs.shape
-        z = self.to_gates(xs).view(b, n, 3, self.heads).permute(2, 0, 3, 1).reshape(3, -1, n)
+        z = self.to_gates(xs).view(b, n, -1, self.heads).permute(2, 0, 3, 1)
+        z = z.reshape(-1, b * self.heads, n)  # [gate, B·H, n]
         # ℓ2's gradient is 2(M(k) − v): the 2 is folded into θ
         theta = (self.eta * (2.0 if self.objective == "l2" else 1.0)) * torch.sigmoid(z[0])
-        log_keep = F.logsigmoid(-z[2])  # log(1 − α_t), α_t = σ(z)
-        log_mu = (math.log(self.momentum_scale) + F.logsigmoid(z[1])
+        log_keep = F.logsigmoid(-z[1])  # log(1 − α_t), α_t = σ(z)
+        log_mu = (math.log(self.momentum_scale) + F.logsigmoid(z[2])
                   if self.use_momentum else None)
         return log_keep, theta, log_mu
 
@@ -172,12 +175,13 @@ class TitansLevel(Level):
             with torch.no_grad():  # the change of the whole memory (all layers, all heads)
                 sq = 0.0
                 for l, a in enumerate(anchors):
-                    seq = stacked[l] if n_read == full + 1 else torch.cat(
-                        (stacked[l], a[-1].unsqueeze(1)), dim=1)
-                    diff = seq[:, 1:] - seq[:, :-1]  # [N, full, o, i]
-                    sq = sq + diff.square().sum((-2, -1))
-                    if l == 0:
-                        last_write = diff[0, -1].clone()
+                    norms = [torch.linalg.vector_norm(stacked[l][:, 1:] - stacked[l][:, :-1],
+                                                      dim=(-2, -1))]  # [N, n_read − 1]
+                    if n_read == full:  # the last write's result was not read in this call
+                        norms.append(torch.linalg.vector_norm(a[-1] - a[-2], dim=(-2, -1))
+                                     .unsqueeze(1))
+                    sq = sq + torch.cat(norms, dim=1).square()
+                last_write = anchors[0][-1][0] - anchors[0][-2][0]
                 per_chunk = sq.view(b, h, full).sum(1).sqrt().mean(0)
             ends_at = torch.arange(1, full + 1, device=x.device) * c - 1 - p
             write_norms[ends_at] = per_chunk.to(x.dtype)

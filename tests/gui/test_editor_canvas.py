@@ -3,7 +3,7 @@ with the mouse, deletion, faults shown where they are."""
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt
+from PySide6.QtCore import QCoreApplication, QEvent, QMimeData, QPoint, QPointF, QSettings, Qt
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
@@ -46,7 +46,11 @@ def window(qtbot, tmp_path, monkeypatch):
     w.show()
     qtbot.waitExposed(w)
     w.view.fit()
-    return w
+    yield w
+    w.close()  # the fake dialogs discard unsaved changes
+    w.deleteLater()
+    # outside an event loop deferred deletes wait forever: windows would pile up
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def viewport_pos(window: MainWindow, scene_point: QPointF) -> QPoint:
@@ -57,6 +61,7 @@ def drop_kind(window: MainWindow, kind: str, scene_point: QPointF) -> None:
     """A real drag-enter / drag-move / drop sequence carrying the palette's own mime data."""
     palette = window.palette.list
     mime: QMimeData = palette.mimeData([palette.kind_item(kind)])
+    assert bytes(mime.data(MIME_KIND)).decode() == kind
     viewport = window.view.viewport()
     pos = QPointF(viewport_pos(window, scene_point))
     buttons, mods = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
@@ -282,3 +287,67 @@ def test_connect_problem_rules():
     assert commands.connect_problem(data, "input", "b") is None
     assert commands.connect_problem(data, "output", "a") is not None
     assert isinstance(NodeItem("x", "mlp"), NodeItem)
+
+
+def test_ctrl_wheel_zooms_and_middle_or_space_drag_pans(window, qtbot):
+    from PySide6.QtGui import QWheelEvent
+
+    view, viewport = window.view, window.view.viewport()
+    view.zoom_by(2.0)  # zoomed in, so there is room to scroll both ways
+    centre = QPointF(viewport.rect().center())
+    before = view.zoom()
+    wheel = QWheelEvent(centre, view.mapToGlobal(centre.toPoint()).toPointF(), QPoint(),
+                        QPoint(0, 120), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.ControlModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(viewport, wheel)
+    assert view.zoom() == pytest.approx(before * 1.15)
+
+    h, v = view.horizontalScrollBar(), view.verticalScrollBar()
+    h.setValue((h.minimum() + h.maximum()) // 2)
+    v.setValue((v.minimum() + v.maximum()) // 2)
+    start = (h.value(), v.value())
+    a = viewport.rect().center()
+    qtbot.mousePress(viewport, Qt.MouseButton.MiddleButton, pos=a)
+    qtbot.mouseMove(viewport, pos=a + QPoint(40, 30))
+    qtbot.mouseRelease(viewport, Qt.MouseButton.MiddleButton, pos=a + QPoint(40, 30))
+    assert (h.value(), v.value()) == (start[0] - 40, start[1] - 30)
+
+    before_doc = window.document.snapshot()
+    view.setFocus()
+    qtbot.keyPress(view, Qt.Key.Key_Space)
+    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=a)
+    qtbot.mouseMove(viewport, pos=a + QPoint(-20, 0))
+    qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=a + QPoint(-20, 0))
+    qtbot.keyRelease(view, Qt.Key.Key_Space)
+    assert h.value() == start[0] - 40 + 20
+    assert window.document.data == before_doc  # panning never edits
+
+
+def test_escape_cancels_a_connection(window, qtbot):
+    viewport = window.view.viewport()
+    start = viewport_pos(window, port_pos(window, "input", "out"))
+    qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=start)
+    qtbot.mouseMove(viewport, pos=start + QPoint(60, 0))
+    assert window.view.interaction is not None
+    qtbot.keyClick(window.view, Qt.Key.Key_Escape)
+    assert window.view.interaction is None
+    qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=start + QPoint(60, 0))
+    assert window.document.undo_stack.count() == 0
+
+
+def test_arrow_keys_change_the_period_and_position_of_the_selection(window, qtbot):
+    new_id = window.view.add_level("titans", 300.0, 16)
+    view = window.view
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key.Key_Up)
+    assert window.document.level(new_id)["period"] == 8
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    assert window.document.level(new_id)["period"] == 32
+    qtbot.keyClick(view, Qt.Key.Key_Right)
+    assert window.document.data["view"]["positions"][new_id][0] == pytest.approx(320)
+    window.scene.select_only(["mlp"])  # frozen mlp: Down has nowhere to go, Up → the slowest
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    assert window.document.level("mlp")["period"] is None
+    qtbot.keyClick(view, Qt.Key.Key_Up)
+    assert window.document.level("mlp")["period"] == window.scene.axis.max_period

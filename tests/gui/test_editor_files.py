@@ -7,7 +7,7 @@ import os
 import time
 
 import pytest
-from PySide6.QtCore import QPointF, QSettings
+from PySide6.QtCore import QCoreApplication, QEvent, QPointF, QSettings
 from PySide6.QtWidgets import QApplication
 
 from nlstudio import project as core
@@ -53,15 +53,24 @@ def settings(tmp_path):
 def make_window(qtbot, tmp_path, monkeypatch, settings):
     monkeypatch.setenv("NLSTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
 
+    made: list[MainWindow] = []
+
     def make() -> MainWindow:
         w = MainWindow(settings)
         w.dialogs = FakeDialogs()
         qtbot.addWidget(w)
         w.show()
         qtbot.waitExposed(w)
+        made.append(w)
         return w
 
-    return make
+    yield make
+    for w in made:
+        w.dialogs.save_answer = "discard"
+        w.close()
+        w.deleteLater()
+    # outside an event loop deferred deletes wait forever: windows would pile up
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 @pytest.fixture

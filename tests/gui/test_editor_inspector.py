@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QCoreApplication, QEvent, QSettings, Qt
 from PySide6.QtWidgets import QAbstractSpinBox
 
 from nlstudio.catalog import KINDS, OPTIMIZERS, all_tasks
@@ -40,7 +40,11 @@ def window(qtbot, tmp_path, monkeypatch):
     qtbot.addWidget(w)
     w.show()
     qtbot.waitExposed(w)
-    return w
+    yield w
+    w.close()  # the fake dialogs discard unsaved changes
+    w.deleteLater()
+    # outside an event loop deferred deletes wait forever: windows would pile up
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def add(window, kind: str, period=commands.KEEP) -> str:

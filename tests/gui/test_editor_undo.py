@@ -3,7 +3,7 @@ the title's modified mark follows the stack's clean state."""
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
+from PySide6.QtCore import QCoreApplication, QEvent, QPoint, QPointF, QSettings, Qt
 
 from nlstudio.widgets.main_window import MainWindow
 
@@ -37,7 +37,11 @@ def window(qtbot, tmp_path, monkeypatch):
     w.show()
     qtbot.waitExposed(w)
     w.view.fit()
-    return w
+    yield w
+    w.close()  # the fake dialogs discard unsaved changes
+    w.deleteLater()
+    # outside an event loop deferred deletes wait forever: windows would pile up
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def drag(qtbot, window, start: QPointF, end: QPointF, steps: int = 6) -> None:

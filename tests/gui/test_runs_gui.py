@@ -140,7 +140,7 @@ def test_compare_runs_overlays_curves_with_a_legend(studio, qtbot, finished_runs
     assert len(styles) == 2 and Qt.PenStyle.SolidLine not in styles
     labels = [t.label for t in loss.overlays.values()]
     assert "dgd" in labels[0] and "nsam-sgd" in labels[1]
-    c.plots.scheduler.redraw_now()
+    qtbot.waitUntil(lambda: not loss.dirty and not c.plots.forgetting.dirty, timeout=5000)
     assert loss.loss_plot.legend.isVisible()
     legend_names = [label.text for _, label in loss.loss_plot.legend.items]
     assert all(any(lbl in name for name in legend_names) for lbl in labels)
@@ -153,6 +153,7 @@ def test_compare_runs_overlays_curves_with_a_legend(studio, qtbot, finished_runs
     assert window.actions["run.clear_compare"].isEnabled()
     window.actions["run.clear_compare"].trigger()
     assert not loss.overlays and not c.plots.forgetting.overlays
+    assert not loss.loss_plot.legend.isVisible()
 
 
 def test_bad_run_folders_are_refused_with_a_message(studio, tmp_path):

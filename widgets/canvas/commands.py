@@ -197,8 +197,10 @@ def disconnect(document: Document, src: str, dst: str) -> bool:
     return delete(document, edges=[(src, dst)])
 
 
-def move_levels(document: Document, moves: dict[str, tuple[float, Any]]) -> bool:
-    """One command for a whole drag: ``{id: (x, period or KEEP)}``."""
+def move_levels(document: Document, moves: dict[str, tuple[float, Any]],
+                merge_key: Any = None) -> bool:
+    """One command for a whole drag: ``{id: (x, period or KEEP)}`` (``merge_key``: repeated
+    keyboard nudges of the same levels merge)."""
     def mutate(data: dict) -> None:
         for level_id, (x, period) in moves.items():
             level = _find(data, level_id)
@@ -210,7 +212,7 @@ def move_levels(document: Document, moves: dict[str, tuple[float, Any]]) -> bool
     periods = [m[1] for m in moves.values() if m[1] is not KEEP]
     verb = "Move" if not periods else "Change period of"
     return document.edit(f"{verb} {n} level" + ("s" if n > 1 else "") if n != 1
-                         else f"{verb} {next(iter(moves))}", mutate)
+                         else f"{verb} {next(iter(moves))}", mutate, merge_key=merge_key)
 
 
 def set_level_field(document: Document, level_id: str, keys: tuple[str, ...], value: Any,

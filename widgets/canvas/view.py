@@ -174,6 +174,11 @@ class GraphView(QGraphicsView):
             self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
             event.accept()
             return
+        if event.key() in (Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_Left, Qt.Key.Key_Right) \
+                and self.graph_scene.selected_level_ids() and self.interaction is None:
+            self._nudge(event.key())
+            event.accept()
+            return
         if event.key() == Qt.Key.Key_Escape and self.interaction is not None:
             self.interaction.cancel()
             self.interaction = None
@@ -189,6 +194,71 @@ class GraphView(QGraphicsView):
             event.accept()
             return
         super().keyReleaseEvent(event)
+
+    def _nudge(self, key: Qt.Key) -> None:
+        """Keyboard moves: Up/Down make the selected levels faster/slower by one octave (within
+        their kind's rule), Left/Right shift them horizontally."""
+        moves: dict[str, tuple[float, object]] = {}
+        for level_id in self.graph_scene.selected_level_ids():
+            item = self.graph_scene.nodes[level_id]
+            level = self.document.level(level_id) or {}
+            x, period = item.pos().x(), commands.KEEP
+            if key in (Qt.Key.Key_Left, Qt.Key.Key_Right):
+                x += -20.0 if key == Qt.Key.Key_Left else 20.0
+            else:
+                rows = sorted(self.graph_scene.axis.allowed(item.kind), key=lambda r: r[1])
+                here = self.graph_scene.axis.y_for(item.kind, level.get("period"))
+                if key == Qt.Key.Key_Up:
+                    above = [r for r in rows if r[1] < here - 1]
+                    target = above[-1] if above else None
+                else:
+                    below = [r for r in rows if r[1] > here + 1]
+                    target = below[0] if below else None
+                if target is None or target[0] == level.get("period"):
+                    continue
+                period = target[0]
+            moves[level_id] = (x, period)
+        if moves:
+            commands.move_levels(self.document, moves, merge_key=("nudge", key, tuple(moves)))
+
+    def contextMenuEvent(self, event) -> None:  # noqa: N802 - Qt API
+        from PySide6.QtWidgets import QMenu
+
+        from nlstudio.widgets import theme
+        from nlstudio.widgets.canvas.items import EdgeItem
+
+        item = self.itemAt(event.pos())
+        while item is not None and item.parentItem() is not None:
+            item = item.parentItem()
+        menu = QMenu(self)
+        menu.setObjectName("canvasMenu")
+        locked = self.document.locked
+        if isinstance(item, NodeItem):
+            if not item.isSelected():
+                self.graph_scene.select_only([item.node_id])
+            ids = self.graph_scene.selected_level_ids()
+            remove = menu.addAction(f"Delete {item.node_id}" if len(ids) == 1
+                                    else f"Delete {len(ids)} levels")
+            remove.setEnabled(not locked)
+            remove.triggered.connect(lambda: commands.delete(self.document, ids))
+        elif isinstance(item, EdgeItem):
+            src, dst = item.key
+            cut = menu.addAction(f"Disconnect {src} → {dst}")
+            cut.setEnabled(not locked)
+            cut.triggered.connect(lambda: commands.disconnect(self.document, src, dst))
+        else:
+            where = self.mapToScene(event.pos())
+            add = menu.addMenu("Add level here")
+            add.setEnabled(not locked)
+            for kind, info in KINDS.items():
+                action = add.addAction(theme.kind_icon(kind), info.title)
+                action.setStatusTip(info.summary)
+                period, _y = self.graph_scene.axis.snap(kind, where.y())
+                action.triggered.connect(
+                    lambda _c=False, k=kind, p=period: self.add_level(k, where.x(), p))
+            menu.addSeparator()
+            menu.addAction("Fit to view", self.fit)
+        menu.exec(event.globalPos())
 
     # ---- drops from the palette ------------------------------------------------------------------
     def _drop_target(self, kind: str, pos: QPointF) -> tuple[QPointF, object]:

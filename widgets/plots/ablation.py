@@ -9,7 +9,8 @@ from PySide6.QtGui import QColor, QFont
 
 from nlstudio import probes
 from nlstudio.widgets import theme
-from nlstudio.widgets.plots.base import PlotDock, SymmetricLevels, style_plot
+from nlstudio.widgets.plots.base import (PlotDock, SymmetricColorBar, SymmetricLevels,
+                                         style_plot)
 
 
 def evaluation_table(delays, recall: dict[str, tuple[float, ...]], level_order=()
@@ -38,13 +39,13 @@ class AblationDock(PlotDock):
         self.plot.hideButtons()
         self.plot.invertY(True)
         self.plot.setLabel("bottom", "delay since seen (tokens)")
-        self.plot.setLabel("left", "level silenced")
+        # Edge cells' labels sit half a cell from the axis ends: keep them.
+        self.plot.getAxis("bottom").setStyle(hideOverlappingLabels=False)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.image)
-        self.bar = pg.ColorBarItem(values=(-1.0, 1.0), width=10, interactive=False,
-                                   colorMap=theme.diverging_colormap(self.palette_),
-                                   colorMapMenu=False, label="recall lost")
-        self.bar.setImageItem(self.image)
+        cmap = theme.diverging_colormap(self.palette_)
+        self.image.setLookupTable(cmap.getLookupTable(nPts=256))
+        self.bar = SymmetricColorBar(cmap, label="recall lost")
         self.view.addItem(self.bar, row=0, col=1)
         self.levels = SymmetricLevels(half_life_s=10.0, floor=0.05)
         self.cell_labels: list[pg.TextItem] = []
@@ -82,7 +83,6 @@ class AblationDock(PlotDock):
         self.delays = np.asarray(delays, dtype=np.int64)
         self.drop = np.ascontiguousarray(drop, dtype=np.float32)
         self.full = np.asarray(table, dtype=float)[0]
-        self.set_message("")
         self.mark_dirty()
 
     def set_delay_rows(self, delay_rows) -> None:
@@ -104,8 +104,8 @@ class AblationDock(PlotDock):
             return
         rows, cols = self.drop.shape
         level = self.levels.update(self.drop)
-        self.image.setImage(self.drop, autoLevels=False)
-        self.bar.setLevels((-level, level))  # sets the image's levels too
+        self.image.setImage(self.drop, autoLevels=False, levels=(-level, level))
+        self.bar.set_level(level)
         self.image.setRect(0, 0, cols, rows)
         if self._shape != (rows, cols):
             self._shape = (rows, cols)
@@ -124,8 +124,8 @@ class AblationDock(PlotDock):
             label.setPos(j + 0.5, i + 0.5)
             label.setColor(QColor(p.plot_foreground))
             label.setVisible(fits)
-        self.plot.setTitle(f"recall lost, step {self.step}", size="9pt",
-                           color=p.plot_foreground)
+        self.set_message(f"Recall lost when a level is silenced (step {self.step})")
+
 
     def _make_labels(self, count: int) -> None:
         font = QFont()
@@ -143,9 +143,9 @@ class AblationDock(PlotDock):
         super().apply_theme(palette)
         style_plot(self.plot, palette)
         self.plot.showGrid(x=False, y=False)
-        self.bar.setColorMap(theme.diverging_colormap(palette))
-        self.bar.axis.setPen(pg.mkPen(palette.muted))
-        self.bar.axis.setTextPen(pg.mkPen(palette.plot_foreground))
+        cmap = theme.diverging_colormap(palette)
+        self.image.setLookupTable(cmap.getLookupTable(nPts=256))
+        self.bar.set_colors(cmap, palette.plot_foreground, palette.border)
 
     # ---- export --------------------------------------------------------------------------
     def csv_table(self) -> tuple[list[str], list[list]]:

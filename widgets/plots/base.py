@@ -16,8 +16,8 @@ from typing import ClassVar, Iterable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QObject, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QFont, QImage
 from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from nlstudio.widgets import theme
@@ -157,6 +157,8 @@ def style_plot(plot: pg.PlotItem, p: theme.Palette, title: str | None = None) ->
     legend = plot.legend
     if legend is not None:
         legend.setLabelTextColor(fg)
+        for _sample, label in legend.items:  # existing labels keep their colour otherwise
+            label.setText(label.text, color=p.plot_foreground)
         bg = QColor(p.plot_background)
         bg.setAlpha(200)
         legend.setBrush(pg.mkBrush(bg))
@@ -329,3 +331,91 @@ class RedrawScheduler(QObject):
                 self.frame_times.append(now)
             self.redrawn.emit(count)
         return count
+
+
+class SymmetricColorBar(pg.GraphicsWidget):
+    """A colour bar for a heatmap drawn with levels ±L: the diverging gradient and, when
+    ``labelled``, the values +L, 0 and −L beside it.
+
+    pyqtgraph's ColorBarItem is a whole PlotItem (four axes) per bar; redrawn with every frame
+    of eight heatmaps it cost more than the heatmaps. This one paints a gradient and three
+    numbers, is cached by Qt as a pixmap, and repaints only when L or the colours change."""
+
+    def __init__(self, colormap: pg.ColorMap, *, labelled: bool = True, label: str = "",
+                 width: int = 9) -> None:
+        super().__init__()
+        self.setCacheMode(self.CacheMode.DeviceCoordinateCache)
+        self._cmap = colormap
+        self._strip = self._make_strip(colormap)
+        self._level = 1.0
+        self._labelled = labelled
+        self._label = label
+        self._bar_width = width
+        self._text = QColor("#000000")
+        self._edge = QColor("#808080")
+        self._font = QFont()
+        self._font.setPointSizeF(7.0)
+        self._apply_width()
+
+    @property
+    def level(self) -> float:
+        return self._level
+
+    def set_level(self, level: float) -> None:
+        if level != self._level:
+            self._level = level
+            self.update()
+
+    def set_labelled(self, labelled: bool) -> None:
+        if labelled != self._labelled:
+            self._labelled = labelled
+            self._apply_width()
+            self.update()
+
+    def set_colors(self, colormap: pg.ColorMap, text: str, edge: str) -> None:
+        self._cmap, self._text, self._edge = colormap, QColor(text), QColor(edge)
+        self._strip = self._make_strip(colormap)
+        self.update()
+
+    @staticmethod
+    def _make_strip(colormap: pg.ColorMap) -> QImage:
+        """The colour map as a 1×256 image, +L at the top (an image, not a gradient: SVG
+        exports of several bars would otherwise share one gradient id)."""
+        lut = colormap.getLookupTable(nPts=256, alpha=True)[::-1]
+        image = QImage(1, 256, QImage.Format.Format_RGBA8888)
+        for i, (r, g, b, a) in enumerate(lut.tolist()):
+            image.setPixelColor(0, i, QColor(r, g, b, a))
+        return image
+
+    def _apply_width(self) -> None:
+        width = self._bar_width + (44 if self._labelled else 2) + (12 if self._label else 0)
+        self.setMinimumWidth(width)
+        self.setMaximumWidth(width)
+
+    def paint(self, painter, *args) -> None:  # noqa: D401 - Qt API
+        rect = self.boundingRect()
+        top, bottom = rect.top() + 6, rect.bottom() - 6
+        if bottom - top < 4:
+            return
+        x0 = rect.left() + (12 if self._label else 1)
+        bar = QRectF(x0, top, self._bar_width, bottom - top)
+        painter.drawImage(bar, self._strip)
+        painter.setPen(pg.mkPen(self._edge))
+        painter.drawRect(bar)
+        painter.setFont(self._font)
+        painter.setPen(pg.mkPen(self._text))
+        if self._labelled:
+            x = bar.right() + 3
+            for y, value in ((top, self._level), ((top + bottom) / 2, 0.0),
+                             (bottom, -self._level)):
+                text = "0" if value == 0 else f"{value:+.2g}"
+                painter.drawText(QRectF(x, y - 7, 60, 14),
+                                 int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                                 text)
+        if self._label:
+            painter.save()
+            painter.translate(rect.left() + 8, (top + bottom) / 2)
+            painter.rotate(-90)
+            painter.drawText(QRectF(-60, -8, 120, 12), int(Qt.AlignmentFlag.AlignCenter),
+                             self._label)
+            painter.restore()

@@ -37,22 +37,25 @@ class ForgettingDock(PlotDock):
         self.metric_name = "metric"
         self.tasks_plot: pg.PlotItem = self.view.addPlot(row=0, col=0)
         # The sub-task legend gets its own row: over the curves it would hide them.
-        self.task_legend = pg.LegendItem(colCount=4, labelTextSize="7pt", verSpacing=-8,
-                                         horSpacing=8)
+        self.task_legend = pg.LegendItem(colCount=3, labelTextSize="7pt", verSpacing=-8,
+                                         horSpacing=4)
         self.view.addItem(self.task_legend, row=1, col=0)
         self.recall_plot: pg.PlotItem = self.view.addPlot(row=2, col=0)
         self.recall_plot.addLegend(offset=(-4, 4), labelTextSize="7pt")
-        self.tasks_plot.setLabel("bottom", "step")
+        # No "step" label under the sub-task curves: height is scarce, the ticks say it.
         self.recall_plot.setLabel("bottom", "delay since seen (tokens)")
         self.recall_plot.setLabel("left", "recall")
         self.recall_plot.setLogMode(x=True, y=False)
         self.recall_plot.setYRange(0, 1.02, padding=0)
+        self.recall_plot.getAxis("left").setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")]])
+        self.recall_plot.getAxis("left").setStyle(hideOverlappingLabels=False)
         for plot in (self.tasks_plot, self.recall_plot):
             plot.setMenuEnabled(False)
         self._delay_ticks: list[int] = []
         self.main = _RunCurves("this run", Qt.PenStyle.SolidLine)
         self.overlays: dict[str, _RunCurves] = {}
         self.main.recall_item = self._recall_item(self.main)
+        self.recall_plot.legend.setVisible(False)
         self.apply_theme(self.palette_)
         self._update_labels()
         self.set_message("Forgetting curves appear at the first evaluation.")
@@ -76,15 +79,14 @@ class ForgettingDock(PlotDock):
         self.main.eval_rows.extend((int(step), str(t), float(m)) for t, m in rows)
         if delays and recall_full is not None:
             self.main.recall = (int(step), np.asarray(delays, float), np.asarray(recall_full, float))
-        self.set_message("")
         self.mark_dirty()
 
     def set_rows(self, eval_rows, delay_rows) -> None:
         """A whole run from eval.csv / delay.csv rows (an opened or followed run)."""
         self.main.eval_rows = [(int(s), str(t), float(m)) for s, t, m in eval_rows]
         self.main.recall = _recall_from_delay_rows(delay_rows)
-        self.set_message("" if self.main.eval_rows or self.main.recall
-                         else "No evaluation yet.")
+        if not (self.main.eval_rows or self.main.recall):
+            self.set_message("No evaluation yet.")
         self.mark_dirty()
 
     def set_overlay(self, key: str, label: str, eval_rows, delay_rows) -> None:
@@ -96,6 +98,7 @@ class ForgettingDock(PlotDock):
         run.eval_rows = [(int(s), str(t), float(m)) for s, t, m in eval_rows]
         run.recall = _recall_from_delay_rows(delay_rows)
         self._recolor()
+        self.recall_plot.legend.setVisible(True)  # names the compared runs
         self.mark_dirty()
 
     def remove_overlays(self) -> None:
@@ -107,6 +110,7 @@ class ForgettingDock(PlotDock):
                 self.recall_plot.removeItem(run.recall_item)
                 self.recall_plot.legend.removeItem(run.recall_item)
         self.overlays.clear()
+        self.recall_plot.legend.setVisible(False)
         self.mark_dirty()
 
     def has_data(self) -> bool:
@@ -138,11 +142,12 @@ class ForgettingDock(PlotDock):
             self.recall_plot.getAxis("bottom").setTicks(
                 [[(math.log10(d), f"{d:,}".replace(",", "\u2009")) for d in delays], []]
                 if delays else None)
-        self.recall_plot.legend.setVisible(bool(self.overlays))
-        step = self.main.recall[0] if self.main.recall is not None else None
-        self.recall_plot.setTitle(
-            f"recall by delay at step {step}" if step is not None else "recall by delay",
-            color=self.palette_.plot_foreground, size="9pt")
+
+        # The step goes in the message line: a title would take the plots' height.
+        steps = [s for s, _, _ in self.main.eval_rows]
+        if steps or self.main.recall is not None:
+            last = max(steps) if steps else self.main.recall[0]
+            self.set_message(f"Sub-tasks by step; recall by delay at step {last}")
 
     # ---- items -------------------------------------------------------------------------------
     def _task_item(self, run: _RunCurves, task: str) -> pg.PlotDataItem:
@@ -164,8 +169,6 @@ class ForgettingDock(PlotDock):
 
     def _update_labels(self) -> None:
         self.tasks_plot.setLabel("left", self.metric_name, color=self.palette_.plot_foreground)
-        self.tasks_plot.setTitle(f"{self.metric_name} of every sub-task seen so far",
-                                 color=self.palette_.plot_foreground, size="9pt")
 
     def _recolor(self) -> None:
         p = self.palette_
@@ -187,6 +190,8 @@ class ForgettingDock(PlotDock):
         style_plot(self.tasks_plot, palette)
         style_plot(self.recall_plot, palette)
         self.task_legend.setLabelTextColor(QColor(palette.plot_foreground))
+        for _sample, label in self.task_legend.items:  # existing labels keep their colour
+            label.setText(label.text, color=palette.plot_foreground)
         self._update_labels()
         self._recolor()
 

@@ -102,6 +102,7 @@ class LossDock(PlotDock):
         self.overlays: dict[str, _Trace] = {}
         self._smoothed_cache: dict[tuple[int, str], tuple[_Ema, np.ndarray]] = {}
         self._on_smoothing(self.smooth_slider.value())
+        self.loss_plot.legend.setVisible(False)
         self.apply_theme(self.palette_)
         self.set_message("No run yet: press Run, or open a run folder.")
 
@@ -153,6 +154,7 @@ class LossDock(PlotDock):
         trace.loss.set(steps, columns.get("loss", np.full(len(steps), np.nan)))
         trace.metric.set(steps, columns.get("metric", np.full(len(steps), np.nan)))
         self._drop_cache(trace)
+        self.loss_plot.legend.setVisible(True)  # it names the runs: shown while comparing
         self.mark_dirty()
 
     def remove_overlays(self) -> None:
@@ -163,6 +165,7 @@ class LossDock(PlotDock):
         self.loss_plot.legend.clear()
         self.overlays.clear()
         self.loss_plot.legend.addItem(self.main.items["loss_s"][1], self.main.label)
+        self.loss_plot.legend.setVisible(False)
         self.mark_dirty()
 
     def has_data(self) -> bool:
@@ -174,8 +177,6 @@ class LossDock(PlotDock):
         return self.smooth_slider.value() / 100.0
 
     def redraw(self) -> None:
-        # The legend names runs: useful only once other runs are compared.
-        self.loss_plot.legend.setVisible(bool(self.overlays))
         weight = self.smoothing
         for trace in (self.main, *self.overlays.values()):
             for name, series in (("loss", trace.loss), ("metric", trace.metric)):

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QComboBox
 
 from nlstudio import events as ev
 from nlstudio.widgets import theme
-from nlstudio.widgets.plots.base import PlotDock, SymmetricLevels
+from nlstudio.widgets.plots.base import PlotDock, SymmetricColorBar, SymmetricLevels
 
 ALL_LEVELS = "All levels"
 KIND_NOTES = {"attention": "re-reads its context"}
@@ -50,7 +50,7 @@ class _Cell:
 
     view: pg.ViewBox
     image: pg.ImageItem
-    bar: pg.ColorBarItem
+    bar: SymmetricColorBar
     note: pg.TextItem
     title: _Title
     levels: SymmetricLevels = field(default_factory=SymmetricLevels)
@@ -163,7 +163,9 @@ class MatricesDock(PlotDock):
         level = cell.levels.update(data)
         cell.data = data
         cell.image.setImage(data, autoLevels=False)
-        cell.bar.setLevels((-level, level))  # sets the image's levels too
+        if level != cell.bar.level:  # levels move in nice steps: rarely
+            cell.image.setLevels((-level, level))
+            cell.bar.set_level(level)
         if cell.shape != data.shape:
             cell.shape = data.shape
             cell.view.setRange(xRange=(0, data.shape[1]), yRange=(0, data.shape[0]), padding=0)
@@ -200,14 +202,14 @@ class MatricesDock(PlotDock):
                 view.setMouseEnabled(x=False, y=False)
                 view.setDefaultPadding(0)
                 image = pg.ImageItem(axisOrder="row-major")
-                image.setAutoDownsample(True)
+                # ≤ 128×128 (probes.MAX_MATRIX_SIDE): no downsampling to compute per paint
                 view.addItem(image)
                 note = pg.TextItem("", anchor=(0.5, 0.5))
                 view.addItem(note)
                 note.setPos(0.5, 0.5)
-                bar = pg.ColorBarItem(values=(-1.0, 1.0), width=8, colorMap=cmap,
-                                      interactive=False, colorMapMenu=False)
-                bar.setImageItem(image)
+                image.setLookupTable(cmap.getLookupTable(nPts=256))
+                image.setLevels((-1.0, 1.0))
+                bar = SymmetricColorBar(cmap)
                 cell = _Cell(view=view, image=image, bar=bar, note=note, title=title)
                 self.cells[(lid, which)] = cell
                 note.setText("waiting for a snapshot")
@@ -235,8 +237,7 @@ class MatricesDock(PlotDock):
                 layout.addItem(cell.bar, row=row + 1, col=c + 1)
                 # Small multiples: the bar is a bare gradient (the title gives ±L); large:
                 # a labelled scale.
-                cell.bar.axis.setStyle(showValues=large)
-                cell.bar.axis.setWidth(None if large else 3)
+                cell.bar.set_labelled(large)
                 self._update_title(lid, which, cell, force=True)
 
     def _on_level_choice(self, _text: str) -> None:
@@ -251,10 +252,8 @@ class MatricesDock(PlotDock):
         p = self.palette_
         cmap = theme.diverging_colormap(p)
         for (lid, which), cell in self.cells.items():
-            cell.bar.setColorMap(cmap)
-            cell.bar.axis.setPen(pg.mkPen(p.muted))
-            cell.bar.axis.setTextPen(pg.mkPen(p.plot_foreground))
-            cell.bar.axis.setStyle(tickFont=_small_font())
+            cell.bar.set_colors(cmap, p.plot_foreground, p.border)
+            cell.image.setLookupTable(cmap.getLookupTable(nPts=256))
             cell.note.setColor(p.muted)
             cell.view.setBorder(pg.mkPen(p.border))
             self._update_title(lid, which, cell, force=True)
@@ -282,12 +281,3 @@ class MatricesDock(PlotDock):
                                    data.ravel().tolist()):
                     rows.append([snap.step, lid, which, i, j, v])
         return header, rows
-
-
-def _small_font():
-    from PySide6.QtGui import QFont
-
-    font = QFont()
-    font.setPointSizeF(7.0)
-    return font
-
