@@ -216,23 +216,30 @@ class NestedModel(nn.Module):
 
     def _pass(self, h0: Tensor, states: dict, silence: frozenset,
               fast: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict]:
-        outs = {INPUT: h0}
-        for lid in self.order:
-            preds = self.preds[lid]
-            inp = outs[preds[0]]
-            for p in preds[1:]:
-                inp = inp + outs[p]
+        outs, states = self._run(self.order, {INPUT: h0}, states, silence, fast)
+        return self._head(self._sum(OUTPUT, outs)), states
+
+    def _sum(self, node: str, outs: dict[str, Tensor]) -> Tensor:
+        preds = self.preds[node]
+        total = outs[preds[0]]
+        for p in preds[1:]:
+            total = total + outs[p]
+        return total
+
+    def _run(self, order: list[str], outs: dict[str, Tensor], states: dict,
+             silence: frozenset, fast: dict[str, dict[str, Tensor]]
+             ) -> tuple[dict[str, Tensor], dict]:
+        """Runs ``order`` (a topologically ordered run of levels) on top of ``outs``."""
+        outs, states = dict(outs), dict(states)
+        for lid in order:
+            inp = self._sum(lid, outs)
             x = self.norms[lid](inp)
             if lid in fast:
                 y, states[lid] = self.levels[lid](x, states[lid], fast=fast[lid])
             else:
                 y, states[lid] = self.levels[lid](x, states[lid])
             outs[lid] = inp if lid in silence else inp + y
-        preds = self.preds[OUTPUT]
-        out = outs[preds[0]]
-        for p in preds[1:]:
-            out = out + outs[p]
-        return self._head(out), states
+        return outs, states
 
     def _segments(self, t0: int, steps: int) -> list[tuple[int, int]]:
         """Call-relative ``[start, end)`` pieces cut at every multiple of a task level's C."""
@@ -253,39 +260,58 @@ class NestedModel(nn.Module):
             targets = F.pad(inputs[:, 1:], (0, 1), value=IGNORE_INDEX)
         segments = self._segments(t0, inputs.shape[1])
         task = [(lid, self.levels[lid]) for lid in self.task_levels]
+        first = self.order.index(self.task_levels[0])
+        prefix, suffix = self.order[:first], self.order[first:]
         parts, norms = [], {lid: [] for lid in self.order}
-        with torch.enable_grad():
-            for s, e in segments:
-                fast = {}
-                for lid, level in task:
-                    fast[lid] = {n: w if w.requires_grad else w.requires_grad_()
-                                 for n, w in level.fast_weights(states[lid]).items()}
-                logits, states = self._pass(h0[:, s:e], states, silence, fast)
-                if targets is not None:
-                    loss = F.cross_entropy(logits.flatten(0, 1), targets[:, s:e].flatten(),
+        for s, e in segments:
+            # Levels before the first task level run once, with the outer graph if any.
+            outs, states = self._run(prefix, {INPUT: h0[:, s:e]}, states, silence, {})
+            if outer_grad:
+                fast = {lid: level.fast_weights(states[lid]) for lid, level in task}
+                main, new_states = self._run(suffix, outs, states, silence, fast)
+                logits = self._head(self._sum(OUTPUT, main))
+            if targets is not None:
+                # The inner gradient on a graph cut at the first task level's input: autograd
+                # then walks only this segment's downstream graph, not everything upstream
+                # since the start of the call (which made the cost grow with T²).
+                with torch.enable_grad():
+                    fast_in = {lid: {n: w.detach().requires_grad_()
+                                     for n, w in level.fast_weights(states[lid]).items()}
+                               for lid, level in task}
+                    cut = {k: v.detach() for k, v in outs.items()}
+                    inner, inner_states = self._run(suffix, cut, _detach(states), silence,
+                                                    fast_in)
+                    inner_logits = self._head(self._sum(OUTPUT, inner))
+                    loss = F.cross_entropy(inner_logits.flatten(0, 1),
+                                           targets[:, s:e].flatten(),
                                            ignore_index=IGNORE_INDEX, reduction="sum")
-                    if loss.requires_grad:
-                        flat = [w for lid, _ in task for w in fast[lid].values()]
-                        grads = iter(torch.autograd.grad(loss, flat, retain_graph=outer_grad,
-                                                         allow_unused=True))
-                        for lid, level in task:
-                            states[lid] = level.accumulate(
-                                states[lid], {n: next(grads) for n in fast[lid]})
-                for lid, level in task:
-                    if level.write_due(states[lid]):
-                        states[lid] = level.write(states[lid])
+                    flat = [w for lid, _ in task for w in fast_in[lid].values()]
+                    grads = iter(torch.autograd.grad(loss, flat, allow_unused=True))
+                    grads = {lid: {n: next(grads) for n in fast_in[lid]} for lid, _ in task}
                 if not outer_grad:
-                    # Evaluation: keep no graph from one segment to the next (bounded memory).
-                    logits, states = logits.detach(), _detach(states)
-                parts.append(logits)
-                if len(segments) > 1:
-                    for lid in self.order:
-                        norms[lid].append(states[lid].get("write_norms"))
+                    logits, new_states = inner_logits.detach(), _detach(inner_states)
+                for lid, level in task:
+                    new_states[lid] = level.accumulate(new_states[lid], grads[lid])
+            elif not outer_grad:
+                logits, new_states = self._pass_suffix_no_grad(suffix, outs, states, silence)
+            states = new_states
+            for lid, level in task:
+                if level.write_due(states[lid]):
+                    states[lid] = level.write(states[lid])
+            parts.append(logits)
+            if len(segments) > 1:
+                for lid in self.order:
+                    norms[lid].append(states[lid].get("write_norms"))
         if len(segments) > 1:
             for lid, pieces in norms.items():
                 if all(p is not None for p in pieces):
                     states[lid] = {**states[lid], "write_norms": torch.cat(pieces)}
         return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), states
+
+    def _pass_suffix_no_grad(self, suffix, outs, states, silence):
+        fast = {lid: self.levels[lid].fast_weights(states[lid]) for lid in self.task_levels}
+        main, new_states = self._run(suffix, outs, states, silence, fast)
+        return self._head(self._sum(OUTPUT, main)), new_states
 
 
 def build_model(model_spec: dict, vocab_size: int | None = None, *,

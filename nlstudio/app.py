@@ -36,10 +36,35 @@ def main(path: str | None = None) -> int:
               "PROJECT", file=sys.stderr)
         return 2
     app = create_application()
-    from nlstudio.widgets.main_window import MainWindow
-
-    window = MainWindow()
+    window = create_main_window()
     if path:
         window.open_path(path)
+    else:
+        window.open_preset(DEFAULT_PRESET)
     window.show()
+    shot = os.environ.get("NLSTUDIO_SCREENSHOT")
+    if shot:  # smoke tests and README screenshots: save the window as PNG, then quit
+        from PySide6.QtCore import QTimer
+
+        def grab_and_quit():
+            window.grab().save(shot)
+            window.document.undo_stack.setClean()
+            window.close()
+            app.quit()
+
+        QTimer.singleShot(int(os.environ.get("NLSTUDIO_SCREENSHOT_DELAY_MS", "800")),
+                          grab_and_quit)
     return app.exec()
+
+
+DEFAULT_PRESET = "nsam_kv_stream"
+
+
+def create_main_window():
+    """The full application window: the model editor with live training attached."""
+    from nlstudio.widgets.main_window import MainWindow
+    from nlstudio.widgets.training_controller import install_training
+
+    window = MainWindow()
+    install_training(window)
+    return window

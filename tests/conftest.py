@@ -5,6 +5,13 @@ import os
 # Before anything imports Qt: without a display and without this, Qt aborts the process.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("NLSTUDIO_TESTING", "1")
+# No test may write recovery files or settings into the user's real app-data folders.
+import tempfile  # noqa: E402
+
+_SCRATCH = tempfile.mkdtemp(prefix="nlstudio-tests-")
+os.environ.setdefault("NLSTUDIO_RECOVERY_DIR", os.path.join(_SCRATCH, "recovery"))
+os.environ.setdefault("XDG_CONFIG_HOME", os.path.join(_SCRATCH, "config"))
+os.environ.setdefault("XDG_DATA_HOME", os.path.join(_SCRATCH, "data"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

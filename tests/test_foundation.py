@@ -65,3 +65,29 @@ def test_main_window_opens(qtbot):
     qtbot.waitExposed(window)
     assert window.windowTitle().startswith("NL Studio")
     assert window.isVisible()
+
+
+def test_the_app_really_opens_on_the_default_project(tmp_path):
+    shot = tmp_path / "window.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", NLSTUDIO_SCREENSHOT=str(shot))
+    result = subprocess.run([sys.executable, "-m", "nlstudio"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    from PySide6.QtGui import QImage
+
+    image = QImage(str(shot))
+    assert not image.isNull() and image.width() >= 800 and image.height() >= 500
+
+
+def test_full_window_has_editor_and_training(qtbot):
+    from nlstudio.app import DEFAULT_PRESET, create_main_window
+
+    window = create_main_window()
+    qtbot.addWidget(window)
+    assert window.open_preset(DEFAULT_PRESET)
+    window.show()
+    qtbot.waitExposed(window)
+    assert "NSAM" in window.windowTitle()
+    assert window.training is not None
+    assert window.actions.get("run.start").isEnabled()
+    window.document.undo_stack.setClean()
