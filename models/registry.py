@@ -51,8 +51,8 @@ class KindInfo:
     optimizers: tuple[str, ...] = ()
     default_optimizer: str | None = None
     options: tuple[Option, ...] = field(default_factory=tuple)
-    #: hyper-parameters of the default optimizer that differ from the optimizer's own
-    #: defaults for this kind (e.g. η = 1 for linear attention: exactly one GD step)
+    #: hyper-parameters whose default for this kind differs from the inner optimizer's own
+    #: (applied to whichever allowed optimizer has them)
     optimizer_defaults: tuple[tuple[str, float], ...] = ()
 
     @property
@@ -67,6 +67,14 @@ class KindInfo:
 
     def defaults(self) -> dict[str, Any]:
         return {opt.name: opt.default for opt in self.options}
+
+    def optimizer_overrides(self, optimizer: str) -> dict[str, float]:
+        """This kind's defaults for ``optimizer``'s hyper-parameters where they differ from
+        the optimizer's own (e.g. η = 1 for linear attention: exactly one GD step)."""
+        from nlstudio.models.inner_optim import get_optimizer
+
+        names = {h.name for h in get_optimizer(optimizer).hyper}
+        return {k: v for k, v in self.optimizer_defaults if k in names}
 
 
 ALL_OPTIMIZERS = ("sgd", "momentum", "adam", "dgd", "delta_momentum", "dmgd", "m3")
@@ -115,6 +123,8 @@ KINDS: dict[str, KindInfo] = {
             period_rule="positive", default_period=16,
             objectives=("l2", "dot"), default_objective="l2",
             optimizers=("momentum", "sgd"), default_optimizer="momentum",
+            # θ_t = η·σ(·) scales a write summed over the chunk: η = 0.1 diverges in a few steps
+            optimizer_defaults=(("eta", 0.003),),
             options=(
                 Option("depth", "int", 2, "layers of the memory MLP", low=1, high=4),
                 Option("expansion", "int", 2, "hidden width as a multiple of the head dimension",
@@ -127,7 +137,7 @@ KINDS: dict[str, KindInfo] = {
                     "that are themselves updated in context (delta gradient descent).",
             period_rule="positive", default_period=8,
             objectives=("l2", "dot"), default_objective="l2",
-            optimizers=("dgd", "sgd"), default_optimizer="dgd",
+            optimizers=("dgd", "sgd"), default_optimizer="dgd", optimizer_defaults=(("eta", 0.01),),
             options=(
                 Option("depth", "int", 1, "1: matrix memories (Eqs. 92/93); 2: residual 2-layer "
                        "MLP memories", low=1, high=2),
@@ -145,6 +155,9 @@ KINDS: dict[str, KindInfo] = {
             period_rule="positive_or_null", default_period=None,
             objectives=("task", "l2", "dot"), default_objective="task",
             optimizers=ALL_OPTIMIZERS, default_optimizer="sgd",
+            # a write applies the SUM of C per-token gradients (Eq. 31): a per-token step of
+            # 0.1 is too large once C is 16 or more
+            optimizer_defaults=(("eta", 0.01),),
             options=(
                 Option("expansion", "int", 4, "hidden width as a multiple of d_model",
                        low=1, high=8),

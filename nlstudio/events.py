@@ -77,6 +77,15 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class StateChanged:
+    """The trainer actually paused (at a step boundary) or resumed."""
+
+    run_id: str
+    step: int
+    state: str  # "paused" | "running"
+
+
+@dataclass(frozen=True)
 class Finished:
     run_id: str
     step: int
@@ -92,4 +101,5 @@ class Failed:
     run_dir: str
 
 
-Event = Started | Progress | MetricsRow | Snapshot | Evaluation | Finished | Failed
+Event = (Started | Progress | MetricsRow | Snapshot | Evaluation | StateChanged | Finished
+         | Failed)

@@ -352,9 +352,11 @@ class RunUpdate:
     eval_rows: list[tuple[int, str, float]] = field(default_factory=list)
     delay_rows: list[tuple[int, str, int, float]] = field(default_factory=list)
     status: dict | None = None
+    reset: bool = False  # the files were truncated (a resume): earlier rows are void
 
     def __bool__(self) -> bool:
-        return bool(self.metrics_rows or self.eval_rows or self.delay_rows or self.status)
+        return bool(self.metrics_rows or self.eval_rows or self.delay_rows or self.status
+                    or self.reset)
 
 
 class _Tail:
@@ -362,14 +364,21 @@ class _Tail:
 
     def __init__(self, path: Path):
         self.path, self.offset, self.header, self._partial = path, 0, None, ""
+        self._ino = None
+        self.was_reset = False
 
     def read_rows(self) -> list[list[str]]:
+        self.was_reset = False
         try:
-            size = self.path.stat().st_size
+            st = self.path.stat()
         except OSError:
             return []
-        if size < self.offset:  # rewritten (a resume truncated it): start over
+        size = st.st_size
+        if self._ino is not None and (st.st_ino != self._ino or size < self.offset):
+            # replaced or truncated (a resume rewrote it): start over
             self.offset, self.header, self._partial = 0, None, ""
+            self.was_reset = True
+        self._ino = st.st_ino
         if size == self.offset:
             return []
         with open(self.path, "r", encoding="utf-8", newline="") as fh:
@@ -406,16 +415,21 @@ class RunFollower:
     def poll(self) -> RunUpdate:
         update = RunUpdate()
         new = self._metrics.read_rows()
+        eval_new, delay_new = self._eval.read_rows(), self._delay.read_rows()
+        if self._metrics.was_reset or self._eval.was_reset or self._delay.was_reset:
+            update.reset = True
+            if self._metrics.was_reset:
+                self._rows = []
         if new:
             self._rows.extend(new)
             header = self.metric_header
             update.metrics_rows = [{h: _to_float(v) for h, v in zip(header, r)} for r in new]
-        for r in self._eval.read_rows():
+        for r in eval_new:
             try:
                 update.eval_rows.append((int(float(r[0])), r[1], _to_float(r[2])))
             except (ValueError, IndexError):
                 continue
-        for r in self._delay.read_rows():
+        for r in delay_new:
             try:
                 update.delay_rows.append((int(float(r[0])), r[1], int(float(r[2])),
                                           _to_float(r[3])))

@@ -165,12 +165,16 @@ class OptimizerSpec(_Strict):
 
 
 @functools.cache
-def optimizer_model(name: str) -> type[OptimizerSpec]:
+def optimizer_model(name: str, kind: str | None = None) -> type[OptimizerSpec]:
+    """The model of optimizer ``name``; inside a level of ``kind``, missing hyper-parameters
+    take the kind's defaults (``KindInfo.optimizer_overrides``) before the optimizer's own."""
     fields: dict[str, Any] = {"name": (Literal[name], name)}  # type: ignore[valid-type]
+    overrides = KINDS[kind].optimizer_overrides(name) if kind else {}
     for h in OPTIMIZERS[name].hyper:
-        kind = int if h.integer else float
-        default = int(h.default) if h.integer else float(h.default)
-        fields[h.name] = (Annotated[kind, Field(ge=h.low, le=h.high)], default)
+        kind_ = int if h.integer else float
+        value = overrides.get(h.name, h.default)
+        default = int(value) if h.integer else float(value)
+        fields[h.name] = (Annotated[kind_, Field(ge=h.low, le=h.high)], default)
     return create_model(f"{name.title().replace('_', '')}Optimizer", __base__=OptimizerSpec,
                         **fields)
 
@@ -216,7 +220,7 @@ def level_model(kind: str, optimizer: str | None) -> type[LevelSpec]:
         "objective": (_objective_type(info), info.default_objective),
     }
     if info.parametric:
-        opt_model = optimizer_model(optimizer or info.default_optimizer)
+        opt_model = optimizer_model(optimizer or info.default_optimizer, kind)
         fields["optimizer"] = (opt_model, Field(default_factory=opt_model))
     else:
         fields["optimizer"] = (Annotated[None, PlainValidator(_no_optimizer)], None)

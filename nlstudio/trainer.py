@@ -283,9 +283,14 @@ class Trainer:
             if not self._resume_event.is_set():
                 if self.dist.is_main:
                     writer.set_status("paused", step, self.total_steps)
+                self.state = "paused"
+                self._publish(ev.StateChanged(self.run_id, step, "paused"))
                 self._resume_event.wait()
-                if self.dist.is_main and not self._stop_event.is_set():
-                    writer.set_status("running", step, self.total_steps)
+                self.state = "running"
+                if not self._stop_event.is_set():
+                    if self.dist.is_main:
+                        writer.set_status("running", step, self.total_steps)
+                    self._publish(ev.StateChanged(self.run_id, step, "running"))
             if self.dist.any(self._stop_event.is_set()):
                 reason = "stopped"
                 break

@@ -20,6 +20,7 @@ from nlstudio import events as ev
 from nlstudio.runs import (METRICS_FILE, MODEL_FILE, PROJECT_FILE, RunError, RunFollower,
                            RunUpdate, is_run_dir, load_run)
 from nlstudio.widgets.plots.dock import PlotSet
+from nlstudio.probes import snapshot_from_run
 from nlstudio.widgets.worker import FunctionJob
 
 FOLLOW_INTERVAL_MS = 500  # ≈2 Hz
@@ -47,38 +48,6 @@ def metric_name_of(project_doc: dict) -> str:
         return str(get_task(project_doc["task"]["name"]).metric_name)
     except (KeyError, AttributeError):
         return "metric"
-
-
-def snapshot_from_run(path: str | os.PathLike, batch_size: int = SNAPSHOT_BATCH) -> ev.Snapshot:
-    """The memory snapshot of a saved run: its model rebuilt from ``project.nlproj`` with the
-    weights of ``model.safetensors``, run on one training batch at the saved step (the same
-    probes the trainer publishes live)."""
-    import torch
-
-    from nlstudio import probes
-    from nlstudio.build import build_model, build_task
-    from nlstudio.project import load_project
-    from nlstudio.runs import load_weights_into, read_checkpoint
-
-    path = Path(path)
-    project = load_project(path / PROJECT_FILE)
-    base_dir = None
-    try:
-        base_dir = (read_checkpoint(path).get("extra") or {}).get("base_dir") or None
-    except RunError:
-        pass
-    task = build_task(project, base_dir)
-    model = build_model(project, task)
-    step = load_weights_into(model, path)
-    from nlstudio.project import project_to_dict
-
-    doc = project_to_dict(project)
-    batch = task.batch(max(step - 1, 0), max(1, min(batch_size, int(doc["train"]["batch_size"]))))
-    model.train()
-    with torch.no_grad():
-        _, state = model(batch.inputs, None, targets=batch.targets)
-    specs = {str(lv["id"]): lv for lv in doc["model"]["levels"]}
-    return ev.Snapshot(f"run:{path}", step, probes.level_snapshots(model, state, specs))
 
 
 class RunView(QObject):
@@ -147,7 +116,10 @@ class RunView(QObject):
         return update
 
     def _take(self, update: RunUpdate, initial: bool = False) -> None:
-        if update.metrics_rows and not initial:
+        if update.reset:  # the writer truncated its files (a resume): redraw from scratch
+            self.eval_rows, self.delay_rows = [], []
+            self.plots.loss.set_columns(self.follower.metrics_columns())
+        elif update.metrics_rows and not initial:
             self.plots.loss.append_rows(update.metrics_rows)
         if update.eval_rows or update.delay_rows or initial:
             self.eval_rows += update.eval_rows
@@ -174,7 +146,8 @@ class RunView(QObject):
         for dock in (self.plots.matrices, self.plots.spectrum):
             dock.set_message("Computing the memory snapshot from the saved weights…")
         path = self.path
-        self.job = FunctionJob(lambda: snapshot_from_run(path), self, name="snapshot")
+        self.job = FunctionJob(lambda: snapshot_from_run(path, SNAPSHOT_BATCH), self,
+                               name="snapshot")
         self.job.finished.connect(self._on_snapshot)
         self.job.start()
         return True

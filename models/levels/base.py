@@ -61,6 +61,18 @@ class Level(nn.Module):
     def option(self, name: str):
         return self.spec.get(name, self.info.option(name).default)
 
+    def make_inner_optimizer(self):
+        """The level's inner optimizer from its spec: the kind's default optimizer and the
+        kind's hyper-parameter defaults where the spec leaves them out."""
+        from nlstudio.models.inner_optim import make_optimizer
+
+        spec = dict(self.spec.get("optimizer") or {})
+        name = spec.pop("name", None) or self.info.default_optimizer
+        if name not in self.info.optimizers:
+            raise ValueError(f"level {self.level_id!r}: inner optimizer {name!r} is not one of "
+                             f"{', '.join(self.info.optimizers)}")
+        return make_optimizer({"name": name, **self.info.optimizer_overrides(name), **spec})
+
     # -- the contract ---------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> State:

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlstudio.models.chunked import mlp_backward, mlp_forward
-from nlstudio.models.inner_optim import make_optimizer
 from nlstudio.models.levels.base import Level, LevelProbe, State
 
 WEIGHTS = ("w1", "w2")
@@ -85,14 +84,7 @@ class MLPLevel(Level):
         if self.objective not in self.info.objectives:
             raise ValueError(f"level {self.level_id!r}: objective {self.objective!r} is not one "
                              f"of {', '.join(self.info.objectives)}")
-        opt_spec = dict(spec.get("optimizer") or {})
-        opt_name = opt_spec.setdefault("name", self.info.default_optimizer)
-        if opt_name not in self.info.optimizers:
-            raise ValueError(f"level {self.level_id!r}: inner optimizer {opt_name!r} is not one "
-                             f"of {', '.join(self.info.optimizers)}")
-        if opt_name == self.info.default_optimizer:
-            opt_spec = {**dict(self.info.optimizer_defaults), **opt_spec}
-        self.optimizer = make_optimizer(opt_spec)
+        self.optimizer = self.make_inner_optimizer()
         # Keys (a chunk's layer inputs, B·C·(d + hidden) floats) are buffered only for rules
         # that read them (DGD).
         self.uses_key = self.optimizer.spec.uses_key

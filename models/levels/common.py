@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlstudio.models.inner_optim import make_optimizer
 from nlstudio.models.levels.base import Level, LevelProbe
 
 ROPE_BASE = 10000.0
@@ -128,12 +127,7 @@ class MatrixMemoryLevel(Level):
         if self.period not in (None, 1):
             raise ValueError(f"{self.level_id}: a {self.kind} level is written every token "
                              f"(period 1), got period {self.period}")
-        opt = dict(spec.get("optimizer") or {})
-        name = opt.get("name", self.info.default_optimizer)
-        if name not in self.info.optimizers:
-            raise ValueError(f"{self.level_id}: optimizer {name!r} is not available for "
-                             f"{self.kind}; expected one of {', '.join(self.info.optimizers)}")
-        self.eta = float(make_optimizer(opt, default=name).hp["eta"])
+        self.eta = float(self.make_inner_optimizer().hp["eta"])
         self.d_head = d_model // heads
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
         self.k_proj = nn.Linear(d_model, d_model, bias=False)

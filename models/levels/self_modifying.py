@@ -48,7 +48,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlstudio.models.chunked import chunk_write, collapse, silu_grad, write_plain
-from nlstudio.models.inner_optim import make_optimizer
 from nlstudio.models.levels.base import Level, LevelProbe, State
 from nlstudio.models.levels.common import CausalConv1d, l2_normalize, merge_heads, split_heads
 
@@ -70,10 +69,7 @@ class SelfModifyingLevel(Level):
                              f"heads")
         if self.objective not in self.info.objectives:
             raise ValueError(f"self_modifying: objective must be one of {self.info.objectives}")
-        opt = make_optimizer(spec.get("optimizer"), default=self.info.default_optimizer)
-        if opt.name not in self.info.optimizers:
-            raise ValueError(f"self_modifying: inner optimizer must be one of "
-                             f"{self.info.optimizers}, got {opt.name!r}")
+        opt = self.make_inner_optimizer()
         self.chunk = int(self.period)
         self.depth = int(self.option("depth"))
         if self.depth not in (1, 2):

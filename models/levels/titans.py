@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlstudio.models.chunked import collapse_end, mlp_backward, mlp_forward, write_plain
-from nlstudio.models.inner_optim import make_optimizer
 from nlstudio.models.levels.base import Level, LevelProbe, State
 from nlstudio.models.levels.common import l2_normalize, merge_heads, split_heads
 
@@ -51,10 +50,7 @@ class TitansLevel(Level):
             raise ValueError(f"titans: d_model {d_model} is not divisible by {heads} heads")
         if self.objective not in self.info.objectives:
             raise ValueError(f"titans: objective must be one of {self.info.objectives}")
-        opt = make_optimizer(spec.get("optimizer"), default=self.info.default_optimizer)
-        if opt.name not in self.info.optimizers:
-            raise ValueError(f"titans: inner optimizer must be one of {self.info.optimizers}, "
-                             f"got {opt.name!r}")
+        opt = self.make_inner_optimizer()
         self.chunk = int(self.period)
         self.depth = int(self.option("depth"))
         self.expansion = int(self.option("expansion"))

@@ -67,3 +67,21 @@ def test_truncate_after_drops_later_rows_and_torn_lines(tmp_path):
     path.write_text("step,loss\n1,3.0\n2,2.0\n3,1.0\n4,0.")
     truncate_after(tmp_path, 2)
     assert path.read_text() == "step,loss\n1,3.0\n2,2.0\n"
+
+
+def test_follower_starts_over_when_a_resume_truncates_the_files(tmp_path):
+    cols = metric_columns([])
+    out = _CsvAppender(tmp_path / "metrics.csv", cols)
+    for step in (1, 2, 3):
+        out.write({"step": step, "wall_s": 0, "loss": 1.0, "metric": 0, "tokens_per_s": 1})
+    out.close()
+    follower = RunFollower(tmp_path)
+    assert len(follower.poll().metrics_rows) == 3
+    truncate_after(tmp_path, 1)  # a resume from step 1
+    out = _CsvAppender(tmp_path / "metrics.csv", cols)
+    out.write({"step": 2, "wall_s": 0, "loss": 0.5, "metric": 0, "tokens_per_s": 1})
+    out.close()
+    update = follower.poll()
+    assert update.reset
+    assert list(follower.metrics_columns()["step"]) == [1.0, 2.0]
+    assert list(follower.metrics_columns()["loss"]) == [1.0, 0.5]

@@ -683,7 +683,8 @@ def test_default_level_for_every_kind_validates(kind):
         assert level[option.name] == option.default
     if info.parametric:
         assert level["optimizer"] == {"name": info.default_optimizer,
-                                      **OPTIMIZERS[info.default_optimizer].defaults()}
+                                      **OPTIMIZERS[info.default_optimizer].defaults(),
+                                      **info.optimizer_overrides(info.default_optimizer)}
         assert level["objective"] == info.default_objective
     else:
         assert "optimizer" not in level and "objective" not in level

@@ -54,10 +54,14 @@ def test_pause_resume_and_stop_from_another_thread(tmp_path, tiny_project):
     first_progress = threading.Event()
     steps_seen = []
 
+    paused = threading.Event()
+
     def on_event(event):
         if isinstance(event, ev.Progress):
             steps_seen.append(event.step)
             first_progress.set()
+        elif isinstance(event, ev.StateChanged) and event.state == "paused":
+            paused.set()
 
     trainer = Trainer(tiny_project(steps=100000, log_every=1000, eval_every=100000),
                       out=tmp_path / "run", on_event=on_event, snapshots=False)
@@ -66,7 +70,8 @@ def test_pause_resume_and_stop_from_another_thread(tmp_path, tiny_project):
     try:
         assert first_progress.wait(60)
         trainer.pause()
-        assert _wait(lambda: read_status(tmp_path / "run").get("state") == "paused")
+        assert paused.wait(30)
+        assert read_status(tmp_path / "run").get("state") == "paused"
         paused_at = len(steps_seen)
         assert not _wait(lambda: len(steps_seen) > paused_at, timeout=0.5)
         trainer.resume()

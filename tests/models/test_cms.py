@@ -293,3 +293,13 @@ def test_each_inner_optimizer_learns_a_repeated_stream_in_context(name):
     # Measured (seed 0): second/first ≈ 0.34-0.41 for every rule.
     assert second < 0.6 * first, (first, second)
     assert second < 0.6 * frozen_ce, (frozen_ce, second)
+
+
+def test_kind_defaults_for_the_inner_optimizer_apply_when_the_spec_leaves_them_out():
+    from nlstudio.models.levels.linear_attention import LinearAttentionLevel
+
+    level = LinearAttentionLevel({"id": "la", "kind": "linear_attention"}, 16, 2)
+    assert level.eta == 1.0  # one exact GD step, not the sgd default of 0.1
+    level = LinearAttentionLevel({"id": "la", "kind": "linear_attention",
+                                  "optimizer": {"name": "sgd", "eta": 0.5}}, 16, 2)
+    assert level.eta == 0.5

@@ -236,8 +236,10 @@ def set_optimizer(document: Document, level_id: str, name: str) -> bool:
         old = dict(level.get("optimizer") or {})
         new: dict[str, Any] = {"name": name}
         if name in OPTIMIZERS:
+            info = KINDS.get(level.get("kind"))
+            kind_defaults = info.optimizer_overrides(name) if info else {}
             for h in OPTIMIZERS[name].hyper:
-                new[h.name] = old.get(h.name, h.default)
+                new[h.name] = old.get(h.name, kind_defaults.get(h.name, h.default))
         level["optimizer"] = new
 
     return document.edit(f"Set {level_id} optimizer to {name}", mutate)
