@@ -63,8 +63,10 @@ DEFAULT_PRESET = "nsam_kv_stream"
 def create_main_window():
     """The full application window: the model editor with live training attached."""
     from nlstudio.widgets.main_window import MainWindow
+    from nlstudio.widgets.lessons import install_lessons
     from nlstudio.widgets.training_controller import install_training
 
     window = MainWindow()
     install_training(window)
+    install_lessons(window)  # Help → Lessons and the welcome page
     return window

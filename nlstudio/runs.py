@@ -311,12 +311,32 @@ def read_checkpoint(run_dir: str | os.PathLike) -> dict:
     return ckpt
 
 
+# The fields of status.json and their types: a reader (the GUI's panel and follower, a resume)
+# relies on them, so a damaged or hand-made file gives {} or only its well-typed fields.
+_STATUS_FIELDS = {"state": str, "message": str, "host": str, "step": int, "total_steps": int,
+                  "pid": int, "updated": float}
+
+
+def _status_field_ok(key: str, value) -> bool:
+    kind = _STATUS_FIELDS[key]
+    if isinstance(value, bool):
+        return False
+    if kind is int:  # steps and pids fit a C int (progress bars, os.kill)
+        return isinstance(value, int) and 0 <= value < 2**31
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, str)
+
+
 def read_status(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / STATUS_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        status = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    if not isinstance(status, dict):
+        return {}
+    return {k: v for k, v in status.items() if k in _STATUS_FIELDS and _status_field_ok(k, v)}
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -381,7 +401,8 @@ class _Tail:
         self._ino = st.st_ino
         if size == self.offset:
             return []
-        with open(self.path, "r", encoding="utf-8", newline="") as fh:
+        # errors="replace": a damaged byte spoils its row (dropped below), not the whole file
+        with open(self.path, "r", encoding="utf-8", errors="replace", newline="") as fh:
             fh.seek(self.offset)
             chunk = fh.read()
             self.offset = fh.tell()
@@ -427,13 +448,13 @@ class RunFollower:
         for r in eval_new:
             try:
                 update.eval_rows.append((int(float(r[0])), r[1], _to_float(r[2])))
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, OverflowError):  # OverflowError: a step of inf
                 continue
         for r in delay_new:
             try:
                 update.delay_rows.append((int(float(r[0])), r[1], int(float(r[2])),
                                           _to_float(r[3])))
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, OverflowError):
                 continue
         status_path = self.path / STATUS_FILE
         try:

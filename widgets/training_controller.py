@@ -347,6 +347,11 @@ class TrainingController(QObject):
         if view.following:
             text = (f"Following {view.name} live ({state}, written by process "
                     f"{status.get('pid', '?')}).")
+        elif state in ("running", "paused"):  # status.json says so, but its writer is gone
+            steps = f"{step:,}".replace(",", "\u2009")
+            text = (f"Opened run {view.name}: interrupted at step {steps} (the process that "
+                    f"trained it ended without closing it). Continue it with\n"
+                    f"nlstudio train --resume {view.path}")
         else:
             text = f"Opened run {view.name}: {state}" + (f" — {message}" if message else ".")
         self.panel.show_status(text, error=state == "failed")

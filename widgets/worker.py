@@ -244,8 +244,11 @@ class TrainingSession(QObject):
         """Pull what the trainer posted since the last tick and hand it on (≤ 30 Hz)."""
         delivery = self.mailbox.take()
         if delivery:
-            if any(isinstance(e, ev.Started) for e in delivery.events):
-                freeze_heap()  # the model and task the worker has just built
+            if not self._ended and any(isinstance(e, ev.Started) for e in delivery.events):
+                # the model and task the worker has just built (not after the run has ended:
+                # the last flush of a run stopped before its first tick would freeze the heap
+                # again after thaw_heap() and leave it frozen while no run is live)
+                freeze_heap()
             self.delivered.emit(delivery)
         return delivery
 

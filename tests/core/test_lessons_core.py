@@ -1,0 +1,211 @@
+"""The lessons' computations (Qt-free), on the real code path: lesson 2's proximal step is the
+SGD step, lesson 4's levels are GD steps to float64 precision, lesson 3's optimizers take
+distinct paths and keep memories of the expected shapes, lesson 1's measured spectrum peaks at
+1/C, and lesson 5 measures per-level recall by delay on the real NSAM kv_stream model."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nlstudio.lessons import LESSONS, lesson_info
+from nlstudio.lessons import associative, attention_gd, memory_loop, optimizers, spectrum
+
+
+def test_registry_lists_five_lessons():
+    assert [info.number for info in LESSONS] == [1, 2, 3, 4, 5]
+    assert lesson_info(4).key == "attention_gd"
+    with pytest.raises(KeyError):
+        lesson_info(6)
+
+
+# ---- lesson 2 -----------------------------------------------------------------------------------
+def test_proximal_solution_equals_the_sgd_step():
+    lesson = associative.AssociativeMemoryLesson(dim=6, pairs=6, eta=0.5, seed=3)
+    for _ in range(9):
+        step = lesson.next()
+        assert step.proximal_gap < 1e-12
+        assert step.proximal_residual < 1e-10
+        np.testing.assert_allclose(step.write, -0.5 * np.outer(step.surprise, step.x),
+                                   atol=1e-14)
+        np.testing.assert_allclose(step.after, step.before + step.write, atol=1e-14)
+        # the surprise is the gradient of ½‖Wx − y*‖² with respect to the output
+        np.testing.assert_allclose(step.surprise, step.prediction - step.target, atol=1e-14)
+    losses = lesson.losses()
+    assert losses.shape == (10,) and losses[-1] < losses[0]
+
+
+def test_proximal_solver_on_a_random_problem():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 5, generator=gen, dtype=torch.float64)
+    x = torch.randn(5, generator=gen, dtype=torch.float64)
+    u = torch.randn(4, generator=gen, dtype=torch.float64)
+    solution, residual = associative.solve_proximal(w, x, u, eta=0.3)
+    # checked against the closed form here, in the test only
+    torch.testing.assert_close(solution, w - 0.3 * torch.outer(u, x), rtol=0, atol=1e-12)
+    assert residual < 1e-10
+
+
+def test_lesson_2_back_and_reset():
+    lesson = associative.AssociativeMemoryLesson()
+    first = lesson.next()
+    lesson.next()
+    lesson.back()
+    assert lesson.step_count == 1 and lesson.current is first
+    np.testing.assert_array_equal(lesson.memory(), first.after)
+    lesson.reset()
+    assert lesson.step_count == 0 and not lesson.memory().any()
+    assert lesson.back() is None
+
+
+# ---- lesson 4 -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("rule", ["linear_attention", "delta"])
+def test_levels_are_one_gd_step_per_token(rule):
+    lesson = attention_gd.GradientStepLesson(rule, tokens=20)
+    assert lesson.level.q_proj.weight.dtype == torch.float64
+    for _ in range(lesson.tokens):
+        step = lesson.next()
+        assert step.max_diff < 1e-13, step.max_diff
+        assert step.read_diff < 1e-13, step.read_diff
+    assert lesson.done and lesson.max_diffs().shape == (20,)
+    assert np.abs(lesson.current.level_after).max() > 1e-3  # the memory did change
+    if rule == "linear_attention":
+        np.testing.assert_allclose(lesson.current.eta, lesson.eta)
+    else:  # η_t = η σ(·): per head and token, below the level's η
+        assert (lesson.current.eta > 0).all() and (lesson.current.eta < lesson.eta).all()
+        assert lesson.current.objective_after < lesson.current.objective_before
+
+
+def test_lesson_4_back_restores_the_levels_state():
+    lesson = attention_gd.GradientStepLesson("delta", tokens=6)
+    lesson.next()
+    second = lesson.next()
+    lesson.back()
+    again = lesson.next()
+    np.testing.assert_array_equal(again.level_after, second.level_after)
+    lesson.reset()
+    assert lesson.step_count == 0 and not lesson.state["M"].any()
+
+
+# ---- lesson 3 -----------------------------------------------------------------------------------
+def test_optimizers_take_distinct_paths_and_keep_their_memories():
+    lesson = optimizers.OptimizerLesson()
+    assert lesson.step(25) == 25
+    paths = lesson.landscape.paths()
+    assert set(paths) == set(optimizers.NAMES)
+    for path in paths.values():
+        assert path.shape == (26, 2) and np.isfinite(path).all()
+    names = list(paths)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert np.abs(paths[a] - paths[b]).max() > 1e-3, (a, b)
+    start = lesson.landscape.landscape.psi(*lesson.landscape.landscape.start)
+    assert all(v < start for v in lesson.landscape.values().values())
+
+    setup = lesson.regression.setup
+    shape = (setup.outputs, setup.dim)
+    expected = {"sgd": {}, "momentum": {"m": shape}, "adam": {"m": shape, "v": shape},
+                "delta_momentum": {"m": shape}, "m3": {"M1": shape, "M2": shape, "V": shape}}
+    for name, keys in expected.items():
+        assert {k: v.shape for k, v in lesson.memory(name).items()} == keys
+    dmgd = lesson.memory("dmgd")
+    assert dmgd["b"].shape == shape and dmgd["w1"].shape == (1, 4)
+    assert lesson.memory("momentum", "landscape")["m"].shape == (1, 2)
+    assert np.abs(lesson.memory("adam")["v"]).max() > 0
+
+
+def test_continual_regression_runs_and_steps_back():
+    lesson = optimizers.OptimizerLesson()
+    lesson.step(lesson.total_steps + 5)
+    assert lesson.done and lesson.step_count == lesson.total_steps
+    losses = lesson.regression.first_task_loss()
+    s = lesson.regression.setup
+    for name, curve in losses.items():
+        assert curve.shape == (s.total_steps + 1,) and np.isfinite(curve).all()
+        assert curve[s.steps_per_task] < curve[0], name  # task 1 was learned
+    forgot = lesson.regression.forgetting()
+    assert set(forgot) == set(optimizers.NAMES)
+    assert "least" in lesson.summary()
+    before = lesson.landscape.paths()["adam"][-2].copy()
+    lesson.back()
+    assert lesson.step_count == lesson.total_steps - 1
+    np.testing.assert_array_equal(lesson.landscape.paths()["adam"][-1], before)
+    lesson.reset()
+    assert lesson.step_count == 0
+
+
+# ---- lesson 1 -----------------------------------------------------------------------------------
+def test_measured_spectrum_peaks_at_one_over_c():
+    m = spectrum.measure("nsam")
+    periods = {lid: lv.period for lid, lv in m.levels.items()}
+    cms = {lid: c for lid, c in periods.items() if c is not None}
+    assert cms == {"fast": 8, "cms_mid": 16, "cms_slow": 64}
+    for lid, c in cms.items():
+        level = m.levels[lid]
+        assert level.peak == pytest.approx(1.0 / c), lid
+        assert level.designed == pytest.approx(1.0 / c)
+        assert level.writes == m.tokens // c
+        assert np.count_nonzero(level.write_norms) == m.tokens // c
+    assert m.levels["frozen"].peak is None and m.levels["frozen"].designed == 0.0
+    assert set(m.snapshot.levels) == set(m.levels)
+
+
+def test_transformer_sits_at_the_two_extremes():
+    m = spectrum.measure("transformer")
+    kinds = {lv.kind for lv in m.levels.values()}
+    assert kinds == {"attention", "mlp"}
+    for lv in m.levels.values():
+        if lv.kind == "attention":
+            assert math.isinf(lv.designed) and lv.writes == m.tokens
+        else:
+            assert lv.designed == 0.0 and lv.peak is None
+    assert spectrum.frequency_text(1 / 16) == "1/16"
+    assert "no writes" in spectrum.describe_level(m.levels["ffn1"])
+
+
+def test_fundamental_of_a_spike_train():
+    series = np.zeros(256)
+    series[31::32] = 1.0 + np.random.default_rng(0).random(8)
+    from nlstudio import probes
+
+    freqs, power = probes.power_spectrum(series)
+    assert spectrum.fundamental(freqs, power) == pytest.approx(1 / 32)
+    assert spectrum.fundamental(freqs, np.zeros_like(power)) is None
+
+
+# ---- lesson 5 -----------------------------------------------------------------------------------
+def test_memory_loop_measures_the_real_model():
+    lesson = memory_loop.MemoryLoopLesson(memory_loop.LoopConfig(train_steps=1, return_rows=2,
+                                                                 max_gap=2))
+    progress = memory_loop.Progress()
+    result = lesson.run(1, progress)
+    assert progress.phase == "done" and progress.step == 1
+    assert result.trained_steps == 1 and math.isfinite(result.loss)
+    d = result.delay
+    assert d.names == ["none", "fast", "cms_mid", "cms_slow", "frozen"]
+    assert list(d.delays) == lesson.task.delays()
+    assert d.table.shape == (5, len(d.delays))
+    assert ((d.table >= 0) & (d.table <= 1)).all()
+    # the full model's row is the task's own recall_by_delay of that model
+    direct = lesson.task.recall_by_delay(lesson.model, "cpu")
+    np.testing.assert_allclose(d.table[0], [direct[k] for k in d.delays])
+    silenced = lesson.task.recall_by_delay(lesson.model, "cpu", silence=("cms_mid",))
+    np.testing.assert_allclose(d.table[d.names.index("cms_mid")],
+                               [silenced[k] for k in d.delays])
+    r = result.returns
+    assert list(r.gaps) == [32, 64] and r.names == d.names
+    for table in (r.first_sight, r.held, r.relearned):
+        assert table.shape == (5, 2) and np.isfinite(table).all()
+    assert memory_loop.slowest_level(result) == "cms_slow"
+    text = memory_loop.describe(result)
+    assert "After 1 training steps" in text and "%" in text
+
+
+def test_memory_loop_stops_without_measuring():
+    lesson = memory_loop.MemoryLoopLesson(memory_loop.LoopConfig(train_steps=3))
+    progress = memory_loop.Progress()
+    progress.stop.set()
+    assert lesson.run(3, progress) is None
+    assert lesson.trained_steps == 0 and progress.phase == "stopped"

@@ -1,0 +1,304 @@
+"""The lessons in the main window: Help → Lessons opens each one, each view changes as it steps,
+Back and Reset undo, lesson 1's switch changes the canvas, lesson 5 trains in the background
+without leaving a thread behind, and the welcome page opens a lesson."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication, QMenu, QPushButton
+
+from nlstudio import project as core
+from nlstudio.widgets import theme
+from nlstudio.lessons.memory_loop import LoopConfig
+from nlstudio.widgets.lessons import install_lessons
+from nlstudio.widgets.lessons import memory_loop as loop_view
+from nlstudio.widgets.lessons.welcome import SETTINGS_KEY, WelcomeDialog, wants_welcome
+from nlstudio.widgets.main_window import MainWindow
+from nlstudio.widgets.training_controller import install_training
+from nlstudio.widgets.worker import running_threads
+
+JOB_TIMEOUT_MS = 90000
+
+
+class RecordingDialogs:
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+
+    def error(self, title, text):
+        self.errors.append((title, text))
+
+    def info(self, title, text):
+        pass
+
+    def question(self, title, text):
+        return True
+
+    def ask_save_changes(self, name):
+        return "discard"
+
+    def get_open_path(self, directory=""):
+        return None
+
+    def get_save_path(self, suggested=""):
+        return None
+
+
+@pytest.fixture
+def studio(qtbot, tmp_path, monkeypatch):
+    """The full window (editor, training, lessons) with settings and runs in tmp; lesson 5
+    trains one step on few streams so that it finishes in seconds."""
+    monkeypatch.setattr(loop_view, "CONFIG", LoopConfig(train_steps=1, return_rows=2,
+                                                        max_gap=3))
+    window = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    window.dialogs = RecordingDialogs()
+    qtbot.addWidget(window)
+    install_training(window, runs_root=tmp_path / "runs")
+    install_lessons(window)
+    window.show()
+    qtbot.waitExposed(window)
+    yield window
+    window.lessons.stop_background_work()
+    window.training.shutdown()
+    for view in window.lessons.windows.values():
+        view.close()
+    if window.lessons.welcome is not None:
+        window.lessons.welcome.close()
+    window.document.undo_stack.setClean()
+    assert not running_threads()
+    assert not window.dialogs.errors
+
+
+def open_lesson(window, qtbot, number: int):
+    action = window.findChild(type(window.actions[f"lesson.{number}"]),
+                              f"action_lesson_{number}")
+    assert action is window.actions[f"lesson.{number}"]
+    action.trigger()
+    view = window.lessons.windows[number]
+    qtbot.waitExposed(view)
+    assert view.objectName() == f"lesson{number}Window" and view.isVisible()
+    assert view.text.text()  # it explains itself
+    return view
+
+
+def idle(view, qtbot) -> None:
+    qtbot.waitUntil(lambda: not view.busy(), timeout=JOB_TIMEOUT_MS)
+
+
+def click(view, qtbot, suffix: str) -> None:
+    button = view.findChild(QPushButton, f"lesson{view.number}{suffix}")
+    assert button is not None and button.isEnabled(), suffix
+    with qtbot.waitSignal(view.stepped, timeout=JOB_TIMEOUT_MS):
+        button.click()
+
+
+def test_help_menu_lists_every_lesson(studio):
+    help_menu = studio.menuBar().findChild(QMenu, "helpMenu")
+    lessons = studio.menuBar().findChild(QMenu, "lessonsMenu")
+    assert lessons is not None and lessons.menuAction() in help_menu.actions()
+    names = [a.objectName() for a in lessons.actions() if not a.isSeparator()]
+    assert names == [f"action_lesson_{n}" for n in range(1, 6)] + ["action_help_welcome"]
+
+
+def test_lesson_1_switches_the_canvas_and_measures(studio, qtbot):
+    view = open_lesson(studio, qtbot, 1)
+    idle(view, qtbot)
+    scene = studio.scene
+    transformer = {lv.id for lv in core.load_preset("transformer").levels}
+    assert set(scene.nodes) == transformer
+    assert scene.nodes["attn1"].pos().y() == scene.axis.y_inf
+    assert scene.nodes["ffn1"].pos().y() == scene.axis.y_frozen
+    assert set(view.spectrum.items) == transformer and view.spectrum.has_data()
+    assert "appended to its context" in view.status.text()
+
+    with qtbot.waitSignal(view.stepped, timeout=JOB_TIMEOUT_MS):
+        view.findChild(type(view.radios["nsam"]), "lesson1Nsam").click()
+    assert set(scene.nodes) == {"fast", "cms_mid", "cms_slow", "frozen"}
+    assert scene.nodes["cms_mid"].pos().y() == scene.axis.y_for("mlp", 16)
+    assert scene.nodes["cms_slow"].pos().y() > scene.nodes["cms_mid"].pos().y()
+    assert "measured peak 1/16" in view.status.text()
+    assert "measured peak 1/64" in view.status.text()
+    first = view.spectrum.spectra["cms_mid"][1].copy()
+
+    click(view, qtbot, "Next")  # another batch: the mean spectrum moves
+    assert len(view.measurements) == 2 and "2 batches" in view.step_text.text()
+    assert not np.allclose(view.spectrum.spectra["cms_mid"][1], first)
+    click(view, qtbot, "Back")
+    assert len(view.measurements) == 1
+    np.testing.assert_allclose(view.spectrum.spectra["cms_mid"][1], first)
+    click(view, qtbot, "Next")
+    click(view, qtbot, "Reset")
+    assert len(view.measurements) == 1
+
+    with qtbot.waitSignal(view.stepped, timeout=JOB_TIMEOUT_MS):
+        view.radios["transformer"].click()
+    assert set(scene.nodes) == transformer
+
+
+def test_lesson_2_steps_back_and_resets(studio, qtbot):
+    view = open_lesson(studio, qtbot, 2)
+    memory = view.cells["memory"]
+    assert not memory.data.any() and not view.back_button.isEnabled()
+    click(view, qtbot, "Next")
+    after_one = memory.data.copy()
+    assert after_one.any() and view.cells["surprise"].data is not None
+    assert "write 1 · pair 1 of 6" in view.step_text.text()
+    click(view, qtbot, "Next")
+    assert "pair 2 of 6" in view.step_text.text()
+    assert not np.array_equal(memory.data, after_one)
+    assert len(view.loss_curve.getData()[1]) == 3
+    view.proximal_box.setChecked(True)
+    assert "max |difference|" in view.status.text()
+    np.testing.assert_allclose(memory.data, view.lesson.current.proximal.astype(np.float32))
+    click(view, qtbot, "Back")
+    np.testing.assert_array_equal(memory.data, after_one)
+    click(view, qtbot, "Reset")
+    assert not memory.data.any() and view.lesson.step_count == 0
+
+
+def test_lesson_3_steps_runs_and_resets(studio, qtbot):
+    view = open_lesson(studio, qtbot, 3)
+    start = view.paths["sgd"].getData()[0].copy()
+    assert len(start) == 1
+    click(view, qtbot, "Next")
+    click(view, qtbot, "Next")
+    xs, ys = view.paths["adam"].getData()
+    assert len(xs) == 3 and len(view.loss_curves["m3"].getData()[0]) == 3
+    m3_cells = [cell.data for cell in view.memory_cells]
+    assert len(m3_cells) == 4 and all(c is not None for c in m3_cells)  # W, M1, M2, V
+    click(view, qtbot, "Back")
+    assert len(view.paths["adam"].getData()[0]) == 2
+    view.memory_combo.setCurrentIndex(view.names.index("sgd"))
+    assert len(view.memory_cells) == 1 and "No memory" in view.memory_text.text()
+    view.memory_combo.setCurrentIndex(view.names.index("adam"))
+    assert [c.data.shape for c in view.memory_cells] == [(3, 12)] * 3
+
+    view.findChild(QPushButton, "lesson3Run").click()
+    qtbot.waitUntil(lambda: view.lesson.done, timeout=JOB_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not view.timer.isActive(), timeout=5000)
+    assert "least" in view.status.text()
+    assert len(view.loss_curves["sgd"].getData()[0]) == view.lesson.total_steps + 1
+    click(view, qtbot, "Reset")
+    assert len(view.paths["sgd"].getData()[0]) == 1
+
+
+def test_lesson_4_shows_zero_difference_for_both_rules(studio, qtbot):
+    view = open_lesson(studio, qtbot, 4)
+    click(view, qtbot, "Next")
+    first = view.cells["level"].data.copy()
+    click(view, qtbot, "Next")
+    assert not np.array_equal(view.cells["level"].data, first)
+    assert "token 2 of" in view.step_text.text()
+    diffs = view.diff_curve.getData()[1]
+    assert len(diffs) == 2 and (10 ** diffs < 1e-13).all()  # log-mode data
+    assert np.abs(view.cells["diff"].data).max() < 1e-13
+    click(view, qtbot, "Back")
+    np.testing.assert_array_equal(view.cells["level"].data, first)
+    with qtbot.waitSignal(view.stepped):
+        view.findChild(type(view.rule_group.buttons()[1]), "lesson4RuleDelta").click()
+    assert view.rule == "delta" and view.lesson.step_count == 0
+    click(view, qtbot, "Next")
+    assert "½‖Mk − v‖²" in view.cells["update"]._text
+    assert view.lesson.current.max_diff < 1e-13
+    click(view, qtbot, "Reset")
+    assert view.lesson.step_count == 0 and "token 0" in view.step_text.text()
+
+
+def test_lesson_5_trains_in_the_background_and_steps(studio, qtbot):
+    view = open_lesson(studio, qtbot, 5)
+    qtbot.waitUntil(lambda: view.result is not None and not view.busy(),
+                    timeout=JOB_TIMEOUT_MS)
+    assert not running_threads()
+    result = view.result
+    assert result.trained_steps >= 1
+    assert "training steps" in view.status.text() and "%" in view.status.text()
+    assert view.ablation.has_data() and view.ablation.names == result.level_ids
+    full = view.delay_curves["none"].getData()[1]
+    np.testing.assert_allclose(full, result.delay.table[0])
+    assert len(view.return_curves["relearned"].getData()[0]) == len(result.returns.gaps)
+    assert view.silence_combo.currentData() == "cms_slow"
+
+    click(view, qtbot, "Back")  # the return is hidden again
+    assert view.return_curves["relearned"].getData()[0] is None or \
+        len(view.return_curves["relearned"].getData()[0]) == 0
+    click(view, qtbot, "Back")
+    shown = len(view.delay_curves["none"].getData()[0])
+    assert shown == len(result.delay.delays) - 1
+    assert view.ablation.drop.shape[1] == shown
+    click(view, qtbot, "Reset")
+    assert "a fact is shown once" in view.step_text.text()
+    assert not view.ablation.has_data()
+    click(view, qtbot, "Next")
+    assert len(view.delay_curves["none"].getData()[0]) == 1
+
+    with qtbot.waitSignal(view.stepped, timeout=JOB_TIMEOUT_MS):
+        view.findChild(QPushButton, "lesson5Train").click()
+    qtbot.waitUntil(lambda: not view.busy(), timeout=JOB_TIMEOUT_MS)
+    assert view.result.trained_steps == result.trained_steps + 1
+    view.close()
+    assert not running_threads()
+
+
+def test_welcome_page_opens_a_lesson_and_remembers(studio, qtbot, tmp_path):
+    assert wants_welcome(studio.settings)
+    studio.actions["help.welcome"].trigger()
+    page = studio.lessons.welcome
+    assert isinstance(page, WelcomeDialog) and page.objectName() == "welcomeDialog"
+    qtbot.waitExposed(page)
+    buttons = [page.findChild(QPushButton, f"welcomeLesson{n}") for n in range(1, 6)]
+    assert all(b is not None for b in buttons)
+    page.dont_show.setChecked(True)
+    assert not wants_welcome(studio.settings)
+    assert studio.settings.value(SETTINGS_KEY) in (False, "false")
+    buttons[1].click()  # lesson 2
+    assert not page.isVisible()
+    assert studio.lessons.windows[2].isVisible()
+
+    studio.lessons.show_welcome()
+    page.findChild(QPushButton, "welcomeOpenDefault").click()
+    assert "NSAM" in studio.windowTitle() and not page.isVisible()
+
+
+def test_welcome_page_on_start_follows_the_setting(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    install_lessons(window, show_welcome=True)
+    qtbot.waitUntil(lambda: window.lessons.welcome is not None
+                    and window.lessons.welcome.isVisible(), timeout=5000)
+    window.lessons.welcome.close()
+
+    quiet = MainWindow(settings)  # NLSTUDIO_TESTING is set: no page unless asked
+    qtbot.addWidget(quiet)
+    install_lessons(quiet)
+    QApplication.processEvents()
+    assert quiet.lessons.welcome is None
+
+
+def test_theme_switch_restyles_open_lessons(studio, qtbot):
+    for number in (2, 3, 4):
+        view = open_lesson(studio, qtbot, number)
+        click(view, qtbot, "Next")
+    try:
+        studio.set_theme("dark")
+        view = studio.lessons.windows[3]
+        assert view.plots.backgroundBrush().color().name() == theme.current().plot_background
+        click(view, qtbot, "Next")
+    finally:
+        studio.set_theme("light")
+
+
+def test_closing_the_window_stops_lesson_5(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop_view, "CONFIG", LoopConfig(train_steps=50, return_rows=2,
+                                                        max_gap=2))
+    window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    window.dialogs = RecordingDialogs()
+    qtbot.addWidget(window)
+    install_lessons(window)
+    window.show()
+    view = window.lessons.open(5)
+    assert view.busy()
+    window.document.undo_stack.setClean()
+    assert window.close()  # the close guard stops the training and joins its thread
+    assert not view.busy() and not running_threads()
+    assert view.result is None

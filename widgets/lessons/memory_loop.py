@@ -1,0 +1,302 @@
+"""Lesson 5 view: on the real NSAM kv_stream model, recall by delay with each level silenced
+(the level × delay view and one curve per silenced level), then the return of a mapping: what
+was still held, and how fast it is relearned with and without the slow level."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QWidget
+
+from nlstudio.lessons import memory_loop as core
+from nlstudio.widgets import theme
+from nlstudio.widgets.lessons.base import LessonWindow, embed_dock, new_plot, restyle
+from nlstudio.widgets.plots.ablation import AblationDock
+from nlstudio.widgets.plots.base import pen
+
+#: The lesson's setup; tests shrink ``train_steps``.
+CONFIG = core.LoopConfig()
+POLL_MS = 100
+_SHARED: dict[core.LoopConfig, core.MemoryLoopLesson] = {}
+_RESULTS: dict[core.LoopConfig, core.LoopResult] = {}
+
+
+def shared_lesson(config: core.LoopConfig) -> core.MemoryLoopLesson:
+    """One model per setup and session: reopening the lesson keeps what it learned."""
+    if config not in _SHARED:
+        _SHARED[config] = core.MemoryLoopLesson(config)
+    return _SHARED[config]
+
+
+class MemoryLoopLesson(LessonWindow):
+    number = 5
+
+    def intro(self) -> str:
+        return ("Facts are shown once; the stream moves on and each level forgets at its own "
+                "rate. Silencing one level at a time shows which level still held a fact after "
+                "a given delay. Then a mapping returns: is it still recalled, and is it "
+                "relearned faster than the first time, with and without the slowest level? "
+                "The NSAM of the default project is trained briefly first (untrained, its recall "
+                "is at chance).")
+
+    def __init__(self, host: QWidget | None = None,
+                 config: core.LoopConfig | None = None) -> None:
+        super().__init__(host)
+        self.config = config or CONFIG
+        self.core: core.MemoryLoopLesson | None = None
+        self.result: core.LoopResult | None = _RESULTS.get(self.config)
+        self.progress: core.Progress | None = None
+        self.step = 0
+        self.step_buttons(self.back, self.next, self.reset)
+        self.step_text = self.step_label()
+        self.train_button = self.button(f"Train {self.config.train_steps} more steps", "Train",
+                                        self.train_more, "Continue training, then measure "
+                                        "again")
+        self.bar = QProgressBar(self)
+        self.bar.setObjectName(self.name("Progress"))
+        self.bar.setMinimumWidth(220)
+        self.bar.setTextVisible(True)
+        self.bar.setVisible(False)  # only while training and measuring
+        self.controls.addWidget(self.bar)
+        self.controls.addStretch(1)
+        self.controls.addWidget(QLabel("on return, compare with", self))
+        self.silence_combo = QComboBox(self)
+        self.silence_combo.setObjectName(self.name("Silence"))
+        self.silence_combo.setToolTip("Which level to silence in the return plot")
+        self.silence_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.silence_combo.currentIndexChanged.connect(lambda _i: self._guarded(self.redraw))
+        self.controls.addWidget(self.silence_combo)
+        self.poll = QTimer(self)
+        self.poll.setObjectName(self.name("ProgressTimer"))
+        self.poll.setInterval(POLL_MS)
+        self.poll.timeout.connect(self._show_progress)
+
+        row = QHBoxLayout()
+        self.body.addLayout(row, 1)
+        self.plots = self.plot_area()
+        row.addWidget(self.plots, 3)
+        p = self.palette_
+        layout = self.plots.ci
+        self.delay_plot = new_plot(layout, 0, 0, p, "recall by delay, one level silenced",
+                                   "recall", "delay since the fact was shown (tokens)")
+        self.return_plot = new_plot(layout, 1, 0, p, "when the mapping returns", "recall",
+                                    "tokens of other mappings before it returns")
+        for plot in (self.delay_plot, self.return_plot):
+            # Headroom above recall 1 for the legend, so that it never hides a curve.
+            plot.setYRange(0, 1.45, padding=0)
+            plot.getAxis("left").setTicks([[(v, f"{v:g}") for v in (0, 0.2, 0.4, 0.6, 0.8,
+                                                                    1.0)]])
+            plot.addLegend(offset=(-4, 4), labelTextSize="8pt", verSpacing=-6, colCount=2)
+        self.delay_curves: dict[str, pg.PlotDataItem] = {}
+        self.return_curves: dict[str, pg.PlotDataItem] = {}
+        self.ablation = embed_dock(AblationDock(self))
+        self.ablation.setObjectName(self.name("Ablation"))
+        row.addWidget(self.ablation, 2)
+        self.resize(1240, 760)
+        self._show_result(self.result)
+        if self.result is None:
+            self.start(self.config.train_steps)
+
+    # ---- the background run ------------------------------------------------------------------
+    def start(self, steps: int) -> None:
+        """Train ``steps`` more outer steps and measure, in the background."""
+        if self.busy():
+            return
+        config = self.config
+        self.progress = progress = core.Progress(total=steps)
+        self.bar.setRange(0, max(steps, 1))
+        self.bar.setValue(0)
+        self.bar.setVisible(True)
+        self.bar.setFormat("building the model…")
+        self.train_button.setEnabled(False)
+        self.status.setText(f"Training the NSAM for {steps} steps on its own task batches, then "
+                            "measuring recall by delay and on return, each level silenced in "
+                            "turn (a few seconds)…")
+
+        def work() -> core.LoopResult | None:
+            lesson = shared_lesson(config)
+            return lesson.run(steps, progress)
+
+        self.start_job(work, self._finished, "train")
+        self.poll.start()
+
+    def train_more(self) -> None:
+        self.start(self.config.train_steps)
+
+    def _show_progress(self) -> None:
+        progress = self.progress
+        if progress is None:
+            return
+        if progress.phase == "training":
+            self.bar.setValue(progress.step)
+            loss = "" if math.isnan(progress.loss) else f", loss {progress.loss:.2f}"
+            self.bar.setFormat(f"training %v/%m{loss}")
+        elif progress.phase in ("measuring", "done"):
+            self.bar.setValue(self.bar.maximum())
+            self.bar.setFormat("measuring recall…")
+
+    def _finished(self, result: core.LoopResult | None) -> None:
+        self.poll.stop()
+        self.train_button.setEnabled(True)
+        self.bar.setVisible(False)
+        if result is None:
+            if self.progress is not None and self.progress.stop.is_set():
+                self.status.setText("Training was stopped; press Train to go on.")
+            return
+        _RESULTS[self.config] = result
+        self._show_result(result)
+
+    def shutdown(self) -> None:
+        if self.progress is not None:
+            self.progress.stop.set()
+        self.poll.stop()
+        super().shutdown()
+
+    # ---- stepping through the story ------------------------------------------------------------
+    @property
+    def last_step(self) -> int:
+        return 0 if self.result is None else len(self.result.delay.delays) + 1
+
+    def next(self) -> None:
+        self.step = min(self.step + 1, self.last_step)
+        self.redraw()
+
+    def back(self) -> None:
+        self.step = max(self.step - 1, 0)
+        self.redraw()
+
+    def reset(self) -> None:
+        self.step = 0
+        self.redraw()
+
+    def _show_result(self, result: core.LoopResult | None) -> None:
+        self.result = result
+        if result is None:
+            self.redraw()
+            return
+        current = self.silence_combo.currentData()
+        self.silence_combo.blockSignals(True)
+        self.silence_combo.clear()
+        for lid in result.level_ids:
+            period = result.periods.get(lid)
+            self.silence_combo.addItem(f"{lid} silenced" + ("" if period is None else
+                                                            f" (every {period})"), lid)
+        slow = current if current in result.level_ids else core.slowest_level(result)
+        self.silence_combo.setCurrentIndex(result.level_ids.index(slow))
+        self.silence_combo.blockSignals(False)
+        self.ablation.level_order = list(result.level_ids)
+        self._make_curves(result)
+        self.step = self.last_step  # the whole story; Back / Next replay it
+        self.redraw()
+
+    def _make_curves(self, result: core.LoopResult) -> None:
+        for plot, curves in ((self.delay_plot, self.delay_curves),
+                             (self.return_plot, self.return_curves)):
+            for item in curves.values():
+                plot.removeItem(item)
+            curves.clear()
+            if plot.legend is not None:
+                plot.legend.clear()
+        p = self.palette_
+        self.delay_curves["none"] = self.delay_plot.plot(
+            [], [], name="all levels", pen=pen(p.plot_foreground, 2.6), symbol="o",
+            symbolSize=6, symbolBrush=p.plot_foreground)
+        for i, lid in enumerate(result.level_ids):
+            color = p.level_color(i)
+            self.delay_curves[lid] = self.delay_plot.plot(
+                [], [], name=f"{lid} silenced", pen=pen(color, 1.8, Qt.PenStyle.DashLine),
+                symbol="o", symbolSize=5, symbolBrush=color)
+        for key, label, style, width in (
+                ("first", "first time (2nd pass)", Qt.PenStyle.DotLine, 1.6),
+                ("held", "on return, before re-showing", Qt.PenStyle.SolidLine, 1.2),
+                ("relearned", "on return, after one re-showing", Qt.PenStyle.SolidLine, 2.6),
+                ("silenced", "… with the level silenced", Qt.PenStyle.DashLine, 2.2)):
+            self.return_curves[key] = self.return_plot.plot(
+                [], [], name=label, pen=pen(p.plot_foreground, width, style), symbol="o",
+                symbolSize=5)
+        restyle(self.delay_plot, p, "recall by delay, one level silenced")
+        restyle(self.return_plot, p, "when the mapping returns")
+        ticks = [[(math.log2(d), str(int(d))) for d in result.delay.delays]]
+        self.delay_plot.getAxis("bottom").setTicks(ticks)
+        self.delay_plot.setXRange(math.log2(result.delay.delays[0]) - 0.3,
+                                  math.log2(result.delay.delays[-1]) + 0.3, padding=0)
+        gaps = result.returns.gaps
+        self.return_plot.getAxis("bottom").setTicks([[(float(g), str(int(g))) for g in gaps]])
+        self.return_plot.setXRange(gaps[0] - 10, gaps[-1] + 10, padding=0)
+
+    # ---- drawing ---------------------------------------------------------------------------------
+    def redraw(self) -> None:
+        result = self.result
+        self.back_button.setEnabled(result is not None and self.step > 0)
+        self.next_button.setEnabled(result is not None and self.step < self.last_step)
+        self.reset_button.setEnabled(result is not None)
+        self.silence_combo.setEnabled(result is not None)
+        if result is None:
+            self.step_text.setText("")
+            self.changed()
+            return
+        d = result.delay
+        shown = min(self.step, len(d.delays))
+        x = np.log2(d.delays[:shown].astype(float))
+        for i, name in enumerate(d.names):
+            self.delay_curves[name].setData(x, d.table[i, :shown])
+        if shown:
+            self.ablation.set_table(result.trained_steps, d.names, d.delays[:shown],
+                                    d.table[:, :shown])
+            self.ablation.dirty = False
+            self.ablation.redraw()
+            self.ablation.set_message(f"Recall lost when a level is silenced (after "
+                                      f"{result.trained_steps} training steps)")
+        else:
+            self.ablation.clear()
+            self.ablation.dirty = False
+            self.ablation.redraw()
+            self.ablation.set_message("The fact has just been shown.")
+        self._draw_return(result, self.step > len(d.delays))
+        if self.step == 0:
+            where = "a fact is shown once"
+        elif self.step <= len(d.delays):
+            where = f"the stream has moved on {d.delays[shown - 1]} tokens"
+        else:
+            where = "the mapping returns"
+        self.step_text.setText(f"step {self.step} of {self.last_step}: {where} · model "
+                               f"trained {result.trained_steps} steps")
+        self.status.setText(core.describe(result))
+        self.changed()
+
+    def _draw_return(self, result: core.LoopResult, visible: bool) -> None:
+        r = result.returns
+        lid = self.silence_combo.currentData() or core.slowest_level(result)
+        i = r.names.index(lid) if lid in r.names else 0
+        gaps = r.gaps.astype(float)
+        series = {"first": r.first_sight[0], "held": r.held[0], "relearned": r.relearned[0],
+                  "silenced": r.relearned[i]}
+        p = self.palette_
+        color = p.level_color(result.level_ids.index(lid)) if lid in result.level_ids \
+            else p.muted
+        for key, curve in self.return_curves.items():
+            curve.setData(gaps if visible else [], series[key] if visible else [])
+            c = color if key == "silenced" else (p.muted if key == "first"
+                                                 else p.plot_foreground)
+            curve.setSymbolBrush(pg.mkBrush(c))
+            curve.setSymbolPen(pg.mkPen(c))
+            width, style = {"first": (1.6, Qt.PenStyle.DotLine),
+                            "held": (1.2, Qt.PenStyle.SolidLine),
+                            "relearned": (2.6, Qt.PenStyle.SolidLine),
+                            "silenced": (2.2, Qt.PenStyle.DashLine)}[key]
+            curve.setPen(pen(c, width, style))
+        legend = self.return_plot.legend
+        if legend is not None:
+            for sample, label in legend.items:
+                if sample.item is self.return_curves["silenced"]:
+                    label.setText(f"… with {lid} silenced", color=p.plot_foreground)
+
+    def apply_theme(self, palette: theme.Palette) -> None:
+        self.plots.setBackground(palette.plot_background)
+        restyle(self.delay_plot, palette, "recall by delay, one level silenced")
+        restyle(self.return_plot, palette, "when the mapping returns")
+        if self.result is not None:
+            self._make_curves(self.result)
+        self.redraw()
