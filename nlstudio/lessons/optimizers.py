@@ -12,7 +12,9 @@ stream in two problems:
    loss on the FIRST task over time shows what each optimizer forgets.
 
 Each optimizer's state is a memory of the gradients it has seen: :meth:`OptimizerLesson.memory`
-returns it (``memory_of``), e.g. momentum's m, Adam's m and v, M3's M1, M2 and V.
+returns it (``memory_of``), e.g. momentum's m, Adam's m and v, M3's M1, M2 and V; with
+``problem="shared"``, the memory each one builds from the very same gradient stream (the
+gradients SGD computes in the regression).
 
     lesson = OptimizerLesson()
     lesson.step(10)
@@ -196,10 +198,15 @@ class ContinualRegression:
         gen = torch.Generator().manual_seed(self._gen_seed)
         for step in range(s.total_steps):  # the same stream for every optimizer
             self._batches.append(self.sample(self.task_at(step), s.batch, gen))
+        # ``shared``: every optimizer fed the very same gradients, those the first one (SGD)
+        # computes, so their memories of one stream can be compared side by side.
+        self.shared: dict[str, _Runner] = {}
+        self.stream: list[torch.Tensor] = []  # that shared gradient stream, one per step
         for name in self.names:
             opt = make_optimizer({"name": name, **self.hyper[name]})
             w = torch.zeros(s.outputs, s.dim, dtype=DTYPE)
             self.runners[name] = _Runner(name, opt, w, opt.init(w))
+            self.shared[name] = _Runner(name, opt, w, opt.init(w))
             self._loss[name] = [self.loss(w, self.probe_x, self.probe_y)]
 
     @staticmethod
@@ -218,21 +225,35 @@ class ContinualRegression:
         if self.done:
             return
         x, y = self._batches[self.step_count]
+        stream = None
         for name, run in self.runners.items():
-            run.history.append((run.param, run.state))
             w = run.param.detach().clone().requires_grad_(True)
             (grad,) = torch.autograd.grad(0.5 * ((x @ w.T - y) ** 2).sum(1).mean(), w)
-            param, state = run.optimizer.step(run.param, grad, run.state)
-            if not bool(torch.isfinite(param).all()):
-                param = run.param
-            run.param, run.state = param.detach(), state
+            stream = grad if stream is None else stream
+            self._advance(run, grad)
             self._loss[name].append(self.loss(run.param, self.probe_x, self.probe_y))
+        self.stream.append(stream)
+        for run in self.shared.values():
+            self._advance(run, stream)
+
+    @staticmethod
+    def _advance(run: _Runner, grad: torch.Tensor) -> None:
+        run.history.append((run.param, run.state))
+        param, state = run.optimizer.step(run.param, grad, run.state)
+        if not bool(torch.isfinite(param).all()):  # a diverging rule stays where it was
+            param = run.param
+        run.param, run.state = param.detach(), state
 
     def back(self) -> None:
         for name, run in self.runners.items():
             if run.history:
                 run.param, run.state = run.history.pop()
                 self._loss[name].pop()
+        if self.stream:
+            self.stream.pop()
+        for run in self.shared.values():
+            if run.history:
+                run.param, run.state = run.history.pop()
 
     def first_task_loss(self) -> dict[str, np.ndarray]:
         return {n: np.asarray(v) for n, v in self._loss.items()}
@@ -293,8 +314,14 @@ class OptimizerLesson:
         self.regression.reset()
 
     def memory(self, name: str, problem: str = "regression") -> dict[str, np.ndarray]:
-        """The optimizer's memory (``memory_of``) in ``problem`` as 2-D float arrays."""
-        runner = (self.regression if problem == "regression" else self.landscape).runners[name]
+        """The optimizer's memory (``memory_of``) as 2-D float arrays, in ``problem``:
+        ``"regression"`` (its own run), ``"shared"`` (fed the first optimizer's regression
+        gradients, the same stream for all) or ``"landscape"``."""
+        if problem == "shared":
+            runner = self.regression.shared[name]
+        else:
+            runner = (self.regression if problem == "regression"
+                      else self.landscape).runners[name]
         out = {}
         for key, tensor in memory_of(name, runner.state).items():
             arr = tensor.detach().numpy().astype(float)

@@ -14,6 +14,27 @@ from nlstudio.lessons import LESSONS, lesson_info
 from nlstudio.lessons import associative, attention_gd, memory_loop, optimizers, spectrum
 
 
+def test_lesson_cores_need_no_qt(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        class BlockQt:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("PySide6", "shiboken6", "pyqtgraph"):
+                    raise ImportError(name)
+        sys.meta_path.insert(0, BlockQt())
+        from nlstudio.lessons import associative, attention_gd, memory_loop, optimizers, spectrum
+        print(associative.AssociativeMemoryLesson().next().proximal_gap < 1e-12)
+        """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+
+
 def test_registry_lists_five_lessons():
     assert [info.number for info in LESSONS] == [1, 2, 3, 4, 5]
     assert lesson_info(4).key == "attention_gd"

@@ -56,9 +56,9 @@ class AssociativeLesson(LessonWindow):
         self.cells = {
             "x": Heatmap(layout, 0, 0, "input x", p, bar=False, column_width=44),
             "target": Heatmap(layout, 0, 1, "target y*", p, bar=False, column_width=44),
-            "recall": Heatmap(layout, 0, 2, "recalled W<sub>t</sub>x", p, bar=False,
+            "recall": Heatmap(layout, 0, 2, "recall W<sub>t</sub>x", p, bar=False,
                               column_width=44),
-            "surprise": Heatmap(layout, 0, 3, "surprise u = ∇<sub>y</sub>L", p,
+            "surprise": Heatmap(layout, 0, 3, "surprise u", p,
                                 column_width=44),
             "write": Heatmap(layout, 0, 5, "write −η u xᵀ", p),
             "memory": Heatmap(layout, 0, 7, "memory W", p),

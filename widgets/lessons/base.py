@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QPushButton, QVBoxLayout,
                                QWidget)
@@ -182,10 +182,20 @@ class BackgroundJob:
         self._done(result)
 
 
-def embed_dock(dock: QDockWidget) -> QDockWidget:
-    """A plot dock used as a plain panel inside a lesson (no title bar, not floatable)."""
+def embed_dock(dock, on_dirty: Callable[[], object]):
+    """A plot dock used as a plain panel inside a lesson (no title bar, not floatable).
+
+    The lesson draws it itself (there is no redraw scheduler): ``on_dirty`` runs once the
+    event loop is free whenever the dock asks for a redraw that has not happened yet (a theme
+    switch, for example)."""
     dock.setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
     dock.setTitleBarWidget(QWidget(dock))
+
+    def later() -> None:
+        if dock.dirty:
+            on_dirty()
+
+    dock.redrawRequested.connect(lambda: QTimer.singleShot(0, dock, later))
     return dock
 
 

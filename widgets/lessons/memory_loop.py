@@ -91,12 +91,15 @@ class MemoryLoopLesson(LessonWindow):
             plot.addLegend(offset=(-4, 4), labelTextSize="8pt", verSpacing=-6, colCount=2)
         self.delay_curves: dict[str, pg.PlotDataItem] = {}
         self.return_curves: dict[str, pg.PlotDataItem] = {}
-        self.ablation = embed_dock(AblationDock(self))
+        self.ablation = embed_dock(AblationDock(self), self.redraw)
         self.ablation.setObjectName(self.name("Ablation"))
         row.addWidget(self.ablation, 2)
         self.resize(1240, 760)
         self._show_result(self.result)
-        if self.result is None:
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if self.result is None and not self.busy():  # first opened, or stopped by a close
             self.start(self.config.train_steps)
 
     # ---- the background run ------------------------------------------------------------------

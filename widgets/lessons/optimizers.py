@@ -2,11 +2,14 @@
 optimizer's state drawn as the memory it is."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout,
+                               QWidget)
 
 from nlstudio.catalog import OPTIMIZERS
 from nlstudio.lessons.optimizers import OptimizerLesson
@@ -59,6 +62,13 @@ class OptimizersLesson(LessonWindow):
         self.memory_combo.currentIndexChanged.connect(
             lambda _i: self._guarded(self._memory_changed))
         self.controls.addWidget(self.memory_combo)
+        self.shared_box = QCheckBox("same gradients for all", self)
+        self.shared_box.setObjectName(self.name("Shared"))
+        self.shared_box.setToolTip("Draw the memory each optimizer builds from one shared "
+                                   "gradient stream (the gradients SGD computes), instead of "
+                                   "from its own run")
+        self.shared_box.toggled.connect(lambda _on: self._guarded(self._memory_changed))
+        self.controls.addWidget(self.shared_box)
         self.timer = QTimer(self)
         self.timer.setObjectName(self.name("RunTimer"))
         self.timer.setInterval(RUN_INTERVAL_MS)
@@ -88,12 +98,13 @@ class OptimizersLesson(LessonWindow):
             self.land_plot.addItem(self.heads[name])
             self.loss_curves[name] = self.loss_plot.plot([], [])
             self.legend.addItem(self.loss_curves[name], SHORT.get(name, name))
-        self.switches = []
+        self.switches: list[tuple[pg.InfiniteLine, pg.TextItem]] = []
         for k, at in enumerate(self.lesson.regression.boundaries()):
-            line = pg.InfiniteLine(pos=at, angle=90, movable=False, label=f"task {k + 2}",
-                                   labelOpts={"position": 0.92})
+            line = pg.InfiniteLine(pos=at, angle=90, movable=False)
+            label = pg.TextItem(f"task {k + 2}", anchor=(0, 0))
             self.loss_plot.addItem(line)
-            self.switches.append(line)
+            self.loss_plot.addItem(label, ignoreBounds=True)
+            self.switches.append((line, label))
         self.loss_plot.setXRange(0, self.lesson.total_steps, padding=0.03)
         integer_ticks(self.loss_plot, self.lesson.total_steps)
 
@@ -200,20 +211,32 @@ class OptimizersLesson(LessonWindow):
         layout.clear()
         spec = OPTIMIZERS[name]
         self.memory_cells = []
+        shared = self.shared_box.isChecked()
         for i, key in enumerate(["W", *spec.memory]):
-            title = "weights W of the regression" if key == "W" else f"memory {key}"
+            if key == "W":
+                title = ("latest gradient g (the same for all)" if shared
+                         else "weights W of the regression")
+            else:
+                title = f"memory {key}"
             self.memory_cells.append(Heatmap(layout, 2 * i, 0, title, self.palette_))
         note = ("<br><i>No memory of its own: the weights are all it keeps.</i>"
                 if not spec.memory else "")
+        if shared:
+            note += "<br>Fed the gradients SGD computes in the regression, like every other."
         self.memory_text.setText(f"<b>{spec.title}</b>: {spec.summary}<br>"
                                  f"<tt>{spec.equation}</tt>{note}")
         self.redraw()
 
     def _draw_memory(self) -> None:
         name = self.memory_combo.currentData()
-        memory = self.lesson.memory(name)
-        arrays = [self.lesson.regression.runners[name].param.numpy(),
-                  *[memory.get(key) for key in OPTIMIZERS[name].memory]]
+        regression = self.lesson.regression
+        if self.shared_box.isChecked():
+            memory = self.lesson.memory(name, "shared")
+            first = regression.stream[-1].numpy() if regression.stream else None
+        else:
+            memory = self.lesson.memory(name)
+            first = regression.runners[name].param.numpy()
+        arrays = [first, *[memory.get(key) for key in OPTIMIZERS[name].memory]]
         for cell, arr in zip(self.memory_cells, arrays):
             cell.set(arr)
 
@@ -234,9 +257,12 @@ class OptimizersLesson(LessonWindow):
             curve = losses[name]
             self.loss_curves[name].setData(np.arange(len(curve)), np.maximum(curve, 1e-6))
             self.loss_curves[name].setPen(pen(color, 1.8))
-        for line in self.switches:
+        # The labels hang from the highest loss drawn (log10 units: the plot is in log mode).
+        top = math.log10(max(float(np.nanmax(c)) for c in losses.values()))
+        for line, label in self.switches:
             line.setPen(pen(p.muted, 1.0, Qt.PenStyle.DashLine))
-            line.label.setColor(p.muted)
+            label.setColor(p.muted)
+            label.setPos(line.value() + 1, top)
         self._draw_memory()
         t, total = lesson.step_count, lesson.total_steps
         task = lesson.regression.task_at(max(t - 1, 0)) + 1

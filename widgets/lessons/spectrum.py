@@ -51,7 +51,7 @@ class SpectrumLesson(LessonWindow):
         self.step_text = self.step_label()
         self.controls.addStretch(1)
 
-        self.spectrum = embed_dock(SpectrumDock(self))
+        self.spectrum = embed_dock(SpectrumDock(self), self._draw)
         self.spectrum.setObjectName(self.name("Spectrum"))
         self.body.addWidget(self.spectrum, 1)
         self.resize(980, 700)
@@ -121,6 +121,11 @@ class SpectrumLesson(LessonWindow):
             self.spectrum.redraw()
         self._draw()
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if self.measurements:  # the dock skipped drawing while hidden
+            self._draw()
+
     def _set_busy(self, busy: bool) -> None:
         for button in (self.next_button, self.back_button, self.reset_button):
             button.setEnabled(not busy)
@@ -136,6 +141,9 @@ class SpectrumLesson(LessonWindow):
             return
         last = self.measurements[-1]
         n = len(self.measurements)
+        self.spectrum.set_message(
+            f"Power spectrum of each level's write norms, mean of {n} batch"
+            f"{'es' if n > 1 else ''} of {last.tokens} tokens; dashed: the designed 1/C.")
         self.step_text.setText(f"{n} batch{'es' if n > 1 else ''} · {last.tokens} tokens each")
         lines = "<br>".join(core.describe_level(lv) for lv in last.levels.values())
         self.status.setText(f"<b>{core.PRESETS[self.preset]}</b>, measured on batch "

@@ -196,7 +196,10 @@ class PlotDock(QDockWidget):
         self.message.setObjectName(f"{self.key}Message")
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.toolbar.addWidget(self.message, 1)
+        # The message has its own row: beside a dock's controls it would be squeezed into a
+        # column one word wide.
+        layout.addWidget(self.message)
+        self.toolbar.addStretch(1)
         layout.addLayout(self.toolbar)
         self.view = pg.GraphicsLayoutWidget(body)
         self.view.setObjectName(f"{self.key}View")

@@ -78,7 +78,8 @@ class LossDock(PlotDock):
                                       "(the data and the exports keep the raw values)")
         self.smooth_label = QLabel()
         self.smooth_label.setObjectName("lossSmoothingLabel")
-        self.smooth_label.setMinimumWidth(90)
+        self.smooth_label.setMinimumWidth(
+            self.smooth_label.fontMetrics().horizontalAdvance("Smoothing 0.99") + 6)
         self.toolbar.addWidget(self.log_check)
         self.toolbar.addWidget(self.smooth_label)
         self.toolbar.addWidget(self.smooth_slider)
