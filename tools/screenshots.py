@@ -119,12 +119,30 @@ def live() -> None:
 
 
 def lessons() -> None:
+    """Each lesson after a few steps (lesson 5 trains first: wait for it)."""
     _app()
-    from nlstudio.widgets.lessons import screenshot_lessons
+    from PySide6.QtWidgets import QAbstractButton
 
     window = _window()
-    for name, widget in screenshot_lessons(window):
-        _save(widget, name)
+    for number in range(1, 6):
+        lesson = window.lessons.open(number)
+        lesson.resize(1280, 820)
+        _wait_until(lambda: not lesson.busy())
+        nxt = lesson.findChild(QAbstractButton, f"lesson{number}Next")
+        for _ in {3: 90, 5: 2}.get(number, 3) * [None]:
+            if nxt is not None and nxt.isEnabled():
+                nxt.click()
+                _wait_until(lambda: not lesson.busy())
+        _settle(500)
+        _save(lesson, f"lesson_{number}.png")
+        lesson.close()
+    window.lessons.show_welcome()
+    _settle(300)
+    welcome = window.lessons.welcome if hasattr(window.lessons, "welcome") else None
+    if welcome is not None:
+        _save(welcome, "welcome.png")
+        welcome.close()
+    window.document.undo_stack.setClean()
     window.close()
 
 

@@ -24,7 +24,6 @@ gradients SGD computes in the regression).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -337,10 +336,6 @@ class OptimizerLesson:
         worst = max(forgot, key=forgot.get)
         return (f"Loss on task 1 gained since it was learned: least {title(best)} "
                 f"(+{forgot[best]:.3g}), most {title(worst)} (+{forgot[worst]:.3g}).")
-
-
-def is_finite_path(path: np.ndarray) -> bool:
-    return bool(np.isfinite(path).all()) and not math.isnan(float(path.sum()))
 
 
 __all__ = ["NAMES", "Landscape", "LandscapeRace", "RegressionSetup", "ContinualRegression",

@@ -131,6 +131,12 @@ def test_optimizers_take_distinct_paths_and_keep_their_memories():
                 "delta_momentum": {"m": shape}, "m3": {"M1": shape, "M2": shape, "V": shape}}
     for name, keys in expected.items():
         assert {k: v.shape for k, v in lesson.memory(name).items()} == keys
+    for name, keys in expected.items():  # the same shapes fed one shared gradient stream
+        assert {k: v.shape for k, v in lesson.memory(name, "shared").items()} == keys
+    # fed the very same gradients, momentum and delta momentum still remember differently
+    assert np.abs(lesson.memory("momentum", "shared")["m"]
+                  - lesson.memory("delta_momentum", "shared")["m"]).max() > 1e-6
+    assert len(lesson.regression.stream) == 25
     dmgd = lesson.memory("dmgd")
     assert dmgd["b"].shape == shape and dmgd["w1"].shape == (1, 4)
     assert lesson.memory("momentum", "landscape")["m"].shape == (1, 2)
@@ -215,13 +221,15 @@ def test_memory_loop_measures_the_real_model():
     silenced = lesson.task.recall_by_delay(lesson.model, "cpu", silence=("cms_mid",))
     np.testing.assert_allclose(d.table[d.names.index("cms_mid")],
                                [silenced[k] for k in d.delays])
+    assert result.untrained.shape == d.delays.shape  # measured before the training step
+    assert ((result.untrained >= 0) & (result.untrained <= 1)).all()
     r = result.returns
     assert list(r.gaps) == [32, 64] and r.names == d.names
     for table in (r.first_sight, r.held, r.relearned):
         assert table.shape == (5, 2) and np.isfinite(table).all()
     assert memory_loop.slowest_level(result) == "cms_slow"
     text = memory_loop.describe(result)
-    assert "After 1 training steps" in text and "%" in text
+    assert "After 1 training steps" in text and "untrained:" in text and "%" in text
 
 
 def test_memory_loop_stops_without_measuring():

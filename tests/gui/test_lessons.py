@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QApplication, QMenu, QPushButton
+from PySide6.QtWidgets import (QAbstractButton, QApplication, QComboBox, QMenu, QProgressBar,
+                               QPushButton)
 
 from nlstudio import project as core
 from nlstudio.widgets import theme
@@ -100,6 +101,19 @@ def test_help_menu_lists_every_lesson(studio):
     assert names == [f"action_lesson_{n}" for n in range(1, 6)] + ["action_help_welcome"]
 
 
+def test_every_interactive_widget_has_an_object_name(studio, qtbot):
+    for number in range(1, 6):
+        view = open_lesson(studio, qtbot, number)
+        widgets = [w for kind in (QAbstractButton, QComboBox, QProgressBar)
+                   for w in view.findChildren(kind)]
+        assert len(widgets) >= 4
+        unnamed = [w for w in widgets if not w.objectName()]
+        assert not unnamed, (number, unnamed)
+        assert view.findChild(QPushButton, f"lesson{number}Next") is not None
+        assert view.findChild(QPushButton, f"lesson{number}Reset") is not None
+        idle(view, qtbot)
+
+
 def test_lesson_1_switches_the_canvas_and_measures(studio, qtbot):
     view = open_lesson(studio, qtbot, 1)
     idle(view, qtbot)
@@ -172,6 +186,14 @@ def test_lesson_3_steps_runs_and_resets(studio, qtbot):
     assert len(view.memory_cells) == 1 and "No memory" in view.memory_text.text()
     view.memory_combo.setCurrentIndex(view.names.index("adam"))
     assert [c.data.shape for c in view.memory_cells] == [(3, 12)] * 3
+    for _ in range(3):  # past the first step, where every run still sees the same gradient
+        click(view, qtbot, "Next")
+    own = view.memory_cells[1].data.copy()
+    view.findChild(type(view.shared_box), "lesson3Shared").setChecked(True)
+    assert "the same for all" in view.memory_cells[0]._text
+    np.testing.assert_allclose(view.memory_cells[0].data,
+                               view.lesson.regression.stream[-1].numpy().astype(np.float32))
+    assert not np.array_equal(view.memory_cells[1].data, own)  # Adam's m of the shared stream
 
     view.findChild(QPushButton, "lesson3Run").click()
     qtbot.waitUntil(lambda: view.lesson.done, timeout=JOB_TIMEOUT_MS)

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QPushButton, QV
 
 from nlstudio.lessons import lesson_info
 from nlstudio.widgets import theme
-from nlstudio.widgets.plots.base import SymmetricColorBar, nice_ceil, style_plot
+from nlstudio.widgets.plots.base import PlotDock, SymmetricColorBar, nice_ceil, style_plot
 from nlstudio.widgets.worker import FunctionJob
 
 
@@ -147,7 +147,7 @@ class LessonWindow(QWidget):
         self.shutdown()
         super().closeEvent(event)
 
-    # ---- theme --------------------------------------------------------------------------------------
+    # ---- theme -----------------------------------------------------------------------------
     def _on_theme(self, palette: theme.Palette) -> None:
         self.palette_ = palette
         self.apply_theme(palette)
@@ -182,7 +182,7 @@ class BackgroundJob:
         self._done(result)
 
 
-def embed_dock(dock, on_dirty: Callable[[], object]):
+def embed_dock(dock: PlotDock, on_dirty: Callable[[], object]) -> PlotDock:
     """A plot dock used as a plain panel inside a lesson (no title bar, not floatable).
 
     The lesson draws it itself (there is no redraw scheduler): ``on_dirty`` runs once the

@@ -38,8 +38,8 @@ class MemoryLoopLesson(LessonWindow):
                 "rate. Silencing one level at a time shows which level still held a fact after "
                 "a given delay. Then a mapping returns: is it still recalled, and is it "
                 "relearned faster than the first time, with and without the slowest level? "
-                "The NSAM of the default project is trained briefly first (untrained, its recall "
-                "is at chance).")
+                "The default project's NSAM is trained for a few seconds first: untrained, its "
+                "CMS levels already learn in context, but weakly (dotted curve).")
 
     def __init__(self, host: QWidget | None = None,
                  config: core.LoopConfig | None = None) -> None:
@@ -61,7 +61,7 @@ class MemoryLoopLesson(LessonWindow):
         self.bar.setVisible(False)  # only while training and measuring
         self.controls.addWidget(self.bar)
         self.controls.addStretch(1)
-        self.controls.addWidget(QLabel("on return, compare with", self))
+        self.controls.addWidget(QLabel("on return, silence", self))
         self.silence_combo = QComboBox(self)
         self.silence_combo.setObjectName(self.name("Silence"))
         self.silence_combo.setToolTip("Which level to silence in the return plot")
@@ -136,6 +136,8 @@ class MemoryLoopLesson(LessonWindow):
             self.bar.setValue(progress.step)
             loss = "" if math.isnan(progress.loss) else f", loss {progress.loss:.2f}"
             self.bar.setFormat(f"training %v/%m{loss}")
+        elif progress.phase.startswith("measuring the untrained"):
+            self.bar.setFormat("measuring the untrained model…")
         elif progress.phase in ("measuring", "done"):
             self.bar.setValue(self.bar.maximum())
             self.bar.setFormat("measuring recall…")
@@ -184,8 +186,8 @@ class MemoryLoopLesson(LessonWindow):
         self.silence_combo.clear()
         for lid in result.level_ids:
             period = result.periods.get(lid)
-            self.silence_combo.addItem(f"{lid} silenced" + ("" if period is None else
-                                                            f" (every {period})"), lid)
+            self.silence_combo.addItem(lid + ("" if period is None else f" (every {period})"),
+                                       lid)
         slow = current if current in result.level_ids else core.slowest_level(result)
         self.silence_combo.setCurrentIndex(result.level_ids.index(slow))
         self.silence_combo.blockSignals(False)
@@ -203,6 +205,9 @@ class MemoryLoopLesson(LessonWindow):
             if plot.legend is not None:
                 plot.legend.clear()
         p = self.palette_
+        self.delay_curves["untrained"] = self.delay_plot.plot(
+            [], [], name="untrained, all levels", pen=pen(p.muted, 1.6, Qt.PenStyle.DotLine),
+            symbol="o", symbolSize=4, symbolBrush=p.muted)
         self.delay_curves["none"] = self.delay_plot.plot(
             [], [], name="all levels", pen=pen(p.plot_foreground, 2.6), symbol="o",
             symbolSize=6, symbolBrush=p.plot_foreground)
@@ -245,6 +250,10 @@ class MemoryLoopLesson(LessonWindow):
         x = np.log2(d.delays[:shown].astype(float))
         for i, name in enumerate(d.names):
             self.delay_curves[name].setData(x, d.table[i, :shown])
+        untrained = result.untrained if result.trained_steps else None
+        self.delay_curves["untrained"].setData(x if untrained is not None else [],
+                                               untrained[:shown] if untrained is not None
+                                               else [])
         if shown:
             self.ablation.set_table(result.trained_steps, d.names, d.delays[:shown],
                                     d.table[:, :shown])

@@ -37,10 +37,11 @@ class OptimizersLesson(LessonWindow):
 
     def intro(self) -> str:
         return ("An optimizer keeps a state, and that state is a memory of the gradients it has "
-                "seen: momentum compresses them into m, Adam keeps two moments, M3 keeps a fast "
-                "and a slow momentum. The same gradients drive six real inner optimizers down "
-                "ψ(r, θ) = r² + k(r − θ + a·sin ωr)² and through three regression tasks in turn "
-                "(orthogonal input subspaces); the right plot shows which one forgets task 1.")
+                "seen: momentum compresses them into m, Adam keeps two moments, M3 a fast and a "
+                "slow momentum. Six real inner optimizers descend ψ(r, θ) = r² + k(r − θ + "
+                "a·sin ωr)² and learn three regression tasks in turn (orthogonal input "
+                "subspaces): which one forgets task 1 least? Tick “same gradients for all” to "
+                "compare their memories of one shared gradient stream.")
 
     def __init__(self, host: QWidget | None = None) -> None:
         super().__init__(host)

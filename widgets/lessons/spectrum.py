@@ -25,6 +25,7 @@ class SpectrumLesson(LessonWindow):
         super().__init__(host)
         self.preset = "transformer"
         self.measurements: list[core.SpectrumMeasurement] = []
+        self.canvas_note = ""
         self._pending: tuple[str, int] | None = None
         self.preset_group = QButtonGroup(self)
         self.radios: dict[str, QRadioButton] = {}
@@ -43,6 +44,7 @@ class SpectrumLesson(LessonWindow):
                                    "every level at its update frequency")
         self.canvas_box.setChecked(host is not None and hasattr(host, "open_preset"))
         self.canvas_box.setEnabled(host is not None and hasattr(host, "open_preset"))
+        self.canvas_box.toggled.connect(lambda on: on and self._guarded(self.show_on_canvas))
         self.controls.addWidget(self.canvas_box)
         self.controls.addSpacing(12)
         self.step_buttons(self.back, self.next, self.reset, "Another batch ▶")
@@ -69,11 +71,15 @@ class SpectrumLesson(LessonWindow):
         self.spectrum.clear()
         self.canvas_note = ""
         if self.canvas_box.isChecked():
-            opened = bool(self.host.open_preset(preset))
-            if not opened:
-                self.canvas_note = (" The canvas still shows your project (it was not "
-                                    "replaced).")
+            self.show_on_canvas()
         self.measure(0)
+
+    def show_on_canvas(self) -> None:
+        """Open the preset in the main window (it asks first if the project has unsaved
+        changes; training in progress keeps the canvas as it is)."""
+        opened = bool(self.host.open_preset(self.preset))
+        self.canvas_note = "" if opened else (" The canvas still shows your project (it was "
+                                              "not replaced).")
 
     def next(self) -> None:
         self.measure(len(self.measurements))

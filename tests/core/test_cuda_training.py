@@ -1,0 +1,82 @@
+"""Training, run folders and the command line on a CUDA device.
+
+Skipped without a GPU (CI has none); part of the device check on a lent GPU machine.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from nlstudio.events import Evaluation, Snapshot, Started
+from nlstudio.project import preset_paths
+from nlstudio.runs import load_run
+from nlstudio.trainer import Trainer, resolve_device
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def test_auto_resolves_to_cuda():
+    assert resolve_device("auto").type == "cuda"
+
+
+@pytest.mark.parametrize("name", sorted(preset_paths()))
+def test_every_preset_trains_on_cuda(tmp_path, name):
+    events = []
+    result = Trainer(preset_paths()[name], out=tmp_path / name, steps=3, device="auto",
+                     on_event=events.append, snapshot_interval_s=0.0).run()
+    assert result.reason == "completed"
+    started = next(e for e in events if isinstance(e, Started))
+    assert started.device.startswith("cuda")
+    assert started.device_name == torch.cuda.get_device_name(0)
+    # Snapshots reach consumers as CPU numpy arrays, never device tensors.
+    snaps = [e for e in events if isinstance(e, Snapshot)]
+    assert snaps
+    for level in snaps[-1].levels.values():
+        for arr in (level.memory, level.write, level.write_norms):
+            assert arr is None or isinstance(arr, np.ndarray)
+    # A run trained on the GPU loads back on the CPU and evaluates there.
+    run = load_run(tmp_path / name)
+    model = run.load_model(device="cpu")
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_resume_on_cuda_matches_one_straight_run(tmp_path, tiny_project):
+    import csv
+
+    def losses(run_dir):
+        with open(run_dir / "metrics.csv") as f:
+            return [float(r["loss"]) for r in csv.DictReader(f)]
+
+    Trainer(tiny_project(steps=8, log_every=1, device="cuda"), out=tmp_path / "a").run()
+    Trainer(tiny_project(steps=8, log_every=1, device="cuda"), out=tmp_path / "b", steps=4).run()
+    Trainer(resume=tmp_path / "b", steps=8).run()
+    np.testing.assert_allclose(losses(tmp_path / "a"), losses(tmp_path / "b"),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_evaluation_on_cuda_reports_recall(tmp_path):
+    events = []
+    Trainer(preset_paths()["nsam_kv_stream"], out=tmp_path / "r", steps=2, device="cuda",
+            on_event=events.append).run()
+    evals = [e for e in events if isinstance(e, Evaluation)]
+    assert evals and all(np.isfinite(v) for _, v in evals[-1].rows)
+
+
+def test_cli_trains_on_cuda_and_evaluates(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "nlstudio"]
+    res = subprocess.run([*cmd, "train", str(preset_paths()["nsam_kv_stream"]), "--steps", "5",
+                          "--device", "cuda", "--out", str(out)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert torch.cuda.get_device_name(0) in res.stdout + res.stderr
+    res = subprocess.run([*cmd, "eval", str(out), "--device", "cuda"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "recall" in res.stdout
