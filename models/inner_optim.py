@@ -202,11 +202,13 @@ def _dgd_step(param, grad, state, hp, key):
         pw, xw = p.to(work), x.to(work)
         if n <= d_in:  # Woodbury: (I + ηXᵀX)⁻¹ = I − η Xᵀ (I_n + η X Xᵀ)⁻¹ X
             a = torch.eye(n, device=x.device, dtype=work) + eta * (xw @ xw.mT)
-            z = torch.linalg.solve(a, (pw @ xw.mT).mT).mT
+            # solve_ex: I + ηXXᵀ is positive definite, and the unchecked solve never waits
+            # on the host for an error flag (a CUDA graph can capture it)
+            z = torch.linalg.solve_ex(a, (pw @ xw.mT).mT)[0].mT
             out = (pw - eta * (z @ xw)).to(p.dtype)
         else:
             a = torch.eye(d_in, device=x.device, dtype=work) + eta * (xw.mT @ xw)
-            out = torch.linalg.solve(a, pw.mT).mT.to(p.dtype)
+            out = torch.linalg.solve_ex(a, pw.mT)[0].mT.to(p.dtype)
     return out.reshape(param.shape), state
 
 

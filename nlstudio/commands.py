@@ -122,6 +122,8 @@ def _train(args) -> int:
               f"{result.run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"finished {result.step} steps, final loss {result.loss:.4f}")
+    if trainer.cuda_graphs_note:
+        print(trainer.cuda_graphs_note)
     return EXIT_OK
 
 

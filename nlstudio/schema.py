@@ -271,6 +271,7 @@ class TrainSection(_Strict):
     log_every: Annotated[int, _int(1, MAX_STEPS)] = 10
     eval_every: Annotated[int, _int(1, MAX_STEPS)] = 100
     snapshot_every: Annotated[int, _int(1, MAX_STEPS)] = 25
+    cuda_graphs: bool = True  # on a GPU, replay each step's forward+backward as a CUDA graph
 
 
 Position = Annotated[list[float], Field(min_length=2, max_length=2)]

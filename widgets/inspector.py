@@ -297,6 +297,8 @@ FIELD_TIPS = {
     "train.log_every": "steps between two rows of metrics.csv",
     "train.eval_every": "steps between two evaluations (forgetting curves)",
     "train.snapshot_every": "steps between two snapshots of the memories (plots)",
+    "train.cuda_graphs": "on a GPU, capture each step's forward and backward once as a CUDA "
+                         "graph and replay it (much faster for the chunked memories)",
     "train.optimizer.name": "the outer optimizer: it pre-trains every level's parameters",
     "train.optimizer.lr": "learning rate of the outer optimizer",
     "train.optimizer.weight_decay": "decoupled weight decay (adamw) or L2 (adam, sgd)",

@@ -111,6 +111,23 @@ class TrainingController(QObject):
             button.clicked.connect(lambda _c=False, d=dock: self.export_plot(d))
             dock.toolbar.addWidget(button)
         self._set_state(IDLE)
+        window.document.changed.connect(self._preview_levels)
+        window.document.loaded.connect(self._preview_levels)
+        self._preview_levels()
+
+    def _preview_levels(self) -> None:
+        """Before any run is shown, the spectrum places the document's levels at their
+        designed frequency (what its empty-state text promises); a run replaces them."""
+        document = self.window.document
+        if (self.session is not None or self.view is not None
+                or self.plots.spectrum.has_data() or not document.is_valid):
+            return
+        from nlstudio.project import parse_project
+
+        data = document.snapshot()
+        specs = {str(lv["id"]): lv for lv in data["model"]["levels"]}
+        order = parse_project(data).topological_order()
+        self.plots.spectrum.set_levels([specs[lid] for lid in order if lid in specs])
 
     # ---- state -----------------------------------------------------------------------------
     @property

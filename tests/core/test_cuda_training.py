@@ -27,9 +27,11 @@ def test_auto_resolves_to_cuda():
 @pytest.mark.parametrize("name", sorted(preset_paths()))
 def test_every_preset_trains_on_cuda(tmp_path, name):
     events = []
-    result = Trainer(preset_paths()[name], out=tmp_path / name, steps=3, device="auto",
-                     on_event=events.append, snapshot_interval_s=0.0).run()
+    trainer = Trainer(preset_paths()[name], out=tmp_path / name, steps=3, device="auto",
+                      on_event=events.append, snapshot_interval_s=0.0)
+    result = trainer.run()
     assert result.reason == "completed"
+    assert trainer.cuda_graphs_note == "CUDA graphs on", trainer.cuda_graphs_note
     started = next(e for e in events if isinstance(e, Started))
     assert started.device.startswith("cuda")
     assert started.device_name == torch.cuda.get_device_name(0)
@@ -76,7 +78,45 @@ def test_cli_trains_on_cuda_and_evaluates(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert torch.cuda.get_device_name(0) in res.stdout + res.stderr
+    assert "CUDA graphs on" in res.stdout
     res = subprocess.run([*cmd, "eval", str(out), "--device", "cuda"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "recall" in res.stdout
+
+
+@pytest.mark.parametrize("name", ["nsam_kv_stream", "titans", "transformer", "digits_stream"])
+def test_cuda_graph_steps_match_eager_steps(tmp_path, name):
+    import csv
+    import json
+
+    doc = json.loads(preset_paths()[name].read_text())
+    doc["train"].update(steps=6, log_every=1, eval_every=1000, device="cuda")
+    losses = {}
+    for graphs in (True, False):
+        doc["train"]["cuda_graphs"] = graphs
+        trainer = Trainer(doc, out=tmp_path / str(graphs), base_dir=preset_paths()[name].parent,
+                          evaluate=False)
+        assert trainer.run().reason == "completed"
+        assert (trainer.cuda_graphs_note == "CUDA graphs on") == graphs
+        with open(tmp_path / str(graphs) / "metrics.csv") as f:
+            losses[graphs] = [float(r["loss"]) for r in csv.DictReader(f)]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=2e-3, atol=1e-4)
+
+
+def test_cuda_graph_run_stops_on_nan_before_the_update(tmp_path, tiny_project):
+    from nlstudio.events import Progress
+
+    trainer = Trainer(tiny_project(steps=8, log_every=1, device="cuda"), out=tmp_path / "nan")
+
+    def poison(event):  # weights become NaN after step 3: step 4's loss is NaN
+        if isinstance(event, Progress) and event.step == 3:
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.fill_(float("nan"))
+
+    trainer.subscribe(poison)
+    result = trainer.run()
+    assert trainer.cuda_graphs_note == "CUDA graphs on"
+    assert result.reason == "failed" and "diverged" in result.message
+    assert "step 4" in result.message and result.step == 3

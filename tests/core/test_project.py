@@ -424,7 +424,8 @@ def test_bad_train_values():
         ("grad_clip", 0): "train.grad_clip: must be greater than 0 (got 0)",
         ("log_every", -5): "train.log_every: must be a positive integer (got -5)",
         ("lr", 0.1): "train.lr: unknown field 'lr' (expected: steps, batch_size, seq_len, seed, "
-                     "device, optimizer, grad_clip, warmup, log_every, eval_every, snapshot_every)",
+                     "device, optimizer, grad_clip, warmup, log_every, eval_every, snapshot_every, "
+                     "cuda_graphs)",
     }
     for (key, value), message in cases.items():
         bad = copy.deepcopy(doc)

@@ -205,6 +205,20 @@ def test_live_run_pause_resume_stop_restart_and_export(studio, qtbot, tmp_path):
     assert not window.dialogs.errors
 
 
+def test_spectrum_shows_the_documents_levels_before_any_run(studio, qtbot):
+    window, c = studio
+    spectrum = c.plots.spectrum
+    assert [lv["id"] for lv in spectrum.levels] == ["fast", "cms_mid", "cms_slow", "frozen"]
+    assert [lv["period"] for lv in spectrum.levels] == [8, 16, 64, None]
+    assert not spectrum.has_data()
+    window.document.edit("slower", lambda d: d["model"]["levels"][1].update(period=32))
+    assert [lv["period"] for lv in spectrum.levels] == [8, 32, 64, None]
+    window.document.edit("break", lambda d: d["model"].update(edges=[["input", "fast"]]))
+    assert [lv["period"] for lv in spectrum.levels] == [8, 32, 64, None]  # invalid: kept
+    window.document.load(core.project_to_dict(core.load_preset("transformer")))
+    assert {lv["kind"] for lv in spectrum.levels} == {"attention", "mlp"}
+
+
 def test_invalid_project_does_not_start(studio, qtbot):
     window, c = studio
     window.document.edit("break", lambda d: d["model"].update(edges=[["input", "fast"]]))

@@ -29,6 +29,7 @@ from nlstudio.widgets.plots.base import PlotDock, pen, style_plot
 EDGE = 0.7  # decades between the last finite decade and the "0" / "∞" edge positions
 INF_POS = EDGE  # log10(1) = 0 is the fastest finite frequency (a write every token)
 AVERAGE_SNAPSHOTS = 8
+EMPTY_DECADES = (-3, 1)  # the power axis before any data: 10⁻³ … 10
 
 
 def freq_position(freq: float, low_decade: int) -> float:
@@ -84,6 +85,7 @@ class SpectrumDock(PlotDock):
         self.power.setLogMode(x=False, y=True)
         self.power.enableAutoRange(y=False)
         self._decades: tuple[int, int] | None = None  # the power axis range, in decades
+        self.power.setYRange(*EMPTY_DECADES, padding=0.02)  # whole decades before any data
         self._title = ""
         self._depth = -1
         for plot in (self.strip, self.power):
@@ -150,6 +152,7 @@ class SpectrumDock(PlotDock):
 
     def clear(self) -> None:
         self._decades = None
+        self.power.setYRange(*EMPTY_DECADES, padding=0.02)
         self.spectra.clear()
         self.history.clear()
         self.measured_freq.clear()

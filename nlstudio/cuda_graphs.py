@@ -1,0 +1,89 @@
+"""One training step's forward, loss and backward, captured once as a CUDA graph and replayed.
+
+Why: the in-context memories run a sequential loop over chunks, each a few small kernels. On a
+GPU at the lab's sizes that is launch-bound: Python and the autograd engine issue kernels more
+slowly than the GPU runs them (docs/internals.md, "CUDA graphs"). A graph replays the whole
+step's kernels from one launch.
+
+What is captured: ``model(inputs, None, targets=targets)``, the task loss and ``backward()``.
+The outer optimizer step, gradient clipping and the divergence check stay eager, so a NaN loss
+still stops the run before its update is applied and warm-up changes of the learning rate take
+effect. Every step of a run has the same shapes (fresh in-context state, fixed batch and
+sequence length); a step with other shapes is captured anew. Not used under torchrun (DDP's
+gradient hooks) or on the CPU. If capture fails (an operation that syncs with the host), the
+step runs eagerly and the reason is kept in :attr:`GraphedStep.disabled`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+WARMUP_CALLS = 2  # eager calls on a side stream before capture (the PyTorch recipe)
+MAX_CAPTURES = 4  # shapes that keep changing: stop capturing
+
+
+class GraphedStep:
+    def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                 params: list[nn.Parameter]):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.params = params
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.key: tuple | None = None
+        self.captures = 0
+        self.disabled: str | None = None
+        self._inputs = self._targets = None
+        self._out: tuple | None = None
+
+    def __call__(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, dict, Tensor]:
+        """Runs one step; returns ``(logits, state, loss)`` with ``.grad`` of every parameter
+        set (the graph's own buffers, overwritten by the next call)."""
+        if self.disabled is None:
+            key = (tuple(inputs.shape), inputs.dtype, tuple(targets.shape), targets.dtype)
+            if key != self.key:
+                self._capture(inputs, targets, key)
+            if self.disabled is None:
+                self._inputs.copy_(inputs)
+                self._targets.copy_(targets)
+                self.graph.replay()
+                return self._out
+        return self._eager(inputs, targets)
+
+    def _eager(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, dict, Tensor]:
+        for p in self.params:
+            p.grad = None
+        logits, state = self.model(inputs, None, targets=targets)
+        loss = self.loss_fn(logits, targets)
+        loss.backward()
+        return logits, state, loss
+
+    def _capture(self, inputs: Tensor, targets: Tensor, key: tuple) -> None:
+        self.graph, self._out, self.key = None, None, key
+        self.captures += 1
+        if self.captures > MAX_CAPTURES:
+            self.disabled = f"shapes changed {MAX_CAPTURES} times"
+            return
+        self._inputs, self._targets = inputs.clone(), targets.clone()
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_CALLS):
+                    self._eager(self._inputs, self._targets)
+            torch.cuda.current_stream().wait_stream(side)
+            for p in self.params:  # backward allocates .grad from the graph's pool
+                p.grad = None
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                logits, state = self.model(self._inputs, None, targets=self._targets)
+                loss = self.loss_fn(logits, self._targets)
+                loss.backward()
+        except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager
+            self.disabled = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            torch.cuda.synchronize()
+            for p in self.params:
+                p.grad = None
+            return
+        self.graph, self._out = graph, (logits, state, loss)
