@@ -555,10 +555,18 @@ def _insert_before(menu: QMenu, anchor: QAction | None, actions: list[QAction]) 
     menu.insertSeparator(actions[0])
 
 
+SWITCH_INTERVAL_S = 0.001
+
+
 def install_training(window: QMainWindow, runs_root: str | os.PathLike | None = None
                      ) -> TrainingController:
     """Attach the training panel, the plot docks, the run/open/compare/export actions and the
     close guard to ``window``; returns the controller (kept as ``window.training``)."""
+    # The training thread runs Python between its torch calls; with the default 5 ms switch
+    # interval the GUI thread can wait that long for the interpreter lock at each of the many
+    # hand-overs of a redraw. 1 ms lowered the largest event-loop stall under load (97 -> 50
+    # ms, bench/gui.py) at no cost in tokens/s.
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     controller = TrainingController(window, runs_root)
     inspector = getattr(window, "inspector_dock", None)
     if inspector is not None:
