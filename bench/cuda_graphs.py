@@ -46,13 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             model = build_model(project, task).to(device)
             params = [q for q in model.parameters() if q.requires_grad]
             opt = make_outer_optimizer(doc, params)
-            step = GraphedStep(model, task.loss, params)
-            if not graphed:
-                step.disabled = "eager side of the benchmark"
+            step = GraphedStep(model, task.loss, params, graphs=graphed)
             sides[graphed] = (model, params, opt, step)
         batches = [task.batch(i, train.batch_size).to(device) for i in range(args.steps)]
 
-        def run(side) -> float:
+        def run(side, batches=batches) -> float:
             model, params, opt, step = side
             torch.cuda.synchronize()
             t0 = time.perf_counter()

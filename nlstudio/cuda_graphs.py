@@ -9,9 +9,10 @@ What is captured: ``model(inputs, None, targets=targets)``, the task loss and ``
 The outer optimizer step, gradient clipping and the divergence check stay eager, so a NaN loss
 still stops the run before its update is applied and warm-up changes of the learning rate take
 effect. Every step of a run has the same shapes (fresh in-context state, fixed batch and
-sequence length); a step with other shapes is captured anew. Not used under torchrun (DDP's
-gradient hooks) or on the CPU. If capture fails (an operation that syncs with the host), the
-step runs eagerly and the reason is kept in :attr:`GraphedStep.disabled`.
+sequence length); a step with other shapes is captured anew. With ``graphs=False`` (the CPU,
+torchrun's DDP with its gradient hooks, or the project's choice) every step runs eagerly, so
+the trainer has one step path either way. If capture fails (an operation that syncs with the
+host), the steps run eagerly and the reason is kept in :attr:`GraphedStep.disabled`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ MAX_CAPTURES = 4  # shapes that keep changing: stop capturing
 
 class GraphedStep:
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                 params: list[nn.Parameter]):
+                 params: list[nn.Parameter], graphs: bool = True):
+        self.graphs = graphs
         self.model = model
         self.loss_fn = loss_fn
         self.params = params
@@ -40,7 +42,7 @@ class GraphedStep:
     def __call__(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, dict, Tensor]:
         """Runs one step; returns ``(logits, state, loss)`` with ``.grad`` of every parameter
         set (the graph's own buffers, overwritten by the next call)."""
-        if self.disabled is None:
+        if self.graphs and self.disabled is None:
             key = (tuple(inputs.shape), inputs.dtype, tuple(targets.shape), targets.dtype)
             if key != self.key:
                 self._capture(inputs, targets, key)
@@ -50,6 +52,13 @@ class GraphedStep:
                 self.graph.replay()
                 return self._out
         return self._eager(inputs, targets)
+
+    @property
+    def note(self) -> str:
+        """How the steps ran on a GPU: replayed CUDA graphs, or eagerly and why."""
+        if self.disabled:
+            return f"CUDA graphs off ({self.disabled}); steps ran eagerly"
+        return "CUDA graphs on" if self.graph is not None else ""
 
     def _eager(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, dict, Tensor]:
         for p in self.params:

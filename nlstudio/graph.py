@@ -33,6 +33,16 @@ def topological_order(level_ids: list[str], edges: list[list[str]]) -> list[str]
     return order
 
 
+def levels_in_order(model: dict) -> list[dict]:
+    """The level dicts of a model document in the order the model runs them (topological;
+    a level on a cycle follows in file order)."""
+    levels = {str(lv["id"]): lv for lv in model["levels"]}
+    order = topological_order(list(levels), model.get("edges", []))
+    ordered = set(order)
+    return [levels[lid] for lid in order] + [lv for lid, lv in levels.items()
+                                             if lid not in ordered]
+
+
 def depth_ranks(level_ids: list[str], edges: list[list[str]]) -> dict[str, int]:
     """Each level's longest-path distance from ``input`` (1 for a level fed by input only):
     the column the canvas draws it in."""

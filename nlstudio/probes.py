@@ -133,21 +133,18 @@ def snapshot_from_run(run_dir, batch_size: int = 8):
     probes the trainer publishes live)."""
     import torch
 
-    from nlstudio.build import build_task
+    from nlstudio.build import build_model, build_task
     from nlstudio.events import Snapshot
     from nlstudio.project import project_to_dict
     from nlstudio.runs import load_run, load_weights_into
 
     run = load_run(run_dir)
     task = build_task(run.project, run.base_dir)
-    from nlstudio.build import build_model
-
     model = build_model(run.project, task)
     step = load_weights_into(model, run.path)
-    doc = project_to_dict(run.project)
-    batch = task.batch(max(step - 1, 0), max(1, min(batch_size, int(doc["train"]["batch_size"]))))
+    batch = task.batch(max(step - 1, 0), max(1, min(batch_size, run.project.train.batch_size)))
     model.train()
     with torch.no_grad():
         _, state = model(batch.inputs, None, targets=batch.targets)
-    specs = {str(lv["id"]): lv for lv in doc["model"]["levels"]}
+    specs = {str(lv["id"]): lv for lv in project_to_dict(run.project)["model"]["levels"]}
     return Snapshot(f"run:{run.path}", step, level_snapshots(model, state, specs))

@@ -244,23 +244,20 @@ class Trainer:
         self.grad_clip = float(self.train_cfg.get("grad_clip", 1.0) or 0.0)
         self.warmup = int(self.train_cfg.get("warmup", 0) or 0)
         self.base_lr = [g["lr"] for g in self.optimizer.param_groups]
-        self.graphed = None
-        if (self.device.type == "cuda" and not self.dist.enabled
-                and self.train_cfg.get("cuda_graphs", True)):
-            from nlstudio.cuda_graphs import GraphedStep
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        from nlstudio.cuda_graphs import GraphedStep
 
-            self.graphed = GraphedStep(model, self.task.loss,
-                                       [p for g in self.optimizer.param_groups for p in g["params"]])
+        # forward + loss + backward: replayed as a CUDA graph on a single GPU, else eager
+        self.forward_backward = GraphedStep(
+            self.train_model, self.task.loss, self.params,
+            graphs=(self.device.type == "cuda" and not self.dist.enabled
+                    and bool(self.train_cfg.get("cuda_graphs", True))))
 
     @property
     def cuda_graphs_note(self) -> str:
-        """How the steps ran on a GPU: replayed CUDA graphs, or eagerly and why."""
-        g = getattr(self, "graphed", None)
-        if g is None:
-            return ""
-        if g.disabled:
-            return f"CUDA graphs off ({g.disabled}); steps ran eagerly"
-        return "CUDA graphs on" if g.graph is not None else ""
+        """How the steps ran on a GPU ("" on the CPU, or before the first step)."""
+        step = getattr(self, "forward_backward", None)
+        return step.note if step is not None else ""
 
     def _open_writer(self) -> RunWriter | None:
         if not self.dist.is_main:
@@ -315,24 +312,13 @@ class Trainer:
             batch = self._batch(step)
             self._set_lr(step)
             model.train()
-            if self.graphed is not None:  # forward + backward replayed as one CUDA graph
-                logits, state, loss = self.graphed(batch.inputs, batch.targets)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):  # checked before the update, as below
-                    reason, message = "failed", self._diverged("loss", loss_value, step)
-                    break
-            else:
-                logits, state = model(batch.inputs, None, targets=batch.targets)
-                loss = task.loss(logits, batch.targets)
-                loss_value = self.dist.mean(float(loss.detach()))
-                if not math.isfinite(loss_value):
-                    reason, message = "failed", self._diverged("loss", loss_value, step)
-                    break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            params = [p for g in opt.param_groups for p in g["params"]]
+            logits, state, loss = self.forward_backward(batch.inputs, batch.targets)
+            loss_value = self.dist.mean(float(loss.detach()))
+            if not math.isfinite(loss_value):  # before the update: the weights stay good
+                reason, message = "failed", self._diverged("loss", loss_value, step)
+                break
             gnorm = torch.nn.utils.clip_grad_norm_(
-                params, self.grad_clip if self.grad_clip > 0 else float("inf"))
+                self.params, self.grad_clip if self.grad_clip > 0 else float("inf"))
             if not math.isfinite(float(gnorm)):
                 reason, message = "failed", self._diverged("gradient norm", float(gnorm), step)
                 break

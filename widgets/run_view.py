@@ -17,10 +17,11 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from nlstudio import events as ev
+from nlstudio.graph import levels_in_order
+from nlstudio.probes import snapshot_from_run
 from nlstudio.runs import (METRICS_FILE, MODEL_FILE, PROJECT_FILE, RunError, RunFollower,
                            RunUpdate, is_run_dir, load_run)
 from nlstudio.widgets.plots.dock import PlotSet
-from nlstudio.probes import snapshot_from_run
 from nlstudio.widgets.worker import FunctionJob
 
 FOLLOW_INTERVAL_MS = 500  # ≈2 Hz
@@ -34,11 +35,9 @@ def level_order(project_doc: dict, metric_header: list[str]) -> list[dict]:
     order = [c[: -len(".updates")] for c in metric_header if c.endswith(".updates")]
     order = [lid for lid in order if lid in levels]
     if not order:
-        from nlstudio.graph import topological_order
-
-        order = topological_order(list(levels), project_doc["model"].get("edges", []))
-    order += [lid for lid in levels if lid not in order]
-    return [levels[lid] for lid in order]
+        return levels_in_order(project_doc["model"])
+    return [levels[lid] for lid in order] + [lv for lid, lv in levels.items()
+                                             if lid not in order]
 
 
 def metric_name_of(project_doc: dict) -> str:

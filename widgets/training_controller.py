@@ -29,6 +29,7 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QApplication, QFileDialog, QMainWindow, QMenu, QToolButton
 
 from nlstudio import events as ev
+from nlstudio.graph import levels_in_order
 from nlstudio.runs import PLOTS_DIR, RunError, default_run_dir, is_run_dir, read_status
 from nlstudio.widgets import export as exports
 from nlstudio.widgets.plots.dock import PlotSet
@@ -122,12 +123,7 @@ class TrainingController(QObject):
         if (self.session is not None or self.view is not None
                 or self.plots.spectrum.has_data() or not document.is_valid):
             return
-        from nlstudio.project import parse_project
-
-        data = document.snapshot()
-        specs = {str(lv["id"]): lv for lv in data["model"]["levels"]}
-        order = parse_project(data).topological_order()
-        self.plots.spectrum.set_levels([specs[lid] for lid in order if lid in specs])
+        self.plots.spectrum.set_levels(levels_in_order(document.model))
 
     # ---- state -----------------------------------------------------------------------------
     @property
@@ -197,13 +193,7 @@ class TrainingController(QObject):
         self.last_progress = None
         self.last_result = None
         self.run_dir = Path(trainer.run_dir)
-        from nlstudio.project import parse_project
-
-        project = parse_project(data)
-        specs = {str(lv["id"]): lv for lv in data["model"]["levels"]}
-        order = project.topological_order()
-        self.plots.start([specs[lid] for lid in order if lid in specs],
-                         label=self.run_dir.name)
+        self.plots.start(levels_in_order(data["model"]), label=self.run_dir.name)
         self.panel.reset()
         self.panel.set_run_folder(str(self.run_dir))
         self.panel.set_device("starting…")

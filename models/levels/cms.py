@@ -243,23 +243,11 @@ class MLPLevel(Level):
                 state = self.write({**state, "write_norms": x.new_zeros(1)})
                 written.append((end - 1, state["write_norms"][0]))
             start = end
-        if written:
-            norms = _place(norms, written)
+        if written:  # writes complete every C tokens: one strided view takes them all
+            # (no index tensor built from host memory, which would stop a CUDA graph capture)
+            norms = norms.clone()
+            norms[written[0][0]::c][:len(written)] = torch.stack(
+                [n for _, n in written]).detach().to(norms.dtype)
         y = ys[0] if len(ys) == 1 else torch.cat(ys, 1)
         return y, {**state, "write_norms": norms}
 
-
-def _place(norms: Tensor, written: list[tuple[int, Tensor]]) -> Tensor:
-    """``norms`` with ``norms[i] = n`` for each ``(i, n)``, without building an index tensor
-    from host memory (which would stop a CUDA graph capture). Writes complete every C tokens,
-    so the positions step evenly and one strided view takes them all."""
-    positions = [i for i, _ in written]
-    values = torch.stack([n for _, n in written]).detach().to(norms.dtype)
-    out = norms.clone()
-    stride = positions[1] - positions[0] if len(positions) > 1 else 1
-    if positions == list(range(positions[0], positions[0] + stride * len(positions), stride)):
-        out[positions[0]::stride][:len(positions)] = values
-    else:
-        for j, i in enumerate(positions):
-            out[i] = values[j]
-    return out

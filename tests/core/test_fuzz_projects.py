@@ -4,9 +4,7 @@ if it happens to be valid); never another exception, never a hang.
 More than 1000 generated files in all (marked slow; .ci/run still runs them)."""
 import copy
 import json
-import os
 import string
-import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings

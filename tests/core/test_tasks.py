@@ -260,7 +260,7 @@ class NeedleOracle:
 @pytest.mark.parametrize("filler", ["pattern", "random"])
 def test_needle_layout(filler):
     task = make("needle", params={"filler": filler, "passkey_len": 4})
-    T, L, H = task.seq_len, 4, task.seq_len - 4
+    L, H = 4, task.seq_len - 4
     assert task.needle_start(0.0) == 0 and task.needle_start(1.0) == H - L - 1
     b = task.batch(2, 6)
     for x, y in zip(b.inputs.numpy(), b.targets.numpy()):

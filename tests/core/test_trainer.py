@@ -1,7 +1,6 @@
 """The Qt-free trainer: run folders, pause/resume/stop from another thread, NaN stop, resume
 equivalence."""
 import csv
-import math
 import threading
 
 import numpy as np

@@ -3,14 +3,12 @@ surprise ⊗ input into W; optionally the same step as the proximal problem's so
 from __future__ import annotations
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QWidget
 
 from nlstudio.lessons.associative import AssocStep, AssociativeMemoryLesson
 from nlstudio.widgets import theme
 from nlstudio.widgets.lessons.base import (Heatmap, LessonWindow, integer_ticks, new_plot,
-                                           restyle, shared_level)
-from nlstudio.widgets.plots.base import pen
+                                           shared_level, style_markers, style_plot)
 
 ETAS = (0.1, 0.5, 1.0)
 
@@ -73,19 +71,7 @@ class AssociativeLesson(LessonWindow):
         self.resize(1080, 640)
         self.redraw()
 
-    # ---- actions ------------------------------------------------------------------------------
-    def next(self) -> None:
-        self.lesson.next()
-        self.redraw()
-
-    def back(self) -> None:
-        self.lesson.back()
-        self.redraw()
-
-    def reset(self) -> None:
-        self.lesson.reset()
-        self.redraw()
-
+    # ---- actions (Next/Back/Reset: LessonWindow's) ---------------------------------------------
     def _new_eta(self) -> None:
         eta = float(self.eta_combo.currentData())
         self.lesson = AssociativeMemoryLesson(eta=eta)
@@ -132,15 +118,11 @@ class AssociativeLesson(LessonWindow):
         self.changed()
 
     def apply_colors(self) -> None:
-        p = self.palette_
-        color = p.level_color(0)
-        self.loss_curve.setPen(pen(color, 2.0))
-        self.loss_curve.setSymbolBrush(pg.mkBrush(color))
-        self.loss_curve.setSymbolPen(pg.mkPen(p.plot_background))
+        style_markers(self.loss_curve, self.palette_.level_color(0), self.palette_)
 
     def apply_theme(self, palette: theme.Palette) -> None:
         self.plots.setBackground(palette.plot_background)
         for cell in self.cells.values():
             cell.apply_theme(palette)
-        restyle(self.loss_plot, palette, "mean loss over the six pairs")
+        style_plot(self.loss_plot, palette)
         self.apply_colors()

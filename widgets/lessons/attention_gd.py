@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QButtonGroup, QComboBox, QLabel, QRadioButton, QWi
 from nlstudio.lessons.attention_gd import GradientStepLesson, TokenStep
 from nlstudio.widgets import theme
 from nlstudio.widgets.lessons.base import (Heatmap, LessonWindow, integer_ticks, new_plot,
-                                           restyle, shared_level)
+                                           shared_level, style_markers, style_plot)
 from nlstudio.widgets.plots.base import pen
 
 RULE_TEXT = {
@@ -86,20 +86,7 @@ class AttentionGDLesson(LessonWindow):
     def lesson(self) -> GradientStepLesson:
         return self.lessons[self.rule]
 
-    # ---- actions ------------------------------------------------------------------------------
-    def next(self) -> None:
-        if not self.lesson.done:
-            self.lesson.next()
-        self.redraw()
-
-    def back(self) -> None:
-        self.lesson.back()
-        self.redraw()
-
-    def reset(self) -> None:
-        self.lesson.reset()
-        self.redraw()
-
+    # ---- actions (Next/Back/Reset: LessonWindow's) ---------------------------------------------
     def set_rule(self, rule: str) -> None:
         self.rule = rule
         self.redraw()
@@ -154,10 +141,7 @@ class AttentionGDLesson(LessonWindow):
 
     def apply_colors(self) -> None:
         p = self.palette_
-        color = p.level_color(2)
-        self.diff_curve.setPen(pen(color, 2.0))
-        self.diff_curve.setSymbolBrush(pg.mkBrush(color))
-        self.diff_curve.setSymbolPen(pg.mkPen(p.plot_background))
+        style_markers(self.diff_curve, p.level_color(2), p)
         self.eps_line.setPen(pen(p.muted, 1.0, Qt.PenStyle.DashLine))
         self.eps_line.label.setColor(p.muted)
 
@@ -165,5 +149,5 @@ class AttentionGDLesson(LessonWindow):
         self.plots.setBackground(palette.plot_background)
         for cell in self.cells.values():
             cell.apply_theme(palette)
-        restyle(self.diff_plot, palette, "max |level − GD| per token (all heads)")
+        style_plot(self.diff_plot, palette)
         self.apply_colors()

@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QPushButton, QV
 
 from nlstudio.lessons import lesson_info
 from nlstudio.widgets import theme
-from nlstudio.widgets.plots.base import PlotDock, SymmetricColorBar, nice_ceil, style_plot
+from nlstudio.widgets.plots.base import (PlotDock, SymmetricColorBar, nice_ceil, pen,
+                                         style_plot)
 from nlstudio.widgets.worker import FunctionJob
 
 
@@ -125,6 +126,23 @@ class LessonWindow(QWidget):
 
     def changed(self) -> None:
         self.stepped.emit()
+
+    # ---- stepping: lessons whose core object (``self.lesson``) steps itself ------------------
+    def next(self) -> None:
+        if not getattr(self.lesson, "done", False):
+            self.lesson.next()
+        self.redraw()
+
+    def back(self) -> None:
+        self.lesson.back()
+        self.redraw()
+
+    def reset(self) -> None:
+        self.lesson.reset()
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draw what the lesson shows now (subclasses)."""
 
     # ---- background work -----------------------------------------------------------------------
     def start_job(self, fn: Callable[[], object], done: Callable[[object], None],
@@ -288,6 +306,13 @@ def integer_ticks(plot: pg.PlotItem, count: int, axis: str = "bottom") -> None:
     plot.getAxis(axis).setTickSpacing(major=major, minor=major)
 
 
+def style_markers(curve: pg.PlotDataItem, color: str, palette: theme.Palette) -> None:
+    """A line with dot markers in ``color``, the dots ringed in the plot background."""
+    curve.setPen(pen(color, 2.0))
+    curve.setSymbolBrush(pg.mkBrush(color))
+    curve.setSymbolPen(pg.mkPen(palette.plot_background))
+
+
 def new_plot(layout: pg.GraphicsLayout, row: int, col: int, palette: theme.Palette,
              title: str = "", left: str = "", bottom: str = "", **span) -> pg.PlotItem:
     """A styled, static (no mouse zoom) PlotItem in the lesson's palette."""
@@ -303,9 +328,6 @@ def new_plot(layout: pg.GraphicsLayout, row: int, col: int, palette: theme.Palet
     return plot
 
 
-def restyle(plot: pg.PlotItem, palette: theme.Palette, title: str | None = None) -> None:
-    style_plot(plot, palette, title)
-
 
 __all__ = ["LessonWindow", "BackgroundJob", "Heatmap", "embed_dock", "new_plot",
-           "shared_level", "restyle", "integer_ticks"]
+           "shared_level", "style_markers", "style_plot", "integer_ticks"]

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QWid
 
 from nlstudio.lessons import memory_loop as core
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import LessonWindow, embed_dock, new_plot, restyle
+from nlstudio.widgets.lessons.base import LessonWindow, embed_dock, new_plot, style_plot
 from nlstudio.widgets.plots.ablation import AblationDock
 from nlstudio.widgets.plots.base import pen
 
@@ -224,8 +224,8 @@ class MemoryLoopLesson(LessonWindow):
             self.return_curves[key] = self.return_plot.plot(
                 [], [], name=label, pen=pen(p.plot_foreground, width, style), symbol="o",
                 symbolSize=5)
-        restyle(self.delay_plot, p, "recall by delay, one level silenced")
-        restyle(self.return_plot, p, "when the mapping returns")
+        style_plot(self.delay_plot, p)
+        style_plot(self.return_plot, p)
         ticks = [[(math.log2(d), str(int(d))) for d in result.delay.delays]]
         self.delay_plot.getAxis("bottom").setTicks(ticks)
         self.delay_plot.setXRange(math.log2(result.delay.delays[0]) - 0.3,
@@ -307,8 +307,8 @@ class MemoryLoopLesson(LessonWindow):
 
     def apply_theme(self, palette: theme.Palette) -> None:
         self.plots.setBackground(palette.plot_background)
-        restyle(self.delay_plot, palette, "recall by delay, one level silenced")
-        restyle(self.return_plot, palette, "when the mapping returns")
+        style_plot(self.delay_plot, palette)
+        style_plot(self.return_plot, palette)
         if self.result is not None:
             self._make_curves(self.result)
         self.redraw()

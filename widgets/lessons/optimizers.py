@@ -15,7 +15,7 @@ from nlstudio.catalog import OPTIMIZERS
 from nlstudio.lessons.optimizers import OptimizerLesson
 from nlstudio.widgets import theme
 from nlstudio.widgets.lessons.base import (Heatmap, LessonWindow, integer_ticks, new_plot,
-                                           restyle)
+                                           style_plot)
 from nlstudio.widgets.plots.base import pen
 
 SHORT = {"sgd": "SGD", "momentum": "Momentum", "adam": "Adam",
@@ -283,8 +283,8 @@ class OptimizersLesson(LessonWindow):
     def apply_theme(self, palette: theme.Palette) -> None:
         self.plots.setBackground(palette.plot_background)
         self.memory_view.setBackground(palette.plot_background)
-        restyle(self.land_plot, palette, self._land_title())
-        restyle(self.loss_plot, palette, "loss on task 1")
+        style_plot(self.land_plot, palette)
+        style_plot(self.loss_plot, palette)
         self._color_landscape()
         for cell in self.memory_cells:
             cell.apply_theme(palette)

@@ -141,7 +141,8 @@ class SymmetricLevels:
 
 
 def style_plot(plot: pg.PlotItem, p: theme.Palette, title: str | None = None) -> None:
-    """Axes, labels, title and grid of a PlotItem in the palette's colours."""
+    """Axes, labels, title and grid of a PlotItem in the palette's colours (``title``: a new
+    title; without one, the title the plot shows is kept and recoloured)."""
     fg = QColor(p.plot_foreground)
     for name in ("left", "bottom", "right", "top"):
         axis = plot.getAxis(name)
@@ -151,6 +152,8 @@ def style_plot(plot: pg.PlotItem, p: theme.Palette, title: str | None = None) ->
         label = axis.labelText
         if label:
             axis.setLabel(label, units=axis.labelUnits or None, color=p.plot_foreground)
+    if title is None and plot.titleLabel.maximumHeight() > 0:  # shown (setTitle(None) hides)
+        title = plot.titleLabel.text or None
     if title is not None:
         plot.setTitle(title, color=p.plot_foreground, size="9pt")
     plot.showGrid(x=True, y=True, alpha=0.18 if p.dark else 0.25)
