@@ -13,35 +13,11 @@ from nlstudio.widgets.canvas.view import MIME_KIND
 from nlstudio.widgets.main_window import MainWindow
 
 
-class FakeDialogs:
-    def __init__(self) -> None:
-        self.errors: list[tuple[str, str]] = []
-        self.save_answer = "discard"
-
-    def error(self, title: str, text: str) -> None:
-        self.errors.append((title, text))
-
-    def info(self, title: str, text: str) -> None:
-        pass
-
-    def question(self, title: str, text: str) -> bool:
-        return False
-
-    def ask_save_changes(self, name: str) -> str:
-        return self.save_answer
-
-    def get_open_path(self, directory: str = "") -> str | None:
-        return None
-
-    def get_save_path(self, suggested: str = "") -> str | None:
-        return None
-
-
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
+def window(qtbot, tmp_path, monkeypatch, fake_dialogs):
     monkeypatch.setenv("NLSTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
     w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w.dialogs = FakeDialogs()
+    w.dialogs = fake_dialogs(answer=False)
     qtbot.addWidget(w)
     w.show()
     qtbot.waitExposed(w)

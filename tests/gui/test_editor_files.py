@@ -16,48 +16,20 @@ from nlstudio.widgets.canvas.items import BaseNode
 from nlstudio.widgets.main_window import MainWindow
 
 
-class FakeDialogs:
-    def __init__(self) -> None:
-        self.errors: list[tuple[str, str]] = []
-        self.save_answer = "discard"
-        self.asked_to_save: list[str] = []
-        self.open_path: str | None = None
-        self.save_path: str | None = None
-
-    def error(self, title, text):
-        self.errors.append((title, text))
-
-    def info(self, title, text):
-        pass
-
-    def question(self, title, text):
-        return False
-
-    def ask_save_changes(self, name):
-        self.asked_to_save.append(name)
-        return self.save_answer
-
-    def get_open_path(self, directory=""):
-        return self.open_path
-
-    def get_save_path(self, suggested=""):
-        return self.save_path
-
-
 @pytest.fixture
 def settings(tmp_path):
     return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
 @pytest.fixture
-def make_window(qtbot, tmp_path, monkeypatch, settings):
+def make_window(qtbot, tmp_path, monkeypatch, settings, fake_dialogs):
     monkeypatch.setenv("NLSTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
 
     made: list[MainWindow] = []
 
     def make() -> MainWindow:
         w = MainWindow(settings)
-        w.dialogs = FakeDialogs()
+        w.dialogs = fake_dialogs(answer=False)
         qtbot.addWidget(w)
         w.show()
         qtbot.waitExposed(w)

@@ -8,31 +8,11 @@ from PySide6.QtCore import QCoreApplication, QEvent, QPoint, QPointF, QSettings,
 from nlstudio.widgets.main_window import MainWindow
 
 
-class FakeDialogs:
-    def error(self, title, text):
-        raise AssertionError(f"unexpected error dialog: {title}: {text}")
-
-    def info(self, title, text):
-        pass
-
-    def question(self, title, text):
-        return False
-
-    def ask_save_changes(self, name):
-        return "discard"
-
-    def get_open_path(self, directory=""):
-        return None
-
-    def get_save_path(self, suggested=""):
-        return None
-
-
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
+def window(qtbot, tmp_path, monkeypatch, fake_dialogs):
     monkeypatch.setenv("NLSTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
     w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w.dialogs = FakeDialogs()
+    w.dialogs = fake_dialogs(answer=False, strict=True)
     qtbot.addWidget(w)
     w.show()
     qtbot.waitExposed(w)

@@ -66,50 +66,13 @@ FUZZ = dict(derandomize=True, deadline=None, database=None,
                                    HealthCheck.function_scoped_fixture])
 
 
-class Recorder:
-    """The window's dialogs: every call recorded, File → Open answered with ``open_path``."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-        self.open_path: str | None = None
-
-    def clear(self) -> None:
-        self.calls.clear()
-
-    @property
-    def errors(self) -> list[tuple[str, str]]:
-        return [c[1:] for c in self.calls if c[0] == "error"]
-
-    def error(self, title, text):
-        self.calls.append(("error", title, text))
-
-    def info(self, title, text):
-        self.calls.append(("info", title, text))
-
-    def question(self, title, text):
-        self.calls.append(("question", title, text))
-        return False
-
-    def ask_save_changes(self, name):
-        self.calls.append(("ask_save_changes", name))
-        return "discard"
-
-    def get_open_path(self, directory=""):
-        self.calls.append(("get_open_path", directory))
-        return self.open_path
-
-    def get_save_path(self, suggested=""):
-        self.calls.append(("get_save_path", suggested))
-        return None
-
-
 class Studio:
     """One window for the whole module, reset to an edited (dirty) document when a fuzz case
     replaced it, so a failed open always has unsaved work and undo history to destroy."""
 
     def __init__(self, window: MainWindow, folder: Path) -> None:
         self.window = window
-        self.dialogs: Recorder = window.dialogs
+        self.dialogs = window.dialogs
         self.folder = folder
         self.base = folder / "base.nlproj"
         core.save_project(core.load_preset("nsam_kv_stream"), self.base)
@@ -199,11 +162,11 @@ class Studio:
 
 
 @pytest.fixture(scope="module")
-def studio(qapp, tmp_path_factory):
+def studio(qapp, tmp_path_factory, fake_dialogs):
     folder = tmp_path_factory.mktemp("fuzz-gui")
     window = MainWindow(QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat))
     window.recovery = RecoveryStore(folder / "recovery")
-    window.dialogs = Recorder()
+    window.dialogs = fake_dialogs(answer=False)
     install_training(window, runs_root=folder / "runs")
     window.show()
     s = Studio(window, folder)

@@ -22,37 +22,14 @@ from nlstudio.widgets.worker import running_threads
 JOB_TIMEOUT_MS = 90000
 
 
-class RecordingDialogs:
-    def __init__(self) -> None:
-        self.errors: list[tuple[str, str]] = []
-
-    def error(self, title, text):
-        self.errors.append((title, text))
-
-    def info(self, title, text):
-        pass
-
-    def question(self, title, text):
-        return True
-
-    def ask_save_changes(self, name):
-        return "discard"
-
-    def get_open_path(self, directory=""):
-        return None
-
-    def get_save_path(self, suggested=""):
-        return None
-
-
 @pytest.fixture
-def studio(qtbot, tmp_path, monkeypatch):
+def studio(qtbot, tmp_path, monkeypatch, fake_dialogs):
     """The full window (editor, training, lessons) with settings and runs in tmp; lesson 5
     trains one step on few streams so that it finishes in seconds."""
     monkeypatch.setattr(loop_view, "CONFIG", LoopConfig(train_steps=1, return_rows=2,
                                                         max_gap=3))
     window = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    window.dialogs = RecordingDialogs()
+    window.dialogs = fake_dialogs()
     qtbot.addWidget(window)
     install_training(window, runs_root=tmp_path / "runs")
     install_lessons(window)
@@ -310,11 +287,11 @@ def test_theme_switch_restyles_open_lessons(studio, qtbot):
         studio.set_theme("light")
 
 
-def test_closing_the_window_stops_lesson_5(qtbot, tmp_path, monkeypatch):
+def test_closing_the_window_stops_lesson_5(qtbot, tmp_path, monkeypatch, fake_dialogs):
     monkeypatch.setattr(loop_view, "CONFIG", LoopConfig(train_steps=50, return_rows=2,
                                                         max_gap=2))
     window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    window.dialogs = RecordingDialogs()
+    window.dialogs = fake_dialogs()
     qtbot.addWidget(window)
     install_lessons(window)
     window.show()

@@ -35,45 +35,10 @@ pytestmark = pytest.mark.slow
 QTHREAD_DESTROYED = re.compile(r"QThread: Destroyed while thread\b.*\bis still running")
 
 
-class Recorder:
-    """The window's dialogs, answered by the test and recorded."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-        self.answer = True  # question()
-        self.save_answer = "discard"  # ask_save_changes()
-        self.save_path: str | None = None
-
-    @property
-    def errors(self) -> list[tuple[str, str]]:
-        return [c[1:] for c in self.calls if c[0] == "error"]
-
-    def error(self, title, text):
-        self.calls.append(("error", title, text))
-
-    def info(self, title, text):
-        self.calls.append(("info", title, text))
-
-    def question(self, title, text):
-        self.calls.append(("question", title, text))
-        return self.answer
-
-    def ask_save_changes(self, name):
-        self.calls.append(("ask_save_changes", name))
-        return self.save_answer
-
-    def get_open_path(self, directory=""):
-        return None
-
-    def get_save_path(self, suggested=""):
-        self.calls.append(("get_save_path", suggested))
-        return self.save_path
-
-
-def make_studio(qtbot, tmp_path) -> MainWindow:
+def make_studio(qtbot, tmp_path, dialogs) -> MainWindow:
     """What ``nlstudio.app.create_main_window()`` builds, with settings and runs in tmp."""
     window = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    window.dialogs = Recorder()
+    window.dialogs = dialogs
     qtbot.addWidget(window)
     install_training(window, runs_root=tmp_path / "runs")
     window.show()
@@ -82,9 +47,9 @@ def make_studio(qtbot, tmp_path) -> MainWindow:
 
 
 @pytest.fixture
-def studio(qtbot, tmp_path, monkeypatch):
+def studio(qtbot, tmp_path, monkeypatch, fake_dialogs):
     monkeypatch.setenv("NLSTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
-    window = make_studio(qtbot, tmp_path)
+    window = make_studio(qtbot, tmp_path, fake_dialogs())
     yield window
     window.training.shutdown()
     assert not running_threads()
@@ -248,7 +213,7 @@ sys.exit(main([project]))
 """
 
 
-def test_unsaved_edits_survive_a_crash_exactly(qtbot, tmp_path, monkeypatch):
+def test_unsaved_edits_survive_a_crash_exactly(qtbot, tmp_path, monkeypatch, fake_dialogs):
     project = tmp_path / "hope.nlproj"
     core.save_project(core.load_preset("nsam_kv_stream"), project)
     original = project.read_bytes()
@@ -263,7 +228,7 @@ def test_unsaved_edits_survive_a_crash_exactly(qtbot, tmp_path, monkeypatch):
     expected = crashed["document"]
 
     monkeypatch.setenv("NLSTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
-    window = make_studio(qtbot, tmp_path)
+    window = make_studio(qtbot, tmp_path, fake_dialogs())
     asked: list[str] = []
     try:
         assert window.check_recovery(ask=lambda text: asked.append(text) or True)
@@ -443,7 +408,7 @@ def test_a_failing_save_keeps_the_file_and_the_unsaved_document(studio, tmp_path
     from nlstudio.widgets.canvas import commands
 
     window = studio
-    dialogs: Recorder = window.dialogs
+    dialogs = window.dialogs
     path = tmp_path / "work" / "p.nlproj"
     path.parent.mkdir()
     core.save_project(core.load_preset("nsam_kv_stream"), path)

@@ -16,23 +16,6 @@ from nlstudio.widgets.training_controller import install_training
 from nlstudio.widgets.worker import running_threads
 
 
-class Dialogs:
-    def __init__(self) -> None:
-        self.errors: list[tuple[str, str]] = []
-
-    def error(self, title, text):
-        self.errors.append((title, text))
-
-    def info(self, title, text):
-        pass
-
-    def question(self, title, text):
-        return True
-
-    def ask_save_changes(self, name):
-        return "discard"
-
-
 def tiny_doc(steps: int, fast_optimizer: dict | None = None) -> dict:
     doc = core.project_to_dict(core.load_preset("nsam_kv_stream"))
     doc["model"]["d_model"] = 16
@@ -60,10 +43,10 @@ def finished_runs(tmp_path_factory):
 
 
 @pytest.fixture
-def studio(qtbot, tmp_path, monkeypatch):
+def studio(qtbot, tmp_path, monkeypatch, fake_dialogs):
     monkeypatch.setenv("NLSTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
     window = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    window.dialogs = Dialogs()
+    window.dialogs = fake_dialogs()
     qtbot.addWidget(window)
     controller = install_training(window, runs_root=tmp_path / "runs")
     window.resize(1280, 800)

@@ -22,33 +22,6 @@ from nlstudio.widgets.training_controller import LOCK_REASON, install_training
 from nlstudio.widgets.worker import running_threads
 
 
-class RecordingDialogs:
-    """Stands in for the window's modal dialogs."""
-
-    def __init__(self) -> None:
-        self.errors: list[tuple[str, str]] = []
-        self.infos: list[tuple[str, str]] = []
-        self.answer = True
-
-    def error(self, title, text):
-        self.errors.append((title, text))
-
-    def info(self, title, text):
-        self.infos.append((title, text))
-
-    def question(self, title, text):
-        return self.answer
-
-    def ask_save_changes(self, name):
-        return "discard"
-
-    def get_open_path(self, directory=""):
-        return None
-
-    def get_save_path(self, suggested=""):
-        return None
-
-
 def shrink(doc: dict, steps: int) -> None:
     """The preset, small enough for a test: what a user would do in the inspector."""
     doc["model"]["d_model"] = 16
@@ -59,10 +32,10 @@ def shrink(doc: dict, steps: int) -> None:
 
 
 @pytest.fixture
-def studio(qtbot, tmp_path, monkeypatch):
+def studio(qtbot, tmp_path, monkeypatch, fake_dialogs):
     monkeypatch.setenv("NLSTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
     window = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    window.dialogs = RecordingDialogs()
+    window.dialogs = fake_dialogs()
     qtbot.addWidget(window)
     controller = install_training(window, runs_root=tmp_path / "runs")
     window.resize(1280, 800)
