@@ -43,6 +43,7 @@ from nlstudio import events as ev
 from nlstudio import probes
 from nlstudio.build import build_model, build_task
 from nlstudio.project import load_preset, project_to_dict
+from nlstudio.run_state import EndReason
 from nlstudio.runs import load_run
 from nlstudio.tasks._util import long_tensor
 from nlstudio.tasks.base import IGNORE
@@ -199,7 +200,7 @@ class MemoryLoopLesson:
             return 0
         result = trainer.run()
         job._trainer = None
-        if result.reason == "failed":
+        if result.reason == EndReason.FAILED:
             raise RuntimeError(result.message or "training failed")
         if result.step > 0:  # a run stopped before its first step is not resumed
             self.run_dir = Path(result.run_dir)

@@ -388,3 +388,12 @@ def test_a_model_whose_levels_do_nothing_has_no_holder_at_any_delay():
     for stage in range(1, len(result.delay.delays) + 1):
         text = memory_loop.describe_stage(result, stage)
         assert "no single level holds" in text and "still holds" not in text
+
+
+def test_memory_loop_reports_the_trainers_failure():
+    lesson = memory_loop.MemoryLoopLesson(SMALL)
+    lesson.project["train"]["optimizer"]["lr"] = 10.0  # the weights blow up
+    with pytest.raises(RuntimeError, match="diverged"):
+        lesson.run(4, memory_loop.LoopJob())
+    assert lesson.result is None
+    lesson.close()

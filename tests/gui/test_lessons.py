@@ -290,13 +290,14 @@ def test_lesson_5_opens_on_its_first_stage_and_each_stage_says_its_own(studio, q
     assert "step 0 of" in view.step_text.text()
     assert "a fact is shown once" in view.step_text.text()
     assert not len(view.delay_curves["none"].getData()[0] or [])
-    assert not view.ablation.has_data()
+    assert not view.ablation.has_data() and not view.ablation.view.isVisibleTo(view)
     assert not view.back_button.isEnabled() and view.next_button.isEnabled()
     texts = [view.status.text()]
     assert texts[0] == describe_stage(result, 0)
     while view.next_button.isEnabled():
         click(view, qtbot, "Next")
         texts.append(view.status.text())
+        assert view.ablation.view.isVisibleTo(view)
     assert len(texts) == result.stages and len(set(texts)) == len(texts)
     for stage, text in enumerate(texts):
         assert text == describe_stage(result, stage)
@@ -394,6 +395,7 @@ def test_theme_switch_restyles_open_lessons(studio, qtbot):
 def test_closing_the_window_stops_lesson_5(qtbot, tmp_path, monkeypatch, fake_dialogs):
     monkeypatch.setattr(loop_view, "CONFIG", LoopConfig(train_steps=50, return_rows=2,
                                                         max_gap=2))
+    monkeypatch.setattr(loop_view, "_SHARED", {})
     window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     window.dialogs = fake_dialogs()
     qtbot.addWidget(window)

@@ -24,7 +24,9 @@ import traceback
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QMenu, QWidget
 
+from nlstudio.app import DEFAULT_PRESET
 from nlstudio.lessons import LESSONS, lesson_info
+from nlstudio.widgets.lessons.welcome import WelcomeDialog, wants_welcome
 
 
 def view_class(number: int) -> type:
@@ -61,8 +63,6 @@ class LessonManager(QObject):
         return view
 
     def show_welcome(self):
-        from nlstudio.widgets.lessons.welcome import WelcomeDialog
-
         if self.welcome is None:
             self.welcome = WelcomeDialog(self.window, self.window.settings, self.open,
                                          self.open_default_project)
@@ -76,8 +76,6 @@ class LessonManager(QObject):
             self.show_welcome()
 
     def open_default_project(self) -> bool:
-        from nlstudio.app import DEFAULT_PRESET
-
         return bool(self.window.open_preset(DEFAULT_PRESET))
 
     def stop_background_work(self) -> bool:
@@ -90,8 +88,6 @@ class LessonManager(QObject):
 def install_lessons(window, show_welcome: bool | None = None) -> LessonManager:
     """Add Help → Lessons (and the welcome page) to ``window``; returns the manager, also
     kept as ``window.lessons``."""
-    from nlstudio.widgets.lessons.welcome import wants_welcome
-
     manager = LessonManager(window)
     window.lessons = manager
     help_menu = window.menuBar().findChild(QMenu, "helpMenu")

@@ -252,7 +252,9 @@ class MemoryLoopView(LessonView):
             self.ablation.clear()
             self.ablation.dirty = False
             self.ablation.redraw()
-            self.ablation.set_message("The fact has just been shown.")
+            self.ablation.set_message("The fact has just been shown: nothing is lost yet. "
+                                      "Next moves the stream on.")
+        self.ablation.view.setVisible(shown > 0)  # an empty grid would show made-up axes
         self._draw_return(result, stage > len(d.delays))
         if stage == 0:
             where = "a fact is shown once"
