@@ -123,10 +123,11 @@ class LoopJob:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
-    def attach(self, trainer: Trainer) -> None:
-        """The trainer this job runs (stopped at once if ``stop()`` came first)."""
+    def attach(self, trainer: Trainer | None) -> None:
+        """The trainer this job runs, None once it returned (stopped at once if ``stop()``
+        came first)."""
         self._trainer = trainer
-        if self._stop.is_set():
+        if trainer is not None and self._stop.is_set():
             trainer.stop()
 
 
@@ -199,7 +200,7 @@ class MemoryLoopLesson:
         if job.stopped:
             return 0
         result = trainer.run()
-        job._trainer = None
+        job.attach(None)
         if result.reason == EndReason.FAILED:
             raise RuntimeError(result.message or "training failed")
         if result.step > 0:  # a run stopped before its first step is not resumed

@@ -182,6 +182,20 @@ def test_lesson_1_asks_before_replacing_an_unmodified_project(studio, qtbot):
     assert studio.document.name == "Mine" and not view.canvas_box.isChecked()
 
 
+def test_lesson_1_keeps_a_project_that_is_training(studio, qtbot):
+    view = open_lesson(studio, qtbot, 1)
+    idle(view, qtbot)
+    before = set(studio.scene.nodes)
+    studio.document.set_locked(True, "a run is training it")
+    try:
+        _tick_canvas_box(view, qtbot)
+    finally:
+        studio.document.set_locked(False)
+    assert not studio.dialogs.calls and set(studio.scene.nodes) == before
+    assert not view.canvas_box.isChecked()
+    assert "(a run is training it)" in view.status.text()
+
+
 def test_lesson_1_asks_before_replacing_a_modified_project(studio, qtbot):
     scene, dialogs = studio.scene, studio.dialogs
     view = open_lesson(studio, qtbot, 1)

@@ -118,9 +118,9 @@ class MemoryLoopView(LessonView):
         self.bar.setVisible(True)
         self.bar.setFormat("building the model…")
         self.train_button.setEnabled(False)
-        self.status.setText(f"Training the NSAM for {steps} steps on its own task batches, then "
-                            "measuring recall by delay and on return, each level silenced in "
-                            "turn (a few seconds)…")
+        self.status.setText(f"Training the NSAM for {steps} steps with the lab's trainer on its "
+                            "own task batches, then measuring recall by delay and on return, "
+                            "each level silenced in turn (a few seconds)…")
 
         def work() -> core.LoopResult | None:
             return shared_lesson(config).run(steps, job)

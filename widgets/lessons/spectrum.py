@@ -92,6 +92,9 @@ class SpectrumView(LessonView):
         in progress keeps the canvas as it is)."""
         host, preset = self.host, self.core.preset
         document = host.document
+        if document.locked:  # a run is training that project: nothing to ask
+            self._keep_project(f" ({document.lock_reason or 'editing is locked'})")
+            return
         ours = (self._canvas_copy is not None and document.path is None
                 and document.is_clean and document.data == self._canvas_copy)
         if not ours:
@@ -109,11 +112,11 @@ class SpectrumView(LessonView):
         self._canvas_copy = host.document.snapshot()
         self.canvas_note = ""
 
-    def _keep_project(self) -> None:
+    def _keep_project(self, why: str = "") -> None:
         self.canvas_box.blockSignals(True)
         self.canvas_box.setChecked(False)
         self.canvas_box.blockSignals(False)
-        self.canvas_note = " The canvas still shows your project (it was not replaced)."
+        self.canvas_note = f" The canvas still shows your project (it was not replaced){why}."
 
     def _stepped(self) -> None:
         if self.core.step_count == 0:  # the preset changed while a batch was measured
