@@ -80,7 +80,9 @@ def solve_proximal(w_t: torch.Tensor, x: torch.Tensor, u: torch.Tensor, eta: flo
 
 class AssociativeMemoryLesson:
     """A ``dim × dim`` linear memory W (starting at 0) learning ``pairs`` key → value pairs,
-    shown in turn, written with the real SGD inner optimizer."""
+    shown in turn, written with the real SGD inner optimizer (a
+    :class:`nlstudio.lessons.LessonCore`: one write per step, the pairs shown round and
+    round)."""
 
     def __init__(self, dim: int = 6, pairs: int = 6, eta: float = 0.5, seed: int = 0) -> None:
         if dim < 1 or pairs < 1 or eta <= 0:
@@ -103,6 +105,10 @@ class AssociativeMemoryLesson:
     @property
     def step_count(self) -> int:
         return len(self.history)
+
+    @property
+    def done(self) -> bool:
+        return False  # the pairs come round again: there is always a next write
 
     @property
     def current(self) -> AssocStep | None:

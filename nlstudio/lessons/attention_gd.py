@@ -23,9 +23,22 @@ import numpy as np
 import torch
 
 from nlstudio.models.levels import LEVEL_CLASSES
+from nlstudio.project import load_preset, project_to_dict
 
 DTYPE = torch.float64
-RULES = {"linear_attention": ("linear_attention", "lin1"), "delta": ("deltanet", "delta1")}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One of the lesson's two write rules: the level of a bundled preset, and its objective."""
+
+    preset: str
+    level_id: str
+    objective: str  # "dot": L = −⟨Mk, v⟩ (step size η); "l2": L = ½‖Mk − v‖² (η_t per token)
+
+
+RULES = {"linear_attention": Rule("linear_attention", "lin1", "dot"),
+         "delta": Rule("deltanet", "delta1", "l2")}
 
 
 @dataclass(frozen=True)
@@ -48,21 +61,21 @@ class TokenStep:
 
 def level_spec(rule: str) -> tuple[dict, int, int]:
     """The level spec, d_model and heads of the preset behind ``rule``."""
-    from nlstudio.project import load_preset, project_to_dict
-
-    preset, level_id = RULES[rule]
-    doc = project_to_dict(load_preset(preset))
-    spec = next(lv for lv in doc["model"]["levels"] if lv["id"] == level_id)
+    spec_of = RULES[rule]
+    doc = project_to_dict(load_preset(spec_of.preset))
+    spec = next(lv for lv in doc["model"]["levels"] if lv["id"] == spec_of.level_id)
     return spec, int(doc["model"]["d_model"]), int(doc["model"]["heads"])
 
 
 class GradientStepLesson:
-    """The real ``rule`` level fed ``tokens`` random inputs one at a time, beside GD."""
+    """The real ``rule`` level fed ``tokens`` random inputs one at a time, beside GD (a
+    :class:`nlstudio.lessons.LessonCore`: one token per step)."""
 
     def __init__(self, rule: str = "linear_attention", tokens: int = 24, seed: int = 0) -> None:
         if rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
         self.rule = rule
+        self.objective = RULES[rule].objective
         self.tokens = int(tokens)
         spec, self.d_model, self.heads = level_spec(rule)
         self.spec = spec
@@ -103,7 +116,7 @@ class GradientStepLesson:
     def _objective(self, memory: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The inner objective summed over heads; memory ``[H, d_v, d_k]``, k, v ``[H, d]``."""
         recalled = (memory @ k.unsqueeze(-1)).squeeze(-1)  # M k per head
-        if self.rule == "linear_attention":
+        if self.objective == "dot":
             return -(recalled * v).sum()
         return 0.5 * ((recalled - v) ** 2).sum()
 
@@ -116,7 +129,7 @@ class GradientStepLesson:
         level = self.level
         with torch.no_grad():
             q, k, v = level.project(x)  # [1, H, 1, d]
-            if self.rule == "linear_attention":
+            if self.objective == "dot":
                 eta = torch.full((self.heads,), level.eta, dtype=DTYPE)
             else:
                 eta = level.rates(x)[0][0, :, 0]  # η_t per head
@@ -154,4 +167,4 @@ class GradientStepLesson:
         return self.current
 
 
-__all__ = ["GradientStepLesson", "TokenStep", "RULES", "level_spec"]
+__all__ = ["GradientStepLesson", "TokenStep", "Rule", "RULES", "level_spec"]

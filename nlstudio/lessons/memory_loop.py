@@ -2,9 +2,11 @@
 
 The model is the default project's NSAM (``nsam_kv_stream`` preset: a self-modifying level
 every 8 tokens, CMS levels every 16 and 64 tokens, a frozen MLP). Untrained, its CMS levels
-already learn in context, but weakly (measured: recall well under half of what 30 outer steps
-give; the untrained curve is kept in the result), so the lesson first trains it briefly with the
-project's own outer optimizer on its own task batches, then measures:
+already learn in context, but weakly (the untrained curve is kept in the result), so the lesson
+first trains it briefly with the real trainer (``nlstudio.trainer.Trainer``: the project's own
+outer optimizer, gradient clipping and task batches, into a temporary run folder), loads the
+trained weights back from that run folder (``nlstudio.runs.load_run(...).load_model()``) and
+measures:
 
 1. **Forgetting by delay**: ``kv_stream.recall_by_delay``, with every level silenced in turn
    (``probes.recall_by_delay_with_ablation``): a fact is shown once and asked ``d`` tokens
@@ -15,23 +17,37 @@ project's own outer optimizer on its own task batches, then measures:
    after one more showing, against learning it the first time. Measured for the full model
    and with each level silenced.
 
+The lesson then tells that story in stages (a :class:`nlstudio.lessons.LessonCore`): stage 0,
+the fact is shown; stages 1 … D, the stream has moved on by each delay in turn; the last stage,
+the mapping returns. :func:`describe_stage` says what is true at each.
+
     lesson = MemoryLoopLesson()
-    result = lesson.run(30, on_step=print)      # train 30 steps, then measure (a LoopResult)
+    result = lesson.run(30, LoopJob())           # train 30 steps, then measure (a LoopResult)
     result.delay.table                           # recall [1 + levels, delays]
-    describe(result)                             # the lesson's text, with the numbers
+    lesson.next(); describe_stage(result, lesson.step_count)
+    lesson.close()                               # removes the temporary run folder
 """
 from __future__ import annotations
 
 import math
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from nlstudio import events as ev
 from nlstudio import probes
+from nlstudio.build import build_model, build_task
+from nlstudio.project import load_preset, project_to_dict
+from nlstudio.run_state import EndReason
+from nlstudio.runs import load_run
+from nlstudio.tasks._util import long_tensor
 from nlstudio.tasks.base import IGNORE
+from nlstudio.trainer import Trainer
 
 FULL = "none"  # the row of the full model (as probes.delay_table names it)
 
@@ -39,8 +55,8 @@ FULL = "none"  # the row of the full model (as probes.delay_table names it)
 @dataclass(frozen=True)
 class LoopConfig:
     preset: str = "nsam_kv_stream"
-    train_steps: int = 30  # outer steps the lesson trains before measuring
-    batch_size: int = 4
+    train_steps: int = 30  # outer steps the lesson trains before measuring (and per "more")
+    batch_size: int = 4  # the trainer's batch (the preset's own is larger: slower per step)
     seed: int = 0
     return_rows: int = 8  # streams per gap in the return test
     max_gap: int = 6  # the longest gap, in segments
@@ -72,77 +88,131 @@ class LoopResult:
     returns: ReturnResult
     untrained: np.ndarray | None = None  # recall by delay of the model before any training
     seconds: float = 0.0
+    chance: float = math.nan  # recall of a model that guesses one of the values at random
 
     def row(self, name: str) -> int:
         return self.delay.names.index(name)
 
+    @property
+    def stages(self) -> int:
+        """Stages of the story: the showing, one per delay, the return."""
+        return len(self.delay.delays) + 2
 
-@dataclass
-class Progress:
-    """Written by the training thread, read by the GUI (plain attribute reads)."""
 
-    step: int = 0
-    total: int = 0
-    loss: float = math.nan
-    phase: str = "idle"  # "measuring the untrained model" | "training" | "measuring" | "done"
-    stop: threading.Event = field(default_factory=threading.Event)
+class LoopJob:
+    """One train-and-measure request. The training thread writes its progress (plain
+    attributes the GUI reads); ``stop()`` (from any thread) ends the training at the next step
+    boundary through ``Trainer.stop()``, and nothing is measured then."""
+
+    def __init__(self, total: int = 0) -> None:
+        self.step = 0  # steps done in this job
+        self.total = int(total)
+        self.loss = math.nan
+        self.phase = "idle"  # "measuring the untrained model" | "training" | "measuring" |
+        #                      "done" | "stopped"
+        self._stop = threading.Event()
+        self._trainer: Trainer | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.stop()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def attach(self, trainer: Trainer | None) -> None:
+        """The trainer this job runs, None once it returned (stopped at once if ``stop()``
+        came first)."""
+        self._trainer = trainer
+        if trainer is not None and self._stop.is_set():
+            trainer.stop()
 
 
 class MemoryLoopLesson:
-    def __init__(self, config: LoopConfig | None = None) -> None:
-        from nlstudio.build import build_model, build_task
-        from nlstudio.project import load_preset, project_to_dict
-        from nlstudio.trainer import make_outer_optimizer
+    """Lesson 5's core: the model, its training through the trainer, the measurements and the
+    stage of the story shown. ``run()`` may be called from a worker thread (one at a time);
+    the stage methods are for the GUI thread."""
 
+    def __init__(self, config: LoopConfig | None = None) -> None:
         self.config = config or LoopConfig()
-        self.doc = project_to_dict(load_preset(self.config.preset))
-        self.task = build_task(self.doc)
+        doc = project_to_dict(load_preset(self.config.preset))
+        doc["train"].update(batch_size=int(self.config.batch_size), seed=int(self.config.seed),
+                            steps=int(self.config.train_steps), device="cpu")
+        self.project = doc  # what the trainer trains (CPU: the lesson is for every machine)
+        self.task = build_task(doc)
         if not hasattr(self.task, "delay_streams"):
             raise ValueError(f"{self.config.preset}: lesson 5 needs a kv_stream task")
-        torch.manual_seed(int(self.config.seed))
-        self.model = build_model(self.doc, self.task)
-        self.optimizer = make_outer_optimizer(self.doc, self.model.parameters())
-        self.level_ids = list(self.model.order)
-        self.periods = {str(lv["id"]): lv.get("period") for lv in self.doc["model"]["levels"]}
-        self.grad_clip = float(self.doc["train"].get("grad_clip") or 0.0)
+        self.periods = {str(lv["id"]): lv.get("period") for lv in doc["model"]["levels"]}
+        self.level_ids: list[str] = []  # model order, known once the model is built
         self.trained_steps = 0
-        self.losses: list[float] = []
+        self.loss = math.nan
         self.untrained: np.ndarray | None = None  # full-model recall by delay, step 0
-        self.lock = threading.Lock()  # one job at a time touches the model
+        self.result: LoopResult | None = None
+        self.stage = 0
+        self._folder = tempfile.TemporaryDirectory(prefix="nlstudio-lesson5-")
+        self._attempt = 0
+        self.run_dir: Path | None = None  # the trainer's run folder once it has a checkpoint
+        self.lock = threading.Lock()  # one job at a time
 
-    # ---- training ----------------------------------------------------------------------------
-    def train(self, steps: int, progress: Progress | None = None) -> int:
-        """``steps`` outer steps on the task's own batches (continuing where training stopped);
-        stops early when ``progress.stop`` is set. Returns the steps taken."""
-        progress = progress or Progress()
-        progress.total, progress.phase = int(steps), "training"
-        model, task = self.model, self.task
-        done = 0
-        for _ in range(int(steps)):
-            if progress.stop.is_set():
-                break
-            batch = task.batch(self.trained_steps, self.config.batch_size)
-            model.train()
-            logits, _ = model(batch.inputs, None, targets=batch.targets)
-            loss = task.loss(logits, batch.targets)
-            if not math.isfinite(float(loss.detach())):
-                raise RuntimeError("training diverged (the loss is not finite)")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-            self.optimizer.step()
-            self.trained_steps += 1
-            self.losses.append(float(loss.detach()))
-            done += 1
-            progress.step, progress.loss = done, self.losses[-1]
-        model.eval()
-        return done
+    def close(self) -> None:
+        """Remove the temporary run folder (also done when the object is collected)."""
+        self._folder.cleanup()
+
+    # ---- the model ---------------------------------------------------------------------------
+    def untrained_model(self) -> torch.nn.Module:
+        """The model as the trainer builds it before its first step (seeded with the
+        project's ``train.seed``, then ``build_model``)."""
+        torch.manual_seed(int(self.project["train"]["seed"]))
+        model = build_model(self.project, self.task)
+        self.level_ids = list(model.order)
+        return model.eval()
+
+    def trained_model(self) -> torch.nn.Module:
+        """The weights of the trainer's last checkpoint, read back from its run folder."""
+        model = load_run(self.run_dir).load_model("cpu")
+        self.level_ids = list(model.order)
+        return model.eval()
+
+    def train(self, steps: int, job: LoopJob | None = None) -> int:
+        """``steps`` more outer steps through :class:`~nlstudio.trainer.Trainer` (a fresh run
+        first, then resuming it), stopping early when ``job.stop()`` is called. Returns the
+        steps taken."""
+        job = job or LoopJob()
+        job.total, job.step, job.phase = int(steps), 0, "training"
+        start = self.trained_steps
+
+        def on_event(event: ev.Event) -> None:
+            if isinstance(event, ev.Progress):
+                job.step, job.loss = event.step - start, float(event.loss)
+
+        common = dict(steps=start + int(steps), evaluate=False, snapshots=False,
+                      on_event=on_event)
+        if self.run_dir is None:
+            self._attempt += 1
+            out = Path(self._folder.name) / f"run{self._attempt}"
+            trainer = Trainer(self.project, out=out, **common)
+        else:
+            trainer = Trainer(resume=self.run_dir, **common)
+        job.attach(trainer)
+        if job.stopped:
+            return 0
+        result = trainer.run()
+        job.attach(None)
+        if result.reason == EndReason.FAILED:
+            raise RuntimeError(result.message or "training failed")
+        if result.step > 0:  # a run stopped before its first step is not resumed
+            self.run_dir = Path(result.run_dir)
+        if result.step > start:
+            self.loss = float(result.loss)
+        self.trained_steps = int(result.step)
+        return self.trained_steps - start
 
     # ---- measurements ------------------------------------------------------------------------
-    def recall_by_delay(self) -> DelayResult:
-        self.model.eval()
-        delays, recall = probes.recall_by_delay_with_ablation(self.task, self.model, "cpu",
+    def recall_by_delay(self, model: torch.nn.Module) -> DelayResult:
+        delays, recall = probes.recall_by_delay_with_ablation(self.task, model, "cpu",
                                                               self.level_ids)
         names = [FULL, *self.level_ids]
         table = np.array([recall[""], *[recall[lid] for lid in self.level_ids]], dtype=float)
@@ -176,17 +246,14 @@ class MemoryLoopLesson:
         codes = np.concatenate([pad(np.tile(c, (len(g), 1)), 0) for *_, g, c in parts])
         return inputs, targets, gaps, codes
 
-    def return_test(self) -> ReturnResult:
-        from nlstudio.tasks._util import long_tensor
-
-        self.model.eval()
+    def return_test(self, model: torch.nn.Module) -> ReturnResult:
         inputs, targets, gaps, codes = self.return_streams()
         names = [FULL, *self.level_ids]
         grid = np.arange(1, self.config.max_gap + 1)
         out = np.zeros((3, len(names), len(grid)))
         for i, name in enumerate(names):
             silence = () if name == FULL else (name,)
-            logits = self.task.model_logits(self.model, long_tensor(inputs),
+            logits = self.task.model_logits(model, long_tensor(inputs),
                                             long_tensor(targets), "cpu", silence)
             right = logits.argmax(-1).numpy() == targets
             for c in (1, 2, 3):
@@ -196,42 +263,66 @@ class MemoryLoopLesson:
         seg = self.task.params.segment_len
         return ReturnResult(grid * seg, names, out[0], out[1], out[2])
 
-    def evaluate(self) -> LoopResult:
+    def evaluate(self, model: torch.nn.Module) -> LoopResult:
         start = time.perf_counter()
-        delay = self.recall_by_delay()
-        returns = self.return_test()
-        return LoopResult(self.trained_steps, self.losses[-1] if self.losses else math.nan,
+        delay = self.recall_by_delay(model)
+        returns = self.return_test(model)
+        return LoopResult(self.trained_steps, self.loss if self.trained_steps else math.nan,
                           list(self.level_ids), dict(self.periods), delay, returns,
-                          self.untrained, time.perf_counter() - start)
+                          self.untrained, time.perf_counter() - start,
+                          chance=1.0 / int(self.task.params.value_vocab))
 
     def measure_untrained(self) -> np.ndarray:
         """Recall by delay of the full model as built (one model call), once."""
         if self.untrained is None:
             if self.trained_steps:
                 raise RuntimeError("the model is already trained")
-            self.model.eval()
-            recall = self.task.recall_by_delay(self.model, "cpu")
+            recall = self.task.recall_by_delay(self.untrained_model(), "cpu")
             self.untrained = np.array([recall[d] for d in sorted(recall)], dtype=float)
         return self.untrained
 
-    def run(self, steps: int | None = None, progress: Progress | None = None
-            ) -> LoopResult | None:
-        """Train ``steps`` more outer steps (default: the config's), then measure. What the
-        lesson's background job calls; safe to call from a worker thread. None when
-        ``progress.stop`` was set (nothing is measured then)."""
-        progress = progress or Progress()
+    def run(self, steps: int | None = None, job: LoopJob | None = None) -> LoopResult | None:
+        """Train ``steps`` more outer steps (default: the config's), then measure the trained
+        model; safe to call from a worker thread. None when ``job.stop()`` was called (nothing
+        is measured then; the steps already taken are kept and the next run resumes them)."""
+        job = job or LoopJob()
         with self.lock:
-            if self.trained_steps == 0:
-                progress.phase = "measuring the untrained model"
+            if self.trained_steps == 0 and self.untrained is None and not job.stopped:
+                job.phase = "measuring the untrained model"
                 self.measure_untrained()
-            self.train(self.config.train_steps if steps is None else steps, progress)
-            if progress.stop.is_set():
-                progress.phase = "stopped"
+            self.train(self.config.train_steps if steps is None else steps, job)
+            if job.stopped:
+                job.phase = "stopped"
                 return None
-            progress.phase = "measuring"
-            result = self.evaluate()
-            progress.phase = "done"
+            job.phase = "measuring"
+            result = self.evaluate(self.trained_model())
+            self.result = result
+            job.phase = "done"
         return result
+
+    # ---- the story's stages (LessonCore) -----------------------------------------------------
+    @property
+    def last_stage(self) -> int:
+        return 0 if self.result is None else self.result.stages - 1
+
+    @property
+    def step_count(self) -> int:
+        return min(self.stage, self.last_stage)
+
+    @property
+    def done(self) -> bool:
+        return self.step_count >= self.last_stage
+
+    def next(self) -> int:
+        self.stage = min(self.step_count + 1, self.last_stage)
+        return self.stage
+
+    def back(self) -> int:
+        self.stage = max(self.step_count - 1, 0)
+        return self.stage
+
+    def reset(self) -> None:
+        self.stage = 0
 
 
 # ---- reading the results ---------------------------------------------------------------------
@@ -249,8 +340,58 @@ def holder(result: LoopResult) -> str:
     return max(drops, key=drops.get)
 
 
+#: A drop in recall smaller than this (5 points) is not called "held by that level".
+HOLD_DROP = 0.05
+
+
+def holder_at(result: LoopResult, column: int) -> tuple[str, float]:
+    """The level whose silencing costs the most recall at delay ``delays[column]``, and that
+    drop (full-model recall minus recall with it silenced; ≤ 0 when no level matters)."""
+    table = result.delay.table
+    drops = {lid: float(table[0, column] - table[result.row(lid), column])
+             for lid in result.level_ids}
+    lid = max(drops, key=drops.get)
+    return lid, drops[lid]
+
+
 def _pct(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{100 * x:.0f} %"
+
+
+def _trained(result: LoopResult) -> str:
+    return (f"After {result.trained_steps} training steps (loss {result.loss:.2f})"
+            if result.trained_steps else "Untrained")
+
+
+def describe_stage(result: LoopResult, stage: int, long_gaps: int = 3) -> str:
+    """What is true at ``stage`` of the story, with the numbers measured there: the showing
+    (0), the fact ``delays[stage − 1]`` tokens later (1 … D), the return (D + 1: the whole
+    summary, :func:`describe`)."""
+    d = result.delay
+    if stage <= 0:
+        return (f"{_trained(result)}, the model has just been shown a fact once. Next moves "
+                f"the stream on, {d.delays[0]} to {d.delays[-1]} tokens: each level forgets "
+                "at its own rate, and silencing one level at a time shows which one still "
+                "holds the fact.")
+    if stage > len(d.delays):
+        return describe(result, long_gaps)
+    j = stage - 1
+    full = float(d.table[0, j])
+    before = ("" if result.untrained is None or not result.trained_steps else
+              f" (untrained: {_pct(result.untrained[j])})")
+    text = (f"{_trained(result)}: {d.delays[j]} tokens after it was shown, a fact is "
+            f"recalled {_pct(full)} of the time{before}")
+    if np.isfinite(result.chance) and full < result.chance + HOLD_DROP:
+        text += f", no better than guessing a value ({_pct(result.chance)})"
+    text += ". "
+    lid, drop = holder_at(result, j)
+    if drop >= HOLD_DROP:
+        text += (f"Silencing {lid} costs the most here: recall falls to {_pct(full - drop)}, "
+                 f"so {lid} still holds the fact at this delay.")
+    else:
+        text += (f"Silencing any one level costs less than {_pct(HOLD_DROP)} here: no "
+                 "single level holds the fact at this delay.")
+    return text
 
 
 def describe(result: LoopResult, long_gaps: int = 3) -> str:
@@ -258,8 +399,7 @@ def describe(result: LoopResult, long_gaps: int = 3) -> str:
     ``long_gaps`` longest gaps: eight streams per gap are noisy one by one)."""
     d, r = result.delay, result.returns
     full = d.table[0]
-    trained = (f"After {result.trained_steps} training steps (loss {result.loss:.2f})"
-               if result.trained_steps else "Untrained")
+    trained = _trained(result)
     best = int(np.nanargmax(full))
     main = holder(result)
     main_row = d.table[result.row(main)]
@@ -284,4 +424,5 @@ def describe(result: LoopResult, long_gaps: int = 3) -> str:
 
 
 __all__ = ["LoopConfig", "MemoryLoopLesson", "LoopResult", "DelayResult", "ReturnResult",
-           "Progress", "describe", "slowest_level", "holder", "FULL"]
+           "LoopJob", "describe", "describe_stage", "slowest_level", "holder", "holder_at",
+           "HOLD_DROP", "FULL"]

@@ -17,7 +17,7 @@ returns it (``memory_of``), e.g. momentum's m, Adam's m and v, M3's M1, M2 and V
 gradients SGD computes in the regression).
 
     lesson = OptimizerLesson()
-    lesson.step(10)
+    for _ in range(10): lesson.next()
     lesson.landscape.paths()["adam"]          # [11, 2] (r, θ) positions
     lesson.regression.first_task_loss()       # {name: [steps + 1]}
     lesson.memory("m3")                       # {"M1": [m, d], "M2": ..., "V": ...}
@@ -274,7 +274,8 @@ class ContinualRegression:
 
 # ---- the lesson ----------------------------------------------------------------------------
 class OptimizerLesson:
-    """Both problems stepped together, and each optimizer's memory."""
+    """Both problems stepped together, and each optimizer's memory (a
+    :class:`nlstudio.lessons.LessonCore`: one step of every optimizer on both problems)."""
 
     def __init__(self, names=NAMES, landscape: Landscape | None = None,
                  setup: RegressionSetup | None = None) -> None:
@@ -294,14 +295,13 @@ class OptimizerLesson:
     def done(self) -> bool:
         return self.step_count >= self.total_steps
 
-    def step(self, n: int = 1) -> int:
-        """Advance both problems by up to ``n`` steps; returns the steps taken."""
-        taken = 0
-        while taken < n and not self.done:
-            self.landscape.step()
-            self.regression.step()
-            taken += 1
-        return taken
+    def next(self) -> bool:
+        """One step of both problems; False (and nothing changes) once done."""
+        if self.done:
+            return False
+        self.landscape.step()
+        self.regression.step()
+        return True
 
     def back(self) -> None:
         if self.step_count:

@@ -10,10 +10,15 @@ a frozen level writes nothing; attention appends to its context at every token.
     m = measure("nsam")                 # a SpectrumMeasurement
     m.levels["cms_mid"].peak            # 0.0625 = 1/16
     m.snapshot                          # an events.Snapshot, what the spectrum plot draws
+
+    lesson = SpectrumLesson("nsam")     # the lesson's core: one measured batch per step
+    lesson.next(); lesson.next()        # batches 1 and 2 (the view shows their mean)
+    lesson.select("transformer")        # another preset: its measurements start over
 """
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +26,9 @@ import torch
 
 from nlstudio import events as ev
 from nlstudio import probes
+from nlstudio.build import build_model, build_task
+from nlstudio.models.registry import kind_info
+from nlstudio.project import load_preset, project_to_dict
 
 PRESETS = {"transformer": "Transformer", "nsam": "NSAM (HOPE)"}
 SEQ_LEN = 512  # long enough for 8 writes of a level with C = 64
@@ -75,9 +83,6 @@ def measure(preset: str, batch_index: int = 0, seq_len: int = SEQ_LEN, batch_siz
             seed: int = 0) -> SpectrumMeasurement:
     """One forward pass of the untrained ``preset`` model on the task's batch ``batch_index``
     (sequences of ``seq_len``), and every level's measured spectrum."""
-    from nlstudio.build import build_model, build_task
-    from nlstudio.project import load_preset, project_to_dict
-
     doc = project_to_dict(load_preset(preset))
     doc["train"]["seq_len"] = int(seq_len)
     task = build_task(doc)
@@ -120,7 +125,7 @@ def frequency_text(freq: float | None) -> str:
 def describe_level(level: LevelSpectrum) -> str:
     """One line: designed vs measured."""
     designed = frequency_text(level.designed)
-    if level.kind == "attention":
+    if not kind_info(level.kind).parametric:
         return (f"{level.level_id}: designed ∞ (re-reads its context); appended to its "
                 f"context at all {level.tokens} tokens")
     if level.peak is None:
@@ -129,5 +134,62 @@ def describe_level(level: LevelSpectrum) -> str:
             f"{level.writes} writes in {level.tokens} tokens")
 
 
-__all__ = ["PRESETS", "LevelSpectrum", "SpectrumMeasurement", "measure", "fundamental",
-           "frequency_text", "describe_level", "levels_of"]
+class SpectrumLesson:
+    """Lesson 1's core (a :class:`nlstudio.lessons.LessonCore`): the measured batches of one
+    preset. Each ``next()`` measures one more task batch; the first batch is the lesson's
+    start, so ``back()`` and ``reset()`` keep it.
+
+    ``next()`` runs one forward pass and may be called from a worker thread; a measurement
+    that finishes after ``select()`` switched the preset is dropped, never mixed in."""
+
+    def __init__(self, preset: str = "transformer") -> None:
+        self._lock = threading.Lock()
+        self.measurements: list[SpectrumMeasurement] = []
+        self.select(preset)
+
+    def select(self, preset: str) -> None:
+        """Show ``preset`` from now on; nothing of it is measured until ``next()``."""
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        with self._lock:
+            self.preset = preset
+            self.measurements = []
+
+    @property
+    def step_count(self) -> int:
+        """Batches measured."""
+        return len(self.measurements)
+
+    @property
+    def done(self) -> bool:
+        return False  # there is always another batch
+
+    @property
+    def current(self) -> SpectrumMeasurement | None:
+        measurements = self.measurements
+        return measurements[-1] if measurements else None
+
+    def next(self) -> SpectrumMeasurement | None:
+        """Measure the next batch; None if the preset changed while it was measured."""
+        with self._lock:
+            preset, index, measurements = self.preset, len(self.measurements), self.measurements
+        result = measure(preset, index)
+        with self._lock:
+            if measurements is not self.measurements or len(measurements) != index:
+                return None
+            self.measurements = [*measurements, result]
+            return result
+
+    def back(self) -> SpectrumMeasurement | None:
+        with self._lock:
+            if len(self.measurements) > 1:
+                self.measurements = self.measurements[:-1]
+        return self.current
+
+    def reset(self) -> None:
+        with self._lock:
+            self.measurements = self.measurements[:1]
+
+
+__all__ = ["SpectrumLesson", "PRESETS", "LevelSpectrum", "SpectrumMeasurement", "measure",
+           "fundamental", "frequency_text", "describe_level", "levels_of"]

@@ -1,17 +1,20 @@
-"""The lessons' computations (Qt-free), on the real code path: lesson 2's proximal step is the
-SGD step, lesson 4's levels are GD steps to float64 precision, lesson 3's optimizers take
-distinct paths and keep memories of the expected shapes, lesson 1's measured spectrum peaks at
-1/C, and lesson 5 measures per-level recall by delay on the real NSAM kv_stream model."""
+"""The lessons' computations (Qt-free), on the real code path: one registry and one protocol for
+every core, lesson 2's proximal step is the SGD step, lesson 4's levels are GD steps to float64
+precision, lesson 3's optimizers take distinct paths and keep memories of the expected shapes,
+lesson 1's measured spectrum peaks at 1/C, and lesson 5 trains the real NSAM kv_stream model
+through the trainer and measures per-level recall by delay on the weights it saved."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from nlstudio.lessons import LESSONS, lesson_info
+from nlstudio.lessons import LESSONS, LessonCore, lesson_by_key, lesson_core, lesson_info
 from nlstudio.lessons import associative, attention_gd, memory_loop, optimizers, spectrum
+from nlstudio.runs import load_run
 
 
 def test_lesson_cores_need_no_qt(tmp_path):
@@ -38,8 +41,32 @@ def test_lesson_cores_need_no_qt(tmp_path):
 def test_registry_lists_five_lessons():
     assert [info.number for info in LESSONS] == [1, 2, 3, 4, 5]
     assert lesson_info(4).key == "attention_gd"
+    assert lesson_by_key("memory_loop").number == 5
     with pytest.raises(KeyError):
         lesson_info(6)
+    # one name per class: a core is a *Lesson, its view the matching *View
+    assert len({info.core for info in LESSONS}) == len(LESSONS)
+    for info in LESSONS:
+        assert info.core.endswith("Lesson") and info.view == info.core[:-6] + "View"
+        assert lesson_core(info.number).__module__ == f"nlstudio.lessons.{info.key}"
+
+
+@pytest.mark.parametrize("number", [2, 3, 4])
+def test_instant_cores_step_back_and_reset_by_the_protocol(number):
+    """The same five members step every core: Next changes what it shows, Back undoes it,
+    Reset returns to the start."""
+    lesson = lesson_core(number)()
+    assert isinstance(lesson, LessonCore)
+    assert lesson.step_count == 0 and not lesson.done
+    lesson.next()
+    lesson.next()
+    assert lesson.step_count == 2
+    lesson.back()
+    assert lesson.step_count == 1
+    lesson.reset()
+    assert lesson.step_count == 0
+    lesson.back()  # a no-op at the start
+    assert lesson.step_count == 0
 
 
 # ---- lesson 2 -----------------------------------------------------------------------------------
@@ -113,7 +140,7 @@ def test_lesson_4_back_restores_the_levels_state():
 # ---- lesson 3 -----------------------------------------------------------------------------------
 def test_optimizers_take_distinct_paths_and_keep_their_memories():
     lesson = optimizers.OptimizerLesson()
-    assert lesson.step(25) == 25
+    assert all(lesson.next() for _ in range(25))
     paths = lesson.landscape.paths()
     assert set(paths) == set(optimizers.NAMES)
     for path in paths.values():
@@ -145,7 +172,8 @@ def test_optimizers_take_distinct_paths_and_keep_their_memories():
 
 def test_continual_regression_runs_and_steps_back():
     lesson = optimizers.OptimizerLesson()
-    lesson.step(lesson.total_steps + 5)
+    taken = sum(lesson.next() for _ in range(lesson.total_steps + 5))
+    assert taken == lesson.total_steps
     assert lesson.done and lesson.step_count == lesson.total_steps
     losses = lesson.regression.first_task_loss()
     s = lesson.regression.setup
@@ -202,39 +230,170 @@ def test_fundamental_of_a_spike_train():
     assert spectrum.fundamental(freqs, np.zeros_like(power)) is None
 
 
+def test_lesson_1_core_steps_by_batches_and_drops_a_stale_measurement():
+    lesson = spectrum.SpectrumLesson("nsam")
+    assert isinstance(lesson, LessonCore) and lesson.step_count == 0 and lesson.current is None
+    first = lesson.next()
+    assert first.preset == "nsam" and first.batch_index == 0 and lesson.step_count == 1
+    second = lesson.next()
+    assert second.batch_index == 1 and lesson.current is second
+    assert not np.array_equal(second.levels["cms_mid"].write_norms,
+                              first.levels["cms_mid"].write_norms)  # another batch
+    lesson.back()
+    assert lesson.current is first
+    lesson.back()  # the first batch is the start: it stays
+    assert lesson.measurements == [first]
+    lesson.next()
+    lesson.reset()
+    assert lesson.measurements == [first]
+    lesson.select("transformer")
+    assert lesson.step_count == 0 and lesson.preset == "transformer"
+    with pytest.raises(ValueError):
+        lesson.select("nope")
+
+
+def test_lesson_1_drops_a_measurement_of_a_preset_no_longer_shown(monkeypatch):
+    """next() runs in a worker thread; if the user switched presets meanwhile, its result is
+    dropped instead of being mixed into the new preset's batches."""
+    lesson = spectrum.SpectrumLesson("nsam")
+    real = spectrum.measure
+
+    def measure_then_switch(preset, index, *args, **kwargs):
+        result = real(preset, index, *args, **kwargs)
+        lesson.select("transformer")  # the user picked the other preset while it ran
+        return result
+
+    monkeypatch.setattr(spectrum, "measure", measure_then_switch)
+    assert lesson.next() is None
+    assert lesson.preset == "transformer" and lesson.measurements == []
+
+
 # ---- lesson 5 -----------------------------------------------------------------------------------
-def test_memory_loop_measures_the_real_model():
-    lesson = memory_loop.MemoryLoopLesson(memory_loop.LoopConfig(train_steps=1, return_rows=2,
-                                                                 max_gap=2))
-    progress = memory_loop.Progress()
-    result = lesson.run(1, progress)
-    assert progress.phase == "done" and progress.step == 1
+SMALL = memory_loop.LoopConfig(train_steps=1, return_rows=2, max_gap=2)
+
+
+def test_memory_loop_trains_through_the_trainer_and_measures_its_weights():
+    lesson = memory_loop.MemoryLoopLesson(SMALL)
+    assert isinstance(lesson, LessonCore)
+    assert lesson.step_count == 0 and lesson.done  # nothing to step through before a result
+    job = memory_loop.LoopJob()
+    result = lesson.run(1, job)
+    assert job.phase == "done" and job.step == 1 and math.isfinite(job.loss)
     assert result.trained_steps == 1 and math.isfinite(result.loss)
+    assert result.loss == pytest.approx(job.loss)  # the trainer's own loss, from its events
+    # the trainer wrote a run folder; the lesson measured the weights it saved there
+    run = load_run(lesson.run_dir)
+    assert run.steps == 1 and run.checkpoint_step == 1
+    assert run.project.train.batch_size == SMALL.batch_size
+    model = lesson.trained_model()
     d = result.delay
     assert d.names == ["none", "fast", "cms_mid", "cms_slow", "frozen"]
     assert list(d.delays) == lesson.task.delays()
     assert d.table.shape == (5, len(d.delays))
     assert ((d.table >= 0) & (d.table <= 1)).all()
-    # the full model's row is the task's own recall_by_delay of that model
-    direct = lesson.task.recall_by_delay(lesson.model, "cpu")
+    # the full model's row is the task's own recall_by_delay of the saved weights
+    direct = lesson.task.recall_by_delay(model, "cpu")
     np.testing.assert_allclose(d.table[0], [direct[k] for k in d.delays])
-    silenced = lesson.task.recall_by_delay(lesson.model, "cpu", silence=("cms_mid",))
+    silenced = lesson.task.recall_by_delay(model, "cpu", silence=("cms_mid",))
     np.testing.assert_allclose(d.table[d.names.index("cms_mid")],
                                [silenced[k] for k in d.delays])
-    assert result.untrained.shape == d.delays.shape  # measured before the training step
-    assert ((result.untrained >= 0) & (result.untrained <= 1)).all()
+    # ... and the untrained curve is the model before the trainer's first step
+    untrained = lesson.task.recall_by_delay(lesson.untrained_model(), "cpu")
+    np.testing.assert_allclose(result.untrained, [untrained[k] for k in d.delays])
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(),
+                                                     lesson.untrained_model().parameters()))
     r = result.returns
     assert list(r.gaps) == [32, 64] and r.names == d.names
     for table in (r.first_sight, r.held, r.relearned):
         assert table.shape == (5, 2) and np.isfinite(table).all()
     assert memory_loop.slowest_level(result) == "cms_slow"
+    assert result.chance == pytest.approx(1 / 16)
     text = memory_loop.describe(result)
     assert "After 1 training steps" in text and "untrained:" in text and "%" in text
+    # the story's stages: the showing, one per delay, the return
+    assert lesson.step_count == 0 and not lesson.done
+    for stage in range(1, result.stages):
+        assert lesson.next() == stage
+    assert lesson.done and lesson.next() == result.stages - 1
+    lesson.back()
+    assert lesson.step_count == result.stages - 2
+    lesson.reset()
+    assert lesson.step_count == 0
+    folder = lesson.run_dir
+    lesson.close()
+    assert not folder.exists()
 
 
-def test_memory_loop_stops_without_measuring():
-    lesson = memory_loop.MemoryLoopLesson(memory_loop.LoopConfig(train_steps=3))
-    progress = memory_loop.Progress()
-    progress.stop.set()
-    assert lesson.run(3, progress) is None
-    assert lesson.trained_steps == 0 and progress.phase == "stopped"
+def test_memory_loop_stop_keeps_the_steps_taken_and_train_more_resumes_them():
+    import threading
+
+    lesson = memory_loop.MemoryLoopLesson(SMALL)
+    job = memory_loop.LoopJob()
+    job.stop()  # before anything ran: nothing is trained, nothing measured
+    assert lesson.run(3, job) is None
+    assert lesson.trained_steps == 0 and job.phase == "stopped" and lesson.run_dir is None
+
+    job = memory_loop.LoopJob()
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(lesson.run(200, job)))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while job.step < 1 and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job.stop()  # Trainer.stop(): ends at the next step boundary
+    worker.join(120)
+    assert not worker.is_alive() and out == [None] and job.phase == "stopped"
+    taken = lesson.trained_steps
+    assert 1 <= taken < 200
+    assert load_run(lesson.run_dir).checkpoint_step == taken
+
+    result = lesson.run(1, memory_loop.LoopJob())  # "Train more": resumes the same run
+    assert result.trained_steps == taken + 1
+    assert load_run(lesson.run_dir).checkpoint_step == taken + 1
+    lesson.close()
+
+
+def _result(full, silenced, untrained=None, steps=30, chance=1 / 16):
+    """A hand-made LoopResult: recall by delay of the full model and of each level silenced."""
+    delays = np.array([4, 16, 64])
+    ids = list(silenced)
+    table = np.array([full, *silenced.values()], dtype=float)
+    names = ["none", *ids]
+    grid = np.zeros((len(names), 2)) + 0.5
+    return memory_loop.LoopResult(
+        steps, 1.5, ids, {lid: 16 * (i + 1) for i, lid in enumerate(ids)},
+        memory_loop.DelayResult(names, delays, table),
+        memory_loop.ReturnResult(np.array([32, 64]), names, grid, grid, grid),
+        None if untrained is None else np.asarray(untrained, float), chance=chance)
+
+
+def test_each_stage_says_what_is_true_there():
+    result = _result([0.06, 0.6, 0.3], {"a": [0.06, 0.1, 0.28], "b": [0.06, 0.58, 0.05]},
+                     untrained=[0.0, 0.2, 0.1])
+    texts = [memory_loop.describe_stage(result, s) for s in range(result.stages)]
+    assert len(set(texts)) == len(texts)  # a different text at every stage
+    assert "just been shown" in texts[0]
+    assert "16 tokens after" in texts[2] and "60 %" in texts[2] and "untrained: 20 %" in texts[2]
+    assert "Silencing a costs the most here: recall falls to 10 %" in texts[2]
+    assert "Silencing b costs the most here: recall falls to 5 %" in texts[3]
+    # at 4 tokens the model recalls at chance and silencing changes nothing: it says so
+    assert "no better than guessing a value (6 %)" in texts[1]
+    assert "no single level holds" in texts[1]
+    assert texts[-1] == memory_loop.describe(result)
+
+
+def test_a_model_whose_levels_do_nothing_has_no_holder_at_any_delay():
+    flat = [0.3, 0.3, 0.3]
+    result = _result(flat, {"a": flat, "b": [0.29, 0.31, 0.27]})
+    for stage in range(1, len(result.delay.delays) + 1):
+        text = memory_loop.describe_stage(result, stage)
+        assert "no single level holds" in text and "still holds" not in text
+
+
+def test_memory_loop_reports_the_trainers_failure():
+    lesson = memory_loop.MemoryLoopLesson(SMALL)
+    lesson.project["train"]["optimizer"]["lr"] = 10.0  # the weights blow up
+    with pytest.raises(RuntimeError, match="diverged"):
+        lesson.run(4, memory_loop.LoopJob())
+    assert lesson.result is None
+    lesson.close()

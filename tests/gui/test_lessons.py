@@ -1,6 +1,7 @@
 """The lessons in the main window: Help → Lessons opens each one, each view changes as it steps,
-Back and Reset undo, lesson 1's switch changes the canvas, lesson 5 trains in the background
-without leaving a thread behind, and the welcome page opens a lesson."""
+Back and Reset undo, lesson 1 replaces the project on the canvas only when the user says so,
+lesson 5 trains in the background without leaving a thread behind and opens on the first stage
+of its story, and the welcome page opens a lesson."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,10 @@ from PySide6.QtWidgets import (QAbstractButton, QApplication, QComboBox, QMenu, 
 
 from nlstudio import project as core
 from nlstudio.widgets import theme
-from nlstudio.lessons.memory_loop import LoopConfig
-from nlstudio.widgets.lessons import install_lessons
+from nlstudio.lessons import LESSONS
+from nlstudio.lessons.memory_loop import LoopConfig, describe_stage
+from nlstudio.widgets.lessons import install_lessons, view_class
+from nlstudio.widgets.lessons.base import LessonView
 from nlstudio.widgets.lessons import memory_loop as loop_view
 from nlstudio.widgets.lessons.welcome import SETTINGS_KEY, WelcomeDialog, wants_welcome
 from nlstudio.widgets.main_window import MainWindow
@@ -28,6 +31,7 @@ def studio(qtbot, tmp_path, monkeypatch, fake_dialogs):
     trains one step on few streams so that it finishes in seconds."""
     monkeypatch.setattr(loop_view, "CONFIG", LoopConfig(train_steps=1, return_rows=2,
                                                         max_gap=3))
+    monkeypatch.setattr(loop_view, "_SHARED", {})  # each test trains its own model
     window = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     window.dialogs = fake_dialogs()
     qtbot.addWidget(window)
@@ -70,6 +74,13 @@ def click(view, qtbot, suffix: str) -> None:
         button.click()
 
 
+def test_one_registry_names_every_view():
+    for info in LESSONS:
+        view = view_class(info.number)
+        assert issubclass(view, LessonView) and view.__name__.endswith("View")
+        assert view.lesson() is info
+
+
 def test_help_menu_lists_every_lesson(studio):
     help_menu = studio.menuBar().findChild(QMenu, "helpMenu")
     lessons = studio.menuBar().findChild(QMenu, "lessonsMenu")
@@ -91,39 +102,119 @@ def test_every_interactive_widget_has_an_object_name(studio, qtbot):
         idle(view, qtbot)
 
 
-def test_lesson_1_switches_the_canvas_and_measures(studio, qtbot):
+def test_lesson_1_measures_without_touching_the_canvas(studio, qtbot):
+    """Issue 16 item 10: "Open it on the canvas" is off by default; opening the lesson and
+    switching presets measures in the lesson window and leaves the user's project alone."""
+    scene, dialogs = studio.scene, studio.dialogs
+    before = set(scene.nodes)
     view = open_lesson(studio, qtbot, 1)
-    idle(view, qtbot)
-    scene = studio.scene
+    qtbot.waitUntil(lambda: view.core.step_count == 1 and not view.busy(),
+                    timeout=JOB_TIMEOUT_MS)
+    assert not view.canvas_box.isChecked() and view.canvas_box.isEnabled()
     transformer = {lv.id for lv in core.load_preset("transformer").levels}
-    assert set(scene.nodes) == transformer
-    assert scene.nodes["attn1"].pos().y() == scene.axis.y_inf
-    assert scene.nodes["ffn1"].pos().y() == scene.axis.y_frozen
     assert set(view.spectrum.items) == transformer and view.spectrum.has_data()
     assert "appended to its context" in view.status.text()
+    assert set(scene.nodes) == before and studio.document.path is None
 
     with qtbot.waitSignal(view.stepped, timeout=JOB_TIMEOUT_MS):
         view.findChild(type(view.radios["nsam"]), "lesson1Nsam").click()
-    assert set(scene.nodes) == {"fast", "cms_mid", "cms_slow", "frozen"}
-    assert scene.nodes["cms_mid"].pos().y() == scene.axis.y_for("mlp", 16)
-    assert scene.nodes["cms_slow"].pos().y() > scene.nodes["cms_mid"].pos().y()
     assert "measured peak 1/16" in view.status.text()
     assert "measured peak 1/64" in view.status.text()
+    assert set(scene.nodes) == before
+    assert not [c for c in dialogs.calls if c[0] in ("question", "ask_save_changes")]
     first = view.spectrum.spectra["cms_mid"][1].copy()
 
     click(view, qtbot, "Next")  # another batch: the mean spectrum moves
-    assert len(view.measurements) == 2 and "2 batches" in view.step_text.text()
+    assert len(view.core.measurements) == 2 and "2 batches" in view.step_text.text()
     assert not np.allclose(view.spectrum.spectra["cms_mid"][1], first)
     click(view, qtbot, "Back")
-    assert len(view.measurements) == 1
+    assert view.core.step_count == 1
     np.testing.assert_allclose(view.spectrum.spectra["cms_mid"][1], first)
     click(view, qtbot, "Next")
     click(view, qtbot, "Reset")
-    assert len(view.measurements) == 1
+    assert view.core.step_count == 1
 
+
+def _tick_canvas_box(view, qtbot) -> None:
+    box = view.findChild(type(view.canvas_box), "lesson1Canvas")
+    box.click()
+
+
+def test_lesson_1_asks_before_replacing_an_unmodified_project(studio, qtbot):
+    """Even an unmodified project is the user's: ticking the box asks, and No keeps it."""
+    scene, dialogs = studio.scene, studio.dialogs
+    view = open_lesson(studio, qtbot, 1)
+    idle(view, qtbot)
+    before = set(scene.nodes)
+    assert studio.document.is_clean
+    dialogs.answer = False
+    _tick_canvas_box(view, qtbot)
+    questions = [c for c in dialogs.calls if c[0] == "question"]
+    assert len(questions) == 1 and "No keeps your project" in questions[0][2]
+    assert set(scene.nodes) == before and not view.canvas_box.isChecked()
+    assert "still shows your project" in view.status.text()
+
+    dialogs.clear()
+    dialogs.answer = True
+    _tick_canvas_box(view, qtbot)
+    transformer = {lv.id for lv in core.load_preset("transformer").levels}
+    assert [c[0] for c in dialogs.calls] == ["question"]
+    assert set(scene.nodes) == transformer and view.canvas_box.isChecked()
+    assert scene.nodes["attn1"].pos().y() == scene.axis.y_inf
+    assert scene.nodes["ffn1"].pos().y() == scene.axis.y_frozen
+
+    # the canvas now shows the lesson's own, unedited copy: switching follows without asking
+    dialogs.clear()
+    with qtbot.waitSignal(view.stepped, timeout=JOB_TIMEOUT_MS):
+        view.radios["nsam"].click()
+    assert set(scene.nodes) == {"fast", "cms_mid", "cms_slow", "frozen"}
+    assert scene.nodes["cms_mid"].pos().y() == scene.axis.y_for("mlp", 16)
+    assert scene.nodes["cms_slow"].pos().y() > scene.nodes["cms_mid"].pos().y()
+    assert not dialogs.calls
+
+    # ... until the user edits it: then it is theirs again, and the lesson asks
+    studio.document.edit("Rename", lambda d: d.update(name="Mine"))
+    studio.document.undo_stack.setClean()  # saved, say: unmodified but edited
+    dialogs.answer = False
     with qtbot.waitSignal(view.stepped, timeout=JOB_TIMEOUT_MS):
         view.radios["transformer"].click()
-    assert set(scene.nodes) == transformer
+    assert [c[0] for c in dialogs.calls] == ["question"]
+    assert studio.document.name == "Mine" and not view.canvas_box.isChecked()
+
+
+def test_lesson_1_keeps_a_project_that_is_training(studio, qtbot):
+    view = open_lesson(studio, qtbot, 1)
+    idle(view, qtbot)
+    before = set(studio.scene.nodes)
+    studio.document.set_locked(True, "a run is training it")
+    try:
+        _tick_canvas_box(view, qtbot)
+    finally:
+        studio.document.set_locked(False)
+    assert not studio.dialogs.calls and set(studio.scene.nodes) == before
+    assert not view.canvas_box.isChecked()
+    assert "(a run is training it)" in view.status.text()
+
+
+def test_lesson_1_asks_before_replacing_a_modified_project(studio, qtbot):
+    scene, dialogs = studio.scene, studio.dialogs
+    view = open_lesson(studio, qtbot, 1)
+    idle(view, qtbot)
+    studio.document.edit("Rename", lambda d: d.update(name="Work in progress"))
+    before = set(scene.nodes)
+    dialogs.answer = False  # "No": keep my project
+    _tick_canvas_box(view, qtbot)
+    questions = [c for c in dialogs.calls if c[0] == "question"]
+    assert len(questions) == 1 and "unsaved changes" in questions[0][2]
+    assert "Work in progress" in questions[0][2]
+    assert not dialogs.asked_to_save and set(scene.nodes) == before
+    assert not studio.document.is_clean and studio.document.name == "Work in progress"
+
+    dialogs.clear()
+    dialogs.answer = True  # "Yes", then the window's own save question: Discard
+    _tick_canvas_box(view, qtbot)
+    assert [c[0] for c in dialogs.calls] == ["question", "ask_save_changes"]
+    assert set(scene.nodes) == {lv.id for lv in core.load_preset("transformer").levels}
 
 
 def test_lesson_2_steps_back_and_resets(studio, qtbot):
@@ -140,11 +231,11 @@ def test_lesson_2_steps_back_and_resets(studio, qtbot):
     assert len(view.loss_curve.getData()[1]) == 3
     view.proximal_box.setChecked(True)
     assert "max |difference|" in view.status.text()
-    np.testing.assert_allclose(memory.data, view.lesson.current.proximal.astype(np.float32))
+    np.testing.assert_allclose(memory.data, view.core.current.proximal.astype(np.float32))
     click(view, qtbot, "Back")
     np.testing.assert_array_equal(memory.data, after_one)
     click(view, qtbot, "Reset")
-    assert not memory.data.any() and view.lesson.step_count == 0
+    assert not memory.data.any() and view.core.step_count == 0
 
 
 def test_lesson_3_steps_runs_and_resets(studio, qtbot):
@@ -169,14 +260,14 @@ def test_lesson_3_steps_runs_and_resets(studio, qtbot):
     view.findChild(type(view.shared_box), "lesson3Shared").setChecked(True)
     assert "the same for all" in view.memory_cells[0]._text
     np.testing.assert_allclose(view.memory_cells[0].data,
-                               view.lesson.regression.stream[-1].numpy().astype(np.float32))
+                               view.core.regression.stream[-1].numpy().astype(np.float32))
     assert not np.array_equal(view.memory_cells[1].data, own)  # Adam's m of the shared stream
 
     view.findChild(QPushButton, "lesson3Run").click()
-    qtbot.waitUntil(lambda: view.lesson.done, timeout=JOB_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: view.core.done, timeout=JOB_TIMEOUT_MS)
     qtbot.waitUntil(lambda: not view.timer.isActive(), timeout=5000)
     assert "least" in view.status.text()
-    assert len(view.loss_curves["sgd"].getData()[0]) == view.lesson.total_steps + 1
+    assert len(view.loss_curves["sgd"].getData()[0]) == view.core.total_steps + 1
     click(view, qtbot, "Reset")
     assert len(view.paths["sgd"].getData()[0]) == 1
 
@@ -195,12 +286,36 @@ def test_lesson_4_shows_zero_difference_for_both_rules(studio, qtbot):
     np.testing.assert_array_equal(view.cells["level"].data, first)
     with qtbot.waitSignal(view.stepped):
         view.findChild(type(view.rule_group.buttons()[1]), "lesson4RuleDelta").click()
-    assert view.rule == "delta" and view.lesson.step_count == 0
+    assert view.rule == "delta" and view.core.step_count == 0
     click(view, qtbot, "Next")
     assert "½‖Mk − v‖²" in view.cells["update"]._text
-    assert view.lesson.current.max_diff < 1e-13
+    assert view.core.current.max_diff < 1e-13
     click(view, qtbot, "Reset")
-    assert view.lesson.step_count == 0 and "token 0" in view.step_text.text()
+    assert view.core.step_count == 0 and "token 0" in view.step_text.text()
+
+
+def test_lesson_5_opens_on_its_first_stage_and_each_stage_says_its_own(studio, qtbot):
+    """Issue 16 item 10: the story starts where it starts (a fact is shown), and the text
+    under the buttons is what was measured at the stage shown, a different one at each."""
+    view = open_lesson(studio, qtbot, 5)
+    qtbot.waitUntil(lambda: view.result is not None and not view.busy(),
+                    timeout=JOB_TIMEOUT_MS)
+    result = view.result
+    assert "step 0 of" in view.step_text.text()
+    assert "a fact is shown once" in view.step_text.text()
+    assert not len(view.delay_curves["none"].getData()[0] or [])
+    assert not view.ablation.has_data() and not view.ablation.view.isVisibleTo(view)
+    assert not view.back_button.isEnabled() and view.next_button.isEnabled()
+    texts = [view.status.text()]
+    assert texts[0] == describe_stage(result, 0)
+    while view.next_button.isEnabled():
+        click(view, qtbot, "Next")
+        texts.append(view.status.text())
+        assert view.ablation.view.isVisibleTo(view)
+    assert len(texts) == result.stages and len(set(texts)) == len(texts)
+    for stage, text in enumerate(texts):
+        assert text == describe_stage(result, stage)
+    assert f"{result.delay.delays[0]} tokens after it was shown" in texts[1]
 
 
 def test_lesson_5_trains_in_the_background_and_steps(studio, qtbot):
@@ -210,12 +325,14 @@ def test_lesson_5_trains_in_the_background_and_steps(studio, qtbot):
     assert not running_threads()
     result = view.result
     assert result.trained_steps >= 1
+    assert view.silence_combo.currentData() == "cms_slow"
+    for _ in range(result.stages - 1):  # the whole story
+        click(view, qtbot, "Next")
     assert "training steps" in view.status.text() and "%" in view.status.text()
     assert view.ablation.has_data() and view.ablation.names == result.level_ids
     full = view.delay_curves["none"].getData()[1]
     np.testing.assert_allclose(full, result.delay.table[0])
     assert len(view.return_curves["relearned"].getData()[0]) == len(result.returns.gaps)
-    assert view.silence_combo.currentData() == "cms_slow"
 
     click(view, qtbot, "Back")  # the return is hidden again
     assert view.return_curves["relearned"].getData()[0] is None or \
@@ -230,10 +347,12 @@ def test_lesson_5_trains_in_the_background_and_steps(studio, qtbot):
     click(view, qtbot, "Next")
     assert len(view.delay_curves["none"].getData()[0]) == 1
 
+    # Train more: the trainer resumes its run; the stage shown stays where the user is
     with qtbot.waitSignal(view.stepped, timeout=JOB_TIMEOUT_MS):
         view.findChild(QPushButton, "lesson5Train").click()
     qtbot.waitUntil(lambda: not view.busy(), timeout=JOB_TIMEOUT_MS)
     assert view.result.trained_steps == result.trained_steps + 1
+    assert "step 1 of" in view.step_text.text()
     view.close()
     assert not running_threads()
 
@@ -290,6 +409,7 @@ def test_theme_switch_restyles_open_lessons(studio, qtbot):
 def test_closing_the_window_stops_lesson_5(qtbot, tmp_path, monkeypatch, fake_dialogs):
     monkeypatch.setattr(loop_view, "CONFIG", LoopConfig(train_steps=50, return_rows=2,
                                                         max_gap=2))
+    monkeypatch.setattr(loop_view, "_SHARED", {})
     window = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     window.dialogs = fake_dialogs()
     qtbot.addWidget(window)

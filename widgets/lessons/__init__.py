@@ -1,6 +1,10 @@
 """The lessons in the main window: Help → Lessons (one action per lesson, ``action_lesson_<n>``),
 the welcome page, and one window per lesson.
 
+The lessons are those of the one registry, ``nlstudio.lessons.LESSONS``; lesson ``n``'s view
+is the class ``info.view`` (its core's name with "View" for "Lesson") in this package's module
+``info.key``, the same name as its core's module (:func:`view_class`).
+
     manager = install_lessons(window)        # called by nlstudio.app.create_main_window
     manager.open(3)                           # the lesson 3 window (created once, then raised)
     manager.show_welcome()
@@ -20,21 +24,15 @@ import traceback
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QMenu, QWidget
 
-from nlstudio.lessons import LESSONS
-
-#: lesson number -> (module in this package, class name)
-VIEWS: dict[int, tuple[str, str]] = {
-    1: ("spectrum", "SpectrumLesson"),
-    2: ("associative", "AssociativeLesson"),
-    3: ("optimizers", "OptimizersLesson"),
-    4: ("attention_gd", "AttentionGDLesson"),
-    5: ("memory_loop", "MemoryLoopLesson"),
-}
+from nlstudio.app import DEFAULT_PRESET
+from nlstudio.lessons import LESSONS, lesson_info
+from nlstudio.widgets.lessons.welcome import WelcomeDialog, wants_welcome
 
 
-def lesson_class(number: int):
-    module, name = VIEWS[number]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+def view_class(number: int) -> type:
+    """The view class of lesson ``number`` (its module is imported on first use)."""
+    info = lesson_info(number)
+    return getattr(importlib.import_module(f"{__name__}.{info.key}"), info.view)
 
 
 class LessonManager(QObject):
@@ -52,7 +50,7 @@ class LessonManager(QObject):
         view = self.windows.get(number)
         if view is None:
             try:
-                view = lesson_class(number)(self.window)
+                view = view_class(number)(self.window)
             except Exception as exc:  # never a traceback in front of the user
                 traceback.print_exc(file=sys.stderr)
                 self.window.dialogs.error("Could not open the lesson",
@@ -65,8 +63,6 @@ class LessonManager(QObject):
         return view
 
     def show_welcome(self):
-        from nlstudio.widgets.lessons.welcome import WelcomeDialog
-
         if self.welcome is None:
             self.welcome = WelcomeDialog(self.window, self.window.settings, self.open,
                                          self.open_default_project)
@@ -80,8 +76,6 @@ class LessonManager(QObject):
             self.show_welcome()
 
     def open_default_project(self) -> bool:
-        from nlstudio.app import DEFAULT_PRESET
-
         return bool(self.window.open_preset(DEFAULT_PRESET))
 
     def stop_background_work(self) -> bool:
@@ -94,8 +88,6 @@ class LessonManager(QObject):
 def install_lessons(window, show_welcome: bool | None = None) -> LessonManager:
     """Add Help → Lessons (and the welcome page) to ``window``; returns the manager, also
     kept as ``window.lessons``."""
-    from nlstudio.widgets.lessons.welcome import wants_welcome
-
     manager = LessonManager(window)
     window.lessons = manager
     help_menu = window.menuBar().findChild(QMenu, "helpMenu")
@@ -127,4 +119,4 @@ def install_lessons(window, show_welcome: bool | None = None) -> LessonManager:
     return manager
 
 
-__all__ = ["install_lessons", "LessonManager", "VIEWS", "lesson_class"]
+__all__ = ["install_lessons", "LessonManager", "view_class"]

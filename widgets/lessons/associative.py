@@ -7,14 +7,13 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QWidget
 
 from nlstudio.lessons.associative import AssocStep, AssociativeMemoryLesson
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import (Heatmap, LessonWindow, integer_ticks, new_plot,
+from nlstudio.widgets.lessons.base import (Heatmap, LessonView, integer_ticks, new_plot,
                                            shared_level, style_markers, style_plot)
 
 ETAS = (0.1, 0.5, 1.0)
 
 
-class AssociativeLesson(LessonWindow):
-    number = 2
+class AssociativeMemoryView(LessonView):
 
     def intro(self) -> str:
         return ("A 6×6 layer W learns six input → target pairs, one per step. The gradient of "
@@ -25,8 +24,8 @@ class AssociativeLesson(LessonWindow):
 
     def __init__(self, host: QWidget | None = None) -> None:
         super().__init__(host)
-        self.lesson = AssociativeMemoryLesson(eta=0.5)
-        self.step_buttons(self.back, self.next, self.reset)
+        self.core = AssociativeMemoryLesson(eta=0.5)
+        self.step_buttons()
         self.step_text = self.step_label()
         self.controls.addStretch(1)
         eta_label = QLabel("step size η", self)
@@ -74,19 +73,19 @@ class AssociativeLesson(LessonWindow):
     # ---- actions (Next/Back/Reset: LessonWindow's) ---------------------------------------------
     def _new_eta(self) -> None:
         eta = float(self.eta_combo.currentData())
-        self.lesson = AssociativeMemoryLesson(eta=eta)
+        self.core = AssociativeMemoryLesson(eta=eta)
         self.redraw()
 
     # ---- drawing ---------------------------------------------------------------------------------
     def redraw(self) -> None:
-        step: AssocStep | None = self.lesson.current
+        step: AssocStep | None = self.core.current
         proximal = self.proximal_box.isChecked()
         self.back_button.setEnabled(step is not None)
-        n = self.lesson.pairs
+        n = self.core.pairs
         if step is None:
             for key in ("x", "target", "recall", "surprise", "write"):
                 self.cells[key].set(None)
-            self.cells["memory"].set(self.lesson.memory())
+            self.cells["memory"].set(self.core.memory())
             self.cells["memory"].set_title("memory W<sub>0</sub> = 0")
             self.step_text.setText(f"0 writes · {n} pairs to learn")
             self.status.setText("Press Next to show the first pair.")
@@ -110,7 +109,7 @@ class AssociativeLesson(LessonWindow):
                          f"{step.proximal_gap:.1e} (float64); gradient of the objective at "
                          f"the solution {step.proximal_residual:.1e}.")
             self.status.setText(text)
-        losses = self.lesson.losses()
+        losses = self.core.losses()
         self.loss_curve.setData(np.arange(len(losses)), losses)
         self.loss_plot.setXRange(0, max(len(losses) - 1, n), padding=0.02)
         integer_ticks(self.loss_plot, max(len(losses) - 1, n))

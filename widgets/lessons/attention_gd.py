@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QButtonGroup, QComboBox, QLabel, QRadioButton, QWi
 
 from nlstudio.lessons.attention_gd import GradientStepLesson, TokenStep
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import (Heatmap, LessonWindow, integer_ticks, new_plot,
+from nlstudio.widgets.lessons.base import (Heatmap, LessonView, integer_ticks, new_plot,
                                            shared_level, style_markers, style_plot)
 from nlstudio.widgets.plots.base import pen
 
@@ -19,8 +19,7 @@ RULE_TEXT = {
 }
 
 
-class AttentionGDLesson(LessonWindow):
-    number = 4
+class GradientStepView(LessonView):
 
     def intro(self) -> str:
         return ("Linear attention writes v kᵀ into a matrix memory M at every token; that is "
@@ -31,9 +30,10 @@ class AttentionGDLesson(LessonWindow):
 
     def __init__(self, host: QWidget | None = None) -> None:
         super().__init__(host)
-        self.lessons = {rule: GradientStepLesson(rule) for rule in RULE_TEXT}
+        self.cores = {rule: GradientStepLesson(rule) for rule in RULE_TEXT}
         self.rule = "linear_attention"
-        self.step_buttons(self.back, self.next, self.reset, "Next token ▶")
+        self.core = self.cores[self.rule]
+        self.step_buttons("Next token ▶")
         self.step_text = self.step_label()
         self.controls.addStretch(1)
         self.rule_group = QButtonGroup(self)
@@ -48,7 +48,7 @@ class AttentionGDLesson(LessonWindow):
         self.head_combo = QComboBox(self)
         self.head_combo.setObjectName(self.name("Head"))
         self.head_combo.setToolTip("Which head's memory to draw (the difference is over all)")
-        for h in range(self.lesson.heads):
+        for h in range(self.core.heads):
             self.head_combo.addItem(str(h + 1), h)
         self.head_combo.currentIndexChanged.connect(lambda _i: self._guarded(self.redraw))
         self.controls.addWidget(self.head_combo)
@@ -82,44 +82,41 @@ class AttentionGDLesson(LessonWindow):
         self.resize(1180, 620)
         self.redraw()
 
-    @property
-    def lesson(self) -> GradientStepLesson:
-        return self.lessons[self.rule]
-
     # ---- actions (Next/Back/Reset: LessonWindow's) ---------------------------------------------
     def set_rule(self, rule: str) -> None:
         self.rule = rule
+        self.core = self.cores[rule]
         self.redraw()
 
     # ---- drawing ---------------------------------------------------------------------------------
     def redraw(self) -> None:
-        lesson, step = self.lesson, self.lesson.current
+        core, step = self.core, self.core.current
         label, objective, eta_symbol = RULE_TEXT[self.rule]
         head = int(self.head_combo.currentData() or 0)
         self.back_button.setEnabled(step is not None)
-        self.next_button.setEnabled(not lesson.done)
+        self.next_button.setEnabled(not core.done)
         self.cells["update"].set_title(f"GD step −{eta_symbol}∇L, L = {objective}")
         self.cells["gd"].set_title(f"M<sub>t−1</sub> − {eta_symbol}∇L (autograd)")
         if step is None:
             for cell in self.cells.values():
                 cell.set(None)
-            self.cells["before"].set(lesson.state["M"][0, head].numpy())
-            self.step_text.setText(f"token 0 of {lesson.tokens}")
-            self.status.setText(f"{label} level from the {lesson.spec['id']} block of its "
-                                f"preset (d_model {lesson.d_model}, {lesson.heads} heads, "
-                                f"η = {lesson.eta:g}, float64). Press Next token.")
+            self.cells["before"].set(core.state["M"][0, head].numpy())
+            self.step_text.setText(f"token 0 of {core.tokens}")
+            self.status.setText(f"{label} level from the {core.spec['id']} block of its "
+                                f"preset (d_model {core.d_model}, {core.heads} heads, "
+                                f"η = {core.eta:g}, float64). Press Next token.")
         else:
             self._draw_step(step, head)
-        diffs = lesson.max_diffs()
+        diffs = core.max_diffs()
         floor = 10 ** -19  # an exact 0 is drawn at the bottom edge
         self.diff_curve.setData(np.arange(1, len(diffs) + 1), np.maximum(diffs, floor))
-        self.diff_plot.setXRange(0.5, lesson.tokens + 0.5, padding=0)
-        integer_ticks(self.diff_plot, lesson.tokens)
+        self.diff_plot.setXRange(0.5, core.tokens + 0.5, padding=0)
+        integer_ticks(self.diff_plot, core.tokens)
         self.apply_colors()
         self.changed()
 
     def _draw_step(self, step: TokenStep, head: int) -> None:
-        lesson = self.lesson
+        core = self.core
         vec = shared_level(step.key[head], step.value[head])
         self.cells["key"].set(step.key[head][:, None], vec)
         self.cells["value"].set(step.value[head][:, None], vec)
@@ -132,7 +129,7 @@ class AttentionGDLesson(LessonWindow):
         self.cells["diff"].set(diff, max(float(np.abs(diff).max()), 1e-300) if diff.any()
                                else 1e-16)
         eta = step.eta[head]
-        self.step_text.setText(f"token {step.number} of {lesson.tokens}")
+        self.step_text.setText(f"token {step.number} of {core.tokens}")
         self.status.setText(
             f"Step size {eta:.4g} (head {head + 1}). Max |level − GD| over all heads: "
             f"{step.max_diff:.1e}; the level's output vs reading M<sub>GD</sub> q: "

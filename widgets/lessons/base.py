@@ -2,8 +2,11 @@
 a status line), Back / Next / Reset buttons, small signed heatmaps, embedded plot docks, and
 background jobs that never outlive the window.
 
-A lesson window is a non-modal top-level window owned by the main window (it closes with
-it). Its computations live in ``nlstudio.lessons``; the view only calls them and draws.
+A lesson view is a non-modal top-level window owned by the main window (it closes with
+it). Its computations live in its core (``self.core``, a ``nlstudio.lessons.LessonCore`` from
+the module of the same name in ``nlstudio.lessons``); the view only steps the core and draws.
+Which lesson a view shows comes from the one registry, ``nlstudio.lessons.LESSONS``, by its
+module's name.
 """
 from __future__ import annotations
 
@@ -18,22 +21,35 @@ from PySide6.QtGui import QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QPushButton, QVBoxLayout,
                                QWidget)
 
-from nlstudio.lessons import lesson_info
+from nlstudio.lessons import LessonInfo, lesson_by_key
 from nlstudio.widgets import theme
 from nlstudio.widgets.plots.base import (PlotDock, SymmetricColorBar, nice_ceil, pen,
                                          style_plot)
 from nlstudio.widgets.worker import FunctionJob
 
 
-class LessonWindow(QWidget):
-    """The frame of lesson ``number``: subclasses fill ``controls`` and ``body``."""
+class LessonView(QWidget):
+    """The frame of a lesson: subclasses set ``self.core`` and fill ``controls`` and
+    ``body``. The lesson is the registry entry whose ``key`` is the subclass's module name."""
 
-    number = 0
     stepped = Signal()  # after every change of what the lesson shows
+    #: True when the core's ``next()`` computes for longer than a frame: Next then runs it in
+    #: a worker thread (the buttons wait for it) instead of on the GUI thread.
+    background_next = False
+
+    @classmethod
+    def lesson(cls) -> LessonInfo:
+        return lesson_by_key(cls.__module__.rsplit(".", 1)[-1])
+
+    @property
+    def number(self) -> int:
+        return self.info.number
 
     def __init__(self, host: QWidget | None = None) -> None:
         super().__init__(host, Qt.WindowType.Window)
-        info = lesson_info(self.number)
+        self.info = info = self.lesson()
+        self.core = None  # the lesson's LessonCore (set by the subclass)
+        self.back_button = self.next_button = self.reset_button = None  # step_buttons()
         self.host = host
         self.setObjectName(f"lesson{self.number}Window")
         self.setWindowTitle(f"Lesson {self.number} · {info.title}")
@@ -92,11 +108,13 @@ class LessonWindow(QWidget):
         self.controls.addWidget(button)
         return button
 
-    def step_buttons(self, back: Callable, next_: Callable, reset: Callable,
-                     next_text: str = "Next ▶") -> None:
-        self.back_button = self.button("◀ Back", "Back", back, "Undo the last step", "Left")
-        self.next_button = self.button(next_text, "Next", next_, "Take the next step", "Right")
-        self.reset_button = self.button("Reset", "Reset", reset, "Start over", "Home")
+    def step_buttons(self, next_text: str = "Next ▶") -> None:
+        """◀ Back, Next ▶ and Reset, wired to :meth:`back`, :meth:`next`, :meth:`reset`."""
+        self.back_button = self.button("◀ Back", "Back", self.back, "Undo the last step",
+                                       "Left")
+        self.next_button = self.button(next_text, "Next", self.next, "Take the next step",
+                                       "Right")
+        self.reset_button = self.button("Reset", "Reset", self.reset, "Start over", "Home")
 
     def step_label(self) -> QLabel:
         label = QLabel("", self)
@@ -127,19 +145,42 @@ class LessonWindow(QWidget):
     def changed(self) -> None:
         self.stepped.emit()
 
-    # ---- stepping: lessons whose core object (``self.lesson``) steps itself ------------------
+    # ---- stepping the core (LessonCore) ------------------------------------------------------
     def next(self) -> None:
-        if not getattr(self.lesson, "done", False):
-            self.lesson.next()
+        """One step of the core (in a worker thread when ``background_next``); Next, Back and
+        Reset wait while a background job runs."""
+        if self.core is None or self.core.done or self._stepping():
+            return
+        if self.background_next:
+            self.set_stepping(True)
+            self.start_job(self.core.next, lambda _result: self._stepped(), "next")
+            return
+        self.core.next()
         self.redraw()
 
     def back(self) -> None:
-        self.lesson.back()
-        self.redraw()
+        if self.core is not None and not self._stepping():
+            self.core.back()
+            self.redraw()
 
     def reset(self) -> None:
-        self.lesson.reset()
+        if self.core is not None and not self._stepping():
+            self.core.reset()
+            self.redraw()
+
+    def _stepping(self) -> bool:
+        """A background step is computing (the core must not be stepped meanwhile)."""
+        return self.background_next and self.busy()
+
+    def _stepped(self) -> None:
+        self.set_stepping(False)
         self.redraw()
+
+    def set_stepping(self, busy: bool) -> None:
+        """Buttons off while a step computes in the background (subclasses add theirs)."""
+        for button in (self.back_button, self.next_button, self.reset_button):
+            if button is not None:
+                button.setEnabled(not busy)
 
     def redraw(self) -> None:
         """Draw what the lesson shows now (subclasses)."""
@@ -175,7 +216,7 @@ class BackgroundJob:
     """One :class:`FunctionJob` whose result (or error) reaches ``done`` on the GUI thread;
     an error is shown in the lesson's status line."""
 
-    def __init__(self, lesson: LessonWindow, fn: Callable[[], object],
+    def __init__(self, lesson: LessonView, fn: Callable[[], object],
                  done: Callable[[object], None], name: str) -> None:
         self.lesson = lesson
         self.finished = False
@@ -329,5 +370,5 @@ def new_plot(layout: pg.GraphicsLayout, row: int, col: int, palette: theme.Palet
 
 
 
-__all__ = ["LessonWindow", "BackgroundJob", "Heatmap", "embed_dock", "new_plot",
+__all__ = ["LessonView", "BackgroundJob", "Heatmap", "embed_dock", "new_plot",
            "shared_level", "style_markers", "style_plot", "integer_ticks"]

@@ -1,6 +1,10 @@
 """Lesson 5 view: on the real NSAM kv_stream model, recall by delay with each level silenced
 (the level × delay view and one curve per silenced level), then the return of a mapping: what
-was still held, and how fast it is relearned with and without the slow level."""
+was still held, and how fast it is relearned with and without the slow level.
+
+The core trains the model through the real trainer in a worker thread (the GUI polls the job's
+progress and never waits for it, except to join it when the window closes, after asking it to
+stop). The story opens on its first stage, the fact being shown; Next moves it on."""
 from __future__ import annotations
 
 import math
@@ -12,7 +16,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QWid
 
 from nlstudio.lessons import memory_loop as core
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import LessonWindow, embed_dock, new_plot, style_plot
+from nlstudio.widgets.lessons.base import LessonView, embed_dock, new_plot, style_plot
 from nlstudio.widgets.plots.ablation import AblationDock
 from nlstudio.widgets.plots.base import pen
 
@@ -20,18 +24,17 @@ from nlstudio.widgets.plots.base import pen
 CONFIG = core.LoopConfig()
 POLL_MS = 100
 _SHARED: dict[core.LoopConfig, core.MemoryLoopLesson] = {}
-_RESULTS: dict[core.LoopConfig, core.LoopResult] = {}
 
 
 def shared_lesson(config: core.LoopConfig) -> core.MemoryLoopLesson:
-    """One model per setup and session: reopening the lesson keeps what it learned."""
+    """One model per setup and session: reopening the lesson keeps what it learned. Built on
+    first use by the worker thread (it loads the preset and builds the task)."""
     if config not in _SHARED:
         _SHARED[config] = core.MemoryLoopLesson(config)
     return _SHARED[config]
 
 
-class MemoryLoopLesson(LessonWindow):
-    number = 5
+class MemoryLoopView(LessonView):
 
     def intro(self) -> str:
         return ("Facts are shown once; the stream moves on and each level forgets at its own "
@@ -45,11 +48,12 @@ class MemoryLoopLesson(LessonWindow):
                  config: core.LoopConfig | None = None) -> None:
         super().__init__(host)
         self.config = config or CONFIG
-        self.core: core.MemoryLoopLesson | None = None
-        self.result: core.LoopResult | None = _RESULTS.get(self.config)
-        self.progress: core.Progress | None = None
-        self.step = 0
-        self.step_buttons(self.back, self.next, self.reset)
+        self.core: core.MemoryLoopLesson | None = _SHARED.get(self.config)
+        if self.core is not None:
+            self.core.reset()  # a new window opens on the first stage
+        self.result: core.LoopResult | None = None  # what the plots show
+        self.job: core.LoopJob | None = None
+        self.step_buttons()
         self.step_text = self.step_label()
         self.train_button = self.button(f"Train {self.config.train_steps} more steps", "Train",
                                         self.train_more, "Continue training, then measure "
@@ -95,7 +99,7 @@ class MemoryLoopLesson(LessonWindow):
         self.ablation.setObjectName(self.name("Ablation"))
         row.addWidget(self.ablation, 2)
         self.resize(1240, 760)
-        self._show_result(self.result)
+        self._show_result(self.core.result if self.core is not None else None)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().showEvent(event)
@@ -108,19 +112,18 @@ class MemoryLoopLesson(LessonWindow):
         if self.busy():
             return
         config = self.config
-        self.progress = progress = core.Progress(total=steps)
+        self.job = job = core.LoopJob(total=steps)
         self.bar.setRange(0, max(steps, 1))
         self.bar.setValue(0)
         self.bar.setVisible(True)
         self.bar.setFormat("building the model…")
         self.train_button.setEnabled(False)
-        self.status.setText(f"Training the NSAM for {steps} steps on its own task batches, then "
-                            "measuring recall by delay and on return, each level silenced in "
-                            "turn (a few seconds)…")
+        self.status.setText(f"Training the NSAM for {steps} steps with the lab's trainer on its "
+                            "own task batches, then measuring recall by delay and on return, "
+                            "each level silenced in turn (a few seconds)…")
 
         def work() -> core.LoopResult | None:
-            lesson = shared_lesson(config)
-            return lesson.run(steps, progress)
+            return shared_lesson(config).run(steps, job)
 
         self.start_job(work, self._finished, "train")
         self.poll.start()
@@ -129,7 +132,7 @@ class MemoryLoopLesson(LessonWindow):
         self.start(self.config.train_steps)
 
     def _show_progress(self) -> None:
-        progress = self.progress
+        progress = self.job
         if progress is None:
             return
         if progress.phase == "training":
@@ -146,35 +149,18 @@ class MemoryLoopLesson(LessonWindow):
         self.poll.stop()
         self.train_button.setEnabled(True)
         self.bar.setVisible(False)
+        self.core = _SHARED.get(self.config)
         if result is None:
-            if self.progress is not None and self.progress.stop.is_set():
+            if self.job is not None and self.job.stopped:
                 self.status.setText("Training was stopped; press Train to go on.")
             return
-        _RESULTS[self.config] = result
         self._show_result(result)
 
     def shutdown(self) -> None:
-        if self.progress is not None:
-            self.progress.stop.set()
+        if self.job is not None:
+            self.job.stop()
         self.poll.stop()
         super().shutdown()
-
-    # ---- stepping through the story ------------------------------------------------------------
-    @property
-    def last_step(self) -> int:
-        return 0 if self.result is None else len(self.result.delay.delays) + 1
-
-    def next(self) -> None:
-        self.step = min(self.step + 1, self.last_step)
-        self.redraw()
-
-    def back(self) -> None:
-        self.step = max(self.step - 1, 0)
-        self.redraw()
-
-    def reset(self) -> None:
-        self.step = 0
-        self.redraw()
 
     def _show_result(self, result: core.LoopResult | None) -> None:
         self.result = result
@@ -193,7 +179,6 @@ class MemoryLoopLesson(LessonWindow):
         self.silence_combo.blockSignals(False)
         self.ablation.level_order = list(result.level_ids)
         self._make_curves(result)
-        self.step = self.last_step  # the whole story; Back / Next replay it
         self.redraw()
 
     def _make_curves(self, result: core.LoopResult) -> None:
@@ -237,16 +222,18 @@ class MemoryLoopLesson(LessonWindow):
     # ---- drawing ---------------------------------------------------------------------------------
     def redraw(self) -> None:
         result = self.result
-        self.back_button.setEnabled(result is not None and self.step > 0)
-        self.next_button.setEnabled(result is not None and self.step < self.last_step)
-        self.reset_button.setEnabled(result is not None)
+        stage = self.core.step_count if self.core is not None and result is not None else 0
+        last = result.stages - 1 if result is not None else 0
+        self.back_button.setEnabled(result is not None and stage > 0)
+        self.next_button.setEnabled(result is not None and stage < last)
+        self.reset_button.setEnabled(result is not None and stage > 0)
         self.silence_combo.setEnabled(result is not None)
         if result is None:
             self.step_text.setText("")
             self.changed()
             return
         d = result.delay
-        shown = min(self.step, len(d.delays))
+        shown = min(stage, len(d.delays))
         x = np.log2(d.delays[:shown].astype(float))
         for i, name in enumerate(d.names):
             self.delay_curves[name].setData(x, d.table[i, :shown])
@@ -265,17 +252,19 @@ class MemoryLoopLesson(LessonWindow):
             self.ablation.clear()
             self.ablation.dirty = False
             self.ablation.redraw()
-            self.ablation.set_message("The fact has just been shown.")
-        self._draw_return(result, self.step > len(d.delays))
-        if self.step == 0:
+            self.ablation.set_message("The fact has just been shown: nothing is lost yet. "
+                                      "Next moves the stream on.")
+        self.ablation.view.setVisible(shown > 0)  # an empty grid would show made-up axes
+        self._draw_return(result, stage > len(d.delays))
+        if stage == 0:
             where = "a fact is shown once"
-        elif self.step <= len(d.delays):
+        elif stage <= len(d.delays):
             where = f"the stream has moved on {d.delays[shown - 1]} tokens"
         else:
             where = "the mapping returns"
-        self.step_text.setText(f"step {self.step} of {self.last_step}: {where} · model "
+        self.step_text.setText(f"step {stage} of {last}: {where} · model "
                                f"trained {result.trained_steps} steps")
-        self.status.setText(core.describe(result))
+        self.status.setText(core.describe_stage(result, stage))
         self.changed()
 
     def _draw_return(self, result: core.LoopResult, visible: bool) -> None:

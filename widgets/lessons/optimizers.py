@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxL
 from nlstudio.catalog import OPTIMIZERS
 from nlstudio.lessons.optimizers import OptimizerLesson
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import (Heatmap, LessonWindow, integer_ticks, new_plot,
+from nlstudio.widgets.lessons.base import (Heatmap, LessonView, integer_ticks, new_plot,
                                            style_plot)
 from nlstudio.widgets.plots.base import pen
 
@@ -32,8 +32,7 @@ def _blend(a: str, b: str, t: float) -> tuple[int, int, int]:
             round(ca.blue() + (cb.blue() - ca.blue()) * t))
 
 
-class OptimizersLesson(LessonWindow):
-    number = 3
+class OptimizerView(LessonView):
 
     def intro(self) -> str:
         return ("An optimizer keeps a state, and that state is a memory of the gradients it has "
@@ -45,9 +44,9 @@ class OptimizersLesson(LessonWindow):
 
     def __init__(self, host: QWidget | None = None) -> None:
         super().__init__(host)
-        self.lesson = OptimizerLesson()
-        self.names = list(self.lesson.names)
-        self.step_buttons(self.back, self.next, self.reset, "Step ▶")
+        self.core = OptimizerLesson()
+        self.names = list(self.core.names)
+        self.step_buttons("Step ▶")
         self.run_button = self.button("Run", "Run", self.toggle_run,
                                       "Step continuously to the end")
         self.run_button.setCheckable(True)
@@ -100,14 +99,14 @@ class OptimizersLesson(LessonWindow):
             self.loss_curves[name] = self.loss_plot.plot([], [])
             self.legend.addItem(self.loss_curves[name], SHORT.get(name, name))
         self.switches: list[tuple[pg.InfiniteLine, pg.TextItem]] = []
-        for k, at in enumerate(self.lesson.regression.boundaries()):
+        for k, at in enumerate(self.core.regression.boundaries()):
             line = pg.InfiniteLine(pos=at, angle=90, movable=False)
             label = pg.TextItem(f"task {k + 2}", anchor=(0, 0))
             self.loss_plot.addItem(line)
             self.loss_plot.addItem(label, ignoreBounds=True)
             self.switches.append((line, label))
-        self.loss_plot.setXRange(0, self.lesson.total_steps, padding=0.03)
-        integer_ticks(self.loss_plot, self.lesson.total_steps)
+        self.loss_plot.setXRange(0, self.core.total_steps, padding=0.03)
+        integer_ticks(self.loss_plot, self.core.total_steps)
 
         side = QVBoxLayout()
         side.setSpacing(2)
@@ -127,12 +126,12 @@ class OptimizersLesson(LessonWindow):
 
     # ---- landscape --------------------------------------------------------------------------
     def _land_title(self) -> str:
-        land = self.lesson.landscape.landscape
+        land = self.core.landscape.landscape
         return (f"ψ(r, θ), k = {land.k:g}, a = {land.a:g}, ω = {land.omega:g}: "
                 f"paths from ({land.start[0]:g}, {land.start[1]:g})")
 
     def _build_landscape(self) -> None:
-        land = self.lesson.landscape.landscape
+        land = self.core.landscape.landscape
         rs, ts, z = land.grid(160)
         self.field = np.log10(z.T + 1e-2)  # [r, θ]: ImageItem's default column-major order
         self.image = pg.ImageItem(self.field)
@@ -166,23 +165,17 @@ class OptimizersLesson(LessonWindow):
         self.start.setBrush(pg.mkBrush(p.plot_foreground))
         self.start.setPen(pg.mkPen(p.plot_background))
 
-    # ---- actions ------------------------------------------------------------------------------
-    def next(self) -> None:
-        self.lesson.step(1)
-        self.redraw()
-
+    # ---- actions (Next: LessonView's) ---------------------------------------------------------
     def back(self) -> None:
         self.stop_run()
-        self.lesson.back()
-        self.redraw()
+        super().back()
 
     def reset(self) -> None:
         self.stop_run()
-        self.lesson.reset()
-        self.redraw()
+        super().reset()
 
     def toggle_run(self) -> None:
-        if self.timer.isActive() or self.lesson.done:
+        if self.timer.isActive() or self.core.done:
             self.stop_run()
         else:
             self.timer.start()
@@ -195,10 +188,10 @@ class OptimizersLesson(LessonWindow):
         self.run_button.setText("Run")
 
     def _tick(self) -> None:
-        if not self.lesson.step(RUN_STEPS_PER_TICK):
-            self.stop_run()
+        for _ in range(RUN_STEPS_PER_TICK):
+            self.core.next()
         self.redraw()
-        if self.lesson.done:
+        if self.core.done:
             self.stop_run()
 
     def shutdown(self) -> None:
@@ -230,12 +223,12 @@ class OptimizersLesson(LessonWindow):
 
     def _draw_memory(self) -> None:
         name = self.memory_combo.currentData()
-        regression = self.lesson.regression
+        regression = self.core.regression
         if self.shared_box.isChecked():
-            memory = self.lesson.memory(name, "shared")
+            memory = self.core.memory(name, "shared")
             first = regression.stream[-1].numpy() if regression.stream else None
         else:
-            memory = self.lesson.memory(name)
+            memory = self.core.memory(name)
             first = regression.runners[name].param.numpy()
         arrays = [first, *[memory.get(key) for key in OPTIMIZERS[name].memory]]
         for cell, arr in zip(self.memory_cells, arrays):
@@ -243,9 +236,9 @@ class OptimizersLesson(LessonWindow):
 
     # ---- drawing ---------------------------------------------------------------------------------
     def redraw(self) -> None:
-        lesson = self.lesson
-        paths = lesson.landscape.paths()
-        losses = lesson.regression.first_task_loss()
+        core = self.core
+        paths = core.landscape.paths()
+        losses = core.regression.first_task_loss()
         p = self.palette_
         for i, name in enumerate(self.names):
             color = p.level_color(i)
@@ -265,17 +258,17 @@ class OptimizersLesson(LessonWindow):
             label.setColor(p.muted)
             label.setPos(line.value() + 1, top)
         self._draw_memory()
-        t, total = lesson.step_count, lesson.total_steps
-        task = lesson.regression.task_at(max(t - 1, 0)) + 1
+        t, total = core.step_count, core.total_steps
+        task = core.regression.task_at(max(t - 1, 0)) + 1
         self.step_text.setText(f"step {t} of {total} · regression task {task} of "
-                               f"{lesson.regression.setup.tasks}")
+                               f"{core.regression.setup.tasks}")
         self.back_button.setEnabled(t > 0)
-        self.next_button.setEnabled(not lesson.done)
-        values = lesson.landscape.values()
+        self.next_button.setEnabled(not core.done)
+        values = core.landscape.values()
         best = min(values, key=values.get)
         text = (f"ψ now: lowest {OPTIMIZERS[best].title} ({values[best]:.3g}), highest "
                 f"{OPTIMIZERS[max(values, key=values.get)].title} ({max(values.values()):.3g}).")
-        summary = lesson.summary()
+        summary = core.summary()
         self.status.setText(text + (" " + summary if summary else
                                     " Run to the end to see which optimizer forgets least."))
         self.changed()
