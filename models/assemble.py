@@ -15,98 +15,16 @@ is unchanged. With no such level the forward is one pass.
 """
 from __future__ import annotations
 
-import heapq
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlstudio.models.graph import INPUT, OUTPUT, checked_order
 from nlstudio.models.levels import LEVEL_CLASSES, LevelProbe
 
-INPUT, OUTPUT = "input", "output"
 IGNORE_INDEX = -100
-
-
-def topological_order(level_ids: list[str], edges: Iterable[Iterable[str]]
-                      ) -> tuple[list[str], dict[str, list[str]]]:
-    """Kahn's algorithm on the edge DAG. Returns the level ids in topological order (among
-    the levels ready at a step, the earliest in ``level_ids`` first) and each node's predecessors (``output`` included).
-
-    Raises ``ValueError`` on a duplicate id, a dangling or malformed edge, a cycle (named), a
-    level that ``input`` does not reach or that does not reach ``output``.
-    """
-    if len(set(level_ids)) != len(level_ids):
-        raise ValueError(f"duplicate level ids in {level_ids}")
-    if INPUT in level_ids or OUTPUT in level_ids:
-        raise ValueError(f"'{INPUT}' and '{OUTPUT}' are reserved and cannot be level ids")
-    known = set(level_ids)
-    preds: dict[str, list[str]] = {n: [] for n in [*level_ids, OUTPUT]}
-    succs: dict[str, list[str]] = {n: [] for n in [INPUT, *level_ids]}
-    for edge in edges:
-        edge = list(edge)
-        if len(edge) != 2:
-            raise ValueError(f"edge {edge!r} must be a [source, target] pair")
-        src, dst = edge
-        if src not in known and src != INPUT:
-            raise ValueError(f"edge {edge!r}: unknown source {src!r}")
-        if dst not in known and dst != OUTPUT:
-            raise ValueError(f"edge {edge!r}: unknown target {dst!r}")
-        if src == INPUT and dst == OUTPUT:
-            raise ValueError(f"edge {edge!r} bypasses every level")
-        if src in preds[dst]:
-            raise ValueError(f"duplicate edge {edge!r}")
-        preds[dst].append(src)
-        succs[src].append(dst)
-    if not preds[OUTPUT]:
-        raise ValueError("no edge reaches 'output'")
-
-    rank = {n: i for i, n in enumerate(level_ids)}
-    indegree = {n: sum(p != INPUT for p in preds[n]) for n in level_ids}
-    ready = [rank[n] for n in level_ids if indegree[n] == 0]  # a heap: ties in spec order
-    order: list[str] = []
-    while ready:
-        node = level_ids[heapq.heappop(ready)]
-        order.append(node)
-        for nxt in succs[node]:
-            if nxt != OUTPUT:
-                indegree[nxt] -= 1
-                if indegree[nxt] == 0:
-                    heapq.heappush(ready, rank[nxt])
-    if len(order) != len(level_ids):
-        raise ValueError(f"the edges form a cycle: {' -> '.join(_find_cycle(preds, set(order)))}")
-
-    from_input = _reach(INPUT, succs)
-    to_output = _reach(OUTPUT, preds)
-    for n in level_ids:
-        if n not in from_input:
-            raise ValueError(f"level {n!r} is unreachable from '{INPUT}'")
-        if n not in to_output:
-            raise ValueError(f"level {n!r} does not lead to '{OUTPUT}'")
-    return order, preds
-
-
-def _reach(start: str, nbrs: Mapping[str, list[str]]) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        for n in nbrs.get(todo.pop(), ()):
-            if n not in seen:
-                seen.add(n)
-                todo.append(n)
-    return seen
-
-
-def _find_cycle(preds: Mapping[str, list[str]], done: set[str]) -> list[str]:
-    """One cycle among the nodes Kahn could not order. Each of them has a predecessor that is
-    also unordered, so walking backwards through those must revisit a node."""
-    node = next(n for n in preds if n not in done and n != OUTPUT)
-    path: list[str] = []
-    while node not in path:
-        path.append(node)
-        node = next(p for p in preds[node] if p != INPUT and p not in done)
-    cycle = path[path.index(node):]
-    cycle.reverse()
-    return cycle + [cycle[0]]
 
 
 def _detach(obj: Any) -> Any:
@@ -153,7 +71,7 @@ class NestedModel(nn.Module):
 
         specs = list(model_spec.get("levels", []))
         ids = [str(s["id"]) for s in specs]
-        self.order, self.preds = topological_order(ids, model_spec.get("edges", []))
+        self.order, self.preds = checked_order(ids, model_spec.get("edges", []))
         by_id = dict(zip(ids, specs))
         self.levels = nn.ModuleDict()
         self.norms = nn.ModuleDict()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from nlstudio.models import KINDS, LEVEL_CLASSES, LevelProbe, NestedModel, build_model
-from nlstudio.models.assemble import topological_order
+from nlstudio.models.graph import checked_order
 from nlstudio.models.levels.cms import MLPLevel
 
 V, D = 13, 8
@@ -41,7 +41,7 @@ def tokens(batch: int, steps: int, seed: int = 0):
 
 # -- graph ------------------------------------------------------------------------------------
 def test_topological_order_and_predecessors():
-    order, preds = topological_order(["d", "c", "b", "a"], [
+    order, preds = checked_order(["d", "c", "b", "a"], [
         ["input", "a"], ["a", "b"], ["a", "c"], ["b", "d"], ["c", "d"], ["d", "output"]])
     assert order == ["a", "c", "b", "d"]
     assert preds["d"] == ["b", "c"] and preds["output"] == ["d"] and preds["a"] == ["input"]
