@@ -184,6 +184,24 @@ class MLPLevel(Level):
             return self._forward_task(x, state, fast, norms)
         return self._forward_local(x, state, norms)
 
+    def read(self, state: State, x: Tensor) -> Tensor:
+        """``W2 σ(W1 x)`` with the weights in ``state`` (``W0 + Δ``; frozen: the outer ones)."""
+        if self.period is None:
+            return F.linear(F.silu(F.linear(x, self.w1)), self.w2)
+        w = self.fast_weights(state)
+        return mlp_read(x, w["w1"], w["w2"])[0]
+
+    def state_floats(self, batch: int = 1) -> int:
+        """The fresh state (Δ, the optimizer's state, the chunk's gradient sum) plus the keys
+        a key-using optimizer (DGD) buffers over a chunk: up to C rows of ``d + hidden``."""
+        keys = batch * self.period * (self.d_model + self.hidden) \
+            if self.period is not None and self.uses_key else 0
+        return super().state_floats(batch) + keys
+
+    def activation_floats_per_token(self, seq_len: int) -> int:
+        """The base terms and the hidden layer, before and after σ (``2·hidden``)."""
+        return super().activation_floats_per_token(seq_len) + 2 * self.hidden
+
     def probe(self, state: State) -> LevelProbe:
         memory = self.w1 if self.period is None else self.w1 + state["delta"]["w1"][0]
         last = state.get("last_write")
