@@ -12,6 +12,11 @@ cross-entropy w.r.t. the fast weights it read is accumulated (detached: writes a
 differentiated through), and every level whose period is reached writes. The concatenated
 segment logits are the logits of one pass, so the outer backward of the whole sequence's loss
 is unchanged. With no such level the forward is one pass.
+
+Streams: the state a call returns continues the stream in the next call, and a stream cut
+anywhere gives the logits and the final state of one call. Without explicit targets the target
+of a token position is the stream's next token, so the positions whose target has not arrived
+are held back in ``state["pending"]`` and committed by the next call (:meth:`NestedModel._stream`).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlstudio.models.graph import INPUT, OUTPUT, checked_order
+from nlstudio.models.graph import INPUT, OUTPUT, checked_order, reachable, successors
 from nlstudio.models.levels import LEVEL_CLASSES, LevelProbe
 
 IGNORE_INDEX = -100
@@ -88,6 +93,9 @@ class NestedModel(nn.Module):
         self.task_levels = [lid for lid in self.order
                             if getattr(self.levels[lid], "needs_task_grad", False)]
         self._task_periods = sorted({self.levels[lid].period for lid in self.task_levels})
+        succs = successors(self.order, model_spec.get("edges", []))
+        after_task = set().union(*(reachable(lid, succs) for lid in self.task_levels))
+        self._whole_segments = any(self.levels[lid].mixes_positions for lid in after_task)
 
     # -- state --------------------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device | str | None = None) -> dict:
@@ -109,24 +117,89 @@ class NestedModel(nn.Module):
                 silence: Iterable[str] = ()) -> tuple[Tensor, dict]:
         """``inputs``: tokens ``[B, T]`` or features ``[B, T, F]``; ``state``: from a previous
         call of the same stream (None: a fresh stream); ``targets [B, T]`` (−100: none) drive the
-        ``task`` writes (default for tokens: the call's next tokens); ``silence``: level ids whose
-        outputs are replaced by zero. Returns logits ``[B, T, n_outputs]`` and the new state.
-        In-context writes also happen under ``torch.no_grad()``."""
+        ``task`` writes (None, for tokens: the stream's next tokens, see :meth:`_stream`);
+        ``silence``: level ids whose outputs are replaced by zero. Returns logits
+        ``[B, T, n_outputs]`` and the new state. In-context writes also happen under
+        ``torch.no_grad()``."""
         silence = frozenset(silence)
         unknown = silence - set(self.order)
         if unknown:
             raise ValueError(f"cannot silence unknown level(s) {sorted(unknown)}")
-        batch, steps = inputs.shape[0], inputs.shape[1]
         if state is None:
-            state = self.init_state(batch, inputs.device)
-        t0 = int(state["t"])
-        states = dict(state["levels"])
+            state = self.init_state(inputs.shape[0], inputs.device)
+        if self.task_levels and self.token_inputs and (targets is None or "pending" in state):
+            return self._stream(inputs, state, targets, silence)
+        logits, levels = self._advance(inputs, state["levels"], int(state["t"]), targets,
+                                       silence)
+        return logits, {"t": int(state["t"]) + inputs.shape[1], "levels": levels}
+
+    def _advance(self, inputs: Tensor, states: dict, t0: int, targets: Tensor | None,
+                 silence: frozenset) -> tuple[Tensor, dict]:
+        """Reads ``inputs`` from stream position ``t0`` and commits every write they complete:
+        logits and the levels' new states."""
         h0 = self.embed(inputs)
         if not self.task_levels:
-            logits, states = self._pass(h0, states, silence, {})
+            return self._pass(h0, dict(states), silence, {})
+        return self._segmented(h0, t0, targets, dict(states), silence)
+
+    def _stream(self, inputs: Tensor, state: dict, targets: Tensor | None,
+                silence: frozenset) -> tuple[Tensor, dict]:
+        """Token inputs of a model with ``task`` levels, where a position's target is the
+        stream's next token: a stream cut anywhere, even one token per call, gives the logits
+        and the final state of one call.
+
+        A position whose target has not arrived yet is held back: the call commits the
+        positions before :meth:`_commit_end` (their targets are known, so every write they
+        complete happens exactly as in one call), computes the logits of the rest from the
+        committed state without committing it (:meth:`_peek`), and keeps their tokens as
+        ``state["pending"]`` (``[B, m]``). The next call prepends them, with its own first
+        token as the last one's target, and drops their repeated logits rows. ``state["t"]``
+        counts the tokens read; the levels' states (and their probes) stand ``m`` tokens behind
+        it, at the last committed position. Explicit ``targets`` commit everything (pending
+        positions first, with the stream's next tokens as their targets).
+        """
+        pending = state.get("pending")
+        steps, t_read = inputs.shape[1], int(state["t"])
+        if steps == 0:
+            return self._head(self.embed(inputs)), dict(state)
+        lead = 0 if pending is None else pending.shape[1]
+        tokens = inputs if not lead else torch.cat((pending.to(inputs.device), inputs), 1)
+        t0 = t_read - lead  # where the levels' states stand
+        if targets is None:
+            commit = self._commit_end(t0, t_read + steps) - t0
+            targets = tokens[:, 1:commit + 1]
         else:
-            logits, states = self._segmented(inputs, h0, t0, targets, states, silence)
-        return logits, {"t": t0 + steps, "levels": states}
+            commit = tokens.shape[1]
+            if lead:
+                targets = torch.cat((tokens[:, 1:lead + 1], targets), 1)
+        levels, parts = dict(state["levels"]), []
+        if commit:
+            logits, levels = self._advance(tokens[:, :commit], levels, t0, targets, silence)
+            parts.append(logits)
+        new = {"t": t_read + steps, "levels": levels}
+        if commit < tokens.shape[1]:
+            new["pending"] = tokens[:, commit:]
+            parts.append(self._peek(new["pending"], levels, silence))
+        logits = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return logits[:, lead:], new
+
+    def _commit_end(self, t0: int, read: int) -> int:
+        """How far a stream of ``read`` tokens can be committed, from ``t0``: up to its last
+        position, whose target is still to come. When a level that mixes positions (attention,
+        a recurrent memory) reads a task level's output, a segment's inner gradient has paths
+        between its positions, so only whole segments are committed: up to the last write
+        position (a multiple of a task level's period) at or before the last position."""
+        last = read - 1
+        if not self._whole_segments:
+            return last
+        return max(t0, max((last // c) * c for c in self._task_periods))
+
+    def _peek(self, inputs: Tensor, states: dict, silence: frozenset) -> Tensor:
+        """The logits of ``inputs`` read from ``states``, which stay as they are (nothing is
+        committed: the new states are dropped). ``inputs`` must not cross a write position of a
+        task level (one token never does: every write due has been made)."""
+        fast = {lid: self.levels[lid].fast_weights(states[lid]) for lid in self.task_levels}
+        return self._pass(self.embed(inputs), dict(states), silence, fast)[0]
 
     def _head(self, h: Tensor) -> Tensor:
         h = self.final_norm(h)
@@ -167,16 +240,14 @@ class NestedModel(nn.Module):
         bounds = [0, *sorted(cuts)]
         return list(zip(bounds[:-1], bounds[1:]))
 
-    def _segmented(self, inputs: Tensor, h0: Tensor, t0: int, targets: Tensor | None,
-                   states: dict, silence: frozenset) -> tuple[Tensor, dict]:
+    def _segmented(self, h0: Tensor, t0: int, targets: Tensor | None, states: dict,
+                   silence: frozenset) -> tuple[Tensor, dict]:
         if torch.is_inference_mode_enabled():
             raise RuntimeError("CMS levels with the 'task' objective learn from gradients of the "
                                "model's loss while reading; run them under torch.no_grad(), "
                                "not torch.inference_mode()")
         outer_grad = torch.is_grad_enabled()
-        if targets is None and self.token_inputs:
-            targets = F.pad(inputs[:, 1:], (0, 1), value=IGNORE_INDEX)
-        segments = self._segments(t0, inputs.shape[1])
+        segments = self._segments(t0, h0.shape[1])
         task = [(lid, self.levels[lid]) for lid in self.task_levels]
         first = self.order.index(self.task_levels[0])
         prefix, suffix = self.order[:first], self.order[first:]

@@ -109,6 +109,11 @@ class Level(nn.Module):
             return None
         raise NotImplementedError(f"level kind {self.info.name!r} does not implement read()")
 
+    #: Whether an output can depend on other positions of the same call (attention, recurrent
+    #: memories, convolutions). The model then commits a task level's writes only for whole
+    #: segments of a stream (NestedModel._commit_end). True unless a kind says otherwise.
+    mixes_positions: ClassVar[bool] = True
+
     @property
     def compute_chunk(self) -> int | None:
         """Tokens per sequential step of the level's computation: the internal chunk of a

@@ -74,6 +74,9 @@ def local_grads(w1: Tensor, w2: Tensor, k: Tensor, v: Tensor, objective: str
 
 class MLPLevel(Level):
     kind = "mlp"
+    #: position-wise: within a segment each output reads only its own input (the weights
+    #: change between segments, which the model drives)
+    mixes_positions = False
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)

@@ -95,13 +95,17 @@ def test_split_calls_give_the_same_logits_and_state(cuts, opt):
     assert s["levels"]["cms"]["updates"] == 3
 
 
-def test_default_targets_are_the_next_tokens_of_the_call():
+def test_default_targets_are_the_next_tokens_of_the_stream():
+    """Without targets the last position waits for its target (the next call's first token):
+    its write is not committed yet (tests/models/test_streaming.py has the split property)."""
     torch.manual_seed(0)
     model = build_model(MIXED, vocab_size=V)
     x, _ = tokens(2, 8)
     implicit, s1 = model(x)
     explicit, s2 = model(x, targets=F.pad(x[:, 1:], (0, 1), value=-100))
     torch.testing.assert_close(implicit, explicit)
+    assert s1["t"] == s2["t"] == 8 and torch.equal(s1["pending"], x[:, 7:])
+    assert s1["levels"]["cms"]["t"] == 7 and s2["levels"]["cms"]["t"] == 8
     torch.testing.assert_close(s1["levels"]["cms"]["grad"]["w1"], s2["levels"]["cms"]["grad"]["w1"])
     _, s3 = model(x, targets=F.pad(x[:, 1:], (0, 1), value=0))  # one more target changes it
     assert not torch.allclose(s1["levels"]["cms"]["grad"]["w1"], s3["levels"]["cms"]["grad"]["w1"])
