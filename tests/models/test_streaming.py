@@ -89,8 +89,9 @@ def preset_model(name: str):
 
 
 @functools.lru_cache(maxsize=None)
-def preset_whole(name: str, grad: bool):
-    model, x = preset_model(name)
+def whole(subject, name: str, grad: bool):
+    """One call over the whole stream of ``subject(name)`` (a model and its stream)."""
+    model, x = subject(name)
     with torch.set_grad_enabled(grad):
         return model(x)
 
@@ -106,7 +107,7 @@ def test_every_preset_streams_cut_anywhere(name, grad, cuts):
     model, x = preset_model(name)
     with torch.set_grad_enabled(grad):
         split = run_split(model, x, cuts)
-    assert_same_stream(split, preset_whole(name, grad))
+    assert_same_stream(split, whole(preset_model, name, grad))
     if grad:  # the split logits carry the outer graph like one call's
         assert split[0].requires_grad
 
@@ -116,7 +117,7 @@ def test_every_preset_streams_one_token_per_call(name):
     model, x = preset_model(name)
     with torch.no_grad():
         split = run_split(model, x, tuple(range(1, N)))
-    assert_same_stream(split, preset_whole(name, False))
+    assert_same_stream(split, whole(preset_model, name, False))
 
 
 # -- every level kind alone ---------------------------------------------------------------------
@@ -156,13 +157,6 @@ def single_model(name: str):
     return model, x
 
 
-@functools.lru_cache(maxsize=None)
-def single_whole(name: str, grad: bool):
-    model, x = single_model(name)
-    with torch.set_grad_enabled(grad):
-        return model(x)
-
-
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
 @pytest.mark.parametrize("name", sorted(SINGLE))
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -171,7 +165,7 @@ def test_every_level_kind_alone_streams_cut_anywhere(name, grad, cuts):
     model, x = single_model(name)
     with torch.set_grad_enabled(grad):
         split = run_split(model, x, cuts)
-    assert_same_stream(split, single_whole(name, grad))
+    assert_same_stream(split, whole(single_model, name, grad))
 
 
 @pytest.mark.parametrize("name", sorted(SINGLE))
@@ -179,8 +173,7 @@ def test_every_level_kind_alone_streams_one_token_per_call(name):
     model, x = single_model(name)
     with torch.enable_grad():
         split = run_split(model, x, tuple(range(1, N)))
-        whole = single_whole(name, True)
-        assert_same_stream(split, whole)
+        assert_same_stream(split, whole(single_model, name, True))
         split[0].square().mean().backward()  # the outer graph of a split stream is usable
 
 
