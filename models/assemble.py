@@ -20,7 +20,7 @@ are held back in ``state["pending"]`` and committed by the next call (:meth:`Nes
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -114,36 +114,47 @@ class NestedModel(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------
     def forward(self, inputs: Tensor, state: dict | None = None, targets: Tensor | None = None,
-                silence: Iterable[str] = ()) -> tuple[Tensor, dict]:
+                silence: Iterable[str] = (), freeze: Iterable[str] = ()) -> tuple[Tensor, dict]:
         """``inputs``: tokens ``[B, T]`` or features ``[B, T, F]``; ``state``: from a previous
         call of the same stream (None: a fresh stream); ``targets [B, T]`` (−100: none) drive the
-        ``task`` writes (None, for tokens: the stream's next tokens, see :meth:`_stream`);
-        ``silence``: level ids whose outputs are replaced by zero. Returns logits
+        ``task`` writes (None, for tokens: the stream's next tokens, see :meth:`_stream`).
+        Two ablations by level id: ``silence`` replaces those levels' outputs by zero (what the
+        model *depends on*); ``freeze`` stops their in-context writes while they keep reading
+        and returning (what they *store*; parametric levels only). Returns logits
         ``[B, T, n_outputs]`` and the new state. In-context writes also happen under
         ``torch.no_grad()``."""
-        silence = frozenset(silence)
-        unknown = silence - set(self.order)
-        if unknown:
-            raise ValueError(f"cannot silence unknown level(s) {sorted(unknown)}")
+        ablation = self._ablation(silence, freeze)
         if state is None:
             state = self.init_state(inputs.shape[0], inputs.device)
         if self.task_levels and self.token_inputs and (targets is None or "pending" in state):
-            return self._stream(inputs, state, targets, silence)
+            return self._stream(inputs, state, targets, ablation)
         logits, levels = self._advance(inputs, state["levels"], int(state["t"]), targets,
-                                       silence)
+                                       ablation)
         return logits, {"t": int(state["t"]) + inputs.shape[1], "levels": levels}
 
+    def _ablation(self, silence: Iterable[str], freeze: Iterable[str]) -> _Ablation:
+        silence, freeze = frozenset(silence), frozenset(freeze)
+        for verb, ids in (("silence", silence), ("freeze", freeze)):
+            unknown = ids - set(self.order)
+            if unknown:
+                raise ValueError(f"cannot {verb} unknown level(s) {sorted(unknown)}")
+        stateless = sorted(lid for lid in freeze if not self.levels[lid].info.parametric)
+        if stateless:
+            raise ValueError(f"cannot freeze level(s) {stateless}: they write no memory in "
+                             f"context (non-parametric); silence them instead")
+        return _Ablation(silence, freeze)
+
     def _advance(self, inputs: Tensor, states: dict, t0: int, targets: Tensor | None,
-                 silence: frozenset) -> tuple[Tensor, dict]:
+                 ablation: _Ablation) -> tuple[Tensor, dict]:
         """Reads ``inputs`` from stream position ``t0`` and commits every write they complete:
         logits and the levels' new states."""
         h0 = self.embed(inputs)
         if not self.task_levels:
-            return self._pass(h0, dict(states), silence, {})
-        return self._segmented(h0, t0, targets, dict(states), silence)
+            return self._pass(h0, dict(states), ablation, {})
+        return self._segmented(h0, t0, targets, dict(states), ablation)
 
     def _stream(self, inputs: Tensor, state: dict, targets: Tensor | None,
-                silence: frozenset) -> tuple[Tensor, dict]:
+                ablation: _Ablation) -> tuple[Tensor, dict]:
         """Token inputs of a model with ``task`` levels, where a position's target is the
         stream's next token: a stream cut anywhere, even one token per call, gives the logits
         and the final state of one call.
@@ -156,7 +167,8 @@ class NestedModel(nn.Module):
         token as the last one's target, and drops their repeated logits rows. ``state["t"]``
         counts the tokens read; the levels' states (and their probes) stand ``m`` tokens behind
         it, at the last committed position. Explicit ``targets`` commit everything (pending
-        positions first, with the stream's next tokens as their targets).
+        positions first, with the stream's next tokens as their targets). A held-back position
+        is committed under the ablation of the call that commits it.
         """
         pending = state.get("pending")
         steps, t_read = inputs.shape[1], int(state["t"])
@@ -174,12 +186,12 @@ class NestedModel(nn.Module):
                 targets = torch.cat((tokens[:, 1:lead + 1], targets), 1)
         levels, parts = dict(state["levels"]), []
         if commit:
-            logits, levels = self._advance(tokens[:, :commit], levels, t0, targets, silence)
+            logits, levels = self._advance(tokens[:, :commit], levels, t0, targets, ablation)
             parts.append(logits)
         new = {"t": t_read + steps, "levels": levels}
         if commit < tokens.shape[1]:
             new["pending"] = tokens[:, commit:]
-            parts.append(self._peek(new["pending"], levels, silence))
+            parts.append(self._peek(new["pending"], levels, ablation))
         logits = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
         return logits[:, lead:], new
 
@@ -194,20 +206,27 @@ class NestedModel(nn.Module):
             return last
         return max(t0, max((last // c) * c for c in self._task_periods))
 
-    def _peek(self, inputs: Tensor, states: dict, silence: frozenset) -> Tensor:
+    def _peek(self, inputs: Tensor, states: dict, ablation: _Ablation) -> Tensor:
         """The logits of ``inputs`` read from ``states``, which stay as they are (nothing is
         committed: the new states are dropped). ``inputs`` must not cross a write position of a
-        task level (one token never does: every write due has been made)."""
-        fast = {lid: self.levels[lid].fast_weights(states[lid]) for lid in self.task_levels}
-        return self._pass(self.embed(inputs), dict(states), silence, fast)[0]
+        task level (every write due has been made, and :meth:`_commit_end` stops before)."""
+        return self._pass(self.embed(inputs), dict(states), ablation, self._fast(states))[0]
+
+    def _fast(self, states: dict) -> dict[str, dict[str, Tensor]]:
+        """The weights every task level reads now (``W0 + Δ``, with the outer graph)."""
+        return {lid: self.levels[lid].fast_weights(states[lid]) for lid in self.task_levels}
 
     def _head(self, h: Tensor) -> Tensor:
         h = self.final_norm(h)
         return F.linear(h, self.embed.weight) if self.tied else self.head(h)
 
-    def _pass(self, h0: Tensor, states: dict, silence: frozenset,
-              fast: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict]:
-        outs, states = self._run(self.order, {INPUT: h0}, states, silence, fast)
+    def _pass(self, h0: Tensor, states: dict, ablation: _Ablation,
+              fast: dict[str, dict[str, Tensor]], order: list[str] | None = None,
+              outs: dict[str, Tensor] | None = None) -> tuple[Tensor, dict]:
+        """Logits of one pass of ``order`` (default: every level) over ``h0`` (or on top of
+        the outputs ``outs`` of the levels before it)."""
+        outs, states = self._run(self.order if order is None else order,
+                                 {INPUT: h0} if outs is None else outs, states, ablation, fast)
         return self._head(self._sum(OUTPUT, outs)), states
 
     def _sum(self, node: str, outs: dict[str, Tensor]) -> Tensor:
@@ -218,18 +237,19 @@ class NestedModel(nn.Module):
         return total
 
     def _run(self, order: list[str], outs: dict[str, Tensor], states: dict,
-             silence: frozenset, fast: dict[str, dict[str, Tensor]]
+             ablation: _Ablation, fast: dict[str, dict[str, Tensor]]
              ) -> tuple[dict[str, Tensor], dict]:
         """Runs ``order`` (a topologically ordered run of levels) on top of ``outs``."""
         outs, states = dict(outs), dict(states)
         for lid in order:
             inp = self._sum(lid, outs)
-            x = self.norms[lid](inp)
+            options: dict[str, Any] = {}
             if lid in fast:
-                y, states[lid] = self.levels[lid](x, states[lid], fast=fast[lid])
-            else:
-                y, states[lid] = self.levels[lid](x, states[lid])
-            outs[lid] = inp if lid in silence else inp + y
+                options["fast"] = fast[lid]
+            if lid in ablation.freeze:  # only then: a level may not know the keyword yet
+                options["frozen"] = True
+            y, states[lid] = self.levels[lid](self.norms[lid](inp), states[lid], **options)
+            outs[lid] = inp if lid in ablation.silence else inp + y
         return outs, states
 
     def _segments(self, t0: int, steps: int) -> list[tuple[int, int]]:
@@ -241,52 +261,38 @@ class NestedModel(nn.Module):
         return list(zip(bounds[:-1], bounds[1:]))
 
     def _segmented(self, h0: Tensor, t0: int, targets: Tensor | None, states: dict,
-                   silence: frozenset) -> tuple[Tensor, dict]:
+                   ablation: _Ablation) -> tuple[Tensor, dict]:
         if torch.is_inference_mode_enabled():
             raise RuntimeError("CMS levels with the 'task' objective learn from gradients of the "
                                "model's loss while reading; run them under torch.no_grad(), "
                                "not torch.inference_mode()")
         outer_grad = torch.is_grad_enabled()
         segments = self._segments(t0, h0.shape[1])
-        task = [(lid, self.levels[lid]) for lid in self.task_levels]
+        # the task levels that learn in this call (a frozen one reads, writes nothing)
+        learning = [lid for lid in self.task_levels if lid not in ablation.freeze]
+        learn = targets is not None and bool(learning)
         first = self.order.index(self.task_levels[0])
         prefix, suffix = self.order[:first], self.order[first:]
         parts, norms = [], {lid: [] for lid in self.order}
         for s, e in segments:
             # Levels before the first task level run once, with the outer graph if any.
-            outs, states = self._run(prefix, {INPUT: h0[:, s:e]}, states, silence, {})
-            if outer_grad:
-                fast = {lid: level.fast_weights(states[lid]) for lid, level in task}
-                main, new_states = self._run(suffix, outs, states, silence, fast)
-                logits = self._head(self._sum(OUTPUT, main))
-            if targets is not None:
-                # The inner gradient on a graph cut at the first task level's input: autograd
-                # then walks only this segment's downstream graph, not everything upstream
-                # since the start of the call (which made the cost grow with T²).
-                with torch.enable_grad():
-                    fast_in = {lid: {n: w.detach().requires_grad_()
-                                     for n, w in level.fast_weights(states[lid]).items()}
-                               for lid, level in task}
-                    cut = {k: v.detach() for k, v in outs.items()}
-                    inner, inner_states = self._run(suffix, cut, _detach(states), silence,
-                                                    fast_in)
-                    inner_logits = self._head(self._sum(OUTPUT, inner))
-                    loss = F.cross_entropy(inner_logits.flatten(0, 1),
-                                           targets[:, s:e].flatten(),
-                                           ignore_index=IGNORE_INDEX, reduction="sum")
-                    flat = [w for lid, _ in task for w in fast_in[lid].values()]
-                    grads = iter(torch.autograd.grad(loss, flat, allow_unused=True))
-                    grads = {lid: {n: next(grads) for n in fast_in[lid]} for lid, _ in task}
+            outs, states = self._run(prefix, {INPUT: h0[:, s:e]}, states, ablation, {})
+            if outer_grad or not learn:
+                logits, new_states = self._pass(None, states, ablation, self._fast(states),
+                                                suffix, outs)
+            if learn:
+                grads, inner_logits, inner_states = self._inner_grads(
+                    suffix, outs, states, targets[:, s:e], learning, ablation)
                 if not outer_grad:
-                    logits, new_states = inner_logits.detach(), _detach(inner_states)
-                for lid, level in task:
-                    new_states[lid] = level.accumulate(new_states[lid], grads[lid])
-            elif not outer_grad:
-                logits, new_states = self._pass_suffix_no_grad(suffix, outs, states, silence)
+                    logits, new_states = inner_logits, inner_states
+                for lid in learning:
+                    new_states[lid] = self.levels[lid].accumulate(new_states[lid], grads[lid])
             states = new_states
-            for lid, level in task:
+            for lid in self.task_levels:
+                level = self.levels[lid]
                 if level.write_due(states[lid]):
-                    states[lid] = level.write(states[lid])
+                    close = level.skip_write if lid in ablation.freeze else level.write
+                    states[lid] = close(states[lid])
             parts.append(logits)
             if len(segments) > 1:
                 for lid in self.order:
@@ -297,10 +303,35 @@ class NestedModel(nn.Module):
                     states[lid] = {**states[lid], "write_norms": torch.cat(pieces)}
         return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), states
 
-    def _pass_suffix_no_grad(self, suffix, outs, states, silence):
-        fast = {lid: self.levels[lid].fast_weights(states[lid]) for lid in self.task_levels}
-        main, new_states = self._run(suffix, outs, states, silence, fast)
-        return self._head(self._sum(OUTPUT, main)), new_states
+    def _inner_grads(self, suffix: list[str], outs: dict[str, Tensor], states: dict,
+                     targets: Tensor, learning: list[str], ablation: _Ablation
+                     ) -> tuple[dict[str, dict[str, Tensor | None]], Tensor, dict]:
+        """The gradient of a segment's summed cross-entropy w.r.t. the fast weights of the
+        ``learning`` task levels, on a graph cut at the first task level's input (autograd then
+        walks only this segment's downstream graph, not everything upstream since the start
+        of the call, which made the cost grow with T²). Also returns that pass's logits and
+        states, detached (the segment's result when there is no outer graph)."""
+        with torch.enable_grad():
+            fast = {lid: {n: w.detach() for n, w in ws.items()}
+                    for lid, ws in self._fast(states).items()}
+            for lid in learning:
+                fast[lid] = {n: w.requires_grad_() for n, w in fast[lid].items()}
+            cut = {k: v.detach() for k, v in outs.items()}
+            logits, inner_states = self._pass(None, _detach(states), ablation, fast, suffix, cut)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+            flat = [w for lid in learning for w in fast[lid].values()]
+            grads = iter(torch.autograd.grad(loss, flat, allow_unused=True))
+            grads = {lid: {n: next(grads) for n in fast[lid]} for lid in learning}
+        return grads, logits.detach(), _detach(inner_states)
+
+
+class _Ablation(NamedTuple):
+    """The level ids whose outputs a call zeroes (``silence``) or whose writes it stops
+    (``freeze``)."""
+
+    silence: frozenset
+    freeze: frozenset
 
 
 def build_model(model_spec: dict, vocab_size: int | None = None, *,

@@ -28,6 +28,13 @@ Objectives (the inner loss whose gradient f is):
 
 Keys for key-using inner optimizers (DGD, arXiv Eq. 57): W1's key is the layer's input (x for
 ``task``, k for ``l2``/``dot``), W2's key is the hidden activation σ(W1 ·).
+
+Frozen (``forward(..., frozen=True)``, the model's ``freeze``): the level reads with the weights
+in its state and learns nothing from the call's tokens (no gradient summed, no key kept); a
+chunk that ends while frozen is closed without a write (:meth:`MLPLevel.skip_write`: Δ, the
+optimizer's state and ``updates`` stay, the chunk's gradient sum is dropped), so the writes of
+later, unfrozen chunks stay on their multiples of C. The state's ``chunks`` counts the chunks
+closed either way.
 """
 from __future__ import annotations
 
@@ -111,8 +118,8 @@ class MLPLevel(Level):
         return {"w1": self.w1 + state["delta"]["w1"], "w2": self.w2 + state["delta"]["w2"]}
 
     def write_due(self, state: State) -> bool:
-        """Whether the stream has reached a multiple of C whose write has not happened yet."""
-        return self.period is not None and state["t"] // self.period > state["updates"]
+        """Whether the stream has reached a multiple of C whose chunk is not closed yet."""
+        return self.period is not None and state["t"] // self.period > state["chunks"]
 
     def accumulate(self, state: State, grads: dict[str, Tensor | None]) -> State:
         """Adds (detached) inner gradients w.r.t. :meth:`fast_weights` to the chunk's sum."""
@@ -152,13 +159,20 @@ class MLPLevel(Level):
             norms[-1] = sq.sqrt().mean().to(norms.dtype)
         return {**state, "delta": new_delta, "opt": new_opt, "grad": new_grad,
                 "keys": {n: k[:, :0] for n, k in keys.items()}, "updates": state["updates"] + 1,
-                "last_write": last_write, "write_norms": norms}
+                "chunks": state["chunks"] + 1, "last_write": last_write, "write_norms": norms}
+
+    def skip_write(self, state: State) -> State:
+        """Closes a chunk that ended while frozen: no write (Δ and the optimizer's state stay),
+        the chunk's gradient sum and keys are dropped."""
+        return {**state, "chunks": state["chunks"] + 1,
+                "grad": {n: torch.zeros_like(g).detach() for n, g in state["grad"].items()},
+                "keys": {n: k[:, :0] for n, k in state["keys"].items()}}
 
     # -- the Level contract -------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> State:
         device, dtype = self._param_device_dtype(device, dtype)
-        state: State = {"t": 0, "updates": 0, "last_write": None,
+        state: State = {"t": 0, "updates": 0, "chunks": 0, "last_write": None,
                         "write_norms": torch.zeros(0, device=device, dtype=dtype)}
         if self.period is None:
             return state
@@ -174,8 +188,10 @@ class MLPLevel(Level):
         )
         return state
 
-    def forward(self, x: Tensor, state: State | None = None,
+    def forward(self, x: Tensor, state: State | None = None, *, frozen: bool = False,
                 fast: dict[str, Tensor] | None = None) -> tuple[Tensor, State]:
+        """``fast``: the weights to read (objective ``task``: the model supplies them, so that
+        it can take the inner gradient w.r.t. them); ``frozen``: see the module docstring."""
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         t0, steps = state["t"], x.shape[1]
@@ -184,7 +200,9 @@ class MLPLevel(Level):
             y = F.linear(F.silu(F.linear(x, self.w1)), self.w2)
             return y, {**state, "t": t0 + steps, "write_norms": norms}
         if self.objective == "task":
-            return self._forward_task(x, state, fast, norms)
+            return self._forward_task(x, state, fast, norms, frozen)
+        if frozen:
+            return self._forward_frozen(x, state, norms)
         return self._forward_local(x, state, norms)
 
     def read(self, state: State, x: Tensor) -> Tensor:
@@ -221,7 +239,7 @@ class MLPLevel(Level):
 
     # -- internals ----------------------------------------------------------------------------
     def _forward_task(self, x: Tensor, state: State, fast: dict[str, Tensor] | None,
-                      norms: Tensor) -> tuple[Tensor, State]:
+                      norms: Tensor, frozen: bool) -> tuple[Tensor, State]:
         t0, steps, c = state["t"], x.shape[1], self.period
         if self.write_due(state) or (steps and t0 // c != (t0 + steps - 1) // c):
             raise ValueError(
@@ -232,11 +250,20 @@ class MLPLevel(Level):
         w = fast if fast is not None else self.fast_weights(state)
         y, hidden = mlp_read(x, w["w1"], w["w2"])
         new = {**state, "t": t0 + steps, "write_norms": norms}
-        if self.uses_key:
+        if self.uses_key and not frozen:
             keys = state["keys"]
             new["keys"] = {"w1": torch.cat((keys["w1"], x.detach()), 1),
                            "w2": torch.cat((keys["w2"], hidden.detach()), 1)}
         return y, new
+
+    def _forward_frozen(self, x: Tensor, state: State, norms: Tensor) -> tuple[Tensor, State]:
+        """l2/dot, frozen: one read with the weights as they are; chunks that end are closed
+        without a write."""
+        w = self.fast_weights(state)
+        state = {**state, "t": state["t"] + x.shape[1], "write_norms": norms}
+        if self.write_due(state):  # one or more chunks ended: all closed at once
+            state = {**self.skip_write(state), "chunks": state["t"] // self.period}
+        return mlp_read(x, w["w1"], w["w2"])[0], state
 
     def _forward_local(self, x: Tensor, state: State, norms: Tensor) -> tuple[Tensor, State]:
         """l2/dot: per chunk, read with the chunk's weights, add the chunk's local gradients
