@@ -15,6 +15,16 @@ tokens since the previous write, all taken at the weights of that chunk (Eq. 31 
 ``η f(θ; x_t)`` over the chunk, so η is a per-token step size). Tokens ``[kC, (k+1)C)`` read the
 weights after k writes.
 
+Stateful inner optimizers (momentum, Adam, M3, DMGD, delta momentum): Eq. 31's f is "the error
+component of an arbitrary optimizer"; we read it as the chunk's summed gradient, so a write is
+ONE step of the optimizer and its state (a momentum, Adam's moments) advances once per chunk,
+not once per token. Why: the weights do not change inside a chunk, so its C gradients are one
+sample of the level's loss at one point, and the optimizer's memory then lives at the level's
+own frequency (its α or β means the same decay per write for every C, as the optimizer of the
+outer loop steps once per batch, not once per example). For SGD both readings are the same
+write. (tests/models/test_cms.py pins the one-step write and that it differs from a per-token
+momentum.)
+
 Objectives (the inner loss whose gradient f is):
 
 - ``task``: the model's own cross-entropy on the chunk's targets. A level cannot compute that
