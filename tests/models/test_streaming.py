@@ -99,19 +99,6 @@ def whole(subject, name: str, grad: bool):
 PRESETS = sorted(preset_paths())
 
 
-@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
-@pytest.mark.parametrize("name", PRESETS)
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cuts=cut_points)
-def test_every_preset_streams_cut_anywhere(name, grad, cuts):
-    model, x = preset_model(name)
-    with torch.set_grad_enabled(grad):
-        split = run_split(model, x, cuts)
-    assert_same_stream(split, whole(preset_model, name, grad))
-    if grad:  # the split logits carry the outer graph like one call's
-        assert split[0].requires_grad
-
-
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_streams_one_token_per_call(name):
     model, x = preset_model(name)
@@ -157,15 +144,22 @@ def single_model(name: str):
     return model, x
 
 
+CASES = [pytest.param(preset_model, name, id=f"preset-{name}") for name in PRESETS] + \
+    [pytest.param(single_model, name, id=f"alone-{name}") for name in sorted(SINGLE)]
+
+
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
-@pytest.mark.parametrize("name", sorted(SINGLE))
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("subject, name", CASES)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cuts=cut_points)
-def test_every_level_kind_alone_streams_cut_anywhere(name, grad, cuts):
-    model, x = single_model(name)
+def test_every_preset_and_every_level_kind_alone_streams_cut_anywhere(subject, name, grad,
+                                                                       cuts):
+    model, x = subject(name)
     with torch.set_grad_enabled(grad):
         split = run_split(model, x, cuts)
-    assert_same_stream(split, whole(single_model, name, grad))
+    assert_same_stream(split, whole(subject, name, grad))
+    if grad:  # the split logits carry the outer graph like one call's
+        assert split[0].requires_grad
 
 
 @pytest.mark.parametrize("name", sorted(SINGLE))
