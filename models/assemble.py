@@ -12,101 +12,24 @@ cross-entropy w.r.t. the fast weights it read is accumulated (detached: writes a
 differentiated through), and every level whose period is reached writes. The concatenated
 segment logits are the logits of one pass, so the outer backward of the whole sequence's loss
 is unchanged. With no such level the forward is one pass.
+
+Streams: the state a call returns continues the stream in the next call, and a stream cut
+anywhere gives the logits and the final state of one call. Without explicit targets the target
+of a token position is the stream's next token, so the positions whose target has not arrived
+are held back in ``state["pending"]`` and committed by the next call (:meth:`NestedModel._stream`).
 """
 from __future__ import annotations
 
-import heapq
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlstudio.models.graph import INPUT, OUTPUT, checked_order, reachable, successors
 from nlstudio.models.levels import LEVEL_CLASSES, LevelProbe
 
-INPUT, OUTPUT = "input", "output"
 IGNORE_INDEX = -100
-
-
-def topological_order(level_ids: list[str], edges: Iterable[Iterable[str]]
-                      ) -> tuple[list[str], dict[str, list[str]]]:
-    """Kahn's algorithm on the edge DAG. Returns the level ids in topological order (among
-    the levels ready at a step, the earliest in ``level_ids`` first) and each node's predecessors (``output`` included).
-
-    Raises ``ValueError`` on a duplicate id, a dangling or malformed edge, a cycle (named), a
-    level that ``input`` does not reach or that does not reach ``output``.
-    """
-    if len(set(level_ids)) != len(level_ids):
-        raise ValueError(f"duplicate level ids in {level_ids}")
-    if INPUT in level_ids or OUTPUT in level_ids:
-        raise ValueError(f"'{INPUT}' and '{OUTPUT}' are reserved and cannot be level ids")
-    known = set(level_ids)
-    preds: dict[str, list[str]] = {n: [] for n in [*level_ids, OUTPUT]}
-    succs: dict[str, list[str]] = {n: [] for n in [INPUT, *level_ids]}
-    for edge in edges:
-        edge = list(edge)
-        if len(edge) != 2:
-            raise ValueError(f"edge {edge!r} must be a [source, target] pair")
-        src, dst = edge
-        if src not in known and src != INPUT:
-            raise ValueError(f"edge {edge!r}: unknown source {src!r}")
-        if dst not in known and dst != OUTPUT:
-            raise ValueError(f"edge {edge!r}: unknown target {dst!r}")
-        if src == INPUT and dst == OUTPUT:
-            raise ValueError(f"edge {edge!r} bypasses every level")
-        if src in preds[dst]:
-            raise ValueError(f"duplicate edge {edge!r}")
-        preds[dst].append(src)
-        succs[src].append(dst)
-    if not preds[OUTPUT]:
-        raise ValueError("no edge reaches 'output'")
-
-    rank = {n: i for i, n in enumerate(level_ids)}
-    indegree = {n: sum(p != INPUT for p in preds[n]) for n in level_ids}
-    ready = [rank[n] for n in level_ids if indegree[n] == 0]  # a heap: ties in spec order
-    order: list[str] = []
-    while ready:
-        node = level_ids[heapq.heappop(ready)]
-        order.append(node)
-        for nxt in succs[node]:
-            if nxt != OUTPUT:
-                indegree[nxt] -= 1
-                if indegree[nxt] == 0:
-                    heapq.heappush(ready, rank[nxt])
-    if len(order) != len(level_ids):
-        raise ValueError(f"the edges form a cycle: {' -> '.join(_find_cycle(preds, set(order)))}")
-
-    from_input = _reach(INPUT, succs)
-    to_output = _reach(OUTPUT, preds)
-    for n in level_ids:
-        if n not in from_input:
-            raise ValueError(f"level {n!r} is unreachable from '{INPUT}'")
-        if n not in to_output:
-            raise ValueError(f"level {n!r} does not lead to '{OUTPUT}'")
-    return order, preds
-
-
-def _reach(start: str, nbrs: Mapping[str, list[str]]) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        for n in nbrs.get(todo.pop(), ()):
-            if n not in seen:
-                seen.add(n)
-                todo.append(n)
-    return seen
-
-
-def _find_cycle(preds: Mapping[str, list[str]], done: set[str]) -> list[str]:
-    """One cycle among the nodes Kahn could not order. Each of them has a predecessor that is
-    also unordered, so walking backwards through those must revisit a node."""
-    node = next(n for n in preds if n not in done and n != OUTPUT)
-    path: list[str] = []
-    while node not in path:
-        path.append(node)
-        node = next(p for p in preds[node] if p != INPUT and p not in done)
-    cycle = path[path.index(node):]
-    cycle.reverse()
-    return cycle + [cycle[0]]
 
 
 def _detach(obj: Any) -> Any:
@@ -153,7 +76,7 @@ class NestedModel(nn.Module):
 
         specs = list(model_spec.get("levels", []))
         ids = [str(s["id"]) for s in specs]
-        self.order, self.preds = topological_order(ids, model_spec.get("edges", []))
+        self.order, self.preds = checked_order(ids, model_spec.get("edges", []))
         by_id = dict(zip(ids, specs))
         self.levels = nn.ModuleDict()
         self.norms = nn.ModuleDict()
@@ -170,6 +93,9 @@ class NestedModel(nn.Module):
         self.task_levels = [lid for lid in self.order
                             if getattr(self.levels[lid], "needs_task_grad", False)]
         self._task_periods = sorted({self.levels[lid].period for lid in self.task_levels})
+        succs = successors(self.order, model_spec.get("edges", []))
+        after_task = set().union(*(reachable(lid, succs) for lid in self.task_levels))
+        self._whole_segments = any(self.levels[lid].mixes_positions for lid in after_task)
 
     # -- state --------------------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device | str | None = None) -> dict:
@@ -188,35 +114,119 @@ class NestedModel(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------
     def forward(self, inputs: Tensor, state: dict | None = None, targets: Tensor | None = None,
-                silence: Iterable[str] = ()) -> tuple[Tensor, dict]:
+                silence: Iterable[str] = (), freeze: Iterable[str] = ()) -> tuple[Tensor, dict]:
         """``inputs``: tokens ``[B, T]`` or features ``[B, T, F]``; ``state``: from a previous
         call of the same stream (None: a fresh stream); ``targets [B, T]`` (−100: none) drive the
-        ``task`` writes (default for tokens: the call's next tokens); ``silence``: level ids whose
-        outputs are replaced by zero. Returns logits ``[B, T, n_outputs]`` and the new state.
-        In-context writes also happen under ``torch.no_grad()``."""
-        silence = frozenset(silence)
-        unknown = silence - set(self.order)
-        if unknown:
-            raise ValueError(f"cannot silence unknown level(s) {sorted(unknown)}")
-        batch, steps = inputs.shape[0], inputs.shape[1]
+        ``task`` writes (None, for tokens: the stream's next tokens, see :meth:`_stream`).
+        Two ablations by level id: ``silence`` replaces those levels' outputs by zero (what the
+        model *depends on*); ``freeze`` stops their in-context writes while they keep reading
+        and returning (what they *store*; parametric levels only). Returns logits
+        ``[B, T, n_outputs]`` and the new state. In-context writes also happen under
+        ``torch.no_grad()``."""
+        ablation = self._ablation(silence, freeze)
         if state is None:
-            state = self.init_state(batch, inputs.device)
-        t0 = int(state["t"])
-        states = dict(state["levels"])
+            state = self.init_state(inputs.shape[0], inputs.device)
+        if self.task_levels and self.token_inputs and (targets is None or "pending" in state):
+            return self._stream(inputs, state, targets, ablation)
+        logits, levels = self._advance(inputs, state["levels"], int(state["t"]), targets,
+                                       ablation)
+        return logits, {"t": int(state["t"]) + inputs.shape[1], "levels": levels}
+
+    def _ablation(self, silence: Iterable[str], freeze: Iterable[str]) -> _Ablation:
+        silence, freeze = frozenset(silence), frozenset(freeze)
+        for verb, ids in (("silence", silence), ("freeze", freeze)):
+            unknown = ids - set(self.order)
+            if unknown:
+                raise ValueError(f"cannot {verb} unknown level(s) {sorted(unknown)}")
+        stateless = sorted(lid for lid in freeze if not self.levels[lid].info.parametric)
+        if stateless:
+            raise ValueError(f"cannot freeze level(s) {stateless}: they write no memory in "
+                             f"context (non-parametric); silence them instead")
+        return _Ablation(silence, freeze)
+
+    def _advance(self, inputs: Tensor, states: dict, t0: int, targets: Tensor | None,
+                 ablation: _Ablation) -> tuple[Tensor, dict]:
+        """Reads ``inputs`` from stream position ``t0`` and commits every write they complete:
+        logits and the levels' new states."""
         h0 = self.embed(inputs)
         if not self.task_levels:
-            logits, states = self._pass(h0, states, silence, {})
+            return self._pass(h0, dict(states), ablation, {})
+        return self._segmented(h0, t0, targets, dict(states), ablation)
+
+    def _stream(self, inputs: Tensor, state: dict, targets: Tensor | None,
+                ablation: _Ablation) -> tuple[Tensor, dict]:
+        """Token inputs of a model with ``task`` levels, where a position's target is the
+        stream's next token: a stream cut anywhere, even one token per call, gives the logits
+        and the final state of one call.
+
+        A position whose target has not arrived yet is held back: the call commits the
+        positions before :meth:`_commit_end` (their targets are known, so every write they
+        complete happens exactly as in one call), computes the logits of the rest from the
+        committed state without committing it (:meth:`_peek`), and keeps their tokens as
+        ``state["pending"]`` (``[B, m]``). The next call prepends them, with its own first
+        token as the last one's target, and drops their repeated logits rows. ``state["t"]``
+        counts the tokens read; the levels' states (and their probes) stand ``m`` tokens behind
+        it, at the last committed position. Explicit ``targets`` commit everything (pending
+        positions first, with the stream's next tokens as their targets). A held-back position
+        is committed under the ablation of the call that commits it.
+        """
+        pending = state.get("pending")
+        steps, t_read = inputs.shape[1], int(state["t"])
+        if steps == 0:
+            return self._head(self.embed(inputs)), dict(state)
+        lead = 0 if pending is None else pending.shape[1]
+        tokens = inputs if not lead else torch.cat((pending.to(inputs.device), inputs), 1)
+        t0 = t_read - lead  # where the levels' states stand
+        if targets is None:
+            commit = self._commit_end(t0, t_read + steps) - t0
+            targets = tokens[:, 1:commit + 1]
         else:
-            logits, states = self._segmented(inputs, h0, t0, targets, states, silence)
-        return logits, {"t": t0 + steps, "levels": states}
+            commit = tokens.shape[1]
+            if lead:
+                targets = torch.cat((tokens[:, 1:lead + 1], targets), 1)
+        levels, parts = dict(state["levels"]), []
+        if commit:
+            logits, levels = self._advance(tokens[:, :commit], levels, t0, targets, ablation)
+            parts.append(logits)
+        new = {"t": t_read + steps, "levels": levels}
+        if commit < tokens.shape[1]:
+            new["pending"] = tokens[:, commit:]
+            parts.append(self._peek(new["pending"], levels, ablation))
+        logits = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        return logits[:, lead:], new
+
+    def _commit_end(self, t0: int, read: int) -> int:
+        """How far a stream of ``read`` tokens can be committed, from ``t0``: up to its last
+        position, whose target is still to come. When a level that mixes positions (attention,
+        a recurrent memory) reads a task level's output, a segment's inner gradient has paths
+        between its positions, so only whole segments are committed: up to the last write
+        position (a multiple of a task level's period) at or before the last position."""
+        last = read - 1
+        if not self._whole_segments:
+            return last
+        return max(t0, max((last // c) * c for c in self._task_periods))
+
+    def _peek(self, inputs: Tensor, states: dict, ablation: _Ablation) -> Tensor:
+        """The logits of ``inputs`` read from ``states``, which stay as they are (nothing is
+        committed: the new states are dropped). ``inputs`` must not cross a write position of a
+        task level (every write due has been made, and :meth:`_commit_end` stops before)."""
+        return self._pass(self.embed(inputs), dict(states), ablation, self._fast(states))[0]
+
+    def _fast(self, states: dict) -> dict[str, dict[str, Tensor]]:
+        """The weights every task level reads now (``W0 + Δ``, with the outer graph)."""
+        return {lid: self.levels[lid].fast_weights(states[lid]) for lid in self.task_levels}
 
     def _head(self, h: Tensor) -> Tensor:
         h = self.final_norm(h)
         return F.linear(h, self.embed.weight) if self.tied else self.head(h)
 
-    def _pass(self, h0: Tensor, states: dict, silence: frozenset,
-              fast: dict[str, dict[str, Tensor]]) -> tuple[Tensor, dict]:
-        outs, states = self._run(self.order, {INPUT: h0}, states, silence, fast)
+    def _pass(self, h0: Tensor, states: dict, ablation: _Ablation,
+              fast: dict[str, dict[str, Tensor]], order: list[str] | None = None,
+              outs: dict[str, Tensor] | None = None) -> tuple[Tensor, dict]:
+        """Logits of one pass of ``order`` (default: every level) over ``h0`` (or on top of
+        the outputs ``outs`` of the levels before it)."""
+        outs, states = self._run(self.order if order is None else order,
+                                 {INPUT: h0} if outs is None else outs, states, ablation, fast)
         return self._head(self._sum(OUTPUT, outs)), states
 
     def _sum(self, node: str, outs: dict[str, Tensor]) -> Tensor:
@@ -227,18 +237,19 @@ class NestedModel(nn.Module):
         return total
 
     def _run(self, order: list[str], outs: dict[str, Tensor], states: dict,
-             silence: frozenset, fast: dict[str, dict[str, Tensor]]
+             ablation: _Ablation, fast: dict[str, dict[str, Tensor]]
              ) -> tuple[dict[str, Tensor], dict]:
         """Runs ``order`` (a topologically ordered run of levels) on top of ``outs``."""
         outs, states = dict(outs), dict(states)
         for lid in order:
             inp = self._sum(lid, outs)
-            x = self.norms[lid](inp)
+            options: dict[str, Any] = {}
             if lid in fast:
-                y, states[lid] = self.levels[lid](x, states[lid], fast=fast[lid])
-            else:
-                y, states[lid] = self.levels[lid](x, states[lid])
-            outs[lid] = inp if lid in silence else inp + y
+                options["fast"] = fast[lid]
+            if lid in ablation.freeze:  # only then: a level may not know the keyword yet
+                options["frozen"] = True
+            y, states[lid] = self.levels[lid](self.norms[lid](inp), states[lid], **options)
+            outs[lid] = inp if lid in ablation.silence else inp + y
         return outs, states
 
     def _segments(self, t0: int, steps: int) -> list[tuple[int, int]]:
@@ -249,55 +260,39 @@ class NestedModel(nn.Module):
         bounds = [0, *sorted(cuts)]
         return list(zip(bounds[:-1], bounds[1:]))
 
-    def _segmented(self, inputs: Tensor, h0: Tensor, t0: int, targets: Tensor | None,
-                   states: dict, silence: frozenset) -> tuple[Tensor, dict]:
+    def _segmented(self, h0: Tensor, t0: int, targets: Tensor | None, states: dict,
+                   ablation: _Ablation) -> tuple[Tensor, dict]:
         if torch.is_inference_mode_enabled():
             raise RuntimeError("CMS levels with the 'task' objective learn from gradients of the "
                                "model's loss while reading; run them under torch.no_grad(), "
                                "not torch.inference_mode()")
         outer_grad = torch.is_grad_enabled()
-        if targets is None and self.token_inputs:
-            targets = F.pad(inputs[:, 1:], (0, 1), value=IGNORE_INDEX)
-        segments = self._segments(t0, inputs.shape[1])
-        task = [(lid, self.levels[lid]) for lid in self.task_levels]
+        segments = self._segments(t0, h0.shape[1])
+        # the task levels that learn in this call (a frozen one reads, writes nothing)
+        learning = [lid for lid in self.task_levels if lid not in ablation.freeze]
+        learn = targets is not None and bool(learning)
         first = self.order.index(self.task_levels[0])
         prefix, suffix = self.order[:first], self.order[first:]
         parts, norms = [], {lid: [] for lid in self.order}
         for s, e in segments:
             # Levels before the first task level run once, with the outer graph if any.
-            outs, states = self._run(prefix, {INPUT: h0[:, s:e]}, states, silence, {})
-            if outer_grad:
-                fast = {lid: level.fast_weights(states[lid]) for lid, level in task}
-                main, new_states = self._run(suffix, outs, states, silence, fast)
-                logits = self._head(self._sum(OUTPUT, main))
-            if targets is not None:
-                # The inner gradient on a graph cut at the first task level's input: autograd
-                # then walks only this segment's downstream graph, not everything upstream
-                # since the start of the call (which made the cost grow with T²).
-                with torch.enable_grad():
-                    fast_in = {lid: {n: w.detach().requires_grad_()
-                                     for n, w in level.fast_weights(states[lid]).items()}
-                               for lid, level in task}
-                    cut = {k: v.detach() for k, v in outs.items()}
-                    inner, inner_states = self._run(suffix, cut, _detach(states), silence,
-                                                    fast_in)
-                    inner_logits = self._head(self._sum(OUTPUT, inner))
-                    loss = F.cross_entropy(inner_logits.flatten(0, 1),
-                                           targets[:, s:e].flatten(),
-                                           ignore_index=IGNORE_INDEX, reduction="sum")
-                    flat = [w for lid, _ in task for w in fast_in[lid].values()]
-                    grads = iter(torch.autograd.grad(loss, flat, allow_unused=True))
-                    grads = {lid: {n: next(grads) for n in fast_in[lid]} for lid, _ in task}
+            outs, states = self._run(prefix, {INPUT: h0[:, s:e]}, states, ablation, {})
+            if outer_grad or not learn:
+                logits, new_states = self._pass(None, states, ablation, self._fast(states),
+                                                suffix, outs)
+            if learn:
+                grads, inner_logits, inner_states = self._inner_grads(
+                    suffix, outs, states, targets[:, s:e], learning, ablation)
                 if not outer_grad:
-                    logits, new_states = inner_logits.detach(), _detach(inner_states)
-                for lid, level in task:
-                    new_states[lid] = level.accumulate(new_states[lid], grads[lid])
-            elif not outer_grad:
-                logits, new_states = self._pass_suffix_no_grad(suffix, outs, states, silence)
+                    logits, new_states = inner_logits, inner_states
+                for lid in learning:
+                    new_states[lid] = self.levels[lid].accumulate(new_states[lid], grads[lid])
             states = new_states
-            for lid, level in task:
+            for lid in self.task_levels:
+                level = self.levels[lid]
                 if level.write_due(states[lid]):
-                    states[lid] = level.write(states[lid])
+                    close = level.skip_write if lid in ablation.freeze else level.write
+                    states[lid] = close(states[lid])
             parts.append(logits)
             if len(segments) > 1:
                 for lid in self.order:
@@ -308,10 +303,35 @@ class NestedModel(nn.Module):
                     states[lid] = {**states[lid], "write_norms": torch.cat(pieces)}
         return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), states
 
-    def _pass_suffix_no_grad(self, suffix, outs, states, silence):
-        fast = {lid: self.levels[lid].fast_weights(states[lid]) for lid in self.task_levels}
-        main, new_states = self._run(suffix, outs, states, silence, fast)
-        return self._head(self._sum(OUTPUT, main)), new_states
+    def _inner_grads(self, suffix: list[str], outs: dict[str, Tensor], states: dict,
+                     targets: Tensor, learning: list[str], ablation: _Ablation
+                     ) -> tuple[dict[str, dict[str, Tensor | None]], Tensor, dict]:
+        """The gradient of a segment's summed cross-entropy w.r.t. the fast weights of the
+        ``learning`` task levels, on a graph cut at the first task level's input (autograd then
+        walks only this segment's downstream graph, not everything upstream since the start
+        of the call, which made the cost grow with T²). Also returns that pass's logits and
+        states, detached (the segment's result when there is no outer graph)."""
+        with torch.enable_grad():
+            fast = {lid: {n: w.detach() for n, w in ws.items()}
+                    for lid, ws in self._fast(states).items()}
+            for lid in learning:
+                fast[lid] = {n: w.requires_grad_() for n, w in fast[lid].items()}
+            cut = {k: v.detach() for k, v in outs.items()}
+            logits, inner_states = self._pass(None, _detach(states), ablation, fast, suffix, cut)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+            flat = [w for lid in learning for w in fast[lid].values()]
+            grads = iter(torch.autograd.grad(loss, flat, allow_unused=True))
+            grads = {lid: {n: next(grads) for n in fast[lid]} for lid in learning}
+        return grads, logits.detach(), _detach(inner_states)
+
+
+class _Ablation(NamedTuple):
+    """The level ids whose outputs a call zeroes (``silence``) or whose writes it stops
+    (``freeze``)."""
+
+    silence: frozenset
+    freeze: frozenset
 
 
 def build_model(model_spec: dict, vocab_size: int | None = None, *,

@@ -212,11 +212,18 @@ def _dgd_step(param, grad, state, hp, key):
     return out.reshape(param.shape), state
 
 
-# Delta momentum (NeurIPS Eq. 22): m ← m (α I − ĝᵀĝ) − η g ; W ← W + m.
-# GD on the momentum's ℓ2 objective ‖m gᵀ − P‖² erases what m recalls along the gradient before
-# writing it. Stability: the Gram term uses ĝ = g / ‖g‖_F, so ĝᵀĝ ⪯ I and the transition
-# α I − ĝᵀĝ has eigenvalues in [α − 1, α] ⊂ [−1, 1] for any gradient scale. A vector is one row:
-# m ← α m − ⟨m, ĝ⟩ ĝ − η g.
+# Delta momentum (NeurIPS Eq. 22 / arXiv Eq. 49): GD on the momentum's ℓ2 objective
+# ‖m ∇Lᵀ − P‖², which erases what m recalls along the gradient before writing it:
+#     m ← m (α I − ĝᵀĝ) − η P ∇L ;  W ← W + m.
+# P, the values the momentum maps gradients to, is the identity: the paper gives it no source
+# for Eq. 22, and with P = I and no erase term the rule is exactly classic momentum (the
+# dot-product objective ⟨m ∇Lᵀ, I⟩ of Eqs. 46–47), which delta momentum extends.
+# ĝ, the key of the erase: ``normalize`` = 1 (default) uses ĝ = ∇L / ‖∇L‖_F, so ĝᵀĝ ⪯ I and
+# the transition α I − ĝᵀĝ has eigenvalues in [α − 1, α] ⊂ [−1, 1] whatever the gradient's
+# scale (as DeltaNet normalises its keys and DGD's Eq. 57 assumes ‖x‖ = 1). ``normalize`` = 0
+# is Eq. 22 as printed, ĝ = ∇L: its erase has no step size, so the memory grows as soon as
+# σ_max(∇L)² > 1 + α (a chunk's summed gradient or the lesson landscape's ‖∇ψ‖ ≈ 39 at its
+# start diverge in a few steps). A vector is one row: m ← α m − ⟨m, ĝ⟩ ĝ − η ∇L.
 def _delta_momentum_init(param: Tensor, hp) -> State:
     return {"m": torch.zeros_like(param)}
 
@@ -224,7 +231,7 @@ def _delta_momentum_init(param: Tensor, hp) -> State:
 def _delta_momentum_step(param, grad, state, hp, key):
     m, _ = _as_matrix(state["m"])
     g, _ = _as_matrix(grad)
-    g_hat = g / (g.norm(dim=(-2, -1), keepdim=True) + _TINY)
+    g_hat = g / (g.norm(dim=(-2, -1), keepdim=True) + _TINY) if hp["normalize"] else g
     m = hp["alpha"] * m - (m @ g_hat.mT) @ g_hat - hp["eta"] * g
     m = m.reshape(param.shape)
     return param + m, {"m": m}
@@ -350,8 +357,13 @@ register(InnerOptimizer(
 register(InnerOptimizer(
     "delta_momentum", "Delta momentum", "A momentum memory trained with the delta rule: it "
     "forgets the past gradient along the current gradient's direction before adding it.",
-    "m ← m (α I − ĝᵀĝ) − η ∇L ,  ĝ = ∇L/‖∇L‖ ;  W ← W + m",
-    (_ETA, _ALPHA), _delta_momentum_init, _delta_momentum_step, memory=("m",)))
+    "m ← m (α I − ĝᵀĝ) − η ∇L ,  ĝ = ∇L/‖∇L‖ (normalize = 1) or ∇L (0, as printed) ;  "
+    "W ← W + m",
+    (_ETA, _ALPHA,
+     HyperParam("normalize", "ĝ", 1, 0, 1, "1: erase along the unit gradient (stable at any "
+                "gradient scale); 0: along the raw gradient as Eq. 22 prints it (grows once "
+                "‖∇L‖² > 1 + α)", integer=True)),
+    _delta_momentum_init, _delta_momentum_step, memory=("m",)))
 register(InnerOptimizer(
     "dmgd", "Deep momentum (DMGD)", "The momentum is a small MLP memory that maps the gradient "
     "to the update and learns by GD on its own objective.",

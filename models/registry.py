@@ -54,6 +54,9 @@ class KindInfo:
     #: hyper-parameters whose default for this kind differs from the inner optimizer's own
     #: (applied to whichever allowed optimizer has them)
     optimizer_defaults: tuple[tuple[str, float], ...] = ()
+    #: the class that builds a level of this kind, ``"module:Class"`` inside
+    #: ``nlstudio.models.levels`` (imported on first use, by ``levels.LEVEL_CLASSES``)
+    implementation: str = ""
 
     @property
     def parametric(self) -> bool:
@@ -83,7 +86,8 @@ KINDS: dict[str, KindInfo] = {
     k.name: k
     for k in (
         KindInfo(
-            name="attention", title="Attention",
+            name="attention", implementation="attention:AttentionLevel",
+            title="Attention",
             summary="Causal softmax attention: no weights of its own, it re-reads the whole "
                     "context at every token (frequency ∞).",
             period_rule="inf", default_period=None,
@@ -93,7 +97,8 @@ KINDS: dict[str, KindInfo] = {
             ),
         ),
         KindInfo(
-            name="linear_attention", title="Linear attention",
+            name="linear_attention", implementation="linear_attention:LinearAttentionLevel",
+            title="Linear attention",
             summary="A matrix memory written every token with M += v kᵀ: one gradient step on "
                     "-⟨Mk, v⟩.",
             period_rule="one", default_period=1,
@@ -106,7 +111,8 @@ KINDS: dict[str, KindInfo] = {
             ),
         ),
         KindInfo(
-            name="delta", title="Delta rule",
+            name="delta", implementation="delta:DeltaLevel",
+            title="Delta rule",
             summary="A matrix memory that erases before it writes: gradient descent on "
                     "‖Mk − v‖² every token (Gated DeltaNet).",
             period_rule="one", default_period=1,
@@ -117,7 +123,8 @@ KINDS: dict[str, KindInfo] = {
             ),
         ),
         KindInfo(
-            name="titans", title="Titans memory",
+            name="titans", implementation="titans:TitansLevel",
+            title="Titans memory",
             summary="A deep MLP memory that learns at test time from its surprise, with momentum "
                     "and a forget gate, written once per chunk.",
             period_rule="positive", default_period=16,
@@ -132,7 +139,8 @@ KINDS: dict[str, KindInfo] = {
             ),
         ),
         KindInfo(
-            name="self_modifying", title="Self-modifying memory (HOPE)",
+            name="self_modifying", implementation="self_modifying:SelfModifyingLevel",
+            title="Self-modifying memory (HOPE)",
             summary="Generates its own keys, values, learning rates and decay with memories "
                     "that are themselves updated in context (delta gradient descent).",
             period_rule="positive", default_period=8,
@@ -149,7 +157,8 @@ KINDS: dict[str, KindInfo] = {
             ),
         ),
         KindInfo(
-            name="mlp", title="MLP / CMS level",
+            name="mlp", implementation="cms:MLPLevel",
+            title="MLP / CMS level",
             summary="A feed-forward block; with a period C it keeps learning in context every C "
                     "tokens (a continuum-memory level), with null it is frozen after training.",
             period_rule="positive_or_null", default_period=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -17,9 +18,6 @@ from torch import nn
 from nlstudio.project import Project, ProjectError, construct_task, load_project, parse_project
 
 FLOAT_BYTES = 4  # parameters, optimizer state and activations are float32
-#: Internal compute chunk of the matrix-memory levels (linear attention, delta rule): their
-#: chunk-wise parallel form keeps one memory state per chunk for the backward pass.
-MATRIX_CHUNK = 64
 
 
 def _as_project(project: Project | dict | str | os.PathLike) -> Project:
@@ -73,89 +71,41 @@ def build_model(project: Project | dict | str | os.PathLike, task=None,
 
 
 # ---- memory ---------------------------------------------------------------------------------
+def _meta_model(project: Project, task) -> nn.Module:
+    """The project's model on the ``meta`` device: every shape, no memory. Every level kind
+    builds there (tests/core/test_project.py checks each), so the estimate asks the levels."""
+    with torch.device("meta"):
+        return _assemble(project, task)
+
+
 def count_parameters(project: Project, task) -> int:
-    """Exact, from the model built on the ``meta`` device (no memory is allocated); the
-    analytic count of :func:`_analytic_parameters` if a level cannot be built there."""
-    try:
-        with torch.device("meta"):
-            model = _assemble(project, task)
-        return sum(p.numel() for p in model.parameters())
-    except Exception:  # noqa: BLE001 - any level that cannot live on meta: count analytically
-        return _analytic_parameters(project, task)
+    """Exact, from the model built on the ``meta`` device (no memory is allocated)."""
+    return sum(p.numel() for p in _meta_model(project, task).parameters())
 
 
-def _analytic_parameters(project: Project, task) -> int:
-    m = project.model
-    d, heads = m.d_model, m.heads
-    dh = d // heads
-    n_out = task.n_outputs
-    if task.vocab_size is not None:
-        total = task.vocab_size * d + (0 if m.tie_embeddings else n_out * d)
-    else:
-        total = (task.input_dim or 1) * d + n_out * d
-    for level in m.levels:
-        o = level.options()
-        total += 2 * d  # norms
-        if level.kind == "attention":
-            total += 4 * d * d
-        elif level.kind in ("linear_attention", "delta"):
-            total += 4 * d * d + 2 * d * heads
-        elif level.kind == "titans":
-            total += 4 * d * d + 3 * d * heads + heads * o["depth"] * o["expansion"] * dh * dh
-        elif level.kind == "self_modifying":
-            total += 7 * d * d * o["depth"]
-        elif level.kind == "mlp":
-            total += 2 * o["expansion"] * d * d
-    return total
-
-
-def _fast_weights_per_sequence(level, d: int, heads: int) -> int:
-    """Floats of one copy of a level's in-context memory for one sequence."""
-    dh = d // heads
-    o = level.options()
-    if level.kind in ("linear_attention", "delta"):
-        return heads * dh * dh
-    if level.kind == "titans":
-        return 2 * heads * o["depth"] * o["expansion"] * dh * dh  # memory + momentum
-    if level.kind == "self_modifying":
-        return 6 * heads * dh * dh * o["depth"] * (2 if o["momentum"] else 1)
-    if level.kind == "mlp" and level.period is not None:
-        return 2 * o["expansion"] * d * d
-    return 0
-
-
-def _activation_floats(project: Project, n_outputs: int) -> int:
+def _activation_floats(levels: Iterable, d_model: int, n_outputs: int, batch: int,
+                       seq_len: int) -> int:
     """Floats kept for the backward pass of one training step (a documented estimate):
 
-    - every level: its input, norm and output, ``3·d`` per token, plus
-      attention: q, k, v, o (``4·d``) and the softmax weights (``heads × min(T, window)``);
-      matrix memories and Titans/HOPE: projections and gates (``6·d``); MLPs: the hidden layer
-      (``2·expansion·d``);
-    - in-context memories: one copy of the fast weights per sequence for every write the
-      outer gradient flows through (``⌈T/C⌉`` chunks; ``⌈T/64⌉`` for the matrix memories'
-      internal chunks);
-    - the logits and their gradient (``2·n_outputs`` per token).
+    - every level: :meth:`Level.activation_floats_per_token` (its input, norm and output and
+      whatever its own computation keeps: projections, gates, a hidden layer, attention
+      weights);
+    - in-context memories: one copy of the level's state (:meth:`Level.state_floats`) per
+      sequence for every sequential step the outer gradient flows through
+      (``⌈T / compute_chunk⌉``);
+    - the embedding and the final norm (``2·d``), the logits and their gradient
+      (``2·n_outputs``) per token.
 
     Doubled for the gradients of those activations during the backward pass.
     """
-    m, train = project.model, project.train
-    b, t, d = train.batch_size, train.seq_len, m.d_model
-    per_token = 2 * n_outputs + 2 * d
+    per_token = 2 * n_outputs + 2 * d_model
     per_sequence = 0
-    for level in m.levels:
-        per_token += 3 * d
-        o = level.options()
-        if level.kind == "attention":
-            window = o["window"] or t
-            per_token += 4 * d + m.heads * min(t, window)
-        elif level.kind == "mlp":
-            per_token += 2 * o["expansion"] * d
-        else:
-            per_token += 6 * d
-        chunk = MATRIX_CHUNK if level.kind in ("linear_attention", "delta") else level.period
+    for level in levels:
+        per_token += level.activation_floats_per_token(seq_len)
+        chunk = level.compute_chunk
         if chunk:
-            per_sequence += math.ceil(t / chunk) * _fast_weights_per_sequence(level, d, m.heads)
-    return 2 * (b * t * per_token + b * per_sequence)
+            per_sequence += math.ceil(seq_len / chunk) * level.state_floats(1)
+    return 2 * (batch * seq_len * per_token + batch * per_sequence)
 
 
 def estimate_memory(project: Project | dict | str | os.PathLike, task=None) -> int:
@@ -165,11 +115,13 @@ def estimate_memory(project: Project | dict | str | os.PathLike, task=None) -> i
     project = _as_project(project)
     if task is None:
         task = build_task(project)
-    n_params = count_parameters(project, task)
-    opt = project.train.optimizer
+    model = _meta_model(project, task)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt, train = project.train.optimizer, project.train
     state = 2 if opt.name in ("adam", "adamw") else (1 if opt.momentum > 0 else 0)
-    floats = n_params * (2 + state) + _activation_floats(project, task.n_outputs)
-    return floats * FLOAT_BYTES
+    activations = _activation_floats(model.levels.values(), model.d_model, model.n_outputs,
+                                     train.batch_size, train.seq_len)
+    return (n_params * (2 + state) + activations) * FLOAT_BYTES
 
 
 def _meminfo_available() -> int | None:

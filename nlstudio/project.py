@@ -15,14 +15,13 @@ from typing import Any
 
 import nlstudio
 from nlstudio.faults import Fault, ProjectError
-from nlstudio.graph import depth_ranks
 from nlstudio.schema import FORMAT, VERSION, Project, short_repr
 from nlstudio.validate import (MIGRATIONS, check_document, check_level, construct_task,
                                parse_project)
 
 __all__ = ["ProjectError", "Fault", "Project", "load_project", "save_project", "parse_project",
            "check_document", "project_to_dict", "default_level", "new_project", "preset_paths",
-           "load_preset", "loads", "dumps", "layout_positions", "construct_task", "MIGRATIONS",
+           "load_preset", "loads", "dumps", "construct_task", "MIGRATIONS",
            "DEFAULT_TASK"]
 
 DEFAULT_TASK = "kv_stream"
@@ -147,13 +146,6 @@ def default_level(kind: str, level_id: str) -> dict:
         fault = faults[0]
         raise ProjectError("<level>", fault.path.removeprefix("model.levels[0]."), fault.message)
     return level.spec()
-
-
-def layout_positions(project: Project, dx: float = 180.0) -> dict[str, list[float]]:
-    """Canvas positions ``[x, y]``: x by depth along the graph (left to right); y is 0, the
-    canvas places levels vertically by their period."""
-    ranks = depth_ranks([lv.id for lv in project.levels], project.model.edges)
-    return {lid: [dx * r, 0.0] for lid, r in ranks.items()}
 
 
 def new_project() -> dict:

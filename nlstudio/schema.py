@@ -12,7 +12,6 @@ Everything is strict (JSON types only: ``"8"`` is not an integer, ``1`` is not `
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -20,6 +19,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr,
                       SerializeAsAny, create_model, model_serializer)
 from pydantic_core import PydanticCustomError
 
+from nlstudio.models.graph import MAX_ID_LENGTH, RESERVED, is_level_id, topological_order
 from nlstudio.models.inner_optim import OPTIMIZERS
 from nlstudio.models.registry import KINDS, OBJECTIVES, KindInfo, Option
 from nlstudio.tasks.base import TaskParams
@@ -30,7 +30,7 @@ VERSION = 1
 # Bounds that keep validation (and anything sized from a file) finite.
 MAX_LEVELS = 256
 MAX_EDGES = 4096
-MAX_ID_LENGTH = 64
+# MAX_ID_LENGTH: with the level-id rule in nlstudio.models.graph
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 10_000
 MAX_D_MODEL = 1 << 20
@@ -41,8 +41,6 @@ MAX_BATCH = 1 << 16
 MAX_SEQ_LEN = 1 << 20
 MAX_SEED = 2**32 - 1
 
-RESERVED_IDS = ("input", "output")
-_ID_RE = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_ID_LENGTH - 1}}}")
 
 
 class _Strict(BaseModel):
@@ -61,18 +59,14 @@ def _is_int(value: Any) -> bool:
 def _check_id(value: Any) -> str:
     if not isinstance(value, str):
         raise PydanticCustomError("level_id", "must be a string")
-    if value in RESERVED_IDS:
+    if value in RESERVED:
         raise PydanticCustomError("level_id", "'{id}' is reserved for the graph's endpoint; "
                                   "choose another id", {"id": value})
-    if not _ID_RE.fullmatch(value):
+    if not is_level_id(value):
         raise PydanticCustomError(
             "level_id", "must be an identifier: a letter or _ followed by letters, digits or _ "
             "(at most {n} characters)", {"n": MAX_ID_LENGTH})
     return value
-
-
-def is_level_id(value: Any) -> bool:
-    return isinstance(value, str) and value not in RESERVED_IDS and bool(_ID_RE.fullmatch(value))
 
 
 LevelId = Annotated[str, PlainValidator(_check_id)]
@@ -332,8 +326,6 @@ class Project(_Strict):
 
     def topological_order(self) -> list[str]:
         """Level ids, every level after its predecessors (ties in file order)."""
-        from nlstudio.graph import topological_order
-
         return topological_order([lv.id for lv in self.model.levels], self.model.edges)
 
     def model_spec(self) -> dict[str, Any]:

@@ -15,6 +15,16 @@ tokens since the previous write, all taken at the weights of that chunk (Eq. 31 
 ``η f(θ; x_t)`` over the chunk, so η is a per-token step size). Tokens ``[kC, (k+1)C)`` read the
 weights after k writes.
 
+Stateful inner optimizers (momentum, Adam, M3, DMGD, delta momentum): Eq. 31's f is "the error
+component of an arbitrary optimizer"; we read it as the chunk's summed gradient, so a write is
+ONE step of the optimizer and its state (a momentum, Adam's moments) advances once per chunk,
+not once per token. Why: the weights do not change inside a chunk, so its C gradients are one
+sample of the level's loss at one point, and the optimizer's memory then lives at the level's
+own frequency (its α or β means the same decay per write for every C, as the optimizer of the
+outer loop steps once per batch, not once per example). For SGD both readings are the same
+write. (tests/models/test_cms.py pins the one-step write and that it differs from a per-token
+momentum.)
+
 Objectives (the inner loss whose gradient f is):
 
 - ``task``: the model's own cross-entropy on the chunk's targets. A level cannot compute that
@@ -28,6 +38,13 @@ Objectives (the inner loss whose gradient f is):
 
 Keys for key-using inner optimizers (DGD, arXiv Eq. 57): W1's key is the layer's input (x for
 ``task``, k for ``l2``/``dot``), W2's key is the hidden activation σ(W1 ·).
+
+Frozen (``forward(..., frozen=True)``, the model's ``freeze``): the level reads with the weights
+in its state and learns nothing from the call's tokens (no gradient summed, no key kept); a
+chunk that ends while frozen is closed without a write (:meth:`MLPLevel.skip_write`: Δ, the
+optimizer's state and ``updates`` stay, the chunk's gradient sum is dropped), so the writes of
+later, unfrozen chunks stay on their multiples of C. The state's ``chunks`` counts the chunks
+closed either way.
 """
 from __future__ import annotations
 
@@ -74,6 +91,9 @@ def local_grads(w1: Tensor, w2: Tensor, k: Tensor, v: Tensor, objective: str
 
 class MLPLevel(Level):
     kind = "mlp"
+    #: position-wise: within a segment each output reads only its own input (the weights
+    #: change between segments, which the model drives)
+    mixes_positions = False
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)
@@ -108,8 +128,8 @@ class MLPLevel(Level):
         return {"w1": self.w1 + state["delta"]["w1"], "w2": self.w2 + state["delta"]["w2"]}
 
     def write_due(self, state: State) -> bool:
-        """Whether the stream has reached a multiple of C whose write has not happened yet."""
-        return self.period is not None and state["t"] // self.period > state["updates"]
+        """Whether the stream has reached a multiple of C whose chunk is not closed yet."""
+        return self.period is not None and state["t"] // self.period > state["chunks"]
 
     def accumulate(self, state: State, grads: dict[str, Tensor | None]) -> State:
         """Adds (detached) inner gradients w.r.t. :meth:`fast_weights` to the chunk's sum."""
@@ -149,13 +169,20 @@ class MLPLevel(Level):
             norms[-1] = sq.sqrt().mean().to(norms.dtype)
         return {**state, "delta": new_delta, "opt": new_opt, "grad": new_grad,
                 "keys": {n: k[:, :0] for n, k in keys.items()}, "updates": state["updates"] + 1,
-                "last_write": last_write, "write_norms": norms}
+                "chunks": state["chunks"] + 1, "last_write": last_write, "write_norms": norms}
+
+    def skip_write(self, state: State) -> State:
+        """Closes a chunk that ended while frozen: no write (Δ and the optimizer's state stay),
+        the chunk's gradient sum and keys are dropped."""
+        return {**state, "chunks": state["chunks"] + 1,
+                "grad": {n: torch.zeros_like(g).detach() for n, g in state["grad"].items()},
+                "keys": {n: k[:, :0] for n, k in state["keys"].items()}}
 
     # -- the Level contract -------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> State:
         device, dtype = self._param_device_dtype(device, dtype)
-        state: State = {"t": 0, "updates": 0, "last_write": None,
+        state: State = {"t": 0, "updates": 0, "chunks": 0, "last_write": None,
                         "write_norms": torch.zeros(0, device=device, dtype=dtype)}
         if self.period is None:
             return state
@@ -171,8 +198,10 @@ class MLPLevel(Level):
         )
         return state
 
-    def forward(self, x: Tensor, state: State | None = None,
+    def forward(self, x: Tensor, state: State | None = None, *, frozen: bool = False,
                 fast: dict[str, Tensor] | None = None) -> tuple[Tensor, State]:
+        """``fast``: the weights to read (objective ``task``: the model supplies them, so that
+        it can take the inner gradient w.r.t. them); ``frozen``: see the module docstring."""
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         t0, steps = state["t"], x.shape[1]
@@ -181,8 +210,28 @@ class MLPLevel(Level):
             y = F.linear(F.silu(F.linear(x, self.w1)), self.w2)
             return y, {**state, "t": t0 + steps, "write_norms": norms}
         if self.objective == "task":
-            return self._forward_task(x, state, fast, norms)
+            return self._forward_task(x, state, fast, norms, frozen)
+        if frozen:
+            return self._forward_frozen(x, state, norms)
         return self._forward_local(x, state, norms)
+
+    def read(self, state: State, x: Tensor) -> Tensor:
+        """``W2 σ(W1 x)`` with the weights in ``state`` (``W0 + Δ``; frozen: the outer ones)."""
+        if self.period is None:
+            return F.linear(F.silu(F.linear(x, self.w1)), self.w2)
+        w = self.fast_weights(state)
+        return mlp_read(x, w["w1"], w["w2"])[0]
+
+    def state_floats(self, batch: int = 1) -> int:
+        """The fresh state (Δ, the optimizer's state, the chunk's gradient sum) plus the keys
+        a key-using optimizer (DGD) buffers over a chunk: up to C rows of ``d + hidden``."""
+        keys = batch * self.period * (self.d_model + self.hidden) \
+            if self.period is not None and self.uses_key else 0
+        return super().state_floats(batch) + keys
+
+    def activation_floats_per_token(self, seq_len: int) -> int:
+        """The base terms and the hidden layer, before and after σ (``2·hidden``)."""
+        return super().activation_floats_per_token(seq_len) + 2 * self.hidden
 
     def probe(self, state: State) -> LevelProbe:
         memory = self.w1 if self.period is None else self.w1 + state["delta"]["w1"][0]
@@ -200,7 +249,7 @@ class MLPLevel(Level):
 
     # -- internals ----------------------------------------------------------------------------
     def _forward_task(self, x: Tensor, state: State, fast: dict[str, Tensor] | None,
-                      norms: Tensor) -> tuple[Tensor, State]:
+                      norms: Tensor, frozen: bool) -> tuple[Tensor, State]:
         t0, steps, c = state["t"], x.shape[1], self.period
         if self.write_due(state) or (steps and t0 // c != (t0 + steps - 1) // c):
             raise ValueError(
@@ -211,11 +260,20 @@ class MLPLevel(Level):
         w = fast if fast is not None else self.fast_weights(state)
         y, hidden = mlp_read(x, w["w1"], w["w2"])
         new = {**state, "t": t0 + steps, "write_norms": norms}
-        if self.uses_key:
+        if self.uses_key and not frozen:
             keys = state["keys"]
             new["keys"] = {"w1": torch.cat((keys["w1"], x.detach()), 1),
                            "w2": torch.cat((keys["w2"], hidden.detach()), 1)}
         return y, new
+
+    def _forward_frozen(self, x: Tensor, state: State, norms: Tensor) -> tuple[Tensor, State]:
+        """l2/dot, frozen: one read with the weights as they are; chunks that end are closed
+        without a write."""
+        w = self.fast_weights(state)
+        state = {**state, "t": state["t"] + x.shape[1], "write_norms": norms}
+        if self.write_due(state):  # one or more chunks ended: all closed at once
+            state = {**self.skip_write(state), "chunks": state["t"] // self.period}
+        return mlp_read(x, w["w1"], w["w2"])[0], state
 
     def _forward_local(self, x: Tensor, state: State, norms: Tensor) -> tuple[Tensor, State]:
         """l2/dot: per chunk, read with the chunk's weights, add the chunk's local gradients

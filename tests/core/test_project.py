@@ -785,17 +785,54 @@ def test_check_resources_refuses_a_huge_model_before_allocating(monkeypatch):
     assert needed == estimate_memory(two_levels())
 
 
-def test_parameter_count_falls_back_to_the_analytic_estimate(monkeypatch):
+def _variants(kind: str) -> list[dict]:
+    """A level of ``kind`` with its defaults, one per other value of each bool or choice option
+    and per bound of each integer option (what changes which weights exist), and one per
+    objective, written every 4 tokens where the kind may be frozen."""
+    info = KINDS[kind]
+    base = default_level(kind, "x")
+    out = [base]
+    for opt in info.options:
+        values = ((True, False) if opt.type == "bool" else opt.choices if opt.type == "choice"
+                  else (int(opt.low), int(opt.high)) if opt.type == "int" else ())
+        out += [{**base, opt.name: v} for v in values if v != base.get(opt.name)]
+    period = base["period"] if base["period"] is not None else 4
+    out += [{**base, "period": period, "objective": o} for o in info.objectives]
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_builds_on_meta_with_the_exact_parameter_count(kind):
+    """The estimate counts parameters on the meta device only (no analytic fallback): every
+    kind, with every variant of its options, must build there."""
     import nlstudio.build as B
 
-    project = parse_project(chain(default_level("attention", "a"), default_level("titans", "t"),
-                                  default_level("mlp", "m")))
-    task = B.build_task(project)
-    exact = B.count_parameters(project, task)
-    assert exact == sum(p.numel() for p in B.build_model(project, task).parameters())
+    for level in _variants(kind):
+        project = parse_project(chain(level))
+        task = B.build_task(project)
+        real = B.build_model(project, task)
+        assert B.count_parameters(project, task) == sum(p.numel() for p in real.parameters())
+        meta = B._meta_model(project, task)
+        assert all(p.device.type == "meta" for p in meta.parameters())
+        lv = meta.levels["x"]
+        assert lv.state_floats(3) == 3 * lv.state_floats(1)  # per sequence
+        assert estimate_memory(project, task) > 0
 
-    def no_meta(project, task):
-        raise NotImplementedError("this level cannot be built on meta")
 
-    monkeypatch.setattr(B, "_assemble", no_meta)
-    assert abs(B.count_parameters(project, task) - exact) < 0.05 * exact
+def test_estimate_keeps_one_state_per_compute_chunk():
+    """The memory check asks each level its compute chunk: the vector gate's smaller internal
+    chunk keeps more memory copies than the scalar gate's (the copied MATRIX_CHUNK missed it)."""
+    import nlstudio.build as B
+
+    def floats(gate: str) -> tuple[int, int]:
+        project = parse_project(chain({**default_level("linear_attention", "x"), "gate": gate}))
+        level = B._meta_model(project, B.build_task(project)).levels["x"]
+        return level.compute_chunk, level.state_floats(1)
+
+    (c_vec, s_vec), (c_sca, s_sca) = floats("vector"), floats("scalar")
+    assert c_vec < c_sca and s_vec == s_sca
+    vec = parse_project(chain({**default_level("linear_attention", "x"), "gate": "vector"}))
+    sca = parse_project(chain({**default_level("linear_attention", "x"), "gate": "scalar"}))
+    t, b = vec.train.seq_len, vec.train.batch_size
+    per_chunk_copies = 2 * b * s_vec * (-(-t // c_vec) - -(-t // c_sca)) * B.FLOAT_BYTES
+    assert estimate_memory(vec) - estimate_memory(sca) >= per_chunk_copies > 0

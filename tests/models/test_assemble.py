@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from nlstudio.models import KINDS, LEVEL_CLASSES, LevelProbe, NestedModel, build_model
-from nlstudio.models.assemble import topological_order
+from nlstudio.models.graph import checked_order
 from nlstudio.models.levels.cms import MLPLevel
 
 V, D = 13, 8
@@ -41,7 +41,7 @@ def tokens(batch: int, steps: int, seed: int = 0):
 
 # -- graph ------------------------------------------------------------------------------------
 def test_topological_order_and_predecessors():
-    order, preds = topological_order(["d", "c", "b", "a"], [
+    order, preds = checked_order(["d", "c", "b", "a"], [
         ["input", "a"], ["a", "b"], ["a", "c"], ["b", "d"], ["c", "d"], ["d", "output"]])
     assert order == ["a", "c", "b", "d"]
     assert preds["d"] == ["b", "c"] and preds["output"] == ["d"] and preds["a"] == ["input"]
@@ -95,13 +95,17 @@ def test_split_calls_give_the_same_logits_and_state(cuts, opt):
     assert s["levels"]["cms"]["updates"] == 3
 
 
-def test_default_targets_are_the_next_tokens_of_the_call():
+def test_default_targets_are_the_next_tokens_of_the_stream():
+    """Without targets the last position waits for its target (the next call's first token):
+    its write is not committed yet (tests/models/test_streaming.py has the split property)."""
     torch.manual_seed(0)
     model = build_model(MIXED, vocab_size=V)
     x, _ = tokens(2, 8)
     implicit, s1 = model(x)
     explicit, s2 = model(x, targets=F.pad(x[:, 1:], (0, 1), value=-100))
     torch.testing.assert_close(implicit, explicit)
+    assert s1["t"] == s2["t"] == 8 and torch.equal(s1["pending"], x[:, 7:])
+    assert s1["levels"]["cms"]["t"] == 7 and s2["levels"]["cms"]["t"] == 8
     torch.testing.assert_close(s1["levels"]["cms"]["grad"]["w1"], s2["levels"]["cms"]["grad"]["w1"])
     _, s3 = model(x, targets=F.pad(x[:, 1:], (0, 1), value=0))  # one more target changes it
     assert not torch.allclose(s1["levels"]["cms"]["grad"]["w1"], s3["levels"]["cms"]["grad"]["w1"])

@@ -303,3 +303,36 @@ def test_kind_defaults_for_the_inner_optimizer_apply_when_the_spec_leaves_them_o
     level = LinearAttentionLevel({"id": "la", "kind": "linear_attention",
                                   "optimizer": {"name": "sgd", "eta": 0.5}}, 16, 2)
     assert level.eta == 0.5
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "m3"])
+def test_a_chunk_is_one_step_of_the_level_optimizer_on_its_summed_gradient(name):
+    """The documented reading of Eq. 31 for stateful rules: a write is ONE step of the level's
+    inner optimizer on the sum of the chunk's per-token gradients (the optimizer's state
+    advances once per chunk, at the level's own frequency). For SGD this is Eq. 31's per-token
+    sum exactly; for momentum it differs from stepping the momentum at every token."""
+    torch.manual_seed(0)
+    hyper = {"sgd": {"eta": 0.3}, "momentum": {"eta": 0.3, "alpha": 0.7},
+             "adam": {"eta": 0.05}, "m3": {"eta": 0.05, "chunk": 2}}[name]
+    level = MLPLevel(cms("c", 3, opt={"name": name, **hyper}), D, 2)
+    opt = OPTIMIZERS[name].bind(**hyper)
+    g = torch.Generator().manual_seed(5)
+    state = level.init_state(2)
+    w0, opt_state = level.w1.detach().expand(2, -1, -1), opt.init(state["delta"]["w1"])
+    w, per_token_w, per_token_state = w0, w0, opt.init(state["delta"]["w1"])
+    for _chunk in range(3):
+        grads = [torch.randn(2, 2 * D, D, generator=g) for _ in range(3)]
+        for grad in grads:  # what the model does: the chunk's per-token gradients are summed
+            state = level.accumulate(state, {"w1": grad, "w2": None})
+        state = level.write({**state, "t": state["t"] + 3})
+        w, opt_state = opt.step(w, sum(grads), opt_state)
+        torch.testing.assert_close(level.w1 + state["delta"]["w1"], w)
+        # Eq. 31 read literally: one optimizer update per token, all at the chunk's weights,
+        # summed into one write
+        updates = []
+        for grad in grads:
+            new, per_token_state = opt.step(per_token_w, grad, per_token_state)
+            updates.append(new - per_token_w)
+        per_token_w = per_token_w + sum(updates)
+    same = torch.allclose(per_token_w, w, atol=1e-6)
+    assert same == (name == "sgd")

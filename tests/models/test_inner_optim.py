@@ -288,6 +288,53 @@ def test_delta_momentum_vector_erases_along_the_gradient():
     torch.testing.assert_close(st["m"], torch.tensor([1.0, -0.3, 0.0], dtype=F64))
 
 
+def test_delta_momentum_printed_form_is_eq_22_with_p_the_identity():
+    """normalize = 0: m_{i+1} = m_i (α I − ∇Lᵀ∇L) − η P ∇L with P = I, a hand-written float64
+    loop of the printed equation (batched matrices and a vector), and W ← W + m."""
+    g = _gen(11)
+    eta, alpha = 0.3, 0.9
+    printed = make_optimizer({"name": "delta_momentum", "eta": eta, "alpha": alpha,
+                              "normalize": 0})
+    default = make_optimizer({"name": "delta_momentum", "eta": eta, "alpha": alpha})
+    assert default.hp["normalize"] == 1
+    for shape in ((2, 3, 4), (5,)):
+        w = torch.randn(*shape, generator=g, dtype=F64)
+        state, m = printed.init(w), torch.zeros(shape, dtype=F64)
+        for _ in range(4):
+            grad = 0.4 * torch.randn(*shape, generator=g, dtype=F64)
+            w_prev = w
+            w, state = printed.step(w, grad, state)
+            rows = grad.reshape(-1, 1, shape[-1]) if len(shape) == 1 else grad
+            mm = m.reshape(rows.shape)
+            eye = torch.eye(shape[-1], dtype=F64)
+            m = (mm @ (alpha * eye - rows.mT @ rows) - eta * eye[:rows.shape[-2], :rows.shape[-2]]
+                 @ rows).reshape(shape)
+            torch.testing.assert_close(state["m"], m, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(w, w_prev + m, rtol=1e-12, atol=1e-14)
+        # the two forms differ (the deviation is real) wherever ‖∇L‖ ≠ 1
+        _, a = printed.step(w, 3 * grad, {"m": m})
+        _, b = default.step(w, 3 * grad, {"m": m})
+        assert (a["m"] - b["m"]).abs().max() > 1e-3
+
+
+def test_delta_momentum_normalised_default_stays_bounded_where_the_printed_form_grows():
+    """The reason for the default: the printed erase has no step size, so a gradient with
+    ‖∇L‖² > 1 + α makes m(α I − ∇Lᵀ∇L) grow; the unit key keeps the transition a contraction."""
+    g = _gen(12)
+    grad = torch.randn(3, 4, generator=g, dtype=F64)
+    grad = 2.0 * grad / grad.norm()  # ‖∇L‖² = 4 > 1 + α
+    norms = {}
+    for normalize in (0, 1):
+        opt = make_optimizer({"name": "delta_momentum", "eta": 0.1, "alpha": 0.5,
+                              "normalize": normalize})
+        w, state = torch.zeros(3, 4, dtype=F64), None
+        state = opt.init(w)
+        for _ in range(30):
+            w, state = opt.step(w, grad, state)
+        norms[normalize] = state["m"].norm().item()
+    assert norms[0] > 1e6 and norms[1] < 1.0
+
+
 def test_dmgd_memory_is_gd_on_its_own_objective():
     g = _gen(10)
     eta, alpha = 0.05, 0.9

@@ -5,17 +5,14 @@ function of the old one and pushes it through ``Document.edit`` (one QUndoComman
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable
 
 from nlstudio import project as core
 from nlstudio.catalog import KINDS, OPTIMIZERS, all_tasks
+from nlstudio.graph import ID_PATTERN, INPUT, MAX_ID_LENGTH, OUTPUT, RESERVED, depths, reaches
 from nlstudio.widgets.document import Document
 
-INPUT, OUTPUT = "input", "output"
-RESERVED = (INPUT, OUTPUT)
 COLUMN = 250.0        # horizontal spacing of the automatic layout
-ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KEEP = object()       # "leave the period as it is"
 
 
@@ -51,36 +48,16 @@ def id_problem(data: dict, new_id: str, old_id: str | None = None) -> str | None
     """Why ``new_id`` cannot name a level (None if it can)."""
     if not new_id:
         return "an id cannot be empty"
-    if not ID_PATTERN.match(new_id):
+    if not ID_PATTERN.fullmatch(new_id):
         return "use letters, digits and _ (not starting with a digit)"
+    if len(new_id) > MAX_ID_LENGTH:
+        return f"an id has at most {MAX_ID_LENGTH} characters"
     if new_id in RESERVED:
         return f"'{new_id}' is reserved for the graph's {new_id} node"
     if new_id != old_id and any(lv.get("id") == new_id
                                 for lv in data.get("model", {}).get("levels", [])):
         return f"another level is already called '{new_id}'"
     return None
-
-
-def _successors(edges: Iterable[Iterable[str]]) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for edge in edges:
-        edge = list(edge)
-        if len(edge) == 2:
-            out.setdefault(edge[0], set()).add(edge[1])
-    return out
-
-
-def reaches(edges: Iterable[Iterable[str]], start: str, goal: str) -> bool:
-    succ = _successors(edges)
-    seen, stack = set(), [start]
-    while stack:
-        node = stack.pop()
-        if node == goal:
-            return True
-        if node not in seen:
-            seen.add(node)
-            stack.extend(succ.get(node, ()))
-    return False
 
 
 def connect_problem(data: dict, src: str, dst: str) -> str | None:
@@ -98,20 +75,12 @@ def connect_problem(data: dict, src: str, dst: str) -> str | None:
 
 
 def auto_x(data: dict) -> dict[str, float]:
-    """Horizontal positions for levels the file places nowhere: by depth from the input."""
-    levels = [lv.get("id") for lv in data.get("model", {}).get("levels", [])]
-    edges = [list(e) for e in data.get("model", {}).get("edges", []) if len(e) == 2]
-    depth = {INPUT: 0}
-    for _ in range(len(levels) + 1):  # longest path, bounded (cycles cannot loop forever)
-        changed = False
-        for src, dst in edges:
-            if src in depth and dst in levels and depth.get(dst, -1) < depth[src] + 1 \
-                    and depth[src] + 1 <= len(levels):
-                depth[dst] = depth[src] + 1
-                changed = True
-        if not changed:
-            break
-    next_free = max((depth.get(i, 0) for i in levels), default=0) + 1
+    """Horizontal positions for levels the file places nowhere: by depth from the input; a
+    level that input does not reach through the graph takes a column of its own after them."""
+    model = data.get("model", {})
+    levels = [lv.get("id") for lv in model.get("levels", [])]
+    depth = depths(levels, model.get("edges", []))
+    next_free = max(depth.values(), default=0) + 1
     xs: dict[str, float] = {}
     for level_id in levels:
         if level_id not in depth:
@@ -119,13 +88,6 @@ def auto_x(data: dict) -> dict[str, float]:
             next_free += 1
         xs[level_id] = (depth[level_id] - 1) * COLUMN
     return xs
-
-
-def level_x(data: dict, level_id: str) -> float:
-    pos = data.get("view", {}).get("positions", {}).get(level_id)
-    if isinstance(pos, (list, tuple)) and pos and isinstance(pos[0], (int, float)):
-        return float(pos[0])
-    return auto_x(data).get(level_id, 0.0)
 
 
 def _place(data: dict, level_id: str, x: float) -> None:
