@@ -18,6 +18,28 @@ from typing import Any
 #: ``"one"``: written every token (period must be 1); ``"positive"``: a chunk size C >= 1;
 #: ``"positive_or_null"``: C >= 1, or null for a level frozen at test time (frequency 0).
 PERIOD_RULES = ("inf", "one", "positive", "positive_or_null")
+#: The largest period a level may have (keeps anything sized from a file finite).
+MAX_PERIOD = 1 << 30
+#: What a period that breaks its kind's rule is told: the one wording, used by the project
+#: schema (file faults) and the level constructors (ValueError) alike.
+PERIOD_MESSAGES = {
+    "inf": "must be null (this kind writes no weights: it re-reads the context every token)",
+    "one": "must be 1 (this kind writes its memory at every token)",
+    "positive": "must be a positive integer",
+    "positive_or_null": "must be a positive integer or null",
+}
+
+
+def period_fault(rule: str, value: Any) -> str | None:
+    """``None`` when ``value`` is a valid period under ``rule``, else the fault's message."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if rule == "inf":
+        ok = value is None
+    elif rule == "one":
+        ok = is_int and value == 1
+    else:
+        ok = (is_int and 1 <= value <= MAX_PERIOD) or (value is None and rule == "positive_or_null")
+    return None if ok else PERIOD_MESSAGES[rule]
 
 OBJECTIVES = {
     "task": "the model's own loss: the backpropagated surprise of the tokens already seen",
@@ -58,6 +80,10 @@ class KindInfo:
     @property
     def parametric(self) -> bool:
         return self.period_rule != "inf"
+
+    def period_fault(self, value: Any) -> str | None:
+        """``None`` when ``value`` is a valid period for this kind, else what is wrong."""
+        return period_fault(self.period_rule, value)
 
     def option(self, name: str) -> Option:
         for opt in self.options:

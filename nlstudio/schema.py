@@ -21,7 +21,8 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr,
 from pydantic_core import PydanticCustomError
 
 from nlstudio.models.inner_optim import OPTIMIZERS
-from nlstudio.models.registry import KINDS, OBJECTIVES, KindInfo, Option
+from nlstudio.models.registry import (KINDS, MAX_PERIOD, OBJECTIVES, KindInfo, Option,
+                                      period_fault)
 from nlstudio.tasks.base import TaskParams
 
 FORMAT = "nlstudio.project"
@@ -35,7 +36,6 @@ MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 10_000
 MAX_D_MODEL = 1 << 20
 MAX_HEADS = 1024
-MAX_PERIOD = 1 << 30
 MAX_STEPS = 10**9
 MAX_BATCH = 1 << 16
 MAX_SEQ_LEN = 1 << 20
@@ -77,25 +77,11 @@ def is_level_id(value: Any) -> bool:
 
 LevelId = Annotated[str, PlainValidator(_check_id)]
 
-_PERIOD_MESSAGES = {
-    "inf": "must be null (this kind writes no weights: it re-reads the context every token)",
-    "one": "must be 1 (this kind writes its memory at every token)",
-    "positive": "must be a positive integer",
-    "positive_or_null": "must be a positive integer or null",
-}
-
-
 def _period_type(rule: str) -> Any:
     def check(value: Any) -> int | None:
-        if rule == "inf":
-            ok = value is None
-        elif rule == "one":
-            ok = _is_int(value) and value == 1
-        else:
-            ok = (_is_int(value) and 1 <= value <= MAX_PERIOD) or (
-                value is None and rule == "positive_or_null")
-        if not ok:
-            raise PydanticCustomError("period", _PERIOD_MESSAGES[rule])
+        fault = period_fault(rule, value)  # the one period rule, shared with the levels
+        if fault:
+            raise PydanticCustomError("period", fault)
         return value
 
     return Annotated[Optional[int], PlainValidator(check)]

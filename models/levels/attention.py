@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlstudio.models.levels.base import Level, LevelProbe
-from nlstudio.models.levels.common import apply_rope, merge_heads, split_heads
+from nlstudio.models.levels.common import apply_rope, check_level_shape, merge_heads, split_heads
 
 PROBE_TOKENS = 64
 
@@ -25,12 +25,7 @@ class AttentionLevel(Level):
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)
-        if d_model % heads:
-            raise ValueError(f"{self.level_id}: d_model {d_model} is not divisible by {heads} "
-                             f"heads")
-        if self.period is not None:
-            raise ValueError(f"{self.level_id}: attention has no period (it re-reads the "
-                             f"context every token), got period {self.period}")
+        check_level_shape(self)
         window = self.option("window")
         if window is not None and int(window) < 1:
             raise ValueError(f"{self.level_id}: window must be >= 1 or null, got {window}")

@@ -14,6 +14,19 @@ from nlstudio.models.levels.base import Level, LevelProbe
 ROPE_BASE = 10000.0
 
 
+def check_level_shape(level: Level) -> None:
+    """The checks every level of this package makes on its spec: the period against the kind's
+    rule (``registry.period_fault``, the wording the project files get too) and ``heads``
+    dividing ``d_model``. Raises ``ValueError`` naming the level."""
+    fault = level.info.period_fault(level.period)
+    if fault:
+        raise ValueError(f"level {level.level_id!r} ({level.info.name}): period {fault}, got "
+                         f"{level.period!r}")
+    if level.d_model % level.heads:
+        raise ValueError(f"level {level.level_id!r}: d_model {level.d_model} is not divisible "
+                         f"by {level.heads} heads")
+
+
 def split_heads(x: Tensor, heads: int) -> Tensor:
     """``[B, T, H*dh] -> [B, H, T, dh]`` (contiguous)."""
     b, t, d = x.shape
@@ -121,12 +134,7 @@ class MatrixMemoryLevel(Level):
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)
-        if d_model % heads:
-            raise ValueError(f"{self.level_id}: d_model {d_model} is not divisible by {heads} "
-                             f"heads")
-        if self.period not in (None, 1):
-            raise ValueError(f"{self.level_id}: a {self.kind} level is written every token "
-                             f"(period 1), got period {self.period}")
+        check_level_shape(self)
         self.eta = float(self.make_inner_optimizer().hp["eta"])
         self.d_head = d_model // heads
         self.q_proj = nn.Linear(d_model, d_model, bias=False)

@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlstudio.models.chunked import chunk_write, collapse, silu_grad, write_plain
-from nlstudio.models.levels.base import Level, LevelProbe, State
+from nlstudio.models.levels.base import State
+from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import CausalConv1d, l2_normalize, merge_heads, split_heads
 
 #: The stacked memories, in storage order.
@@ -56,28 +57,20 @@ MEMORIES = ("k", "v", "eta", "alpha", "mem")
 K, V, ETA, ALPHA, MEM = range(5)
 
 
-class SelfModifyingLevel(Level):
+class SelfModifyingLevel(ChunkedMemoryLevel):
     kind = "self_modifying"
+    memory_key = "memories"
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)
-        if not isinstance(self.period, int) or isinstance(self.period, bool) or self.period < 1:
-            raise ValueError(f"self_modifying: period must be a positive integer, "
-                             f"got {self.period!r}")
-        if d_model % heads:
-            raise ValueError(f"self_modifying: d_model {d_model} is not divisible by {heads} "
-                             f"heads")
-        if self.objective not in self.info.objectives:
-            raise ValueError(f"self_modifying: objective must be one of {self.info.objectives}")
         opt = self.make_inner_optimizer()
-        self.chunk = int(self.period)
         self.depth = int(self.option("depth"))
         if self.depth not in (1, 2):
             raise ValueError(f"self_modifying: depth must be 1 or 2, got {self.depth}")
         self.use_momentum = bool(self.option("momentum"))
         self.erase = opt.name == "dgd"
         self.eta = float(opt.hp["eta"])
-        self.head_dim = dh = d_model // heads
+        dh = self.head_dim
         n_mem = len(MEMORIES)
 
         self.conv = CausalConv1d(d_model, int(self.option("conv")))
@@ -100,24 +93,6 @@ class SelfModifyingLevel(Level):
                 self.to_momentum.bias.fill_(2.2)  # μ ≈ 0.9
 
     # ---------------------------------------------------------------------------------------
-    def init_state(self, batch: int, device=None, dtype=None) -> State:
-        device, dtype = self._param_device_dtype(device, dtype)
-        memories = tuple(p.to(device=device, dtype=dtype).unsqueeze(0).expand(batch, *p.shape)
-                         for p in self.memory_init)
-        state: State = {
-            "t": 0, "updates": 0,
-            "write_norms": torch.zeros(0, device=device, dtype=dtype),
-            "last_write": None,
-            "memories": memories,
-            "pending": torch.zeros(batch, 0, self.d_model, device=device, dtype=dtype),
-            "conv": torch.zeros(batch, max(self.conv.width - 1, 0), self.d_model,
-                                device=device, dtype=dtype),
-        }
-        if self.use_momentum:
-            state["momentum"] = tuple(torch.zeros(batch, *p.shape, device=device, dtype=dtype)
-                                      for p in self.memory_init)
-        return state
-
     # The five memories share their keys (k for the first layer) and their gates, and DGD acts
     # on each memory's input side, so the first layers of all five are one stacked matrix
     # ``[N, 5·out, in]`` (rows = the memories' outputs) and every shared-key operation is one
@@ -210,16 +185,13 @@ class SelfModifyingLevel(Level):
         if state is None:
             state = self.init_state(b, x.device, x.dtype)
         if t_new == 0:
-            return x.new_zeros(b, 0, self.d_model), {**state, "write_norms": x.new_zeros(0)}
+            return self._empty_call(x, state)
         c, h, dh = self.chunk, self.heads, self.head_dim
         n_seq = b * h
         xc, history = self.conv(x, state["conv"])
-        pending = state["pending"]
-        p = pending.shape[1]
-        xs = torch.cat((pending.to(x.dtype), xc), dim=1) if p else xc
-        n = p + t_new
-        full, rest = divmod(n, c)
-        done = full * c
+        split = self._chunks(xc, state)
+        xs, p, n, full, rest, done = (split.xs, split.pending, split.n, split.full, split.rest,
+                                      split.done)
 
         q = l2_normalize(split_heads(self.to_q(xs), h)).view(n_seq, n, dh)
         xh = split_heads(xs, h).view(n_seq, n, dh)
@@ -253,30 +225,13 @@ class SelfModifyingLevel(Level):
         o = torch.cat(reads, dim=1)[:, p:]  # pending tokens were read by an earlier call
         y = self.to_out(merge_heads(o.reshape(b, h, t_new, dh)))
 
-        write_norms = torch.zeros(t_new, device=x.device, dtype=x.dtype)
-        if full:
-            per_chunk = torch.stack(sq_norms).sum(-1).sqrt().mean(-1)  # [full, B, H] -> [full]
-            ends_at = torch.arange(1, full + 1, device=x.device) * c - 1 - p
-            write_norms[ends_at] = per_chunk.to(x.dtype)
-        new_state: State = {
-            "t": state["t"] + t_new,
-            "updates": state["updates"] + full,
-            "write_norms": write_norms,
-            "last_write": last_write,
-            "memories": self._unflat(weights, b, h),
-            "pending": xs[:, done:],
-            "conv": history,
-        }
-        if self.use_momentum:
-            new_state["momentum"] = self._unflat(moms, b, h)
-        return y, new_state
+        per_chunk = None
+        if full:  # [full, B, H] -> [full]
+            per_chunk = torch.stack(sq_norms).sum(-1).sqrt().mean(-1)
+        write_norms = self._write_norm_series(per_chunk, split, t_new, x)
+        return y, self._next_state(
+            state, split, t_new, write_norms, last_write, self._unflat(weights, b, h),
+            self._unflat(moms, b, h) if self.use_momentum else None, history)
 
-    def probe(self, state: State) -> LevelProbe:
-        norms = state.get("write_norms")
-        last = state.get("last_write")
-        return LevelProbe(
-            memory=state["memories"][0][0, 0, MEM].detach().cpu(),
-            write=None if last is None else last.detach().cpu(),
-            updates=int(state["updates"]),
-            write_norms=None if norms is None else norms.detach().cpu(),
-        )
+    def _probe_memory(self, state: State) -> Tensor:
+        return state["memories"][0][0, 0, MEM]

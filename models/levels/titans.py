@@ -35,29 +35,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlstudio.models.chunked import collapse_end, mlp_backward, mlp_forward, write_plain
-from nlstudio.models.levels.base import Level, LevelProbe, State
+from nlstudio.models.levels.base import State
+from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import l2_normalize, merge_heads, split_heads
 
 
-class TitansLevel(Level):
+class TitansLevel(ChunkedMemoryLevel):
     kind = "titans"
+    memory_key = "weights"
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)
-        if not isinstance(self.period, int) or isinstance(self.period, bool) or self.period < 1:
-            raise ValueError(f"titans: period must be a positive integer, got {self.period!r}")
-        if d_model % heads:
-            raise ValueError(f"titans: d_model {d_model} is not divisible by {heads} heads")
-        if self.objective not in self.info.objectives:
-            raise ValueError(f"titans: objective must be one of {self.info.objectives}")
         opt = self.make_inner_optimizer()
-        self.chunk = int(self.period)
         self.depth = int(self.option("depth"))
         self.expansion = int(self.option("expansion"))
         self.eta = float(opt.hp["eta"])
         # momentum decay scale; 0 (or optimizer "sgd") = no momentum memory at all
         self.momentum_scale = float(opt.hp.get("alpha", 0.0)) if opt.name == "momentum" else 0.0
-        self.head_dim = dh = d_model // heads
+        self.use_momentum = self.momentum_scale > 0
+        dh = self.head_dim
         hidden = self.expansion * dh
         dims = [dh] + [hidden] * (self.depth - 1) + [dh]
         self.residual = self.depth > 1
@@ -78,26 +74,6 @@ class TitansLevel(Level):
                 bias[2].fill_(2.0)  # η ≈ 0.88 alpha: surprise is kept over several chunks
 
     # ---------------------------------------------------------------------------------------
-    @property
-    def use_momentum(self) -> bool:
-        return self.momentum_scale > 0
-
-    def init_state(self, batch: int, device=None, dtype=None) -> State:
-        device, dtype = self._param_device_dtype(device, dtype)
-        weights = tuple(p.to(device=device, dtype=dtype).unsqueeze(0).expand(batch, *p.shape)
-                        for p in self.memory_init)
-        state: State = {
-            "t": 0, "updates": 0,
-            "write_norms": torch.zeros(0, device=device, dtype=dtype),
-            "last_write": None,
-            "weights": weights,
-            "pending": torch.zeros(batch, 0, self.d_model, device=device, dtype=dtype),
-        }
-        if self.use_momentum:
-            state["momentum"] = tuple(torch.zeros(batch, *p.shape, device=device, dtype=dtype)
-                                      for p in self.memory_init)
-        return state
-
     def _gates(self, xs: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(log(1 − α_t), θ_t, log η_t or None)`` per head, each ``[B·H, n]``."""
         b, n, _ = xs.shape
@@ -115,15 +91,12 @@ class TitansLevel(Level):
         if state is None:
             state = self.init_state(b, x.device, x.dtype)
         if t_new == 0:
-            return x.new_zeros(b, 0, self.d_model), {**state, "write_norms": x.new_zeros(0)}
+            return self._empty_call(x, state)
         c, h, dh = self.chunk, self.heads, self.head_dim
         n_mem = b * h
-        pending = state["pending"]
-        p = pending.shape[1]
-        xs = torch.cat((pending.to(x.dtype), x), dim=1) if p else x
-        n = p + t_new
-        full, rest = divmod(n, c)
-        done = full * c
+        split = self._chunks(x, state)
+        xs, p, n, full, rest, done = (split.xs, split.pending, split.n, split.full, split.rest,
+                                      split.done)
 
         q, k, v = self.to_qkv(xs).chunk(3, dim=-1)
         q = l2_normalize(split_heads(q, h)).view(n_mem, n, dh)
@@ -165,7 +138,7 @@ class TitansLevel(Level):
         o = o.view(n_mem, n_read * c, dh)[:, p:n]  # pending tokens were read by an earlier call
         y = self.to_out(merge_heads(o.reshape(b, h, t_new, dh)))
 
-        write_norms = torch.zeros(t_new, device=x.device, dtype=x.dtype)
+        per_chunk = None
         last_write = state["last_write"]
         if full:
             with torch.no_grad():  # the change of the whole memory (all layers, all heads)
@@ -179,26 +152,12 @@ class TitansLevel(Level):
                     sq = sq + torch.cat(norms, dim=1).square()
                 last_write = anchors[0][-1][0] - anchors[0][-2][0]
                 per_chunk = sq.view(b, h, full).sum(1).sqrt().mean(0)
-            ends_at = torch.arange(1, full + 1, device=x.device) * c - 1 - p
-            write_norms[ends_at] = per_chunk.to(x.dtype)
-        new_state: State = {
-            "t": state["t"] + t_new,
-            "updates": state["updates"] + full,
-            "write_norms": write_norms,
-            "last_write": last_write,
-            "weights": tuple(w.view(b, h, *w.shape[1:]) for w in weights),
-            "pending": xs[:, done:],
-        }
-        if self.use_momentum:
-            new_state["momentum"] = tuple(m.view(b, h, *m.shape[1:]) for m in moms)
-        return y, new_state
+        write_norms = self._write_norm_series(per_chunk, split, t_new, x)
+        return y, self._next_state(
+            state, split, t_new, write_norms, last_write,
+            tuple(w.view(b, h, *w.shape[1:]) for w in weights),
+            tuple(m.view(b, h, *m.shape[1:]) for m in moms) if self.use_momentum else None,
+            None)
 
-    def probe(self, state: State) -> LevelProbe:
-        norms = state.get("write_norms")
-        last = state.get("last_write")
-        return LevelProbe(
-            memory=state["weights"][0][0, 0].detach().cpu(),
-            write=None if last is None else last.detach().cpu(),
-            updates=int(state["updates"]),
-            write_norms=None if norms is None else norms.detach().cpu(),
-        )
+    def _probe_memory(self, state: State) -> Tensor:
+        return state["weights"][0][0, 0]
