@@ -59,6 +59,10 @@ class Option:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
+    #: the project-file format version that added this option, and what files written
+    #: before it (which lack the key) meant; the schema's migrations fill it in
+    introduced: int = 1
+    legacy: Any = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,12 @@ class KindInfo:
         return {k: v for k, v in self.optimizer_defaults if k in names}
 
 
+#: The short causal depthwise convolution on q, k, v that practically every modern recall
+#: baseline carries (H3/Based/Zoology, Mamba, DeltaNet, Gated DeltaNet, Titans §4.4). Project
+#: files of format version 1 had no such key and meant no convolution (``legacy`` 0).
+CONV = Option("conv", "int", 4, "width of the short causal depthwise convolution on q, k, v "
+              "(0: none)", low=0, high=8, introduced=2, legacy=0)
+
 ALL_OPTIMIZERS = ("sgd", "momentum", "adam", "dgd", "delta_momentum", "dmgd", "m3")
 
 KINDS: dict[str, KindInfo] = {
@@ -116,6 +126,7 @@ KINDS: dict[str, KindInfo] = {
             options=(
                 Option("window", "int_or_null", None,
                        "sliding window in tokens (null: attend to the whole past)", low=1),
+                CONV,
             ),
         ),
         KindInfo(
@@ -129,6 +140,7 @@ KINDS: dict[str, KindInfo] = {
                 Option("gate", "choice", "none",
                        "forget gate on the memory: none, one scalar per head, or one per key "
                        "dimension (RetNet/GLA family)", choices=("none", "scalar", "vector")),
+                CONV,
             ),
         ),
         KindInfo(
@@ -140,6 +152,7 @@ KINDS: dict[str, KindInfo] = {
             optimizers=("sgd",), default_optimizer="sgd", optimizer_defaults=(("eta", 1.0),),
             options=(
                 Option("gate", "bool", True, "data-dependent forget gate α_t (Gated DeltaNet)"),
+                CONV,
             ),
         ),
         KindInfo(
@@ -155,6 +168,7 @@ KINDS: dict[str, KindInfo] = {
                 Option("depth", "int", 2, "layers of the memory MLP", low=1, high=4),
                 Option("expansion", "int", 2, "hidden width as a multiple of the head dimension",
                        low=1, high=8),
+                CONV,
             ),
         ),
         KindInfo(

@@ -96,14 +96,39 @@ class CausalConv1d(nn.Module):
         keep = max(self.width - 1, 0)
         if history is None:
             history = x.new_zeros(b, keep, c)
-        if self.weight is None:
+        if self.weight is None or t == 0:
             return x, history
         full = torch.cat((history.to(x.dtype), x), dim=1)  # [B, keep + T, C]
         y = F.conv1d(full.transpose(1, 2), self.weight.to(x.dtype), groups=c)
         return y.transpose(1, 2), full[:, full.shape[1] - keep:]
 
+    def alone(self, x: Tensor) -> Tensor:
+        """The output for tokens that each start a stream (zero history): ``w_newest ⊙ x_t``.
+        What ``read`` uses: it reads without context."""
+        if self.weight is None:
+            return x
+        return x * self.weight[:, 0, -1].to(x.dtype)
+
+    def init_history(self, batch: int, device=None, dtype=None) -> Tensor:
+        """The history of a fresh stream: ``[B, width−1, C]`` zeros."""
+        return torch.zeros(batch, max(self.width - 1, 0), self.channels, device=device,
+                           dtype=dtype)
+
     def extra_repr(self) -> str:
         return f"channels={self.channels}, width={self.width}"
+
+
+def conv_qkv(conv: CausalConv1d, qkv: tuple[Tensor, Tensor, Tensor], history: Tensor | None
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The short convolution of q, k, v projections ``[B, T, D]`` each (one depthwise
+    convolution over their ``3·D`` channels), and its new history."""
+    q, k, v = qkv
+    if conv.weight is None:
+        b = q.shape[0]
+        return q, k, v, q.new_zeros(b, 0, conv.channels) if history is None else history
+    y, history = conv(torch.cat((q, k, v), dim=-1), history)
+    q, k, v = y.chunk(3, dim=-1)
+    return q, k, v, history
 
 
 def write_norm_series(surprise: Tensor, key: Tensor | None = None) -> Tensor:
@@ -127,9 +152,10 @@ def head_timescale_bias(heads: int, low: float = 3.0, high: float = 6.0) -> Tens
 class MatrixMemoryLevel(Level):
     """Plumbing shared by the per-token matrix memories (linear attention, delta rule).
 
-    Per head, a fast weight ``M [d_v, d_k]`` read as ``y_t = M_t q_t``; q/k/v/out projections;
-    the state ``{"M": [B, H, d_v, d_k], "t", "updates", "write_norms", "last_write"}``. The
-    inner optimizer's ``eta`` scales every write.
+    Per head, a fast weight ``M [d_v, d_k]`` read as ``y_t = M_t q_t``; q/k/v/out projections
+    with a short causal depthwise convolution over time on q, k, v (option ``conv``, its width;
+    0: none); the state ``{"M": [B, H, d_v, d_k], "conv": [B, width−1, 3·d_model], "t",
+    "updates", "write_norms", "last_write"}``. The inner optimizer's ``eta`` scales every write.
     """
 
     def __init__(self, spec: dict, d_model: int, heads: int):
@@ -140,6 +166,7 @@ class MatrixMemoryLevel(Level):
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
         self.k_proj = nn.Linear(d_model, d_model, bias=False)
         self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.conv = CausalConv1d(3 * d_model, int(self.option("conv")))
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
     def init_state(self, batch: int, device: torch.device | str | None = None,
@@ -149,21 +176,32 @@ class MatrixMemoryLevel(Level):
                 "write_norms": torch.zeros(0, device=device, dtype=dtype),
                 "last_write": None,
                 "M": torch.zeros(batch, self.heads, self.d_head, self.d_head, device=device,
-                                 dtype=dtype)}
+                                 dtype=dtype),
+                "conv": self.conv.init_history(batch, device, dtype)}
 
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k (L2-normalised) and v as ``[B, H, T, d_head]``."""
-        q = l2_normalize(split_heads(self.q_proj(x), self.heads))
-        k = l2_normalize(split_heads(self.k_proj(x), self.heads))
-        v = split_heads(self.v_proj(x), self.heads)
-        return q, k, v
+    def project(self, x: Tensor, history: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k (L2-normalised) and v as ``[B, H, T, d_head]`` of ``x`` continuing a stream
+        whose convolution history is ``history`` (None: a fresh stream)."""
+        return self.project_stream(x, history)[:3]
+
+    def project_stream(self, x: Tensor, history: Tensor | None
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`project`, and the convolution's new input history."""
+        q, k, v, history = conv_qkv(self.conv, (self.q_proj(x), self.k_proj(x), self.v_proj(x)),
+                                    history)
+        q = l2_normalize(split_heads(q, self.heads))
+        k = l2_normalize(split_heads(k, self.heads))
+        v = split_heads(v, self.heads)
+        return q, k, v, history
 
     def finish(self, y: Tensor, memory: Tensor, state: dict[str, Any], surprise: Tensor,
-               k: Tensor) -> tuple[Tensor, dict[str, Any]]:
+               k: Tensor, history: Tensor) -> tuple[Tensor, dict[str, Any]]:
         """Output projection and the new state; ``surprise`` is u_t of the writes u_t k_tᵀ."""
         t = y.shape[2]
         new = dict(state)
         new["M"] = memory
+        new["conv"] = history
         new["t"] = state["t"] + t
         new["updates"] = state["updates"] + t
         with torch.no_grad():

@@ -130,7 +130,7 @@ class DeltaLevel(MatrixMemoryLevel):
                 ) -> tuple[Tensor, dict[str, Any]]:
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
-        q, k, v = self.project(x)
+        q, k, v, history = self.project_stream(x, state["conv"])
         eta, log_alpha = self.rates(x)
         y, u, memory = chunked_delta_rule(q, k, v, eta, log_alpha, state["M"], self.chunk)
-        return self.finish(y, memory, state, u, k)
+        return self.finish(y, memory, state, u, k, history)

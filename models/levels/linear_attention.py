@@ -118,7 +118,7 @@ class LinearAttentionLevel(MatrixMemoryLevel):
                 ) -> tuple[Tensor, dict[str, Any]]:
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
-        q, k, v = self.project(x)
+        q, k, v, history = self.project_stream(x, state["conv"])
         v = self.eta * v  # one GD step of size η on −⟨Mk, v⟩ writes η v kᵀ
         y, memory = chunked_linear_attention(q, k, v, self.log_decay(x), state["M"], self.chunk)
-        return self.finish(y, memory, state, v, k)
+        return self.finish(y, memory, state, v, k, history)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from nlstudio.models.chunked import collapse_end, mlp_backward, mlp_forward, write_plain
 from nlstudio.models.levels.base import State
 from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
-from nlstudio.models.levels.common import l2_normalize, merge_heads, split_heads
+from nlstudio.models.levels.common import CausalConv1d, l2_normalize, merge_heads, split_heads
 
 
 class TitansLevel(ChunkedMemoryLevel):
@@ -59,6 +59,7 @@ class TitansLevel(ChunkedMemoryLevel):
         self.residual = self.depth > 1
 
         self.to_qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.conv = CausalConv1d(3 * d_model, int(self.option("conv")))  # on q, k, v (§4.4)
         n_gates = 3 if self.use_momentum else 2
         self.to_gates = nn.Linear(d_model, n_gates * heads)  # θ_t, α_t (, η_t) per head
         self.to_out = nn.Linear(d_model, d_model, bias=False)
@@ -94,11 +95,14 @@ class TitansLevel(ChunkedMemoryLevel):
             return self._empty_call(x, state)
         c, h, dh = self.chunk, self.heads, self.head_dim
         n_mem = b * h
-        split = self._chunks(x, state)
-        xs, p, n, full, rest, done = (split.xs, split.pending, split.n, split.full, split.rest,
-                                      split.done)
+        # q, k, v of the new tokens after the short convolution; a pending token keeps its
+        # input (for the gates) and its convolved q, k, v
+        qkv, history = self.conv(self.to_qkv(x), state["conv"])
+        split = self._chunks(torch.cat((x, qkv), dim=-1), state)
+        p, n, full, rest, done = split.pending, split.n, split.full, split.rest, split.done
+        xs = split.xs[..., :self.d_model]
 
-        q, k, v = self.to_qkv(xs).chunk(3, dim=-1)
+        q, k, v = split.xs[..., self.d_model:].chunk(3, dim=-1)
         q = l2_normalize(split_heads(q, h)).view(n_mem, n, dh)
         k = l2_normalize(split_heads(k, h)).view(n_mem, n, dh)
         v = split_heads(v, h).view(n_mem, n, dh)
@@ -157,7 +161,10 @@ class TitansLevel(ChunkedMemoryLevel):
             state, split, t_new, write_norms, last_write,
             tuple(w.view(b, h, *w.shape[1:]) for w in weights),
             tuple(m.view(b, h, *m.shape[1:]) for m in moms) if self.use_momentum else None,
-            None)
+            history)
+
+    def _pending_width(self) -> int:
+        return 4 * self.d_model  # the input and its convolved q, k, v
 
     def _probe_memory(self, state: State) -> Tensor:
         return state["weights"][0][0, 0]
