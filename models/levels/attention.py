@@ -59,8 +59,11 @@ class AttentionLevel(Level):
             ok = ok & (k_pos[None, :] > q_pos[:, None] - self.window)
         return ok
 
-    def forward(self, x: Tensor, state: dict[str, Any] | None = None
+    def forward(self, x: Tensor, state: dict[str, Any] | None = None, *, frozen: bool = False
                 ) -> tuple[Tensor, dict[str, Any]]:
+        if frozen:
+            raise ValueError(f"level {self.level_id!r}: attention writes no weights in context "
+                             f"(it re-reads its context), so it cannot be frozen")
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         t0, t = state["t"], x.shape[1]
@@ -92,6 +95,24 @@ class AttentionLevel(Level):
             new["write_norms"] = kv.norm(dim=-1).sum(1).mean(0)
             new["attn_map"] = self._probe_map(q, keys, pos, k_pos) if t else state["attn_map"]
         return self.out_proj(merge_heads(y)), new
+
+    def read(self, state: dict[str, Any], x: Tensor) -> None:
+        """None: attention has no associative memory to read without its context."""
+        return None
+
+    @property
+    def compute_chunk(self) -> None:
+        """None: no sequential step (every token attends to its context in parallel)."""
+        return None
+
+    def activation_floats_per_token(self, seq_len: int) -> int:
+        """Kept for the backward pass, per token: input, norm, output (3·d), q, k, v, o (4·d),
+        the convolution's output (3·d, with a convolution) and the softmax weights
+        (``heads × min(T, window)``)."""
+        d = self.d_model
+        seen = seq_len if self.window is None else min(seq_len, self.window)
+        conv = 3 * d if self.conv.weight is not None else 0
+        return 7 * d + conv + self.heads * seen
 
     def _probe_map(self, q: Tensor, keys: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """Attention weights of head 0, batch 0: the last ≤ 64 queries over the last ≤ 64 keys

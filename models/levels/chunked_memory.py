@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from nlstudio.models.levels.base import Level, LevelProbe, State
-from nlstudio.models.levels.common import check_level_shape
+from nlstudio.models.levels.common import check_level_shape, tensor_floats
 
 
 @dataclass
@@ -118,10 +118,12 @@ class ChunkedMemoryLevel(Level):
 
     def _next_state(self, state: State, split: ChunkSplit, t_new: int, write_norms: Tensor,
                     last_write: Tensor | None, weights: tuple, momentum: tuple | None,
-                    conv_history: Tensor | None) -> State:
+                    conv_history: Tensor | None, wrote: bool = True) -> State:
+        """The state after a call; ``wrote`` False (a frozen call): the complete chunks were
+        read but not written, so ``updates`` stays."""
         new: State = {
             "t": state["t"] + t_new,
-            "updates": state["updates"] + split.full,
+            "updates": state["updates"] + (split.full if wrote else 0),
             "write_norms": write_norms,
             "last_write": last_write,
             self.memory_key: weights,
@@ -132,6 +134,18 @@ class ChunkedMemoryLevel(Level):
         if self.use_momentum:
             new["momentum"] = momentum
         return new
+
+    # -- what the level costs ---------------------------------------------------------------
+    @property
+    def compute_chunk(self) -> int:
+        """Tokens per sequential step: the period C (one write per chunk)."""
+        return self.chunk
+
+    def state_floats(self, batch: int = 1) -> int:
+        """Floats of the in-context state for ``batch`` sequences at its largest: the memory
+        (and momentum), the convolution history and up to C − 1 pending tokens."""
+        fresh = tensor_floats(self.init_state(batch, device="meta"))
+        return fresh + batch * (self.chunk - 1) * self._pending_width()
 
     # -- probes -----------------------------------------------------------------------------
     def _probe_memory(self, state: State) -> Tensor:

@@ -1,15 +1,13 @@
-"""Small building blocks shared by the levels: heads, normalisation, rotary positions and the
-short causal convolution. Everything works on any device/dtype (tensors are created from the
-input's)."""
+"""Small building blocks shared by the levels: spec checks, heads, normalisation, rotary
+positions, the short causal convolution and the output norm-and-gate. Everything works on any
+device/dtype (tensors are created from the input's)."""
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlstudio.models.levels.base import Level, LevelProbe
+from nlstudio.models.levels.base import Level
 
 ROPE_BASE = 10000.0
 
@@ -149,70 +147,28 @@ def head_timescale_bias(heads: int, low: float = 3.0, high: float = 6.0) -> Tens
     return torch.linspace(low, high, heads)
 
 
-class MatrixMemoryLevel(Level):
-    """Plumbing shared by the per-token matrix memories (linear attention, delta rule).
+class OutputNormGate(nn.Module):
+    """Normalisation and gating before a level's output projection (Titans §4.4, after Mehta et
+    al. 2023; the form of Gated DeltaNet / flash-linear-attention's ``FusedRMSNormGated``):
+    ``RMSNorm(o_h) ⊙ silu(W_g x)`` per head, the RMSNorm's scale shared by the heads (init 1).
+    ``o [B, H, T, dh]``, ``x [B, T, d_model]`` -> ``[B, T, d_model]`` (heads merged)."""
 
-    Per head, a fast weight ``M [d_v, d_k]`` read as ``y_t = M_t q_t``; q/k/v/out projections
-    with a short causal depthwise convolution over time on q, k, v (option ``conv``, its width;
-    0: none); the state ``{"M": [B, H, d_v, d_k], "conv": [B, width−1, 3·d_model], "t",
-    "updates", "write_norms", "last_write"}``. The inner optimizer's ``eta`` scales every write.
-    """
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.RMSNorm(d_model // heads)
+        self.gate = nn.Linear(d_model, d_model, bias=False)
 
-    def __init__(self, spec: dict, d_model: int, heads: int):
-        super().__init__(spec, d_model, heads)
-        check_level_shape(self)
-        self.eta = float(self.make_inner_optimizer().hp["eta"])
-        self.d_head = d_model // heads
-        self.q_proj = nn.Linear(d_model, d_model, bias=False)
-        self.k_proj = nn.Linear(d_model, d_model, bias=False)
-        self.v_proj = nn.Linear(d_model, d_model, bias=False)
-        self.conv = CausalConv1d(3 * d_model, int(self.option("conv")))
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+    def forward(self, o: Tensor, x: Tensor) -> Tensor:
+        return merge_heads(self.norm(o)) * F.silu(self.gate(x))
 
-    def init_state(self, batch: int, device: torch.device | str | None = None,
-                   dtype: torch.dtype | None = None) -> dict[str, Any]:
-        device, dtype = self._param_device_dtype(device, dtype)
-        return {"t": 0, "updates": 0,
-                "write_norms": torch.zeros(0, device=device, dtype=dtype),
-                "last_write": None,
-                "M": torch.zeros(batch, self.heads, self.d_head, self.d_head, device=device,
-                                 dtype=dtype),
-                "conv": self.conv.init_history(batch, device, dtype)}
 
-    def project(self, x: Tensor, history: Tensor | None = None
-                ) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k (L2-normalised) and v as ``[B, H, T, d_head]`` of ``x`` continuing a stream
-        whose convolution history is ``history`` (None: a fresh stream)."""
-        return self.project_stream(x, history)[:3]
-
-    def project_stream(self, x: Tensor, history: Tensor | None
-                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """:meth:`project`, and the convolution's new input history."""
-        q, k, v, history = conv_qkv(self.conv, (self.q_proj(x), self.k_proj(x), self.v_proj(x)),
-                                    history)
-        q = l2_normalize(split_heads(q, self.heads))
-        k = l2_normalize(split_heads(k, self.heads))
-        v = split_heads(v, self.heads)
-        return q, k, v, history
-
-    def finish(self, y: Tensor, memory: Tensor, state: dict[str, Any], surprise: Tensor,
-               k: Tensor, history: Tensor) -> tuple[Tensor, dict[str, Any]]:
-        """Output projection and the new state; ``surprise`` is u_t of the writes u_t k_tᵀ."""
-        t = y.shape[2]
-        new = dict(state)
-        new["M"] = memory
-        new["conv"] = history
-        new["t"] = state["t"] + t
-        new["updates"] = state["updates"] + t
-        with torch.no_grad():
-            new["write_norms"] = write_norm_series(surprise.detach(), k.detach())
-            if t:
-                new["last_write"] = torch.outer(surprise[0, 0, -1], k[0, 0, -1]).detach()
-        return self.out_proj(merge_heads(y)), new
-
-    def probe(self, state: dict[str, Any]) -> LevelProbe:
-        last = state.get("last_write")
-        return LevelProbe(memory=state["M"][0, 0].detach(),
-                          write=None if last is None else last.detach(),
-                          updates=int(state["updates"]),
-                          write_norms=state["write_norms"].detach())
+def tensor_floats(obj) -> int:
+    """Total numel of the tensors in a (nested) state: dicts, tuples and lists walked."""
+    if isinstance(obj, Tensor):
+        return obj.numel()
+    if isinstance(obj, dict):
+        return sum(tensor_floats(v) for v in obj.values())
+    if isinstance(obj, (tuple, list)):
+        return sum(tensor_floats(v) for v in obj)
+    return 0
