@@ -106,6 +106,10 @@ def _analytic_parameters(project: Project, task) -> int:
             total += 7 * d * d * o["depth"]
         elif level.kind == "mlp":
             total += 2 * o["expansion"] * d * d
+        if o.get("conv", 0) > 1:  # the short convolution on q, k, v
+            total += 3 * d * o["conv"] if level.kind != "self_modifying" else 0
+        if level.kind == "titans":  # the output norm and gate
+            total += d * d + dh
     return total
 
 

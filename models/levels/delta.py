@@ -112,6 +112,7 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, log_alpha: 
 class DeltaLevel(MatrixMemoryLevel):
     kind = "delta"
     qkv_activation = "silu"  # DeltaNet / Gated DeltaNet: SiLU after the short convolution
+    intra_chunk_matrices = 10  # K Kᵀ, Q Kᵀ, decays, the triangular system and its solution
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)

@@ -95,6 +95,8 @@ class LinearAttentionLevel(MatrixMemoryLevel):
                              f"{self.gate!r}")
         # Internal compute chunk: changes speed, never the result.
         self.chunk = VECTOR_CHUNK if self.gate == "vector" else CHUNK
+        # the scalar gate keeps its pairwise decays and the decayed scores too
+        self.intra_chunk_matrices = 6 if self.gate == "scalar" else 2
         self.gate_proj: nn.Linear | None = None
         if self.gate != "none":
             width = 1 if self.gate == "scalar" else self.d_head
@@ -121,6 +123,6 @@ class LinearAttentionLevel(MatrixMemoryLevel):
 
     def activation_floats_per_token(self, seq_len: int) -> int:
         """:meth:`MatrixMemoryLevel.activation_floats_per_token`, plus (vector gate) the
-        per-key-dimension intra-chunk decays and the products over them, ``2·C·d`` a token."""
-        extra = 2 * self.chunk * self.d_model if self.gate == "vector" else 0
+        per-key-dimension intra-chunk decays and the products over them, ``4·C·d`` a token."""
+        extra = 4 * self.chunk * self.d_model if self.gate == "vector" else 0
         return super().activation_floats_per_token(seq_len) + extra

@@ -27,6 +27,8 @@ class MatrixMemoryLevel(Level):
 
     #: applied to q, k, v after the convolution (before the L2 norm of q, k): None or "silu"
     qkv_activation: ClassVar[str | None] = None
+    #: C×C matrices per head kept for the backward pass of a chunk (scores, decays, solves)
+    intra_chunk_matrices: ClassVar[int] = 2
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)
@@ -124,10 +126,12 @@ class MatrixMemoryLevel(Level):
     def activation_floats_per_token(self, seq_len: int) -> int:
         """Kept for the backward pass, per token: input, norm, output (3·d), q, k, v and their
         projections (6·d), the convolution's output (3·d), the C×C intra-chunk matrices
-        (2·heads·C) and one memory state per internal chunk (``⌈T/C⌉·heads·d_h²``, spread over
-        the T tokens)."""
+        (``intra_chunk_matrices·heads·C``) and one memory state per internal chunk
+        (``⌈T/C⌉·heads·d_h²``, spread over the T tokens). Checked against the tensors autograd
+        actually saves (tests/models/test_level_api.py)."""
         d, c = self.d_model, self.chunk
-        per = 9 * d + (3 * d if self.conv.weight is not None else 0) + 2 * self.heads * c
+        per = (9 * d + (3 * d if self.conv.weight is not None else 0)
+               + self.intra_chunk_matrices * self.heads * c)
         states = math.ceil(seq_len / c) * self.heads * self.d_head ** 2
         return per + math.ceil(states / max(seq_len, 1))
 

@@ -309,14 +309,18 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         return self._output(o.transpose(1, 2), b)
 
     def activation_floats_per_token(self, seq_len: int) -> int:
-        """Kept for the backward pass, per token: input, norm, output and the convolved input
-        (4·d), q (d), the five memories' outputs on the inputs, queries, keys and values
-        (4·5·d; twice with the hidden layer of depth 2), and one copy of every memory (and
-        momentum) per chunk (``⌈T/C⌉`` of them, spread over the T tokens)."""
-        d = self.d_model
-        per = 5 * d + 20 * d * self.depth
-        copies = math.ceil(seq_len / self.chunk) * sum(p.numel() for p in self.memory_init)
-        copies *= 2 if self.use_momentum else 1
+        """Kept for the backward pass, per token: input, norm, output, the convolved input, q,
+        the five memories' outputs on the inputs, queries, keys and values and the targets
+        and gradients built from them (40·d, and 72·d more for the hidden layer of depth 2),
+        the C×C coefficient and erase matrices of a chunk (8·heads·C, five times more for the
+        per-memory hidden keys of depth 2), and per chunk one copy of every memory (three with
+        momentum), ``⌈T/C⌉`` chunks spread over the T tokens. Fitted to the tensors autograd
+        actually saves (tests/models/test_level_api.py checks it)."""
+        d, c = self.d_model, self.chunk
+        per = 40 * d + 72 * d * (self.depth - 1)
+        per += 8 * self.heads * c * (1 + len(MEMORIES) * (self.depth - 1))
+        copies = math.ceil(seq_len / c) * sum(p.numel() for p in self.memory_init)
+        copies *= 3 if self.use_momentum else 1
         return per + math.ceil(copies / max(seq_len, 1))
 
     def _probe_memory(self, state: State) -> Tensor:

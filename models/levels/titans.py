@@ -214,16 +214,22 @@ class TitansLevel(ChunkedMemoryLevel):
         return sum(p.numel() for p in self.memory_init)
 
     def activation_floats_per_token(self, seq_len: int) -> int:
-        """Kept for the backward pass, per token: input, norm, output (3·d), q, k, v before and
-        after their activation and convolution (9·d), the gates, the norm and gate of the
-        output (3·d), each hidden layer's pre-activation and activation for the keys' and the
-        queries' passes through the memory (4·(depth−1)·expansion·d), and one copy of the memory
-        (and momentum) per chunk (``⌈T/C⌉`` of them, spread over the T tokens)."""
+        """Kept for the backward pass, per token: input, norm, output (3·d), q, k, v through
+        projection, convolution, activation and norm, the pending copies, the gates and the
+        output's norm and gate (19·d together), each hidden layer's pre-activation,
+        activation and backward factors for the keys' and the queries' passes through the
+        memory (6·(depth−1)·expansion·d), and two copies of the memory (and of the momentum)
+        per chunk: the write's input and the stacked read anchors (``⌈T/C⌉`` chunks, spread
+        over the T tokens). Checked against the tensors autograd actually saves
+        (tests/models/test_level_api.py)."""
         d = self.d_model
-        per = 15 * d + 4 * (self.depth - 1) * self.expansion * d
-        copies = math.ceil(seq_len / self.chunk) * self._memory_floats()
+        per = 22 * d + 6 * (self.depth - 1) * self.expansion * d
+        copies = 2 * math.ceil(seq_len / self.chunk) * self._memory_floats()
         copies *= 2 if self.use_momentum else 1
         return per + math.ceil(copies / max(seq_len, 1))
+
+    def _pending_width(self) -> int:
+        return 4 * self.d_model  # the input (for the gates) and its q, k, v
 
     def _probe_memory(self, state: State) -> Tensor:
         return state["weights"][0][0, 0]
