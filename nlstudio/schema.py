@@ -22,8 +22,8 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr,
 from pydantic_core import PydanticCustomError
 
 from nlstudio.models.inner_optim import OPTIMIZERS
-from nlstudio.models.registry import (KINDS, MAX_PERIOD, OBJECTIVES, KindInfo, Option,
-                                      period_fault)
+from nlstudio.models.registry import (KINDS, MAX_PERIOD, OBJECTIVES, KindInfo,  # noqa: F401
+                                      Option, period_fault)  # MAX_PERIOD: re-exported
 from nlstudio.tasks.base import TaskParams
 
 FORMAT = "nlstudio.project"

@@ -7,7 +7,7 @@ arrives. This base owns what does not depend on the memory's math:
 
 - the spec checks (period rule, heads dividing d_model, objective), in one place;
 - the state: ``{"t", "updates", "write_norms", "last_write", <memory_key>, "momentum"?,
-  "pending", "conv"?}``, where ``pending`` holds the inputs of a chunk not yet complete (so a
+  "pending", "conv"}``, where ``pending`` holds the inputs of a chunk not yet complete (so a
   stream split over calls gives the same outputs as one call) and ``conv`` the short
   convolution's input history;
 - the split of a call's tokens into complete chunks and a pending rest (:meth:`_chunks`);
@@ -15,7 +15,9 @@ arrives. This base owns what does not depend on the memory's math:
 
 A subclass sets ``memory_key`` (the state key of its weight tuple), builds ``memory_init``
 (a ParameterList: the meta-learned initial weights, one tensor per layer, shared by all
-sequences), sets ``use_momentum`` and implements ``forward`` and ``_probe_memory``.
+sequences) and ``conv`` (its short convolution, a ``CausalConv1d``), sets ``use_momentum``,
+says what a pending token keeps (``_pending_width``) and implements ``forward``, ``read`` and
+``_probe_memory``.
 """
 from __future__ import annotations
 
@@ -60,15 +62,6 @@ class ChunkedMemoryLevel(Level):
         self.use_momentum = False
 
     # -- state ------------------------------------------------------------------------------
-    def _conv_width(self) -> int:
-        """Inputs of the short convolution's history kept in the state (0: none)."""
-        conv = getattr(self, "conv", None)
-        return max(conv.width - 1, 0) if conv is not None else 0
-
-    def _conv_channels(self) -> int:
-        conv = getattr(self, "conv", None)
-        return conv.channels if conv is not None else 0
-
     def init_state(self, batch: int, device=None, dtype=None) -> State:
         device, dtype = self._param_device_dtype(device, dtype)
         weights = tuple(p.to(device=device, dtype=dtype).unsqueeze(0).expand(batch, *p.shape)
@@ -79,10 +72,8 @@ class ChunkedMemoryLevel(Level):
             "last_write": None,
             self.memory_key: weights,
             "pending": torch.zeros(batch, 0, self._pending_width(), device=device, dtype=dtype),
+            "conv": self.conv.init_history(batch, device, dtype),
         }
-        if getattr(self, "conv", None) is not None:
-            state["conv"] = torch.zeros(batch, self._conv_width(), self._conv_channels(),
-                                        device=device, dtype=dtype)
         if self.use_momentum:
             state["momentum"] = tuple(torch.zeros(batch, *p.shape, device=device, dtype=dtype)
                                       for p in self.memory_init)
@@ -118,7 +109,7 @@ class ChunkedMemoryLevel(Level):
 
     def _next_state(self, state: State, split: ChunkSplit, t_new: int, write_norms: Tensor,
                     last_write: Tensor | None, weights: tuple, momentum: tuple | None,
-                    conv_history: Tensor | None, wrote: bool = True) -> State:
+                    conv_history: Tensor, wrote: bool = True) -> State:
         """The state after a call; ``wrote`` False (a frozen call): the complete chunks were
         read but not written, so ``updates`` stays."""
         new: State = {
@@ -128,9 +119,8 @@ class ChunkedMemoryLevel(Level):
             "last_write": last_write,
             self.memory_key: weights,
             "pending": split.xs[:, split.done:],
+            "conv": conv_history,
         }
-        if conv_history is not None:
-            new["conv"] = conv_history
         if self.use_momentum:
             new["momentum"] = momentum
         return new
