@@ -151,7 +151,8 @@ KINDS: dict[str, KindInfo] = {
             objectives=("l2",), default_objective="l2",
             optimizers=("sgd",), default_optimizer="sgd", optimizer_defaults=(("eta", 1.0),),
             options=(
-                Option("gate", "bool", True, "data-dependent forget gate α_t (Gated DeltaNet)"),
+                Option("gate", "bool", True, "data-dependent forget gate α_t that decays the "
+                       "memory and its erase term (Gated DeltaNet); off: DeltaNet"),
                 CONV,
             ),
         ),
