@@ -61,12 +61,22 @@ DEFAULT_PRESET = "nsam_kv_stream"
 
 
 def create_main_window():
-    """The full application window: the model editor with live training attached."""
-    from nlstudio.widgets.main_window import MainWindow
+    """The full application window: the model editor with live training attached, its panels
+    in the default layout (or where the user left them last time)."""
     from nlstudio.widgets.lessons import install_lessons
+    from nlstudio.widgets.main_window import MainWindow
     from nlstudio.widgets.training_controller import install_training
+    from nlstudio.widgets.window_layout import PanelSlot
 
     window = MainWindow()
-    install_training(window)
+    training = install_training(window)
     install_lessons(window)  # Help → Lessons and the welcome page
+    # Where the training side's panels go by default: the run panel under the Inspector, the
+    # plots in one row under the canvas (the memory matrices as a tab of the spectrum).
+    plots = training.plots
+    window.add_panel(training.dock, PanelSlot.RIGHT)
+    for dock in (plots.loss, plots.spectrum, plots.forgetting, plots.ablation):
+        window.add_panel(dock, PanelSlot.BOTTOM)
+    window.add_panel(plots.matrices, PanelSlot.BOTTOM, tab_with=plots.spectrum)
+    window.restore_layout()
     return window

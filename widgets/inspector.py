@@ -190,6 +190,7 @@ class Inspector(QWidget):
         form = self.page.section("Level")
         kind_label = QLabel(info.title if info else kind)
         kind_label.setObjectName("field_kind")
+        kind_label.setWordWrap(True)
         form.addRow("kind", kind_label)
         if info is None:
             return

@@ -109,7 +109,8 @@ def test_a_broken_file_shows_the_core_message_and_keeps_the_document(window, tmp
     title, text = window.dialogs.errors[0]
     with pytest.raises(core.ProjectError) as info:
         core.load_project(bad)
-    assert text == str(info.value)
+    error = info.value  # the core's message, naming the file by its full path
+    assert text == str(core.ProjectError(str(bad.absolute()), error.path, error.message))
     assert fragment in text and "broken.nlproj" in text and "Traceback" not in text
     assert window.document.data == before
     assert window.document.undo_stack.count() == undo_count
@@ -119,6 +120,17 @@ def test_a_broken_file_shows_the_core_message_and_keeps_the_document(window, tmp
 def test_a_missing_file_is_an_error_not_a_crash(window, tmp_path):
     assert not window.open_path(str(tmp_path / "nope.nlproj"))
     assert "nope.nlproj" in window.dialogs.errors[0][1]
+
+
+def test_a_missing_file_from_the_command_line_is_named_by_its_full_path(window, tmp_path,
+                                                                        monkeypatch):
+    """``nlstudio some/dir/nope.nlproj`` typed in another folder: the message says which."""
+    (tmp_path / "some" / "dir").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert not window.open_path("some/dir/nope.nlproj")
+    text = window.dialogs.errors[0][1]
+    assert text.startswith(str(tmp_path / "some" / "dir" / "nope.nlproj") + ": ")
+    assert "No such file" in text and "\n" not in text
 
 
 def test_open_path_dispatches_to_registered_openers(window, tmp_path):

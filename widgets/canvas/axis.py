@@ -14,10 +14,10 @@ from nlstudio.widgets.format import grouped
 
 ROW = 48.0              # scene units per octave of the period
 Y_INF = 0.0             # centre of the "∞" band
-Y_ONE = 100.0           # period 1
-FROZEN_GAP = 100.0      # from the longest period row to the centre of the "frozen" band
+Y_ONE = 90.0            # period 1
+FROZEN_GAP = 90.0       # from the longest period row to the centre of the "frozen" band
 BAND_HALF = 40.0        # half height of the ∞ and frozen bands
-MIN_MAX_LOG = 10        # the axis always reaches period 1024
+MIN_MAX_LOG = 8         # the axis always reaches period 256 (longer ones grow it)
 MAX_LOG = 20            # and never beyond ~1M tokens
 
 
