@@ -14,6 +14,7 @@ What the training side and the lessons use (nothing else; no ``getattr`` probing
     window.add_actions("file", actions, after="file.open")   # insert into a menu (or before=)
     window.add_dock(widget, "Training", "trainingDock", PanelSlot.RIGHT)  # a new panel
     window.add_panel(dock, PanelSlot.BOTTOM, tab_with=None)  # an existing QDockWidget
+    window.panel_slot(dock)                # its slot, None if not placed yet
     window.set_training_available(True)    # run.start then follows validity and the lock
     window.add_close_guard(guard)          # guard() -> False keeps the window open
     window.add_path_opener(accepts, open)  # open_path(p) asks accepts(p) first, then open(p)
@@ -79,6 +80,10 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.inspector = Inspector(self.document, self)
         self.parameters = ParameterCounter(self.document, self)
         self.palette_dock = self._dock(self.palette, "Levels", "paletteDock")
+        # Its title bar at its side: as a strip above the canvas it costs no height (toggling
+        # this feature when the dock moves leaves Qt's size hints stale, so it stays).
+        self.palette_dock.setFeatures(self.palette_dock.features()
+                                      | QDockWidget.DockWidgetFeature.DockWidgetVerticalTitleBar)
         self.inspector_dock = self._dock(self.inspector, "Inspector", "inspectorDock")
         self.palette_dock.dockLocationChanged.connect(self._palette_moved)
         self.inspector_dock.setMinimumWidth(320)
@@ -97,7 +102,7 @@ class MainWindow(ProjectFiles, QMainWindow):
         self._update_edit_actions()
         self.resize(*DEFAULT_SIZE)
         self.layout_manager.reset()
-        QTimer.singleShot(0, self.view.show_readable)
+        QTimer.singleShot(0, self.view, self.view.show_readable)
 
     # ---- what the training side and the lessons use ------------------------------------------
     def add_dock(self, widget: QWidget, title: str, object_name: str,
@@ -121,6 +126,10 @@ class MainWindow(ProjectFiles, QMainWindow):
             toggle.setText(dock.windowTitle().replace("&", "&&"))  # "Loss & metric": no mnemonic
             self.menus["panels"].addAction(toggle)
         self.layout_manager.add(dock, slot, tab_with)
+
+    def panel_slot(self, dock: QDockWidget) -> PanelSlot | None:
+        """Where ``dock`` goes in the default layout (None: not placed with add_panel)."""
+        return next((p.slot for p in self.layout_manager.panels if p.dock is dock), None)
 
     def menu(self, name: str) -> QMenu:
         """The menu ``name``: "file", "edit", "view", "run", "help" or "panels"."""
@@ -170,7 +179,7 @@ class MainWindow(ProjectFiles, QMainWindow):
     def reset_layout(self) -> None:
         """View → Reset Layout: every panel back in its default place and size, shown."""
         self.layout_manager.reset()
-        QTimer.singleShot(0, self.view.show_readable)
+        QTimer.singleShot(0, self.view, self.view.show_readable)
 
     # ---- construction ---------------------------------------------------------------------------
     def _dock(self, widget: QWidget, title: str, object_name: str) -> QDockWidget:
@@ -353,17 +362,12 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.statusBar().showMessage(text, 6000)
 
     def _fit_later(self) -> None:
-        QTimer.singleShot(0, self.view.show_readable)
+        QTimer.singleShot(0, self.view, self.view.show_readable)
 
     def _palette_moved(self, area: Qt.DockWidgetArea) -> None:
-        """Above or below the canvas the palette is one row, its title at its side."""
-        horizontal = area in (Qt.DockWidgetArea.TopDockWidgetArea,
-                              Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.palette.set_horizontal(horizontal)
-        features = self.palette_dock.features()
-        vertical_title = QDockWidget.DockWidgetFeature.DockWidgetVerticalTitleBar
-        self.palette_dock.setFeatures(features | vertical_title if horizontal
-                                      else features & ~vertical_title)
+        """Above or below the canvas the palette is one row, at a side one column."""
+        self.palette.set_horizontal(area in (Qt.DockWidgetArea.TopDockWidgetArea,
+                                             Qt.DockWidgetArea.BottomDockWidgetArea))
 
     def _show_parameters(self, text: str, tip: str) -> None:
         self.parameter_label.setText(f"{text} parameters")
@@ -491,7 +495,7 @@ class MainWindow(ProjectFiles, QMainWindow):
             self._shown_once = True
             self.view.show_readable()
             if not _testing():
-                QTimer.singleShot(0, self.check_recovery)
+                QTimer.singleShot(0, self, self.check_recovery)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         for guard in self.close_guards:

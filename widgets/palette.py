@@ -154,3 +154,5 @@ class Palette(QWidget):
                             else QBoxLayout.Direction.TopToBottom)
         layout.setContentsMargins(8 if horizontal else 0, 0 if horizontal else 4, 0,
                                   0 if horizontal else 6)
+        layout.invalidate()
+        self.updateGeometry()  # the dock caches this widget's size hints

@@ -30,8 +30,10 @@ class _Count:
 
     def __init__(self, snapshot: dict, base_dir: str | None, cache: dict) -> None:
         self.result: tuple[int | None, str] | None = None
+        # Not a daemon: an interpreter that exits mid-count waits for it (well under a
+        # second) instead of killing a thread inside torch.
         self._thread = threading.Thread(target=self._run, args=(snapshot, base_dir, cache),
-                                        name="nlstudio-parameter-count", daemon=True)
+                                        name="nlstudio-parameter-count")
         self._thread.start()
 
     def _run(self, snapshot: dict, base_dir: str | None, cache: dict) -> None:

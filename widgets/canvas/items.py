@@ -40,6 +40,9 @@ def _renderer(kind: str, color: str) -> QSvgRenderer:
 # Card text sizes: at the default view's smallest zoom (view.READABLE_ZOOM) the smallest is
 # still ~8.5 px on a 96-dpi screen.
 TITLE_PT, KIND_PT, PERIOD_PT = 11.0, 8.5, 9.0
+CARD_PAD, KIND_ICON = 12.0, 14.0  # text inset from the card's left edge; the kind icon's size
+TEXT_WIDTH = CARD_W - CARD_PAD - 8  # the id and period lines
+KIND_TEXT_WIDTH = TEXT_WIDTH - KIND_ICON - 5  # the kind title, right of its icon
 
 
 def fitted_title(title: str, metrics: QFontMetricsF, width: float) -> str:
@@ -293,7 +296,7 @@ class NodeItem(BaseNode):
 
         # id on the first line (the whole width); icon and kind title on the second; the
         # timescale (and inner optimizer) on the third.
-        left, width = rect.left() + 12, rect.width() - 20
+        left, width = rect.left() + CARD_PAD, TEXT_WIDTH
         painter.setPen(QColor(p.text))
         title_font = _font(TITLE_PT, bold=True)
         painter.setFont(title_font)
@@ -301,18 +304,16 @@ class NodeItem(BaseNode):
                                                      width)
         painter.drawText(QRectF(left, rect.top() + 3, width, 19),
                          Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, title)
-        icon_rect = QRectF(left, rect.top() + 23, 14, 14)
+        icon_rect = QRectF(left, rect.top() + 23, KIND_ICON, KIND_ICON)
         _renderer(self.kind, accent.name()).render(painter, icon_rect)
         info = KINDS.get(self.kind)
         kind_font = _font(KIND_PT)
         painter.setFont(kind_font)
         painter.setPen(QColor(p.muted))
-        kind_left = icon_rect.right() + 5
-        kind_width = rect.right() - 8 - kind_left
-        painter.drawText(QRectF(kind_left, rect.top() + 22, kind_width, 16),
+        painter.drawText(QRectF(icon_rect.right() + 5, rect.top() + 22, KIND_TEXT_WIDTH, 16),
                          Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                          fitted_title(info.title if info else self.kind,
-                                      QFontMetricsF(kind_font), kind_width))
+                                      QFontMetricsF(kind_font), KIND_TEXT_WIDTH))
         period_font = _font(PERIOD_PT)
         painter.setFont(period_font)
         sub = QFontMetricsF(period_font).elidedText(self.subtitle(), Qt.TextElideMode.ElideRight,
