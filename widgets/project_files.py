@@ -71,17 +71,18 @@ class ProjectFiles:
         return self._open_project_file(path)
 
     def _open_project_file(self, path: str) -> bool:
-        """Errors name the file by its full path: a path typed on the command line may be
-        relative to a folder the user no longer thinks of."""
+        """A file that cannot be read is named by its full path (a path typed on the command
+        line may be relative to a folder the user no longer thinks of); a file that is read
+        but invalid shows the core's message."""
         name, full = Path(path).name, str(Path(path).absolute())
         try:
             data = core.project_to_dict(core.load_project(path))
         except core.ProjectError as exc:
+            message = str(exc)
             if not Path(path).exists():
                 self._forget_recent(path)
-            source = full if exc.source in (name, path) else exc.source
-            self.dialogs.error("Could not open project",
-                               str(core.ProjectError(source, exc.path, exc.message)))
+                message = str(core.ProjectError(full, exc.path, exc.message))
+            self.dialogs.error("Could not open project", message)
             return False
         except OSError as exc:
             self.dialogs.error("Could not open project", f"{full}: {exc.strerror or exc}")
