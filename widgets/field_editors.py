@@ -395,6 +395,8 @@ class TextField(QLineEdit):
         self._committed = text
         if text != self.text():
             self.setText(text)
+            if not self.hasFocus():
+                self.setCursorPosition(0)  # a long name shows its start, not its end
 
 
 #: Editors whose consecutive edits of one field merge into one undo command.

@@ -1,11 +1,11 @@
-"""The main window: palette (left dock), canvas (centre), inspector (right dock), menus and a
-toolbar built from one action registry, a status bar with the graph's problems and the
-model's parameter count.
+"""The main window: the Levels palette (a strip above the canvas), the canvas, the Inspector
+(right column), menus and a toolbar built from one action registry, a status bar with the
+graph's problems and the model's parameter count.
 
 What the training side and the lessons use (nothing else; no ``getattr`` probing)::
 
     window.document                        # the Document: snapshot(), changed, set_locked(...)
-    window.actions["run.start"]            # the ActionRegistry (ids: see _create_actions);
+    window.actions["run.start"]            # the ActionRegistry (ids: add_window_actions);
     window.actions.add("run.export", ...)  #   add your own the same way
     window.dialogs                         # error / info / question / ask_save_changes / ...
     window.settings                        # the QSettings of this window
@@ -30,15 +30,14 @@ import os
 from typing import Callable
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
-from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMenu, QToolBar, QToolButton,
-                               QWidget)
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QShowEvent
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QToolBar, QWidget
 
 from nlstudio import __version__
 from nlstudio import project as core
 from nlstudio.catalog import KINDS
 from nlstudio.widgets import theme
-from nlstudio.widgets.actions import ActionRegistry
+from nlstudio.widgets.actions import ActionRegistry, add_window_actions
 from nlstudio.widgets.canvas import commands
 from nlstudio.widgets.canvas.view import GraphView
 from nlstudio.widgets.dialogs import Dialogs, toolbar_icon
@@ -49,6 +48,7 @@ from nlstudio.widgets.parameter_count import ParameterCounter
 from nlstudio.widgets.project_files import ProjectFiles
 from nlstudio.widgets.recovery import RecoveryStore
 from nlstudio.widgets.shortcuts_help import shortcuts_html
+from nlstudio.widgets.status_bar import StatusIndicators
 from nlstudio.widgets.window_layout import PanelSlot, WindowLayout
 
 DEFAULT_SIZE = (1280, 800)  # the smallest size the default layout is made for
@@ -94,13 +94,17 @@ class MainWindow(ProjectFiles, QMainWindow):
         self._create_menus()
         self.layout_manager.add(self.palette_dock, PanelSlot.TOP)
         self._create_toolbar()
-        self._create_status_bar()
+        self.indicators = StatusIndicators(self)
+        # the status bar's permanent labels, by name
+        self.count_label = self.indicators.levels
+        self.parameter_label = self.indicators.parameters
+        self.zoom_label = self.indicators.zoom
+        self.fault_button = self.indicators.faults
         self._connect()
         self._refresh_icons()
         self._update_title()
-        self._update_faults()
         self._update_edit_actions()
-        self.resize(*DEFAULT_SIZE)
+        self.resize(*self._first_size())
         self.layout_manager.reset()
         QTimer.singleShot(0, self.view, self.view.show_readable)
 
@@ -182,6 +186,15 @@ class MainWindow(ProjectFiles, QMainWindow):
         QTimer.singleShot(0, self.view, self.view.show_readable)
 
     # ---- construction ---------------------------------------------------------------------------
+    def _first_size(self) -> tuple[int, int]:
+        """Before any size is remembered: most of the screen, at least DEFAULT_SIZE."""
+        screen = self.screen()
+        if screen is None:
+            return DEFAULT_SIZE
+        room = screen.availableGeometry()
+        return (max(DEFAULT_SIZE[0], min(int(room.width() * 0.85), 1920)),
+                max(DEFAULT_SIZE[1], min(int(room.height() * 0.85), 1200)))
+
     def _dock(self, widget: QWidget, title: str, object_name: str) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(object_name)
@@ -193,30 +206,7 @@ class MainWindow(ProjectFiles, QMainWindow):
 
     def _create_actions(self) -> None:
         a = self.actions
-        std = QKeySequence.StandardKey
-        a.add("file.new", "&New", shortcut=std.New, tip="Start a new project")
-        a.add("file.open", "&Open…", shortcut=std.Open, tip="Open a project file")
-        a.add("file.save", "&Save", shortcut=std.Save, tip="Save the project")
-        a.add("file.save_as", "Save &As…", shortcut="Ctrl+Shift+S",
-              tip="Save the project under a new name")
-        a.add("file.quit", "&Quit", shortcut=std.Quit, tip="Quit NL Studio")
-        a.add("edit.undo", "&Undo", shortcut=std.Undo, tip="Undo the last edit")
-        a.add("edit.redo", "&Redo", shortcut=std.Redo, tip="Redo the edit just undone")
-        a.add("edit.delete", "&Delete", shortcut=[std.Delete, "Backspace"],
-              tip="Delete the selected levels and edges")
-        a.add("edit.select_all", "Select &All", shortcut=std.SelectAll, tip="Select every level")
-        a.add("view.zoom_in", "Zoom &In", shortcut=[std.ZoomIn, "Ctrl+="], tip="Zoom in")
-        a.add("view.zoom_out", "Zoom &Out", shortcut=std.ZoomOut, tip="Zoom out")
-        a.add("view.fit", "&Fit to View", shortcut="Ctrl+0",
-              tip="Show the whole graph and frequency axis")
-        a.add("view.reset_layout", "&Reset Layout",
-              tip="Every panel back in its default place and size")
-        a.add("run.start", "&Run", shortcut="F5", tip="Train this model", enabled=False)
-        a.add("run.pause", "&Pause", shortcut="F6", tip="Pause training", enabled=False)
-        a.add("run.stop", "&Stop", shortcut="Shift+F5", tip="Stop training", enabled=False)
-        a.add("help.shortcuts", "&Keyboard and Mouse", shortcut=std.HelpContents,
-              tip="Every shortcut, and the mouse on the canvas")
-        a.add("help.about", "&About NL Studio", tip="Version and credits")
+        add_window_actions(a)
         self.theme_group = QActionGroup(self)
         for name, label in (("system", "&System"), ("dark", "&Dark"), ("light", "&Light")):
             action = a.add(f"view.theme_{name}", label, checkable=True,
@@ -292,27 +282,6 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
         self.toolbar = bar
 
-    def _create_status_bar(self) -> None:
-        status = self.statusBar()
-        status.setObjectName("statusBar")
-        self.fault_button = QToolButton(self)
-        self.fault_button.setObjectName("faultIndicator")
-        self.fault_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        self.fault_menu = QMenu(self.fault_button)
-        self.fault_menu.setObjectName("faultMenu")
-        self.fault_button.setMenu(self.fault_menu)
-        self.zoom_label = QLabel()
-        self.zoom_label.setObjectName("zoomLabel")
-        self.count_label = QLabel()
-        self.count_label.setObjectName("levelCountLabel")
-        self.parameter_label = QLabel()
-        self.parameter_label.setObjectName("parameterCountLabel")
-        status.addPermanentWidget(self.count_label)
-        status.addPermanentWidget(self.parameter_label)
-        status.addPermanentWidget(self.zoom_label)
-        status.addPermanentWidget(self.fault_button)
-        status.showMessage("Ready", 3000)
-
     def _connect(self) -> None:
         a, doc = self.actions, self.document
         a["file.new"].triggered.connect(self.new_project)
@@ -339,20 +308,17 @@ class MainWindow(ProjectFiles, QMainWindow):
         doc.cleanChanged.connect(self._clean_changed)
         stack.indexChanged.connect(self._write_recovery)
         doc.changed.connect(self._update_title)
-        doc.changed.connect(self._update_counts)
-        doc.faultsChanged.connect(self._update_faults)
+        doc.faultsChanged.connect(self.update_run_actions)
         doc.validityChanged.connect(self.update_run_actions)
         doc.lockedChanged.connect(self._update_edit_actions)
         doc.editRefused.connect(self._show_message)
         doc.loaded.connect(self._fit_later)
         self.scene.selectionChanged.connect(self._selection_changed)
         self.view.statusMessage.connect(self._show_message)
-        self.view.transformChanged.connect(self._update_zoom)
         self.palette.addRequested.connect(self.view.add_level)
         theme.manager().themeChanged.connect(self._refresh_icons)
-        self.parameters.counted.connect(self._show_parameters)
-        self._update_counts()
-        self._show_parameters(self.parameters.text, self.parameters.tip)
+        self.parameters.counted.connect(self.inspector.show_parameter_count)
+        self.inspector.show_parameter_count(self.parameters.text, self.parameters.tip)
 
     def _clean_changed(self, _clean: bool = True) -> None:
         self._update_title()
@@ -368,11 +334,6 @@ class MainWindow(ProjectFiles, QMainWindow):
         """Above or below the canvas the palette is one row, at a side one column."""
         self.palette.set_horizontal(area in (Qt.DockWidgetArea.TopDockWidgetArea,
                                              Qt.DockWidgetArea.BottomDockWidgetArea))
-
-    def _show_parameters(self, text: str, tip: str) -> None:
-        self.parameter_label.setText(f"{text} parameters")
-        self.parameter_label.setToolTip(tip)
-        self.inspector.show_parameter_count(text, tip)
 
     def _refresh_icons(self, _palette: object = None) -> None:
         p = theme.current()
@@ -390,47 +351,6 @@ class MainWindow(ProjectFiles, QMainWindow):
     def _update_title(self) -> None:
         self.setWindowTitle(f"{self.TITLE} — {self.document.name}[*]")
         self.setWindowModified(not self.document.is_clean)
-
-    def _update_counts(self) -> None:
-        n = len(self.document.levels())
-        self.count_label.setText(f"{n} level" + ("" if n == 1 else "s"))
-
-    def _update_zoom(self) -> None:
-        self.zoom_label.setText(f"{round(self.view.zoom() * 100)} %")
-
-    def _update_faults(self, _faults: object = None) -> None:
-        faults = self.document.faults
-        self.fault_menu.clear()
-        if faults:
-            self.fault_button.setText(f"⚠ {len(faults)} problem" + ("s" if len(faults) > 1
-                                                                     else ""))
-            for fault in faults:
-                action = self.fault_menu.addAction(fault.text)
-                action.triggered.connect(lambda _c=False, f=fault: self._go_to_fault(f))
-            self.fault_button.setToolTip("The model cannot be trained yet:\n" + "\n".join(
-                "• " + f.text for f in faults))
-        else:
-            self.fault_button.setText("✓ Ready to train")
-            self.fault_button.setToolTip("The graph is valid: every level lies on a path from "
-                                         "input to output")
-            self.fault_menu.addAction("No problems").setEnabled(False)
-        self.fault_button.setProperty("faults", bool(faults))
-        self.fault_button.style().unpolish(self.fault_button)
-        self.fault_button.style().polish(self.fault_button)
-        self.update_run_actions()
-
-    def _go_to_fault(self, fault) -> None:
-        if fault.level_id and fault.level_id in self.scene.nodes:
-            self.scene.select_only([fault.level_id])
-            self.view.centerOn(self.scene.nodes[fault.level_id])
-        elif fault.edge_index is not None:
-            self.scene.clearSelection()
-            for item in self.scene.edges.values():
-                if item.index == fault.edge_index:
-                    item.setSelected(True)
-        else:
-            self.scene.clearSelection()
-        self.statusBar().showMessage(fault.text, 8000)
 
     def set_training_available(self, available: bool) -> None:
         """Called by the training panel once it handles run.start."""

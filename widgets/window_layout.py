@@ -126,14 +126,16 @@ class WindowLayout:
         if bottom:
             w.resizeDocks(bottom, [1] * len(bottom), horizontal)
             w.resizeDocks([bottom[0]], [int(min(360, max(220, 0.3 * height)))], vertical)
-        # A column's panels under its first get their preferred height (at most a third of
-        # the column each); the first (the Inspector) the rest.
+        # A column's panels under its first get their preferred height, at least 28 % of the
+        # column (room for a banner that appears during a run) and at most a third each; the
+        # first (the Inspector) the rest.
         column = height - sum(bar.sizeHint().height() for bar in (w.menuBar(), w.statusBar()))
         column -= sum(bar.sizeHint().height() for bar in w.findChildren(QToolBar)
                       if bar.isVisibleTo(w) and w.toolBarArea(bar) == Qt.ToolBarArea.TopToolBarArea)
         for docks in (stacks[PanelSlot.RIGHT], stacks[PanelSlot.LEFT]):
             if len(docks) > 1:
-                below = [min(d.sizeHint().height(), column // 3) for d in docks[1:]]
+                below = [min(max(d.sizeHint().height(), int(0.28 * column)), column // 3)
+                         for d in docks[1:]]
                 w.resizeDocks(docks, [column - sum(below), *below], vertical)
 
     # ---- between sessions ---------------------------------------------------------------------
