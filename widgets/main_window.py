@@ -108,7 +108,7 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.layout_manager.reset()
         QTimer.singleShot(0, self.view, self.view.show_readable)
 
-    # ---- what the training side and the lessons use ------------------------------------------
+    # ---- what the training side and the lessons use -----------------------------------------
     def add_dock(self, widget: QWidget, title: str, object_name: str,
                  slot: PanelSlot = PanelSlot.BOTTOM, tab_with: QDockWidget | None = None
                  ) -> QDockWidget:
@@ -185,7 +185,7 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.layout_manager.reset()
         QTimer.singleShot(0, self.view, self.view.show_readable)
 
-    # ---- construction ---------------------------------------------------------------------------
+    # ---- construction -----------------------------------------------------------------------
     def _first_size(self) -> tuple[int, int]:
         """Before any size is remembered: most of the screen, at least DEFAULT_SIZE."""
         screen = self.screen()
@@ -347,7 +347,7 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.scene.update()
         self.view.ruler.update()
 
-    # ---- state shown -----------------------------------------------------------------------------
+    # ---- state shown ------------------------------------------------------------------------
     def _update_title(self) -> None:
         self.setWindowTitle(f"{self.TITLE} — {self.document.name}[*]")
         self.setWindowModified(not self.document.is_clean)
@@ -386,7 +386,7 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.inspector.show_selection(self.scene.selected_level_ids(), self.scene.selected_edges())
         self._update_edit_actions()
 
-    # ---- edit commands ------------------------------------------------------------------------------
+    # ---- edit commands ----------------------------------------------------------------------
     def delete_selection(self) -> bool:
         ids, edges = self.scene.selected_level_ids(), self.scene.selected_edges()
         if not ids and not edges:
@@ -406,7 +406,7 @@ class MainWindow(ProjectFiles, QMainWindow):
         if action is not None:
             action.setChecked(True)
 
-    # ---- window events ---------------------------------------------------------------------------------
+    # ---- window events ----------------------------------------------------------------------
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt API
         if not self.layout_manager.restored:  # nobody called restore_layout() before showing
             self.restore_layout()

@@ -18,7 +18,7 @@ MAX_RECENT = 10
 
 
 class ProjectFiles:
-    # ---- files ----------------------------------------------------------------------------------------
+    # ---- files -------------------------------------------------------------------------------
     def _may_replace(self) -> bool:
         if self.document.locked:
             self.statusBar().showMessage(
@@ -156,7 +156,7 @@ class ProjectFiles:
         self.statusBar().showMessage(f"Saved {name}", 4000)
         return True
 
-    # ---- recent files and presets ---------------------------------------------------------------------
+    # ---- recent files and presets -----------------------------------------------------------
     def recent_files(self) -> list[str]:
         value = self.settings.value("recentFiles", [])
         if isinstance(value, str):
@@ -213,7 +213,7 @@ class ProjectFiles:
         if not names:
             self.presets_menu.addAction("No presets installed").setEnabled(False)
 
-    # ---- recovery -------------------------------------------------------------------------------------
+    # ---- recovery ---------------------------------------------------------------------------
     def _write_recovery(self, *_args: object) -> None:
         if self.document.is_clean:
             self.recovery.clear()
