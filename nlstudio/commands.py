@@ -7,6 +7,7 @@ at the next step boundary, checkpoint it, leave ``status.json`` "stopped" and ex
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -79,43 +80,58 @@ def _train(args) -> int:
     invalid = _invalid_types()
     import torch
 
-    from nlstudio import distributed
     from nlstudio.build import count_parameters
     from nlstudio.trainer import Trainer
 
     torch.set_num_threads(args.threads or default_torch_threads())
+    # A stop signal is honoured from here on: before the run starts it ends the process with
+    # nothing written by it; during the run, at the next step boundary (see the module doc).
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    trainer = None
+
+    def on_signal(signum, frame):
+        signal.signal(signum, previous[signum])  # the same signal again: end at once
+        received.append(signum)
+        if trainer is not None:
+            if trainer.dist.is_main:  # os.write: a handler must not re-enter buffered print
+                _write_now(f"\nnlstudio: {signal.Signals(signum).name}: stopping after this "
+                           "step (send it again to end at once)...\n")
+            trainer.stop()
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, on_signal)
     try:
-        trainer = Trainer(args.project, out=args.out, steps=args.steps, device=args.device,
-                          seed=args.seed, resume=args.resume, snapshots=False)
-        n_params = count_parameters(trainer.project, trainer.task)
-    except invalid as exc:
-        return _fail(str(exc))
-    except OSError as exc:
-        return _fail(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}".lstrip(": "))
+        try:
+            trainer = Trainer(args.project, out=args.out, steps=args.steps, device=args.device,
+                              seed=args.seed, resume=args.resume, snapshots=False)
+            n_params = count_parameters(trainer.project, trainer.task)
+        except invalid as exc:
+            return _fail(str(exc))
+        except OSError as exc:
+            return _fail(f"{getattr(exc, 'filename', '') or ''}: "
+                         f"{exc.strerror or exc}".lstrip(": "))
+        if received:  # stopped before it began
+            return _fail(f"{signal.Signals(received[0]).name} before the run started; "
+                         "nothing was written", ExitCode.for_signal(received[0]))
+        return _run_trainer(trainer, args, n_params, received)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run_trainer(trainer, args, n_params: int, received: list[int]) -> int:
+    from nlstudio import distributed
+
     is_main = trainer.dist.is_main
     if is_main:
         _say(f"{trainer.project.name}: {n_params:,} parameters")
     bar = _ProgressBar(trainer) if is_main and not args.quiet else None
     if bar is not None:
         trainer.subscribe(bar.on_event)
-    received: list[int] = []
-    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-
-    def on_signal(signum, frame):
-        signal.signal(signum, previous[signum])  # the same signal again: end at once
-        received.append(signum)
-        if is_main:
-            _say(f"nlstudio: {signal.Signals(signum).name}: stopping after this step (send it "
-                 "again to end at once)...", sys.stderr)
-        trainer.stop()
-
-    for s in STOP_SIGNALS:
-        signal.signal(s, on_signal)
     try:
         result = trainer.run()
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         if bar is not None:
             bar.close()
         distributed.shutdown()
@@ -135,6 +151,13 @@ def _train(args) -> int:
     if trainer.cuda_graphs_note:
         _say(trainer.cuda_graphs_note)
     return ExitCode.OK
+
+
+def _write_now(text: str) -> None:
+    try:
+        os.write(2, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
 
 
 def _say(text: str, stream=None) -> None:

@@ -32,22 +32,21 @@ from nlstudio import events as ev
 from nlstudio import probes
 from nlstudio.build import build_model, build_task, check_resources
 from nlstudio.printable import printable
-from nlstudio.project import (Project, ProjectError, load_project, parse_project,
-                              project_to_dict)
+from nlstudio.project import ProjectError, load_project, project_to_dict
 from nlstudio.run_state import EndReason, RunState
-from nlstudio.runs import (ERROR_LOG, PROJECT_FILE, RUN_ENTRIES, Checkpoint,
-                           LevelMetrics, RunError, RunWriter, StepMetrics, check_rows,
-                           default_run_dir, is_live, latest_checkpoint, load_weights_into,
-                           read_status)
-from nlstudio.schema import OuterOptimizer
+from nlstudio.runs import (ERROR_LOG, PROJECT_FILE, LevelMetrics, RunError, RunWriter,
+                           StepMetrics, check_rows, default_run_dir, is_live, latest_checkpoint,
+                           load_weights_into, new_run_folder_problem, read_status)
+from nlstudio.training_setup import (TrainError, as_project, device_name, make_outer_optimizer,
+                                     project_text, resolve_device, with_train)
+from nlstudio.training_state import (StepClock, capture_rng, dedupe_shared, restore_optimizer,
+                                     restore_rng)
 from nlstudio.untrusted import FileRefused
-from nlstudio.training_state import StepClock, capture_rng, restore_optimizer, restore_rng
+
+__all__ = ["Trainer", "RunResult", "TrainError", "train", "resolve_device", "device_name",
+           "make_outer_optimizer", "measure_recall"]
 
 EventCallback = Callable[[ev.Event], None]
-
-
-class TrainError(RuntimeError):
-    """A run that cannot start (bad device, a folder in use); the message says why."""
 
 
 @dataclass
@@ -59,62 +58,6 @@ class RunResult:
     loss: float
     message: str = ""
     invalid: bool = False  # failed on an invalid input file (a damaged checkpoint): exit 2
-
-
-def resolve_device(name: str | None) -> torch.device:
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError("device 'cuda' was asked for, but no CUDA GPU is available "
-                         "(use --device cpu or auto)")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise TrainError(f"unknown device {printable(name, 40)!r}; use auto, cpu or cuda")
-    return torch.device(name)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def as_project(project) -> tuple[Project, Path | None]:
-    """A validated Project (parsed once, here) and the folder its relative paths resolve
-    against (the project file's, when it came from a file)."""
-    if isinstance(project, (str, os.PathLike)):
-        path = Path(project)
-        return load_project(path), path.resolve().parent
-    if isinstance(project, dict):
-        return parse_project(project), None
-    if isinstance(project, Project):
-        return project, project.path.parent if project.path else None
-    raise TrainError(f"cannot train a {type(project).__name__}: give a project file, a "
-                     "project dict or a Project")
-
-
-def make_outer_optimizer(spec, params) -> torch.optim.Optimizer:
-    """The outer optimizer of ``spec``: a Project, its ``train.optimizer``, or a project
-    dict (validated here)."""
-    if isinstance(spec, Project):
-        spec = spec.train.optimizer
-    elif isinstance(spec, dict):
-        spec = OuterOptimizer(**((spec.get("train") or {}).get("optimizer") or {}))
-    if spec.name == "adamw":
-        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    if spec.name == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.SGD(params, lr=spec.lr, weight_decay=spec.weight_decay,
-                           momentum=spec.momentum)
-
-
-def _with_train(project: Project, **changes) -> Project:
-    changes = {k: v for k, v in changes.items() if v is not None}
-    if not changes:
-        return project
-    copy = project.model_copy(update={"train": project.train.model_copy(update=changes)})
-    copy._path = project.path
-    return copy
 
 
 @dataclass
@@ -149,16 +92,15 @@ class Trainer:
         self.snapshot_interval_s = snapshot_interval_s
         self.evaluate_enabled = evaluate
         self._last_snapshot = -math.inf
-        self._reuse = False
         self.resume_dir = Path(resume) if resume is not None else None
         if self.resume_dir is not None:
             self._open_resume(base_dir)
         else:
             self._open_new(project, base_dir, out, runs_root)
-        self.project = _with_train(self.project, seed=seed,
+        self.project = with_train(self.project, seed=seed,
                                    device=device if device in ("auto", "cpu", "cuda") else None)
         if self.resume_dir is None:
-            self._project_text = _project_text(self.project)  # before any folder is made
+            self._project_text = project_text(self.project)  # before any folder is made
         self.train_cfg = self.project.train
         self.total_steps = int(steps if steps is not None else self.train_cfg.steps)
         if self.total_steps < 1:
@@ -184,29 +126,9 @@ class Trainer:
         self._ckpt: Checkpoint | None = None
         self.run_dir = Path(out) if out is not None else default_run_dir(self.project.name,
                                                                          runs_root)
-        self._check_new_folder()
-
-    def _check_new_folder(self) -> None:
-        """A new run goes into a missing or empty folder, or into the folder of a run killed
-        before it trained a step (no checkpoint past step 0, nothing else in it)."""
-        folder = self.run_dir
-        if not folder.exists():
-            return
-        if not folder.is_dir():
-            raise TrainError(f"{folder}: exists and is not a folder (choose another --out)")
-        entries = set(os.listdir(folder))
-        if not entries:
-            return
-        try:
-            ckpt = latest_checkpoint(folder)
-        except RunError:
-            ckpt = Checkpoint(step=-1, path=folder, weights=folder)
-        if entries <= RUN_ENTRIES and (ckpt is None or ckpt.step == 0) \
-                and not is_live(folder) and not any((folder / "plots").glob("*")):
-            self._reuse = True
-            return
-        raise TrainError(f"{folder}: exists and is not an empty folder (choose another --out, "
-                         "or --resume to continue a run there)")
+        problem = new_run_folder_problem(self.run_dir)
+        if problem:
+            raise TrainError(f"{self.run_dir}: {problem}")
 
     def _open_resume(self, base_dir) -> None:
         folder = self.run_dir = self.resume_dir
@@ -333,10 +255,12 @@ class Trainer:
             writer = RunWriter(self.run_dir, self.level_ids, resume_from=self._ckpt,
                                log_every=self.train_cfg.log_every)
         else:
-            if getattr(self, "_reuse", False):
-                RunWriter.clear_for_reuse(self.run_dir)
             writer = RunWriter(self.run_dir, self.level_ids, project_text=self._project_text)
-        writer.set_status(RunState.RUNNING, self.start_step, self.total_steps)
+        try:
+            writer.set_status(RunState.RUNNING, self.start_step, self.total_steps)
+        except BaseException:
+            writer.close()
+            raise
         return writer
 
     def _new_loop_state(self) -> _LoopState:
@@ -467,7 +391,7 @@ class Trainer:
         weights = {k: v.detach().to("cpu").contiguous()
                    for k, v in self.model.state_dict().items()}
         writer.save_checkpoint(
-            loop.step, weights=_dedupe_shared(weights), optimizer=self.optimizer.state_dict(),
+            loop.step, weights=dedupe_shared(weights), optimizer=self.optimizer.state_dict(),
             rng=rng if rng is not None else capture_rng(), info={"world_size": self.dist.world_size, "wall_s": loop.clock.total(),
                                 "tokens_per_s": loop.tokens_per_s, "updates": loop.updates,
                                 "base_dir": str(self.base_dir.resolve()) if self.base_dir
@@ -497,20 +421,6 @@ def measure_recall(task, model, device, level_ids) -> tuple[tuple[int, ...], dic
     return tuple(delays), ({"silence": recall} if recall else {})
 
 
-def _project_text(project: Project) -> str:
-    """The run's copy of its project, as text that UTF-8 can store (checked before the run
-    folder exists, so a project that cannot be saved leaves nothing behind)."""
-    from nlstudio.project import dumps
-
-    text = dumps(project)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ProjectError(project.path.name if project.path else "<project>", "",
-                           f"holds text UTF-8 cannot store ({exc.reason})") from None
-    return text
-
-
 def _try(action) -> None:
     """Best effort (a status or error log on a full disk): the run's own error is reported."""
     try:
@@ -524,20 +434,6 @@ def _mean_nonzero(norms) -> float:
         return 0.0
     nz = norms[norms != 0]
     return float(nz.mean()) if nz.numel() else 0.0
-
-
-def _dedupe_shared(state: dict) -> dict:
-    """safetensors refuses tensors that share memory (tied embedding/head): keep one name."""
-    seen: dict[tuple, str] = {}
-    out = {}
-    for name, tensor in state.items():
-        key = (tensor.data_ptr(), tensor.shape, tensor.stride()) if tensor.numel() else None
-        if key is not None and key in seen:
-            continue
-        if key is not None:
-            seen[key] = name
-        out[name] = tensor.clone() if tensor.numel() else tensor
-    return out
 
 
 class _NullWriter:

@@ -108,3 +108,17 @@ def _plain_setting(value) -> bool:
     if isinstance(value, tuple):
         return all(_plain_setting(v) and not isinstance(v, tuple) for v in value)
     return isinstance(value, str) and len(value) < 64
+
+
+def dedupe_shared(state: dict) -> dict:
+    """safetensors refuses tensors that share memory (tied embedding/head): keep one name."""
+    seen: dict[tuple, str] = {}
+    out = {}
+    for name, tensor in state.items():
+        key = (tensor.data_ptr(), tensor.shape, tensor.stride()) if tensor.numel() else None
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen[key] = name
+        out[name] = tensor.clone() if tensor.numel() else tensor
+    return out
