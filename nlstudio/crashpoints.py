@@ -34,6 +34,7 @@ POINTS = (
 )
 
 _hits: dict[str, int] = {}
+_spec = [""]  # the setting the counts belong to: a new setting starts them over
 _ACTIONS = {"term": signal.SIGTERM, "int": signal.SIGINT, "kill": signal.SIGKILL}
 if hasattr(signal, "SIGHUP"):
     _ACTIONS["hup"] = signal.SIGHUP
@@ -43,6 +44,9 @@ def crashpoint(name: str) -> None:
     spec = os.environ.get(ENV)
     if not spec:
         return
+    if spec != _spec[0]:
+        reset()
+        _spec[0] = spec
     point, _, rest = spec.partition(":")
     if point != name:
         return
@@ -55,3 +59,8 @@ def crashpoint(name: str) -> None:
         raise OSError(errno.ENOSPC, "No space left on device (injected at crashpoint "
                                     f"{name})")
     os.kill(os.getpid(), _ACTIONS[action])
+
+
+def reset() -> None:
+    """Start the counts over (an in-process test that runs the same setting twice)."""
+    _hits.clear()
