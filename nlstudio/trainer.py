@@ -105,6 +105,8 @@ class Trainer:
         self.total_steps = int(steps if steps is not None else self.train_cfg.steps)
         if self.total_steps < 1:
             raise TrainError(f"steps must be a positive integer, got {self.total_steps}")
+        if self._ckpt is not None and not self._ckpt.legacy:  # before anything trusts it
+            check_rows(self.run_dir, self._ckpt, self.train_cfg.log_every)
         self.start_step = self.step = self._ckpt.step if self._ckpt else 0
         if self.total_steps < self.start_step:
             raise TrainError(f"{self.run_dir}: its checkpoint is at step {self.start_step}; "
@@ -114,8 +116,6 @@ class Trainer:
         self.task = build_task(self.project, self.base_dir, self.total_steps)
         # refuse a model too big for this machine before anything is allocated
         check_resources(self.project, task=self.task)
-        if self._ckpt is not None and not self._ckpt.legacy:
-            check_rows(self.run_dir, self._ckpt, self.train_cfg.log_every)
 
     # -- opening ----------------------------------------------------------------------------
     def _open_new(self, project, base_dir, out, runs_root) -> None:
