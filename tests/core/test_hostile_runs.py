@@ -278,6 +278,8 @@ def random_damage(rng: random.Random):
                 doc = {}
             if isinstance(doc, dict) and doc:
                 doc[r.choice(sorted(doc))] = r.choice(HOSTILE_VALUES)
+                if "state" in doc and r.random() < 0.3:
+                    doc["state"] = r.choice(HOSTILE_VALUES)
             data = json.dumps(doc, allow_nan=True).encode()
         elif kind in ("tokens", "value"):
             tokens = ["1", "-1", "nan", "inf", "1e999", "9" * 40, "", "x", "\r", "\x00", '"',
