@@ -59,14 +59,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, point: str | None =
     """``point`` names the crash point (``nlstudio.crashpoints``) between the two halves of
     the temporary file's content, where the crash tests kill a writer mid-write."""
     with atomic_path(path) as tmp:
+        if point is None:
+            tmp.write_bytes(data)
+            return
+        from nlstudio.crashpoints import crashpoint
+
         with open(tmp, "wb") as handle:
             half = len(data) // 2
             handle.write(data[:half])
-            if point is not None:
-                from nlstudio.crashpoints import crashpoint
-
-                handle.flush()
-                crashpoint(point)
+            handle.flush()
+            crashpoint(point)
             handle.write(data[half:])
 
 

@@ -170,6 +170,10 @@ def save_project(project: Project | dict, path: str | os.PathLike) -> None:
     if not isinstance(project, Project):
         project = parse_project(project, path.name)
     text = dumps(project)
+    where = _lone_surrogate(json.loads(text))
+    if where is not None:  # refused before a byte is written
+        raise ProjectError(path.name, where, "holds a lone surrogate (such as \\ud800), which "
+                                             "is not text and cannot be saved as UTF-8")
     try:
         atomic_write_text(path, text)
     except OSError as exc:

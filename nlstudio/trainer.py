@@ -39,8 +39,8 @@ from nlstudio.runs import (ERROR_LOG, PROJECT_FILE, LevelMetrics, RunError, RunW
                            load_weights_into, new_run_folder_problem, read_status)
 from nlstudio.training_setup import (TrainError, as_project, device_name, make_outer_optimizer,
                                      project_text, resolve_device, with_train)
-from nlstudio.training_state import (StepClock, capture_rng, dedupe_shared, restore_optimizer,
-                                     restore_rng)
+from nlstudio.training_state import (StepClock, capture_rng, dedupe_shared, mean_nonzero,
+                                     restore_optimizer, restore_rng)
 from nlstudio.untrusted import FileRefused
 
 __all__ = ["Trainer", "RunResult", "TrainError", "train", "resolve_device", "device_name",
@@ -92,6 +92,7 @@ class Trainer:
         self.snapshot_interval_s = snapshot_interval_s
         self.evaluate_enabled = evaluate
         self._last_snapshot = -math.inf
+        self._doc: dict | None = None
         self.resume_dir = Path(resume) if resume is not None else None
         if self.resume_dir is not None:
             self._open_resume(base_dir)
@@ -102,15 +103,7 @@ class Trainer:
         if self.resume_dir is None:
             self._project_text = project_text(self.project)  # before any folder is made
         self.train_cfg = self.project.train
-        self.total_steps = int(steps if steps is not None else self.train_cfg.steps)
-        if self.total_steps < 1:
-            raise TrainError(f"steps must be a positive integer, got {self.total_steps}")
-        if self._ckpt is not None and not self._ckpt.legacy:  # before anything trusts it
-            check_rows(self.run_dir, self._ckpt, self.train_cfg.log_every)
-        self.start_step = self.step = self._ckpt.step if self._ckpt else 0
-        if self.total_steps < self.start_step:
-            raise TrainError(f"{self.run_dir}: its checkpoint is at step {self.start_step}; "
-                             f"--steps {self.total_steps} would go back (give more steps)")
+        self._set_steps(steps)
         self.device = self.dist.device if self.dist.enabled else resolve_device(
             device or self.train_cfg.device)
         self.task = build_task(self.project, self.base_dir, self.total_steps)
@@ -126,19 +119,32 @@ class Trainer:
         self._ckpt: Checkpoint | None = None
         self.run_dir = Path(out) if out is not None else default_run_dir(self.project.name,
                                                                          runs_root)
-        problem = new_run_folder_problem(self.run_dir)
-        if problem:
+        problem = new_run_folder_problem(self.run_dir) if self.dist.is_main else None
+        if problem:  # (only the writing rank looks: the others never write)
             raise TrainError(f"{self.run_dir}: {problem}")
+
+    def _set_steps(self, steps: int | None) -> None:
+        """The run's last step, and the one it starts from (its checkpoint's, once the
+        checkpoint's rows are checked against the CSVs)."""
+        self.total_steps = int(steps if steps is not None else self.train_cfg.steps)
+        if self.total_steps < 1:
+            raise TrainError(f"steps must be a positive integer, got {self.total_steps}")
+        if self._ckpt is not None and not self._ckpt.legacy:  # before anything trusts it
+            check_rows(self.run_dir, self._ckpt, self.train_cfg.log_every)
+        self.start_step = self.step = self._ckpt.step if self._ckpt else 0
+        if self.total_steps < self.start_step:
+            raise TrainError(f"{self.run_dir}: its checkpoint is at step {self.start_step}; "
+                             f"--steps {self.total_steps} would go back (give more steps)")
 
     def _open_resume(self, base_dir) -> None:
         folder = self.run_dir = self.resume_dir
-        if not (folder / PROJECT_FILE).is_file():
+        if not os.path.lexists(folder / PROJECT_FILE):
             raise TrainError(f"{folder}: not a run folder (no {PROJECT_FILE}) to resume")
-        if is_live(folder):
+        if self.dist.is_main and is_live(folder):
             raise TrainError(f"{folder}: this run is still being written by another process "
                              f"(pid {read_status(folder).get('pid')}); stop it before resuming")
-        self._ckpt = latest_checkpoint(folder)  # RunError if damaged: nothing is changed
         self.project = load_project(folder / PROJECT_FILE)
+        self._ckpt = latest_checkpoint(folder)  # RunError if damaged: nothing is changed
         saved = self._ckpt.base_dir if self._ckpt else ""
         self.base_dir = (Path(base_dir) if base_dir else
                          Path(saved) if saved and Path(saved).is_absolute() else None)
@@ -146,7 +152,7 @@ class Trainer:
     @property
     def doc(self) -> dict:
         """The project as a plain dict (what the GUI reads level specs from)."""
-        if getattr(self, "_doc", None) is None:
+        if self._doc is None:
             self._doc = project_to_dict(self.project)
         return self._doc
 
@@ -352,7 +358,7 @@ class Trainer:
         log = step % self.train_cfg.log_every == 0 or last
         if log:
             row = StepMetrics(step, loop.clock.total(), loop.loss, metric, loop.tokens_per_s, {
-                lid: LevelMetrics(loop.updates.get(lid, 0), _mean_nonzero(
+                lid: LevelMetrics(loop.updates.get(lid, 0), mean_nonzero(
                     probe[lid].write_norms if lid in probe else None))
                 for lid in self.level_ids})
             if self.dist.is_main:
@@ -427,13 +433,6 @@ def _try(action) -> None:
         action()
     except OSError:
         pass
-
-
-def _mean_nonzero(norms) -> float:
-    if norms is None:
-        return 0.0
-    nz = norms[norms != 0]
-    return float(nz.mean()) if nz.numel() else 0.0
 
 
 class _NullWriter:

@@ -17,7 +17,11 @@ from nlstudio.schema import OuterOptimizer
 
 
 class TrainError(RuntimeError):
-    """A run that cannot start (bad device, a folder in use); the message says why."""
+    """A run that cannot start (bad device, a folder in use); the message says why, on one
+    printable line (a folder name with control characters cannot reach a terminal raw)."""
+
+    def __init__(self, message: str):
+        super().__init__(printable(message, 2000))
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -122,3 +122,12 @@ def dedupe_shared(state: dict) -> dict:
             seen[key] = name
         out[name] = tensor.clone() if tensor.numel() else tensor
     return out
+
+
+def mean_nonzero(norms) -> float:
+    """The mean of the non-zero write norms of a level (0 if it never wrote): metrics.csv's
+    ``<id>.update_norm``."""
+    if norms is None:
+        return 0.0
+    nz = norms[norms != 0]
+    return float(nz.mean()) if nz.numel() else 0.0
