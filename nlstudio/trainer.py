@@ -116,7 +116,7 @@ class Trainer:
             raise TrainError("nothing to train: give a project or a run folder to resume")
         self.project, project_dir = as_project(project)
         self.base_dir = Path(base_dir) if base_dir else project_dir
-        self._ckpt: Checkpoint | None = None
+        self._ckpt = None  # a new run starts from step 0
         self.run_dir = Path(out) if out is not None else default_run_dir(self.project.name,
                                                                          runs_root)
         problem = new_run_folder_problem(self.run_dir) if self.dist.is_main else None

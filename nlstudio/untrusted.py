@@ -48,7 +48,7 @@ def regular_file_size(path: str | os.PathLike, cap: int | None = None) -> int:
         st = os.stat(path)
     except FileNotFoundError:
         raise
-    except OSError as exc:
+    except OSError as exc:  # a loop of symbolic links, a name too long, no permission
         raise FileRefused(path, f"cannot be read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st.st_mode):
         raise FileRefused(path, f"is {_kind(st.st_mode)}, not a regular file")
@@ -78,9 +78,7 @@ def read_bytes(path: str | os.PathLike, cap: int, *, offset: int = 0,
     regular_file_size(path, None if truncate else cap + offset)
     try:
         fd = _open_regular(path)
-    except FileRefused:
-        raise
-    except FileNotFoundError:
+    except (FileRefused, FileNotFoundError):
         raise
     except OSError as exc:
         raise FileRefused(path, f"cannot be read ({exc.strerror or exc})") from None

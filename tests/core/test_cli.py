@@ -131,11 +131,13 @@ def test_a_folder_killed_before_its_first_checkpoint_resumes_or_is_reused(tmp_pa
         (out / "metrics.csv").write_text("step,wall_s,loss\n2,0.1,")  # torn, uncounted
         (out / "status.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 7}))
         (out / "plots").mkdir(exist_ok=True)
+        (out / ".status.json.k1ll3d.tmp").write_text('{"sta')  # killed inside a write
         args = ("--resume", out) if attempt == "resume" else (path, "--out", out)
         result = run_cli("train", *args, "--quiet", cwd=tmp_path)
         assert result.returncode == 0, (attempt, result.stderr)
         steps = [line.split(",")[0] for line in (out / "metrics.csv").read_text().splitlines()]
         assert steps == ["step", "2", "4"], (attempt, steps)
+        assert not list(out.glob(".*")), attempt  # what the killed writer left is gone
     # a run that trained is never overwritten
     result = run_cli("train", path, "--out", out, cwd=tmp_path)
     assert result.returncode == 2

@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import signal
-import struct
 import unicodedata
 from pathlib import Path
 

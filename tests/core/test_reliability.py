@@ -1,7 +1,6 @@
 """Reliability of the core: a run killed with SIGKILL resumes, a crafted pickle never runs,
 a full disk or a failing write loses nothing, a diverging run keeps its last good step."""
 import csv
-import errno
 import json
 import os
 import random
