@@ -162,6 +162,23 @@ def _prune(folder: Path, keep: str) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def settle(run_dir: Path, ckpt: Checkpoint) -> None:
+    """Finishes what a writer killed after committing ``ckpt`` left undone: the top-level
+    ``model.safetensors`` becomes its weights (a kill between the rename and the link left the
+    previous step's there) and older checkpoint folders go. Only the run's writer calls this,
+    on a resume, before anything else is written."""
+    if ckpt.legacy:
+        return
+    target = Path(run_dir) / MODEL_FILE
+    try:
+        linked = target.is_file() and os.path.samefile(target, ckpt.weights)
+    except OSError:
+        linked = False
+    if not linked:
+        _link_top_level_weights(Path(run_dir), ckpt.weights)
+    _prune(ckpt.path.parent, keep=ckpt.path.name)
+
+
 def remove_temporaries(run_dir: Path) -> list[str]:
     """Removes what a killed writer left: temporary checkpoint folders, folders being pruned,
     temporary files of atomic writes. Only the run's (single) writer calls this."""

@@ -47,6 +47,8 @@ class RunWriter:
         else:
             ckpt_files.remove_temporaries(self.path)
             rows = prepare_resume(self.path, resume_from, log_every)
+            if resume_from is not None:
+                ckpt_files.settle(self.path, resume_from)
         (self.path / PLOTS_DIR).mkdir(exist_ok=True)
         self.metrics = CsvAppender(self.path / METRICS_FILE, metric_columns(self.level_ids),
                                    rows[METRICS_FILE])

@@ -233,3 +233,25 @@ def test_a_run_whose_end_cannot_be_recorded_fails_in_one_line_and_resumes(tmp_pa
     assert result.returncode == 0, result.stderr
     assert "nothing left to train" in result.stdout
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
+
+
+def test_a_kill_between_the_last_checkpoint_and_its_link_is_settled_by_a_resume(tmp_path,
+                                                                             tiny_project):
+    """Killed after the last checkpoint folder was renamed into place but before the top-level
+    model.safetensors pointed at it: the resume has nothing left to train, and must still
+    leave the folder as an uninterrupted run does (newest weights on top, one checkpoint)."""
+    from nlstudio.crashpoints import ENV
+    from nlstudio.runs import CHECKPOINTS_DIR, weights_step
+
+    path = tmp_path / "tiny.nlproj"
+    path.write_text(json.dumps(tiny_project(steps=6)))  # checkpoints at steps 0, 2, 4, 6
+    out = tmp_path / "run"
+    env = dict(os.environ, **{ENV: "checkpoint.link:4:kill"})
+    result = subprocess.run([*NLSTUDIO, "train", str(path), "--out", str(out), "--quiet"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == -signal.SIGKILL, (result.stdout, result.stderr)
+    assert weights_step(out / "model.safetensors") == 4
+    result = run_cli("train", "--resume", out, "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert weights_step(out / "model.safetensors") == 6
+    assert [p.name for p in (out / CHECKPOINTS_DIR).iterdir()] == ["step-000000000006"]
