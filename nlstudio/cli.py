@@ -15,7 +15,7 @@ import sys
 import nlstudio
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
-SUBCOMMANDS = ("train", "eval", "presets")
+SUBCOMMANDS = ("train", "eval", "presets", "generate")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,6 +9,8 @@ import argparse
 import signal
 import sys
 
+from nlstudio import generate_command
+
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -35,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     sub.add_parser("presets", help="list the bundled presets")
+    generate_command.add_parser(sub)
     return p
 
 
@@ -58,6 +61,8 @@ def run(argv: list[str]) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "generate":
+            return generate_command.run(args)
         return _presets()
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
