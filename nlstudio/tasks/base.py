@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 IGNORE = -100
+#: The rank under which :meth:`Task.example` draws: no run has this many processes.
+EXAMPLE_RANK = 999_983
 
 
 class TaskParams(BaseModel):
@@ -100,6 +102,16 @@ class Task(ABC):
         if not bool(mask.any()):
             return float("nan")
         return float((logits.argmax(-1)[mask] == targets[mask]).float().mean())
+
+    def example(self, index: int) -> Batch:
+        """Example ``index``: one fresh stream of ``seq_len`` (a batch of 1) from the task's own
+        generator, for displays such as the memory inspector. The training distribution (a
+        continual task: the phase of a step drawn from ``index``), drawn under a rank no
+        training run uses, so it is not a sequence the model was trained on. A pure function
+        of ``(seed, index)``."""
+        total = getattr(self, "total_steps", None) or 1
+        step = int(self.rng(EXAMPLE_RANK, index).integers(total))
+        return self.batch(step, 1, rank=EXAMPLE_RANK, world_size=1)
 
     def token_label(self, token: int) -> str:
         """A short, printable name of a token id for displays (the inspector, the CLI): the
