@@ -69,4 +69,7 @@ def create_main_window():
     window = MainWindow()
     install_training(window)
     install_lessons(window)  # Help → Lessons and the welcome page
+    from nlstudio.widgets.trace_menu import install_inspector
+
+    install_inspector(window)  # Run → Inspect Model: the memory inspector
     return window

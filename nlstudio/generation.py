@@ -44,6 +44,8 @@ class LoadedModel:
     task: object  # nlstudio.tasks.Task
     path: Path
     step: int | None  # the training step of the weights (None: unknown, an export)
+    project: object = None  # nlstudio.project.Project the model was built from
+    base_dir: Path | None = None  # where the project's relative paths resolve
 
     @property
     def device(self) -> torch.device:
@@ -76,7 +78,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         raise GenerationError(_one_line(f"{exc.filename or path}: {exc.strerror or exc}")) \
             from None
     model.eval()
-    return LoadedModel(model, task, Path(path), run.checkpoint_step)
+    return LoadedModel(model, task, Path(path), run.checkpoint_step, run.project, run.base_dir)
 
 
 def _one_line(text: str) -> str:

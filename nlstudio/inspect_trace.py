@@ -57,21 +57,28 @@ class TraceInput:
         return int(self.inputs.shape[0])
 
 
+def token_sequence(ids, source: str = "tokens") -> TraceInput:
+    """Token ids read as the model's own streaming reads them: the target at each position
+    is the next token, none at the last."""
+    inputs = torch.as_tensor(list(ids), dtype=torch.long)
+    if inputs.numel() == 0:
+        raise ValueError(f"{source} is empty")
+    if inputs.numel() > MAX_TRACE_TOKENS:
+        raise ValueError(f"{source} has {inputs.numel()} tokens; the inspector reads at most "
+                         f"{MAX_TRACE_TOKENS}")
+    targets = torch.full_like(inputs, IGNORE)
+    targets[:-1] = inputs[1:]
+    return TraceInput(inputs, targets, source)
+
+
 def text_sequence(task, text: str | bytes, source: str = "text") -> TraceInput:
-    """A byte-level task's text as its UTF-8 bytes; the target at each byte is the next one
-    (what the model's own streaming learns from), none at the last."""
+    """A byte-level task's text as its UTF-8 bytes (:func:`token_sequence`)."""
     if not getattr(task, "byte_level", False):
         raise ValueError(f"task {task.name!r} does not read text (its tokens are not bytes)")
     data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     if not data:
         raise ValueError("the text is empty")
-    if len(data) > MAX_TRACE_TOKENS:
-        raise ValueError(f"the text has {len(data)} bytes; the inspector reads at most "
-                         f"{MAX_TRACE_TOKENS}")
-    inputs = torch.tensor(list(data), dtype=torch.long)
-    targets = torch.full_like(inputs, IGNORE)
-    targets[:-1] = inputs[1:]
-    return TraceInput(inputs, targets, source)
+    return token_sequence(data, source)
 
 
 def example_sequence(project, length: int | None = None, index: int = 0,
@@ -111,10 +118,36 @@ class LevelTrace:
     writes: list[np.ndarray] = field(default_factory=list)     # the writes made
     write_index: np.ndarray | None = None    # int32 [T] into writes (-1: no write at t)
     note: str = ""              # why something is missing (e.g. read() not implemented)
+    _positions: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def memory_at(self, t: int) -> np.ndarray | None:
+        """The memory after token ``t`` as the Memory dock shows it. A level whose probe is
+        one row per query (attention: the weights of the call's queries over its last keys)
+        recorded one row per position; they are assembled into the map of the last queries
+        over the last keys, as the dock shows it after a call that ends at ``t``."""
         i = int(self.memory_index[t])
-        return None if i < 0 else self.memories[i]
+        if i < 0:
+            return None
+        return self._query_map(t) if self.row_memory else self.memories[i]
+
+    @property
+    def row_memory(self) -> bool:
+        return bool(self.memories) and all(m.shape[0] == 1 for m in self.memories)
+
+    def _query_map(self, t: int) -> np.ndarray:
+        """Rows ``s`` = the last W queries, columns = keys ``t − W + 1 … t`` (W: the width of
+        the row recorded at ``t``); row ``s`` covered the keys ending at ``s``."""
+        width = self.memories[int(self.memory_index[t])].shape[1]
+        out = np.zeros((width, width), np.float32)
+        for r, s in enumerate(range(t - width + 1, t + 1)):
+            i = int(self.memory_index[s]) if s >= 0 else -1
+            if i < 0:
+                continue
+            row = self.memories[i][0]
+            first_key = s - row.shape[0] + 1     # the key of the row's first column
+            lo = max(first_key, t - width + 1)
+            out[r, lo - (t - width + 1):s - (t - width + 1) + 1] = row[lo - first_key:]
+        return out
 
     def write_at(self, t: int) -> np.ndarray | None:
         i = int(self.write_index[t])
@@ -122,7 +155,14 @@ class LevelTrace:
 
     @property
     def write_positions(self) -> np.ndarray:
-        return np.flatnonzero(self.wrote)
+        if self._positions is None:
+            self._positions = np.flatnonzero(self.wrote)
+        return self._positions
+
+    def last_write(self, t: int) -> int | None:
+        """The position of the latest write at or before ``t`` (None: none yet)."""
+        k = int(np.searchsorted(self.write_positions, t, side="right"))
+        return None if k == 0 else int(self.write_positions[k - 1])
 
 
 @dataclass
@@ -138,6 +178,7 @@ class Trace:
     levels: dict[str, LevelTrace]   # in model order
     source: str = ""
     labels: list[str] | None = None  # a printable name per token id (None: feature inputs)
+    byte_level: bool = False         # token ids are bytes of UTF-8 text
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -235,7 +276,7 @@ class _Readout:
 
 
 def compute_trace(model, sequence: TraceInput, *, labels: list[str] | None = None,
-                  top_k: int = TOP_K, freeze: tuple[str, ...] = (),
+                  byte_level: bool = False, top_k: int = TOP_K, freeze: tuple[str, ...] = (),
                   progress: Callable[[int, int], None] | None = None,
                   cancel: Callable[[], bool] | None = None) -> Trace:
     """Runs ``model`` over ``sequence`` one token per call (module docstring). ``freeze``:
@@ -317,7 +358,7 @@ def compute_trace(model, sequence: TraceInput, *, labels: list[str] | None = Non
                  logits=logits_out, loss=loss.numpy().astype(np.float32),
                  top_ids=top.indices.numpy().astype(np.int32),
                  top_probs=top.values.numpy().astype(np.float32), levels=levels,
-                 source=sequence.source, labels=labels)
+                 source=sequence.source, labels=labels, byte_level=byte_level)
 
 
 class _Distinct:
@@ -337,6 +378,6 @@ class _Distinct:
         self.index[t] = len(self.items) - 1
 
 
-__all__ = ["TraceInput", "text_sequence", "example_sequence", "LevelTrace", "Trace",
+__all__ = ["TraceInput", "token_sequence", "text_sequence", "example_sequence", "LevelTrace", "Trace",
            "compute_trace", "token_labels", "probe_inputs", "TraceCancelled", "IGNORE",
            "TOP_K", "MAX_TRACE_TOKENS"]

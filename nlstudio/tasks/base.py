@@ -143,9 +143,9 @@ class Task(ABC):
 
 
 def byte_label(byte: int) -> str:
-    """A printable label of one byte: the ASCII character, or an escape (``\\n``, ``·``
+    """A printable label of one byte: the ASCII character, or an escape (``\\n``, ``␣``
     for a space, ``0xE2`` for a byte of a longer UTF-8 sequence)."""
-    named = {9: "\\t", 10: "\\n", 13: "\\r", 32: "·"}
+    named = {9: "\\t", 10: "\\n", 13: "\\r", 32: "␣"}
     if byte in named:
         return named[byte]
     if 33 <= byte < 127:
