@@ -51,6 +51,7 @@ class InspectorWindow(QMainWindow):
         self._cancel = threading.Event()
         self._progress = [0, 0]
         self._tokens: list[int] = []   # generated so far (appended by the job's thread)
+        self._prompt_ids: list[int] = []
         self._decoder: gen.Utf8Stream | None = None
         self._shown_tokens = 0
         self._kind = ""                # "trace" | "generate" while a job runs
@@ -316,6 +317,7 @@ class InspectorWindow(QMainWindow):
         model, tokens = self.loaded.model, self._tokens
         options = dict(tokens=n, temperature=self.temperature.value(), seed=self.seed.value())
         tokens.clear()
+        self._prompt_ids = prompt
         self._shown_tokens = 0
         self._decoder = gen.Utf8Stream()
         self._cancel.clear()
@@ -383,7 +385,9 @@ class InspectorWindow(QMainWindow):
             self.generated.emit(generated)
             stopped = " (stopped)" if self._cancel.is_set() else ""
             self._say(f"Generated {len(self._tokens)} bytes{stopped}.")
-            self.inspect_text()
+            # the exact bytes read and sampled (the text box shows invalid UTF-8 as U+FFFD)
+            self.inspect(it.token_sequence(self._prompt_ids + self._tokens,
+                                           "your prompt and what the model wrote"))
             return
         self._set_busy("")
         if error:

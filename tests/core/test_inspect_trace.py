@@ -184,3 +184,25 @@ def test_text_sequence_refuses_what_is_not_text():
     _, charlm, _ = setup({"name": "charlm"})
     with pytest.raises(ValueError, match="empty"):
         text_sequence(charlm, "")
+
+
+@pytest.mark.parametrize("window", [None, 8])
+def test_attention_map_at_a_position_is_the_one_the_memory_dock_shows(window):
+    """Attention's probe is one row per query; the trace assembles the rows recorded at each
+    position into the map the Memory dock shows after a call that ends there."""
+    levels = [{"id": "att", "kind": "attention", "period": None, "window": window},
+              {"id": "ffn", "kind": "mlp", "period": None}]
+    torch.manual_seed(0)
+    project = parse_project(tiny_doc({"name": "charlm"}, levels))
+    model = build_model(project)
+    seq = example_sequence(project, length=80, index=0)
+    trace = compute_trace(model, seq)
+    lv = trace.levels["att"]
+    for t in (5, 63, 79):
+        with torch.no_grad():
+            _, state = model(seq.inputs[None, :t + 1], None, targets=seq.targets[None, :t + 1])
+        dock = model.probe(state)["att"].memory.numpy()
+        shown = lv.memory_at(t)
+        w = shown.shape[0]
+        assert shown.shape == (w, w) and w == min(t + 1, 64 if window is None else window)
+        assert np.allclose(shown, dock[-w:, -w:], atol=1e-6), t
