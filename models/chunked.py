@@ -20,7 +20,9 @@ The recurrence of one chunk, for tokens t = 1..C with anchor gradients U_t, is
     M_t = M_{t−1} (a_t I − b_t x̂_t x̂_tᵀ) + S_t         (retention a_t, DGD erase b_t; optional)
 
 (without momentum ``S_t = −θ_t U_t``). Titans (Titans §3): a_t = 1 − α_t, μ_t = η_t, b = 0.
-HOPE / DGD (arXiv Eq. 88): a_t = α_t, θ_t = b_t = η_t, x̂ = the layer's normalised input.
+HOPE / DGD (the exact proximal step, see levels/self_modifying.py): a_t = α_t,
+θ_t = b_t = η'_t = η_t / (1 + η_t‖x_t‖²), x̂ = x (the layer's own input), U_t = −u_t x_tᵀ for
+the value u_t the layer regresses onto.
 :func:`collapse` turns the gates of a chunk into coefficient matrices (segment sums in log
 space, O(C²)); :func:`chunk_write` then forms the chunk-end memory and momentum, each as one
 batched matmul per layer ``(δ ⊙ c)ᵀ H``; the erase term is a unit lower-triangular solve.
@@ -323,7 +325,7 @@ def chunk_write(m0: Tensor, s0: Tensor | None, delta: Tensor, x: Tensor, co: Coe
                 erase: Tensor | None = None, x_hat: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None]:
     """:func:`write_plain`, plus the DGD erase ``− b_t (M_{t−1} x̂_t) x̂_tᵀ`` when ``erase``
-    (``b_t [..., C]``) is given; ``x_hat`` (default ``x``, then assumed unit) are the keys it
+    (``b_t [..., C]``) is given; ``x_hat`` (default ``x``; any norm) are the keys it
     erases along. Needs the full :class:`Coefficients` (the erase reads the running memory)."""
     end = co.end()
     if erase is None:

@@ -18,6 +18,28 @@ from typing import Any
 #: ``"one"``: written every token (period must be 1); ``"positive"``: a chunk size C >= 1;
 #: ``"positive_or_null"``: C >= 1, or null for a level frozen at test time (frequency 0).
 PERIOD_RULES = ("inf", "one", "positive", "positive_or_null")
+#: The largest period a level may have (keeps anything sized from a file finite).
+MAX_PERIOD = 1 << 30
+#: What a period that breaks its kind's rule is told: the one wording, used by the project
+#: schema (file faults) and the level constructors (ValueError) alike.
+PERIOD_MESSAGES = {
+    "inf": "must be null (this kind writes no weights: it re-reads the context every token)",
+    "one": "must be 1 (this kind writes its memory at every token)",
+    "positive": "must be a positive integer",
+    "positive_or_null": "must be a positive integer or null",
+}
+
+
+def period_fault(rule: str, value: Any) -> str | None:
+    """``None`` when ``value`` is a valid period under ``rule``, else the fault's message."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if rule == "inf":
+        ok = value is None
+    elif rule == "one":
+        ok = is_int and value == 1
+    else:
+        ok = (is_int and 1 <= value <= MAX_PERIOD) or (value is None and rule == "positive_or_null")
+    return None if ok else PERIOD_MESSAGES[rule]
 
 OBJECTIVES = {
     "task": "the model's own loss: the backpropagated surprise of the tokens already seen",
@@ -37,6 +59,10 @@ class Option:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
+    #: the project-file format version that added this option, and what files written
+    #: before it (which lack the key) meant; the schema's migrations fill it in
+    introduced: int = 1
+    legacy: Any = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +88,10 @@ class KindInfo:
     def parametric(self) -> bool:
         return self.period_rule != "inf"
 
+    def period_fault(self, value: Any) -> str | None:
+        """``None`` when ``value`` is a valid period for this kind, else what is wrong."""
+        return period_fault(self.period_rule, value)
+
     def option(self, name: str) -> Option:
         for opt in self.options:
             if opt.name == name:
@@ -80,6 +110,12 @@ class KindInfo:
         return {k: v for k, v in self.optimizer_defaults if k in names}
 
 
+#: The short causal depthwise convolution on q, k, v that practically every modern recall
+#: baseline carries (H3/Based/Zoology, Mamba, DeltaNet, Gated DeltaNet, Titans §4.4). Project
+#: files of format version 1 had no such key and meant no convolution (``legacy`` 0).
+CONV = Option("conv", "int", 4, "width of the short causal depthwise convolution on q, k, v "
+              "(0: none)", low=0, high=8, introduced=2, legacy=0)
+
 ALL_OPTIMIZERS = ("sgd", "momentum", "adam", "dgd", "delta_momentum", "dmgd", "m3")
 
 KINDS: dict[str, KindInfo] = {
@@ -94,6 +130,7 @@ KINDS: dict[str, KindInfo] = {
             options=(
                 Option("window", "int_or_null", None,
                        "sliding window in tokens (null: attend to the whole past)", low=1),
+                CONV,
             ),
         ),
         KindInfo(
@@ -108,6 +145,7 @@ KINDS: dict[str, KindInfo] = {
                 Option("gate", "choice", "none",
                        "forget gate on the memory: none, one scalar per head, or one per key "
                        "dimension (RetNet/GLA family)", choices=("none", "scalar", "vector")),
+                CONV,
             ),
         ),
         KindInfo(
@@ -119,7 +157,9 @@ KINDS: dict[str, KindInfo] = {
             objectives=("l2",), default_objective="l2",
             optimizers=("sgd",), default_optimizer="sgd", optimizer_defaults=(("eta", 1.0),),
             options=(
-                Option("gate", "bool", True, "data-dependent forget gate α_t (Gated DeltaNet)"),
+                Option("gate", "bool", True, "data-dependent forget gate α_t that decays the "
+                       "memory and its erase term (Gated DeltaNet); off: DeltaNet"),
+                CONV,
             ),
         ),
         KindInfo(
@@ -136,6 +176,7 @@ KINDS: dict[str, KindInfo] = {
                 Option("depth", "int", 2, "layers of the memory MLP", low=1, high=4),
                 Option("expansion", "int", 2, "hidden width as a multiple of the head dimension",
                        low=1, high=8),
+                CONV,
             ),
         ),
         KindInfo(

@@ -1,4 +1,5 @@
-"""The pydantic models of a project file (``*.nlproj``), version 1.
+"""The pydantic models of a project file (``*.nlproj``), version 2, and the migrations that
+upgrade older versions (:data:`MIGRATIONS`).
 
 Levels are flat dicts whose allowed keys depend on their ``kind`` (``models/registry.py``) and
 whose ``optimizer`` keys depend on the optimizer's ``name`` (``models/inner_optim.py``). One
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr,
                       SerializeAsAny, create_model, model_serializer)
@@ -21,11 +22,15 @@ from pydantic_core import PydanticCustomError
 
 from nlstudio.models.graph import MAX_ID_LENGTH, RESERVED, is_level_id, topological_order
 from nlstudio.models.inner_optim import OPTIMIZERS
-from nlstudio.models.registry import KINDS, OBJECTIVES, KindInfo, Option
+from nlstudio.models.registry import (KINDS, MAX_PERIOD, OBJECTIVES, KindInfo,  # noqa: F401
+                                      Option, period_fault)  # MAX_PERIOD: re-exported
 from nlstudio.tasks.base import TaskParams
 
 FORMAT = "nlstudio.project"
-VERSION = 1
+#: Format versions: 1, the first; 2 added the ``conv`` option (short causal convolution on
+#: q, k, v) to attention, linear attention, delta and titans levels, default 4. A version-1
+#: file had no convolution there, so it loads with ``conv: 0`` (its old meaning).
+VERSION = 2
 
 # Bounds that keep validation (and anything sized from a file) finite.
 MAX_LEVELS = 256
@@ -35,7 +40,6 @@ MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 10_000
 MAX_D_MODEL = 1 << 20
 MAX_HEADS = 1024
-MAX_PERIOD = 1 << 30
 MAX_STEPS = 10**9
 MAX_BATCH = 1 << 16
 MAX_SEQ_LEN = 1 << 20
@@ -71,25 +75,11 @@ def _check_id(value: Any) -> str:
 
 LevelId = Annotated[str, PlainValidator(_check_id)]
 
-_PERIOD_MESSAGES = {
-    "inf": "must be null (this kind writes no weights: it re-reads the context every token)",
-    "one": "must be 1 (this kind writes its memory at every token)",
-    "positive": "must be a positive integer",
-    "positive_or_null": "must be a positive integer or null",
-}
-
-
 def _period_type(rule: str) -> Any:
     def check(value: Any) -> int | None:
-        if rule == "inf":
-            ok = value is None
-        elif rule == "one":
-            ok = _is_int(value) and value == 1
-        else:
-            ok = (_is_int(value) and 1 <= value <= MAX_PERIOD) or (
-                value is None and rule == "positive_or_null")
-        if not ok:
-            raise PydanticCustomError("period", _PERIOD_MESSAGES[rule])
+        fault = period_fault(rule, value)  # the one period rule, shared with the levels
+        if fault:
+            raise PydanticCustomError("period", fault)
         return value
 
     return Annotated[Optional[int], PlainValidator(check)]
@@ -297,7 +287,7 @@ class Project(_Strict):
     ``load_project`` (they pick each level's model by kind and check the graph)."""
 
     format: Literal["nlstudio.project"] = FORMAT
-    version: Literal[1] = VERSION
+    version: Literal[2] = VERSION
     app_version: Optional[str] = None  # the NL Studio that wrote the file (informational)
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)] = "Untitled"
     description: Annotated[str, Field(max_length=MAX_DESCRIPTION_LENGTH)] = ""
@@ -337,6 +327,32 @@ class Project(_Strict):
 
     def task_params(self) -> dict[str, Any]:
         return self.task.params.model_dump(mode="json")
+
+
+# ---- migrations ----------------------------------------------------------------------------
+def _fill_introduced_options(to_version: int) -> Callable[[dict], dict]:
+    """The upgrade to ``to_version``: every level whose kind gained an option in that version
+    (``Option.introduced``) and lacks its key gets the value older files meant
+    (``Option.legacy``). Anything malformed is left as it is, for validation to report."""
+
+    def upgrade(doc: dict) -> dict:
+        model = doc.get("model")
+        levels = model.get("levels") if isinstance(model, dict) else None
+        for level in levels if isinstance(levels, list) else ():
+            kind = level.get("kind") if isinstance(level, dict) else None
+            if not isinstance(kind, str) or kind not in KINDS:
+                continue
+            for opt in KINDS[kind].options:
+                if opt.introduced == to_version and opt.name not in level:
+                    level[opt.name] = opt.legacy
+        return doc
+
+    return upgrade
+
+
+#: ``MIGRATIONS[v](doc) -> doc`` upgrades a version-``v`` document (plain JSON, already
+#: scanned) to version ``v + 1``; ``nlstudio.validate`` applies them in turn.
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _fill_introduced_options(2)}
 
 
 # Sections validated as raw JSON first: levels and task are dispatched by nlstudio.project.

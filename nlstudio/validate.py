@@ -37,8 +37,9 @@ MAX_STRING = 1 << 20
 MAX_FAULTS = 100
 MAX_INT = 2**63
 
-#: ``MIGRATIONS[v](doc) -> doc`` upgrades a version-``v`` document to version ``v + 1``.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+#: ``MIGRATIONS[v](doc) -> doc`` upgrades a version-``v`` document to version ``v + 1``
+#: (defined beside the format versions, in ``nlstudio.schema``).
+MIGRATIONS: dict[int, Callable[[dict], dict]] = schema.MIGRATIONS
 
 
 _SECTIONS = {(): Project, ("model",): ModelSection, ("train",): schema.TrainSection,

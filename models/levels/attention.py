@@ -4,7 +4,11 @@ The closed-form (Nadaraya–Watson) solution of a weighted ℓ2 regression over 
 (key, value) pairs: nothing is written by gradient steps, the "memory" is the KV cache
 (frequency ∞). Rotary positions use absolute stream positions, and the state keeps every past
 key/value (or, with a sliding ``window`` of w tokens, the last w − 1: all a later query can
-still see), so a stream split over calls gives the same outputs as one call.
+still see) and the short convolution's input history, so a stream split over calls gives the
+same outputs as one call.
+
+Option ``conv`` (width, 0: none): a causal depthwise convolution over time on the q, k, v
+projections, before the rotary positions; the cache holds the convolved keys and values.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlstudio.models.levels.base import Level, LevelProbe
-from nlstudio.models.levels.common import apply_rope, merge_heads, split_heads
+from nlstudio.models.levels.common import (CausalConv1d, apply_rope, check_level_shape, conv_qkv,
+                                          merge_heads, split_heads)
 
 PROBE_TOKENS = 64
 
@@ -25,12 +30,7 @@ class AttentionLevel(Level):
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)
-        if d_model % heads:
-            raise ValueError(f"{self.level_id}: d_model {d_model} is not divisible by {heads} "
-                             f"heads")
-        if self.period is not None:
-            raise ValueError(f"{self.level_id}: attention has no period (it re-reads the "
-                             f"context every token), got period {self.period}")
+        check_level_shape(self)
         window = self.option("window")
         if window is not None and int(window) < 1:
             raise ValueError(f"{self.level_id}: window must be >= 1 or null, got {window}")
@@ -39,6 +39,9 @@ class AttentionLevel(Level):
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
         self.k_proj = nn.Linear(d_model, d_model, bias=False)
         self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        # the short causal convolution on q, k, v (option ``conv``): what lets a small
+        # attention model form its previous-token lookups quickly (H3, Based, Zoology)
+        self.conv = CausalConv1d(3 * d_model, int(self.option("conv")))
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
     def init_state(self, batch: int, device: torch.device | str | None = None,
@@ -46,7 +49,8 @@ class AttentionLevel(Level):
         device, dtype = self._param_device_dtype(device, dtype)
         empty = torch.zeros(batch, self.heads, 0, self.d_head, device=device, dtype=dtype)
         return {"t": 0, "updates": 0, "write_norms": torch.zeros(0, device=device, dtype=dtype),
-                "last_write": None, "k": empty, "v": empty.clone(), "attn_map": None}
+                "last_write": None, "k": empty, "v": empty.clone(), "attn_map": None,
+                "conv": self.conv.init_history(batch, device, dtype)}
 
     def visible(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """Boolean ``[T_q, T_k]``: key j is visible to query i (causal, within the window)."""
@@ -55,15 +59,20 @@ class AttentionLevel(Level):
             ok = ok & (k_pos[None, :] > q_pos[:, None] - self.window)
         return ok
 
-    def forward(self, x: Tensor, state: dict[str, Any] | None = None
+    def forward(self, x: Tensor, state: dict[str, Any] | None = None, *, frozen: bool = False
                 ) -> tuple[Tensor, dict[str, Any]]:
+        if frozen:
+            raise ValueError(f"level {self.level_id!r}: attention writes no weights in context "
+                             f"(it re-reads its context), so it cannot be frozen")
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         t0, t = state["t"], x.shape[1]
         pos = torch.arange(t0, t0 + t, device=x.device)
-        q = apply_rope(split_heads(self.q_proj(x), self.heads), pos)
-        k = apply_rope(split_heads(self.k_proj(x), self.heads), pos)
-        v = split_heads(self.v_proj(x), self.heads)
+        q, k, v, history = conv_qkv(self.conv, (self.q_proj(x), self.k_proj(x), self.v_proj(x)),
+                                    state["conv"])
+        q = apply_rope(split_heads(q, self.heads), pos)
+        k = apply_rope(split_heads(k, self.heads), pos)
+        v = split_heads(v, self.heads)
         cached = state["k"].shape[2]
         keys = torch.cat((state["k"], k), dim=2) if cached else k
         values = torch.cat((state["v"], v), dim=2) if cached else v
@@ -77,6 +86,7 @@ class AttentionLevel(Level):
         new = dict(state)
         new["k"] = keys[:, :, keys.shape[2] - keep:]
         new["v"] = values[:, :, values.shape[2] - keep:]
+        new["conv"] = history
         new["t"] = t0 + t
         new["updates"] = t0 + t  # every token is written to the context
         with torch.no_grad():
@@ -85,6 +95,24 @@ class AttentionLevel(Level):
             new["write_norms"] = kv.norm(dim=-1).sum(1).mean(0)
             new["attn_map"] = self._probe_map(q, keys, pos, k_pos) if t else state["attn_map"]
         return self.out_proj(merge_heads(y)), new
+
+    def read(self, state: dict[str, Any], x: Tensor) -> None:
+        """None: attention has no associative memory to read without its context."""
+        return None
+
+    @property
+    def compute_chunk(self) -> None:
+        """None: no sequential step (every token attends to its context in parallel)."""
+        return None
+
+    def activation_floats_per_token(self, seq_len: int) -> int:
+        """Kept for the backward pass, per token: input, norm, output (3·d), q, k, v, o (4·d),
+        the convolution's output (3·d, with a convolution) and the softmax weights
+        (``heads × min(T, window)``)."""
+        d = self.d_model
+        seen = seq_len if self.window is None else min(seq_len, self.window)
+        conv = 3 * d if self.conv.weight is not None else 0
+        return 7 * d + conv + self.heads * seen
 
     def _probe_map(self, q: Tensor, keys: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """Attention weights of head 0, batch 0: the last ≤ 64 queries over the last ≤ 64 keys

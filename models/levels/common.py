@@ -1,17 +1,28 @@
-"""Small building blocks shared by the levels: heads, normalisation, rotary positions and the
-short causal convolution. Everything works on any device/dtype (tensors are created from the
-input's)."""
+"""Small building blocks shared by the levels: spec checks, heads, normalisation, rotary
+positions, the short causal convolution and the output norm-and-gate. Everything works on any
+device/dtype (tensors are created from the input's)."""
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlstudio.models.levels.base import Level, LevelProbe
+from nlstudio.models.levels.base import Level
 
 ROPE_BASE = 10000.0
+
+
+def check_level_shape(level: Level) -> None:
+    """The checks every level of this package makes on its spec: the period against the kind's
+    rule (``registry.period_fault``, the wording the project files get too) and ``heads``
+    dividing ``d_model``. Raises ``ValueError`` naming the level."""
+    fault = level.info.period_fault(level.period)
+    if fault:
+        raise ValueError(f"level {level.level_id!r} ({level.info.name}): period {fault}, got "
+                         f"{level.period!r}")
+    if level.d_model % level.heads:
+        raise ValueError(f"level {level.level_id!r}: d_model {level.d_model} is not divisible "
+                         f"by {level.heads} heads")
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -83,14 +94,39 @@ class CausalConv1d(nn.Module):
         keep = max(self.width - 1, 0)
         if history is None:
             history = x.new_zeros(b, keep, c)
-        if self.weight is None:
+        if self.weight is None or t == 0:
             return x, history
         full = torch.cat((history.to(x.dtype), x), dim=1)  # [B, keep + T, C]
         y = F.conv1d(full.transpose(1, 2), self.weight.to(x.dtype), groups=c)
         return y.transpose(1, 2), full[:, full.shape[1] - keep:]
 
+    def alone(self, x: Tensor) -> Tensor:
+        """The output for tokens that each start a stream (zero history): ``w_newest ⊙ x_t``.
+        What ``read`` uses: it reads without context."""
+        if self.weight is None:
+            return x
+        return x * self.weight[:, 0, -1].to(x.dtype)
+
+    def init_history(self, batch: int, device=None, dtype=None) -> Tensor:
+        """The history of a fresh stream: ``[B, width−1, C]`` zeros."""
+        return torch.zeros(batch, max(self.width - 1, 0), self.channels, device=device,
+                           dtype=dtype)
+
     def extra_repr(self) -> str:
         return f"channels={self.channels}, width={self.width}"
+
+
+def conv_qkv(conv: CausalConv1d, qkv: tuple[Tensor, Tensor, Tensor], history: Tensor | None
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The short convolution of q, k, v projections ``[B, T, D]`` each (one depthwise
+    convolution over their ``3·D`` channels), and its new history."""
+    q, k, v = qkv
+    if conv.weight is None:
+        b = q.shape[0]
+        return q, k, v, q.new_zeros(b, 0, conv.channels) if history is None else history
+    y, history = conv(torch.cat((q, k, v), dim=-1), history)
+    q, k, v = y.chunk(3, dim=-1)
+    return q, k, v, history
 
 
 def write_norm_series(surprise: Tensor, key: Tensor | None = None) -> Tensor:
@@ -111,62 +147,28 @@ def head_timescale_bias(heads: int, low: float = 3.0, high: float = 6.0) -> Tens
     return torch.linspace(low, high, heads)
 
 
-class MatrixMemoryLevel(Level):
-    """Plumbing shared by the per-token matrix memories (linear attention, delta rule).
+class OutputNormGate(nn.Module):
+    """Normalisation and gating before a level's output projection (Titans §4.4, after Mehta et
+    al. 2023; the form of Gated DeltaNet / flash-linear-attention's ``FusedRMSNormGated``):
+    ``RMSNorm(o_h) ⊙ silu(W_g x)`` per head, the RMSNorm's scale shared by the heads (init 1).
+    ``o [B, H, T, dh]``, ``x [B, T, d_model]`` -> ``[B, T, d_model]`` (heads merged)."""
 
-    Per head, a fast weight ``M [d_v, d_k]`` read as ``y_t = M_t q_t``; q/k/v/out projections;
-    the state ``{"M": [B, H, d_v, d_k], "t", "updates", "write_norms", "last_write"}``. The
-    inner optimizer's ``eta`` scales every write.
-    """
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.RMSNorm(d_model // heads)
+        self.gate = nn.Linear(d_model, d_model, bias=False)
 
-    def __init__(self, spec: dict, d_model: int, heads: int):
-        super().__init__(spec, d_model, heads)
-        if d_model % heads:
-            raise ValueError(f"{self.level_id}: d_model {d_model} is not divisible by {heads} "
-                             f"heads")
-        if self.period not in (None, 1):
-            raise ValueError(f"{self.level_id}: a {self.kind} level is written every token "
-                             f"(period 1), got period {self.period}")
-        self.eta = float(self.make_inner_optimizer().hp["eta"])
-        self.d_head = d_model // heads
-        self.q_proj = nn.Linear(d_model, d_model, bias=False)
-        self.k_proj = nn.Linear(d_model, d_model, bias=False)
-        self.v_proj = nn.Linear(d_model, d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+    def forward(self, o: Tensor, x: Tensor) -> Tensor:
+        return merge_heads(self.norm(o)) * F.silu(self.gate(x))
 
-    def init_state(self, batch: int, device: torch.device | str | None = None,
-                   dtype: torch.dtype | None = None) -> dict[str, Any]:
-        device, dtype = self._param_device_dtype(device, dtype)
-        return {"t": 0, "updates": 0,
-                "write_norms": torch.zeros(0, device=device, dtype=dtype),
-                "last_write": None,
-                "M": torch.zeros(batch, self.heads, self.d_head, self.d_head, device=device,
-                                 dtype=dtype)}
 
-    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k (L2-normalised) and v as ``[B, H, T, d_head]``."""
-        q = l2_normalize(split_heads(self.q_proj(x), self.heads))
-        k = l2_normalize(split_heads(self.k_proj(x), self.heads))
-        v = split_heads(self.v_proj(x), self.heads)
-        return q, k, v
-
-    def finish(self, y: Tensor, memory: Tensor, state: dict[str, Any], surprise: Tensor,
-               k: Tensor) -> tuple[Tensor, dict[str, Any]]:
-        """Output projection and the new state; ``surprise`` is u_t of the writes u_t k_tᵀ."""
-        t = y.shape[2]
-        new = dict(state)
-        new["M"] = memory
-        new["t"] = state["t"] + t
-        new["updates"] = state["updates"] + t
-        with torch.no_grad():
-            new["write_norms"] = write_norm_series(surprise.detach(), k.detach())
-            if t:
-                new["last_write"] = torch.outer(surprise[0, 0, -1], k[0, 0, -1]).detach()
-        return self.out_proj(merge_heads(y)), new
-
-    def probe(self, state: dict[str, Any]) -> LevelProbe:
-        last = state.get("last_write")
-        return LevelProbe(memory=state["M"][0, 0].detach(),
-                          write=None if last is None else last.detach(),
-                          updates=int(state["updates"]),
-                          write_norms=state["write_norms"].detach())
+def tensor_floats(obj) -> int:
+    """Total numel of the tensors in a (nested) state: dicts, tuples and lists walked."""
+    if isinstance(obj, Tensor):
+        return obj.numel()
+    if isinstance(obj, dict):
+        return sum(tensor_floats(v) for v in obj.values())
+    if isinstance(obj, (tuple, list)):
+        return sum(tensor_floats(v) for v in obj)
+    return 0

@@ -1,20 +1,25 @@
-"""The (gated) delta rule: a matrix memory that erases before it writes.
+"""The (gated) delta rule: a matrix memory that erases before it writes (DeltaNet, Yang et al.
+2024; Gated DeltaNet, Yang, Kautz & Hatamizadeh 2024, in its published form).
 
-Per head, one GD step of size η_t on ½‖M k_t − v_t‖² after a decay α_t (arXiv Eq. 88 with a
-matrix memory; DeltaNet / Gated DeltaNet):
+Per head, after a decay α_t, one step of size β_t on ½‖M k_t − v_t‖² taken at the decayed
+memory α_t M_{t−1} (Gated DeltaNet: the gate decays the erase term too):
 
-    M_t = M_{t−1} (α_t I − η_t k_t k_tᵀ) + η_t v_t k_tᵀ = α_t M_{t−1} + u_t k_tᵀ,
-    u_t = η_t (v_t − M_{t−1} k_t)                       (the surprise, written on key k_t)
+    M_t = α_t M_{t−1} (I − β_t k_t k_tᵀ) + β_t v_t k_tᵀ = α_t M_{t−1} + u_t k_tᵀ,
+    u_t = β_t (v_t − α_t M_{t−1} k_t)                   (the surprise, written on key k_t)
     y_t = M_t q_t
 
-with η_t = η·σ(w_η·x_t + b_η) and, when the gate is on, α_t = σ(w_α·x_t + b_α) (else 1);
-q and k are L2-normalised so the step is stable for η_t < 2.
+with β_t = η·σ(w_β·x_t + b_β) (η: the inner optimizer's ``eta``, 1 by default, so β_t ∈ (0, 1)
+as in the paper) and, when the gate is on, α_t = σ(w_α·x_t + b_α) (else 1: DeltaNet). As in
+DeltaNet / Gated DeltaNet (and flash-linear-attention's layers), q, k and v are the short causal
+convolution (option ``conv``) of their projections followed by SiLU, and q, k are then
+L2-normalised, so the step is a contraction for β_t ≤ 1.
 
-Computed exactly chunk-wise (the WY/UT form of DeltaNet's chunked training). Inside a chunk with
-cumulative log-decays Γ (Γ_0 = 0 at its start) the surprises satisfy the unit lower-triangular
-system
+Computed exactly chunk-wise (the WY/UT form of the papers' chunked training). Inside a chunk
+with cumulative log-decays Γ_j = Σ_{i≤j} log α_i (from its start, Γ_0 = 0) the memory is
+``M_j = e^{Γ_j} M_0 + Σ_{i≤j} e^{Γ_j − Γ_i} u_i k_iᵀ``, so ``α_j M_{j−1} k_j`` expands and the
+surprises satisfy the unit lower-triangular system
 
-    u_j + η_j Σ_{i<j} e^{Γ_{j−1} − Γ_i} (k_j·k_i) u_i = η_j (v_j − e^{Γ_{j−1}} M_0 k_j),
+    u_j + β_j Σ_{i<j} e^{Γ_j − Γ_i} (k_j·k_i) u_i = β_j (v_j − e^{Γ_j} M_0 k_j),
 
 solved once for all chunks (its right side is affine in the chunk-start memory M_0, so only a
 few matmuls per chunk remain sequential). Then
@@ -23,13 +28,12 @@ few matmuls per chunk remain sequential). Then
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlstudio.models.levels.common import MatrixMemoryLevel, head_timescale_bias
+from nlstudio.models.levels.common import head_timescale_bias
+from nlstudio.models.levels.matrix_memory import MatrixMemoryLevel
 
 CHUNK = 64
 
@@ -42,7 +46,9 @@ def _pad_time(x: Tensor, pad: int) -> Tensor:
 
 def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, log_alpha: Tensor | None,
                        memory: Tensor, chunk: int = CHUNK) -> tuple[Tensor, Tensor, Tensor]:
-    """Exact ``M_t = α_t M_{t−1} + u_t k_tᵀ``, ``u_t = η_t (v_t − M_{t−1} k_t)``, ``y_t = M_t q_t``.
+    """Exact ``M_t = α_t M_{t−1}(I − η_t k_t k_tᵀ) + η_t v_t k_tᵀ`` (Gated DeltaNet), i.e.
+    ``M_t = α_t M_{t−1} + u_t k_tᵀ`` with ``u_t = η_t (v_t − α_t M_{t−1} k_t)``, and
+    ``y_t = M_t q_t``.
 
     q, k: ``[B, H, T, d_k]``; v: ``[B, H, T, d_v]``; eta, log_alpha: ``[B, H, T]`` (log_alpha
     None: α = 1); memory ``[B, H, d_v, d_k]``. Returns ``y [B, H, T, d_v]``, the surprises
@@ -70,13 +76,12 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, log_alpha: 
         q_dec = qc
     else:
         gam = torch.cumsum(_pad_time(log_alpha, pad).view(b, h, n, chunk, 1), dim=3)  # Γ_j
-        gam_prev = gam - _pad_time(log_alpha, pad).view(b, h, n, chunk, 1)  # Γ_{j−1}
-        decay = (gam_prev - gam.mT).masked_fill(~strict, float("-inf")).exp()
-        lower = etac * kk * decay
-        read = qk * (gam - gam.mT).masked_fill(~causal, float("-inf")).exp()
-        rhs_k = etac * gam_prev.exp() * kc
+        pair = gam - gam.mT  # Γ_j − Γ_i (≤ 0 on and below the diagonal)
+        lower = etac * kk * pair.masked_fill(~strict, float("-inf")).exp()
+        read = qk * pair.masked_fill(~causal, float("-inf")).exp()
+        rhs_k = etac * gam.exp() * kc
         q_dec = qc * gam.exp()
-    # One batched triangular solve: u = ū − w̄ M_0ᵀ with ū = T⁻¹ η V, w̄ = T⁻¹ η e^{Γ_{j−1}} K.
+    # One batched triangular solve: u = ū − w̄ M_0ᵀ with ū = T⁻¹ η V, w̄ = T⁻¹ η e^{Γ_j} K.
     # Solved in at least float32 (no half-precision triangular solve; better conditioned).
     work = torch.promote_types(q.dtype, torch.float32)
     eye = torch.eye(chunk, dtype=work, device=q.device)
@@ -106,12 +111,14 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, log_alpha: 
 
 class DeltaLevel(MatrixMemoryLevel):
     kind = "delta"
+    qkv_activation = "silu"  # DeltaNet / Gated DeltaNet: SiLU after the short convolution
+    intra_chunk_matrices = 10  # K Kᵀ, Q Kᵀ, decays, the triangular system and its solution
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)
         self.gated = bool(self.option("gate"))
         self.chunk = CHUNK  # internal compute chunk: changes speed, never the result
-        self.eta_proj = nn.Linear(d_model, heads)  # η_t = η σ(w_η·x_t + b_η)
+        self.eta_proj = nn.Linear(d_model, heads)  # β_t = η σ(w_β·x_t + b_β)
         self.alpha_proj: nn.Linear | None = None
         if self.gated:
             self.alpha_proj = nn.Linear(d_model, heads)  # α_t = σ(w_α·x_t + b_α)
@@ -120,17 +127,15 @@ class DeltaLevel(MatrixMemoryLevel):
                 self.alpha_proj.bias.copy_(head_timescale_bias(heads))
 
     def rates(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """η_t and log α_t as ``[B, H, T]`` (log α None without the gate)."""
+        """β_t (the step, ``eta`` in the code) and log α_t as ``[B, H, T]`` (log α None without
+        the gate)."""
         eta = self.eta * torch.sigmoid(self.eta_proj(x)).transpose(1, 2)
         if self.alpha_proj is None:
             return eta, None
         return eta, F.logsigmoid(self.alpha_proj(x)).transpose(1, 2)
 
-    def forward(self, x: Tensor, state: dict[str, Any] | None = None
-                ) -> tuple[Tensor, dict[str, Any]]:
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
-        q, k, v = self.project(x)
+    def recur(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, memory: Tensor
+              ) -> tuple[Tensor, Tensor, Tensor]:
         eta, log_alpha = self.rates(x)
-        y, u, memory = chunked_delta_rule(q, k, v, eta, log_alpha, state["M"], self.chunk)
-        return self.finish(y, memory, state, u, k)
+        y, u, memory = chunked_delta_rule(q, k, v, eta, log_alpha, memory, self.chunk)
+        return y, memory, u

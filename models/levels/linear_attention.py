@@ -13,13 +13,12 @@ chunk is internal (no effect on the result); the level's period is 1.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlstudio.models.levels.common import MatrixMemoryLevel, head_timescale_bias
+from nlstudio.models.levels.common import head_timescale_bias
+from nlstudio.models.levels.matrix_memory import MatrixMemoryLevel
 
 CHUNK = 64
 VECTOR_CHUNK = 16  # the vector gate's intra-chunk decays are [L, L, d_k] per chunk
@@ -96,6 +95,8 @@ class LinearAttentionLevel(MatrixMemoryLevel):
                              f"{self.gate!r}")
         # Internal compute chunk: changes speed, never the result.
         self.chunk = VECTOR_CHUNK if self.gate == "vector" else CHUNK
+        # the scalar gate keeps its pairwise decays and the decayed scores too
+        self.intra_chunk_matrices = 6 if self.gate == "scalar" else 2
         self.gate_proj: nn.Linear | None = None
         if self.gate != "none":
             width = 1 if self.gate == "scalar" else self.d_head
@@ -114,11 +115,14 @@ class LinearAttentionLevel(MatrixMemoryLevel):
         logits = logits.transpose(1, 2)
         return F.logsigmoid(logits)
 
-    def forward(self, x: Tensor, state: dict[str, Any] | None = None
-                ) -> tuple[Tensor, dict[str, Any]]:
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
-        q, k, v = self.project(x)
+    def recur(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, memory: Tensor
+              ) -> tuple[Tensor, Tensor, Tensor]:
         v = self.eta * v  # one GD step of size η on −⟨Mk, v⟩ writes η v kᵀ
-        y, memory = chunked_linear_attention(q, k, v, self.log_decay(x), state["M"], self.chunk)
-        return self.finish(y, memory, state, v, k)
+        y, memory = chunked_linear_attention(q, k, v, self.log_decay(x), memory, self.chunk)
+        return y, memory, v
+
+    def activation_floats_per_token(self, seq_len: int) -> int:
+        """:meth:`MatrixMemoryLevel.activation_floats_per_token`, plus (vector gate) the
+        per-key-dimension intra-chunk decays and the products over them, ``4·C·d`` a token."""
+        extra = 4 * self.chunk * self.d_model if self.gate == "vector" else 0
+        return super().activation_floats_per_token(seq_len) + extra

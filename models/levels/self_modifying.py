@@ -8,7 +8,8 @@ written in context; only the query projection is fixed (the ablation keeps q sta
     η_t = eta · σ(⟨r_η, M_η(x̃_t)⟩ + b_η),  α_t = σ(⟨r_α, M_α(x̃_t)⟩ + b_α)
     v̂_□,t = M_□(v_t)                                  (Eq. 84: every memory makes its own target)
     q_t = x̃_t W_q (L2-normalised),  o_t = M_mem(q_t)    (Eq. 94: read before write)
-    M_□ ← M_□ (α_t I − η_t k_t k_tᵀ) − η_t ∇L(M_□; k_t, v̂_□,t)   (Eq. 88, DGD with decay)
+    M_□ ← M_□ (α_t I − η'_t k_t k_tᵀ) + η'_t v̂_□,t k_tᵀ,  η'_t = η_t / (1 + η_t‖k_t‖²)
+                                                      (DGD, the exact proximal step; below)
 
 for □ ∈ {k, v, η, α, mem}. ``period`` C is the chunk (Eq. 90): k, v, η, α, v̂ and every gradient
 of a chunk come from the memories as they were at the chunk start (the anchor), the writes of
@@ -16,27 +17,56 @@ the chunk's tokens are applied in order when it completes (the erase term ``M_{t
 the running memory, through a triangular solve in models/chunked.py), and tokens inside a chunk
 read the anchor. C = 1 is the exact recurrence.
 
-Documented choices:
+DGD (optimizer ``dgd``, the default): one rule, the exact proximal step. For a matrix memory
+and the objective ``L = ½‖M k − v̂‖²`` (arXiv App. C, Eq. 57),
+
+    M⁺ = argmin_M ½‖M k − v̂‖² + ‖M − M_{t−1}‖²_F / (2η).
+
+Setting the gradient to zero, ``(M k − v̂) kᵀ + (M − M_{t−1}) / η = 0``, so
+``M (I + η k kᵀ) = M_{t−1} + η v̂ kᵀ``. Sherman–Morrison gives
+``(I + η k kᵀ)⁻¹ = I − η' k kᵀ`` with ``η' = η / (1 + η‖k‖²)``, and
+``η v̂ kᵀ (I − η' k kᵀ) = η (1 − η'‖k‖²) v̂ kᵀ = η' v̂ kᵀ``, hence
+
+    M⁺ = M_{t−1} (I − η' k kᵀ) + η' v̂ kᵀ = M_{t−1} − η' (M_{t−1} k − v̂) kᵀ:
+
+one erase term. Its fixed point is ``M k = v̂`` (repeating one pair, the error ``M k − v̂`` shrinks
+by ``1 − η'‖k‖² = 1 / (1 + η‖k‖²)`` a step). Eq. 88 as printed, ``M(α I − η k kᵀ) − η ∇L``
+with ``∇L = (M k − v̂) kᵀ``, erases twice, ``M(α I − 2η k kᵀ) + η v̂ kᵀ``, and settles at
+``M k = v̂/2``: it puts the ℓ2 gradient where Eq. 57 has the value's ``−u``. Eq. 57 is the
+regression of ``W x`` onto a value u by one proximal step, ``W(I − η' x xᵀ) + η' u xᵀ``; that is
+the one meaning of ``dgd`` in the code base (``inner_optim``'s ``dgd`` is the same step, called
+with ``grad = −u ⊗ x``; a test pins the identity). Here the value is the target, ``u = v̂``.
+The retention α_t stays where Eq. 88 puts it, beside the identity (decoupled weight decay):
+``M_t = M_{t−1}(α_t I − η'_t k kᵀ) + η'_t v̂ kᵀ``.
+
+- ``½‖·‖²`` vs ``‖·‖²``: Eq. 88 writes ``‖M(k) − v̂‖²``; its proximal problem is ours with η
+  doubled (``argmin ‖Mk − v̂‖² + ‖M − M₀‖²/(2η) = argmin ½‖Mk − v̂‖² + ‖M − M₀‖²/(2·2η)``).
+  η_t = eta·σ(·) is learned, so the factor 2 is absorbed in η: our η_t is the paper's 2η_t.
+- Dot objective ``L = −⟨M(k), v̂⟩``: DGD's erase is exactly the quadratic part of the ℓ2 loss
+  (``½‖Mk − v̂‖² = ½‖Mk‖² − ⟨Mk, v̂⟩ + const``), so Eq. 92 (with the sign derived: its
+  gradient is ``−v̂ kᵀ``, the write ``+ η v̂ kᵀ``; the paper prints ``−``) is the same step. With
+  matrix memories the two objectives coincide under ``dgd``; they differ under ``sgd``.
+- Depth 2, ``M(x) = x + W₁ silu(W₂ x)`` (Eq. 91): the same regression, layer by layer, each with
+  its own anchor input as the key x and ``η' = η / (1 + η‖x‖²)``. The output layer W₁ (key
+  ``h = silu(W₂ k)``) is linear in its output, so its step is the exact proximal step with the
+  value the objective asks of it: ``u = v̂ − k`` for ℓ2 (the residual carries k), ``u = v̂`` for
+  dot. The hidden layer W₂ has no closed-form proximal step (silu lies between); it takes
+  Eq. 57 with its backpropagated surprise as the value, ``u = −δ``, ``δ = ∂L/∂(W₂ k)`` (as the
+  ``mlp`` levels' ``dgd`` does with the task's surprise).
+- Optimizer ``sgd``: ``M ← α M − η ∇L(M_anchor)`` per layer, no erase; the ℓ2 gradient then does
+  its own (single) erase.
+
+Other documented choices:
 - Memories are per head (head dimension ``dh``), acting on the head's slice of the convolved
   input; all five are square ``dh → dh`` maps, so they are stored and written as one stacked
   tensor. η and α are scalars per head read out of M_η(x̃), M_α(x̃) by fixed (outer-learned)
   vectors r and biases b: the memory, not the readout, is what changes in context.
-- Depth 1: matrix memories ``M(x) = W x`` (Eqs. 92/93). Depth 2: residual MLPs
-  ``M(x) = x + W₁ silu(W₂ x)`` with hidden width dh (Eq. 91); Eq. 88 is applied per layer with
-  the layer's anchor input as the key, unit-normalised in the erase term so that
-  ``α I − η x̂ x̂ᵀ`` stays a contraction like the first layer's (whose key k is already unit).
-- L2 objective: ``L = ½‖M(k) − v̂‖²``, so the matrix case is Eq. 93 exactly as printed.
-  Dot objective: ``L = −⟨M(k), v̂⟩``, whose gradient is ``−v̂ kᵀ``; the write is therefore
-  ``M(α I − η k kᵀ) + η v̂ kᵀ`` (Eq. 92 prints ``− η v̂ kᵀ``; we follow the derivation).
-- v̂ is a target: the inner gradient treats it as a constant, the outer gradient flows through it.
+- v̂ is a target: the inner step treats it as a constant, the outer gradient flows through it.
 - All memories share the one chunk C (the paper allows M_mem its own chunk size).
-- Optimizer ``dgd`` (default) is Eq. 88; ``sgd`` drops the ``η k kᵀ`` erase (keeps α_t decay).
-  The optimizer's ``eta`` scales η_t. Eq. 88 is applied as printed (η_t in both terms, chunked
-  in closed form), not through the implicit Sherman–Morrison step of inner_optim's ``dgd``
-  (η' = η / (1 + η‖x‖²)): only the optimizer's name and ``eta`` are read.
-- Option ``momentum`` (default false, Eq. 88 has none): Titans-style momentum on the writes,
-  ``S_t = μ_t S_{t−1} − η_t ∇L``, ``M_t = M_{t−1}(α_t I − η_t k kᵀ) + S_t``, with
-  ``μ_t = σ(x̃_t w_μ + b_μ)`` a fixed linear gate per head.
+- Option ``momentum`` (default false, Eq. 88 has none): Titans-style momentum on the non-erase
+  part of the writes, ``S_t = μ_t S_{t−1} + η'_t u_t x_tᵀ`` (``− η_t ∇L`` under sgd),
+  ``M_t = M_{t−1}(α_t I − η'_t x xᵀ) + S_t``, with ``μ_t = σ(x̃_t w_μ + b_μ)`` a fixed linear
+  gate per head.
 - Initial memory states (and r, b, W_q, the conv and the output projection) are outer parameters.
 """
 from __future__ import annotations
@@ -47,37 +77,48 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlstudio.models.chunked import chunk_write, collapse, silu_grad, write_plain
-from nlstudio.models.levels.base import Level, LevelProbe, State
+from nlstudio.models.chunked import (chunk_write, collapse, collapse_end, silu_grad,
+                                     write_plain)
+from nlstudio.models.levels.base import State
+from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import CausalConv1d, l2_normalize, merge_heads, split_heads
+
+def dgd_write(w: Tensor, mom: Tensor | None, u: Tensor, key: Tensor, eta: Tensor,
+              log_alpha: Tensor, log_mu: Tensor | None = None
+              ) -> tuple[Tensor, Tensor | None]:
+    """One chunk of DGD writes of a layer, token by token in order (exact, chunked):
+
+        W_t = W_{t−1} (α_t I − η'_t x_t x_tᵀ) + η'_t u_t x_tᵀ,   η'_t = η_t / (1 + η_t ‖x_t‖²)
+
+    (with momentum: ``S_t = μ_t S_{t−1} + η'_t u_t x_tᵀ``, ``W_t = W_{t−1}(α_t I − η'_t x_t x_tᵀ)
+    + S_t``). ``w, mom [N, o, i]``; the values ``u [N, C, o]``, keys ``x [N, C, i]``; ``eta``,
+    ``log_alpha``, ``log_mu [N, C]``. The erase reads the running memory W_{t−1}; what the
+    caller gives (u, x, η, α) comes from the chunk's anchor. See the module docstring for the
+    derivation (the exact proximal step of ½‖W x − u‖²)."""
+    step = eta / (1 + eta * key.square().sum(-1))
+    co = collapse(log_alpha, step, log_mu)
+    return chunk_write(w, mom, -u, key, co, erase=step)
+
 
 #: The stacked memories, in storage order.
 MEMORIES = ("k", "v", "eta", "alpha", "mem")
 K, V, ETA, ALPHA, MEM = range(5)
 
 
-class SelfModifyingLevel(Level):
+class SelfModifyingLevel(ChunkedMemoryLevel):
     kind = "self_modifying"
+    memory_key = "memories"
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)
-        if not isinstance(self.period, int) or isinstance(self.period, bool) or self.period < 1:
-            raise ValueError(f"self_modifying: period must be a positive integer, "
-                             f"got {self.period!r}")
-        if d_model % heads:
-            raise ValueError(f"self_modifying: d_model {d_model} is not divisible by {heads} "
-                             f"heads")
-        if self.objective not in self.info.objectives:
-            raise ValueError(f"self_modifying: objective must be one of {self.info.objectives}")
         opt = self.make_inner_optimizer()
-        self.chunk = int(self.period)
         self.depth = int(self.option("depth"))
         if self.depth not in (1, 2):
             raise ValueError(f"self_modifying: depth must be 1 or 2, got {self.depth}")
         self.use_momentum = bool(self.option("momentum"))
         self.erase = opt.name == "dgd"
         self.eta = float(opt.hp["eta"])
-        self.head_dim = dh = d_model // heads
+        dh = self.head_dim
         n_mem = len(MEMORIES)
 
         self.conv = CausalConv1d(d_model, int(self.option("conv")))
@@ -100,24 +141,6 @@ class SelfModifyingLevel(Level):
                 self.to_momentum.bias.fill_(2.2)  # μ ≈ 0.9
 
     # ---------------------------------------------------------------------------------------
-    def init_state(self, batch: int, device=None, dtype=None) -> State:
-        device, dtype = self._param_device_dtype(device, dtype)
-        memories = tuple(p.to(device=device, dtype=dtype).unsqueeze(0).expand(batch, *p.shape)
-                         for p in self.memory_init)
-        state: State = {
-            "t": 0, "updates": 0,
-            "write_norms": torch.zeros(0, device=device, dtype=dtype),
-            "last_write": None,
-            "memories": memories,
-            "pending": torch.zeros(batch, 0, self.d_model, device=device, dtype=dtype),
-            "conv": torch.zeros(batch, max(self.conv.width - 1, 0), self.d_model,
-                                device=device, dtype=dtype),
-        }
-        if self.use_momentum:
-            state["momentum"] = tuple(torch.zeros(batch, *p.shape, device=device, dtype=dtype)
-                                      for p in self.memory_init)
-        return state
-
     # The five memories share their keys (k for the first layer) and their gates, and DGD acts
     # on each memory's input side, so the first layers of all five are one stacked matrix
     # ``[N, 5·out, in]`` (rows = the memories' outputs) and every shared-key operation is one
@@ -159,9 +182,9 @@ class SelfModifyingLevel(Level):
     def _write(self, ws: list[Tensor], moms: list, x: Tensor, q: Tensor,
                log_mu: Tensor | None) -> tuple[list[Tensor], list, Tensor]:
         """One chunk (Eqs. 84–90): generate k, v, η, α and read at the anchor, then write all
-        memories with the chunk's anchor gradients. ``ws``: [first layers ``[N, 5·o, dh]``,
-        second layers ``[N·5, dh, h]``]; ``x, q [N, C, dh]``. Returns new weights, momenta and
-        the chunk's reads ``[N, C, dh]``."""
+        memories with the chunk's anchor targets and gradients. ``ws``: [first layers
+        ``[N, 5·o, dh]``, second layers ``[N·5, dh, h]``]; ``x, q [N, C, dh]``. Returns new
+        weights, momenta and the chunk's reads ``[N, C, dh]``."""
         n_seq, c, dh = x.shape
         n_mem = len(MEMORIES)
         y, _, _ = self._memories(ws, torch.cat((x, q), dim=1))  # Eq. 84 and the read (Eq. 94)
@@ -174,59 +197,67 @@ class SelfModifyingLevel(Level):
         # targets v̂ = M(v) and predictions M(k) at the anchor, every memory on the shared k, v
         out, z, hidden = self._memories(ws, torch.cat((k, v), dim=1))
         pred, v_hat = out[..., :c], out[..., c:]
-        # ½‖M(k) − v̂‖² → M(k) − v̂ (Eq. 93);  −⟨M(k), v̂⟩ → −v̂ (Eq. 92, sign derived)
+        # ∂L/∂M(k): ½‖M(k) − v̂‖² → M(k) − v̂ (Eq. 93);  −⟨M(k), v̂⟩ → −v̂ (Eq. 92, sign derived)
         g = pred - v_hat if self.objective == "l2" else -v_hat  # [N, 5, dh, C]
-        co = collapse(log_alpha, eta, log_mu)
-        erase = eta if self.erase else None
-        if self.depth == 1:
-            deltas = [g.reshape(n_seq, n_mem * dh, c)]
-            keys = [k]
-        else:
-            d1 = g.reshape(n_seq * n_mem, dh, c)
-            d0 = silu_grad(torch.matmul(ws[1].transpose(1, 2), d1).view(n_seq, -1, c),
-                           z[..., :c])
-            deltas = [d0, d1]
-            keys = [k, hidden[..., :c].transpose(1, 2)]
-        new_w, new_m = [], []
-        for l in range(self.depth):
-            co_l, erase_l, x_hat = co, erase, None  # layer 0: the unit key k, shared
-            if l == 1:  # per-memory hidden inputs: gates repeated per memory, unit keys
-                co_l = collapse(*(None if t is None else t.repeat_interleave(n_mem, 0)
-                                  for t in (log_alpha, eta, log_mu)))
-                erase_l = None if erase is None else erase.repeat_interleave(n_mem, 0)
-                x_hat = l2_normalize(keys[l])
-            if erase_l is None:
-                w_l, m_l = write_plain(ws[l], moms[l], deltas[l].transpose(1, 2), keys[l],
-                                       co_l.end())
-            else:
-                w_l, m_l = chunk_write(ws[l], moms[l], deltas[l].transpose(1, 2), keys[l], co_l,
-                                       erase=erase_l, x_hat=x_hat)
-            new_w.append(w_l)
-            new_m.append(m_l)
+        d0 = None
+        if self.depth == 2:  # the hidden layer's backpropagated surprise δ = ∂L/∂(W₂ k)
+            d0 = silu_grad(torch.matmul(ws[1].transpose(1, 2), g.reshape(n_seq * n_mem, dh, c))
+                           .view(n_seq, -1, c), z[..., :c])
+        keys = [k] if self.depth == 1 else [k, hidden[..., :c].transpose(1, 2)]
+        per_memory = lambda t: None if t is None else t.repeat_interleave(n_mem, 0)
+        if self.erase:  # dgd: each layer regresses onto its value u (module docstring)
+            if self.depth == 1:  # u = v̂, whichever the objective
+                values = [v_hat.reshape(n_seq, n_mem * dh, c)]
+            else:  # hidden layer: u = −δ (Eq. 57); output layer: u = v̂ − k (ℓ2) or v̂ (dot)
+                u1 = v_hat - k.transpose(1, 2).unsqueeze(1) if self.objective == "l2" else v_hat
+                values = [-d0, u1.reshape(n_seq * n_mem, dh, c)]
+            new = [dgd_write(ws[0], moms[0], values[0].transpose(1, 2), keys[0], eta, log_alpha,
+                             log_mu)]
+            if self.depth == 2:  # per-memory hidden keys: the gates repeated per memory
+                new.append(dgd_write(ws[1], moms[1], values[1].transpose(1, 2), keys[1],
+                                     per_memory(eta), per_memory(log_alpha),
+                                     per_memory(log_mu)))
+        else:  # sgd: W ← α W − η ∇L, every layer with its own anchor gradient
+            deltas = [g.reshape(n_seq, n_mem * dh, c)] if self.depth == 1 else \
+                [d0, g.reshape(n_seq * n_mem, dh, c)]
+            new = [write_plain(ws[0], moms[0], deltas[0].transpose(1, 2), keys[0],
+                               collapse_end(log_alpha, eta, log_mu))]
+            if self.depth == 2:
+                new.append(write_plain(ws[1], moms[1], deltas[1].transpose(1, 2), keys[1],
+                                       collapse_end(per_memory(log_alpha), per_memory(eta),
+                                                    per_memory(log_mu))))
+        new_w = [w_l for w_l, _ in new]
+        new_m = [m_l for _, m_l in new]
         return new_w, new_m, read
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(self, x: Tensor, state: State | None = None, *, frozen: bool = False
+                ) -> tuple[Tensor, State]:
+        """``frozen``: every token reads M_mem as it is in ``state``; no memory (k, v, η, α,
+        mem) and no momentum changes, while ``t``, the convolution history and the pending
+        tokens advance as usual."""
         b, t_new, _ = x.shape
         if state is None:
             state = self.init_state(b, x.device, x.dtype)
         if t_new == 0:
-            return x.new_zeros(b, 0, self.d_model), {**state, "write_norms": x.new_zeros(0)}
+            return self._empty_call(x, state)
         c, h, dh = self.chunk, self.heads, self.head_dim
         n_seq = b * h
         xc, history = self.conv(x, state["conv"])
-        pending = state["pending"]
-        p = pending.shape[1]
-        xs = torch.cat((pending.to(x.dtype), xc), dim=1) if p else xc
-        n = p + t_new
-        full, rest = divmod(n, c)
-        done = full * c
+        split = self._chunks(xc, state)
+        xs, p, n, full, rest, done = (split.xs, split.pending, split.n, split.full, split.rest,
+                                      split.done)
 
         q = l2_normalize(split_heads(self.to_q(xs), h)).view(n_seq, n, dh)
+        weights = self._flat(state["memories"], n_seq)
+        if frozen:
+            o = self._memories(weights, q[:, p:])[0][:, MEM].transpose(1, 2)
+            return self._output(o, b), self._next_state(
+                state, split, t_new, x.new_zeros(t_new), state["last_write"],
+                state["memories"], state.get("momentum"), history, wrote=False)
         xh = split_heads(xs, h).view(n_seq, n, dh)
         log_mu = None
         if self.use_momentum:
             log_mu = F.logsigmoid(self.to_momentum(xs)).transpose(1, 2).reshape(n_seq, n)
-        weights = self._flat(state["memories"], n_seq)
         moms = (self._flat(state["momentum"], n_seq) if self.use_momentum
                 else [None] * self.depth)
 
@@ -251,32 +282,46 @@ class SelfModifyingLevel(Level):
         if rest:
             reads.append(self._memories(weights, q[:, done:])[0][:, MEM].transpose(1, 2))
         o = torch.cat(reads, dim=1)[:, p:]  # pending tokens were read by an earlier call
-        y = self.to_out(merge_heads(o.reshape(b, h, t_new, dh)))
+        y = self._output(o, b)
 
-        write_norms = torch.zeros(t_new, device=x.device, dtype=x.dtype)
-        if full:
-            per_chunk = torch.stack(sq_norms).sum(-1).sqrt().mean(-1)  # [full, B, H] -> [full]
-            ends_at = torch.arange(1, full + 1, device=x.device) * c - 1 - p
-            write_norms[ends_at] = per_chunk.to(x.dtype)
-        new_state: State = {
-            "t": state["t"] + t_new,
-            "updates": state["updates"] + full,
-            "write_norms": write_norms,
-            "last_write": last_write,
-            "memories": self._unflat(weights, b, h),
-            "pending": xs[:, done:],
-            "conv": history,
-        }
-        if self.use_momentum:
-            new_state["momentum"] = self._unflat(moms, b, h)
-        return y, new_state
+        per_chunk = None
+        if full:  # [full, B, H] -> [full]
+            per_chunk = torch.stack(sq_norms).sum(-1).sqrt().mean(-1)
+        write_norms = self._write_norm_series(per_chunk, split, t_new, x)
+        return y, self._next_state(
+            state, split, t_new, write_norms, last_write, self._unflat(weights, b, h),
+            self._unflat(moms, b, h) if self.use_momentum else None, history)
 
-    def probe(self, state: State) -> LevelProbe:
-        norms = state.get("write_norms")
-        last = state.get("last_write")
-        return LevelProbe(
-            memory=state["memories"][0][0, 0, MEM].detach().cpu(),
-            write=None if last is None else last.detach().cpu(),
-            updates=int(state["updates"]),
-            write_norms=None if norms is None else norms.detach().cpu(),
-        )
+    def _output(self, o: Tensor, b: int) -> Tensor:
+        """Reads ``o [B·H, T, dh]`` -> the level's output ``[B, T, d_model]``."""
+        return self.to_out(merge_heads(o.reshape(b, self.heads, -1, self.head_dim)))
+
+    def read(self, state: State, x: Tensor) -> Tensor:
+        """``W_o M_mem(q(x))`` with the memories in ``state`` (as of the last completed write),
+        each token of ``x`` read alone: the convolution sees no history (its newest tap only).
+        Nothing is written."""
+        b = x.shape[0]
+        q = l2_normalize(split_heads(self.to_q(self.conv.alone(x)), self.heads))
+        memories = tuple(m.expand(b, *m.shape[1:]) if m.shape[0] != b else m
+                         for m in state["memories"])
+        weights = self._flat(memories, b * self.heads)
+        o = self._memories(weights, q.reshape(b * self.heads, -1, self.head_dim))[0][:, MEM]
+        return self._output(o.transpose(1, 2), b)
+
+    def activation_floats_per_token(self, seq_len: int) -> int:
+        """Kept for the backward pass, per token: input, norm, output, the convolved input, q,
+        the five memories' outputs on the inputs, queries, keys and values and the targets
+        and gradients built from them (40·d, and 72·d more for the hidden layer of depth 2),
+        the C×C coefficient and erase matrices of a chunk (8·heads·C, five times more for the
+        per-memory hidden keys of depth 2), and per chunk one copy of every memory (three with
+        momentum), ``⌈T/C⌉`` chunks spread over the T tokens. Fitted to the tensors autograd
+        actually saves (tests/models/test_level_api.py checks it)."""
+        d, c = self.d_model, self.chunk
+        per = 40 * d + 72 * d * (self.depth - 1)
+        per += 8 * self.heads * c * (1 + len(MEMORIES) * (self.depth - 1))
+        copies = math.ceil(seq_len / c) * sum(p.numel() for p in self.memory_init)
+        copies *= 3 if self.use_momentum else 1
+        return per + math.ceil(copies / max(seq_len, 1))
+
+    def _probe_memory(self, state: State) -> Tensor:
+        return state["memories"][0][0, 0, MEM]

@@ -1,12 +1,21 @@
 """Titans neural memory (Behrouz et al., Titans, arXiv 2501.00663 §3): a deep MLP memory that
 learns in context from its surprise, with momentum and a forget gate, written once per chunk.
 
-Per head, with q, k L2-normalised and gates computed from the input:
+Per head, with gates computed from the input:
 
+    q, k, v = SiLU(conv(x W_q)), SiLU(conv(x W_k)), SiLU(conv(x W_v)); q, k L2-normalised
     ℓ(M; x_t) = ‖M(k_t) − v_t‖²   (objective "l2"; "dot": −⟨M(k_t), v_t⟩)
     S_t = η_t S_{t−1} − θ_t ∇ℓ(M_anchor; x_t)              (surprise with momentum)
     M_t = (1 − α_t) M_{t−1} + S_t                          (forget gate)
     o_t = M_anchor(q_t)                                     (read before write)
+    y_t = W_o (RMSNorm(o_t) ⊙ SiLU(W_g x_t))               (norm and gate before the output)
+
+The architecture of q, k, v and of the output follows Titans §4.4 ("Architectural Details"):
+SiLU as the activation computing q, k and v, q and k L2-normalised, a 1-D depthwise causal
+convolution after each of the q, k, v projections (option ``conv``: its width, 0 for none), and
+"normalization and gating with a linear layer before the final output projection" (the paper
+cites Mehta et al. 2023; we use the form of Gated DeltaNet / flash-linear-attention,
+``RMSNorm(o) ⊙ SiLU(W_g x)``, the norm per head with one scale shared by the heads).
 
 ``period`` C is the chunk: gradients of a chunk's tokens are taken at the memory as it was at
 the chunk start (the anchor) and the memory is written once, when the chunk completes; tokens
@@ -19,8 +28,10 @@ chunks then run as one batched pass over the stacked anchors.
 Choices (documented here, visible in the inspector through the registry):
 - one memory per head, of the head dimension ``dh = d_model / heads``; hidden width
   ``expansion · dh``; depth 1 is a matrix memory ``M(k) = W k``, depth ≥ 2 a residual MLP
-  ``M(k) = k + W_L silu(… silu(W_1 k))`` (TTT/titans-pytorch add the residual too, with a
-  LayerNorm we leave out);
+  ``M(k) = k + W_L silu(… silu(W_1 k))``. titans-pytorch (after TTT) also puts a LayerNorm on
+  the memory MLP's output inside the residual; the Titans paper does not describe one, and we
+  leave it out (the inner gradient stays the plain MLP's, with its analytic backward);
+- ℓ is ``‖·‖²`` as printed (Titans Eq. 12): its gradient 2(M(k) − v) keeps the 2 (in θ_t);
 - θ_t = eta · σ(·), η_t = alpha · σ(·) (optimizer "momentum": eta, alpha are its
   hyper-parameters), α_t = σ(·), each a linear map of the input per head; optimizer "sgd" has
   no momentum (S_t = −θ_t ∇ℓ);
@@ -35,36 +46,35 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlstudio.models.chunked import collapse_end, mlp_backward, mlp_forward, write_plain
-from nlstudio.models.levels.base import Level, LevelProbe, State
-from nlstudio.models.levels.common import l2_normalize, merge_heads, split_heads
+from nlstudio.models.levels.base import State
+from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
+from nlstudio.models.levels.common import (CausalConv1d, OutputNormGate, l2_normalize,
+                                           split_heads)
 
 
-class TitansLevel(Level):
+class TitansLevel(ChunkedMemoryLevel):
     kind = "titans"
+    memory_key = "weights"
 
     def __init__(self, spec: dict, d_model: int, heads: int):
         super().__init__(spec, d_model, heads)
-        if not isinstance(self.period, int) or isinstance(self.period, bool) or self.period < 1:
-            raise ValueError(f"titans: period must be a positive integer, got {self.period!r}")
-        if d_model % heads:
-            raise ValueError(f"titans: d_model {d_model} is not divisible by {heads} heads")
-        if self.objective not in self.info.objectives:
-            raise ValueError(f"titans: objective must be one of {self.info.objectives}")
         opt = self.make_inner_optimizer()
-        self.chunk = int(self.period)
         self.depth = int(self.option("depth"))
         self.expansion = int(self.option("expansion"))
         self.eta = float(opt.hp["eta"])
         # momentum decay scale; 0 (or optimizer "sgd") = no momentum memory at all
         self.momentum_scale = float(opt.hp.get("alpha", 0.0)) if opt.name == "momentum" else 0.0
-        self.head_dim = dh = d_model // heads
+        self.use_momentum = self.momentum_scale > 0
+        dh = self.head_dim
         hidden = self.expansion * dh
         dims = [dh] + [hidden] * (self.depth - 1) + [dh]
         self.residual = self.depth > 1
 
         self.to_qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.conv = CausalConv1d(3 * d_model, int(self.option("conv")))  # on q, k, v (§4.4)
         n_gates = 3 if self.use_momentum else 2
         self.to_gates = nn.Linear(d_model, n_gates * heads)  # θ_t, α_t (, η_t) per head
+        self.out_gate = OutputNormGate(d_model, heads)  # Titans §4.4
         self.to_out = nn.Linear(d_model, d_model, bias=False)
         self.memory_init = nn.ParameterList(
             nn.Parameter(torch.randn(heads, dims[l + 1], dims[l]) / math.sqrt(dims[l]))
@@ -78,26 +88,6 @@ class TitansLevel(Level):
                 bias[2].fill_(2.0)  # η ≈ 0.88 alpha: surprise is kept over several chunks
 
     # ---------------------------------------------------------------------------------------
-    @property
-    def use_momentum(self) -> bool:
-        return self.momentum_scale > 0
-
-    def init_state(self, batch: int, device=None, dtype=None) -> State:
-        device, dtype = self._param_device_dtype(device, dtype)
-        weights = tuple(p.to(device=device, dtype=dtype).unsqueeze(0).expand(batch, *p.shape)
-                        for p in self.memory_init)
-        state: State = {
-            "t": 0, "updates": 0,
-            "write_norms": torch.zeros(0, device=device, dtype=dtype),
-            "last_write": None,
-            "weights": weights,
-            "pending": torch.zeros(batch, 0, self.d_model, device=device, dtype=dtype),
-        }
-        if self.use_momentum:
-            state["momentum"] = tuple(torch.zeros(batch, *p.shape, device=device, dtype=dtype)
-                                      for p in self.memory_init)
-        return state
-
     def _gates(self, xs: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(log(1 − α_t), θ_t, log η_t or None)`` per head, each ``[B·H, n]``."""
         b, n, _ = xs.shape
@@ -110,28 +100,51 @@ class TitansLevel(Level):
                   if self.use_momentum else None)
         return log_keep, theta, log_mu
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def _qkv(self, x: Tensor, history: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The convolved-and-activated q, k, v projections ``[B, T, 3·d_model]`` (before the
+        heads are split and q, k normalised) and the convolution's new history."""
+        qkv, history = self.conv(self.to_qkv(x), history)
+        return F.silu(qkv), history
+
+    def _heads(self, z: Tensor, normalise: bool) -> Tensor:
+        """``[B, n, d_model] -> [B·H, n, dh]``."""
+        b, n, _ = z.shape
+        z = split_heads(z, self.heads)
+        return (l2_normalize(z) if normalise else z).reshape(b * self.heads, n, self.head_dim)
+
+    def _output(self, o: Tensor, x: Tensor) -> Tensor:
+        """``o [B·H, T, dh]`` of the tokens of ``x [B, T, d_model]`` -> the level's output."""
+        b, t, _ = x.shape
+        return self.to_out(self.out_gate(o.reshape(b, self.heads, t, self.head_dim), x))
+
+    def forward(self, x: Tensor, state: State | None = None, *, frozen: bool = False
+                ) -> tuple[Tensor, State]:
+        """``frozen``: every token reads the memory in ``state``; nothing is written (memory and
+        momentum unchanged) while ``t``, the convolution history and the pending tokens
+        advance as usual."""
         b, t_new, _ = x.shape
         if state is None:
             state = self.init_state(b, x.device, x.dtype)
         if t_new == 0:
-            return x.new_zeros(b, 0, self.d_model), {**state, "write_norms": x.new_zeros(0)}
+            return self._empty_call(x, state)
         c, h, dh = self.chunk, self.heads, self.head_dim
         n_mem = b * h
-        pending = state["pending"]
-        p = pending.shape[1]
-        xs = torch.cat((pending.to(x.dtype), x), dim=1) if p else x
-        n = p + t_new
-        full, rest = divmod(n, c)
-        done = full * c
-
-        q, k, v = self.to_qkv(xs).chunk(3, dim=-1)
-        q = l2_normalize(split_heads(q, h)).view(n_mem, n, dh)
-        k = l2_normalize(split_heads(k, h)).view(n_mem, n, dh)
-        v = split_heads(v, h).view(n_mem, n, dh)
+        # q, k, v of the new tokens; a pending token keeps its input (for the gates) and its
+        # q, k, v (so the convolution sees every token exactly once)
+        qkv, history = self._qkv(x, state["conv"])
+        split = self._chunks(torch.cat((x, qkv), dim=-1), state)
+        p, n, full, rest, done = split.pending, split.n, split.full, split.rest, split.done
+        xs = split.xs[..., :self.d_model]
+        q, k, v = split.xs[..., self.d_model:].chunk(3, dim=-1)
+        q, k, v = self._heads(q, True), self._heads(k, True), self._heads(v, False)
         weights = [w.reshape(n_mem, *w.shape[2:]) for w in state["weights"]]
         moms = ([m.reshape(n_mem, *m.shape[2:]) for m in state["momentum"]]
                 if self.use_momentum else [None] * self.depth)
+        if frozen:
+            o = mlp_forward(weights, q[:, p:n], self.residual)[0]
+            return self._output(o, x), self._next_state(
+                state, split, t_new, x.new_zeros(t_new), state["last_write"], state["weights"],
+                state.get("momentum"), history, wrote=False)
 
         anchors = [[w] for w in weights]  # per layer: the memory after each chunk write
         if full:
@@ -163,9 +176,9 @@ class TitansLevel(Level):
         o = mlp_forward([w.view(n_mem * n_read, *w.shape[2:]) for w in stacked], q_pad,
                         self.residual)[0]
         o = o.view(n_mem, n_read * c, dh)[:, p:n]  # pending tokens were read by an earlier call
-        y = self.to_out(merge_heads(o.reshape(b, h, t_new, dh)))
+        y = self._output(o, x)
 
-        write_norms = torch.zeros(t_new, device=x.device, dtype=x.dtype)
+        per_chunk = None
         last_write = state["last_write"]
         if full:
             with torch.no_grad():  # the change of the whole memory (all layers, all heads)
@@ -179,26 +192,44 @@ class TitansLevel(Level):
                     sq = sq + torch.cat(norms, dim=1).square()
                 last_write = anchors[0][-1][0] - anchors[0][-2][0]
                 per_chunk = sq.view(b, h, full).sum(1).sqrt().mean(0)
-            ends_at = torch.arange(1, full + 1, device=x.device) * c - 1 - p
-            write_norms[ends_at] = per_chunk.to(x.dtype)
-        new_state: State = {
-            "t": state["t"] + t_new,
-            "updates": state["updates"] + full,
-            "write_norms": write_norms,
-            "last_write": last_write,
-            "weights": tuple(w.view(b, h, *w.shape[1:]) for w in weights),
-            "pending": xs[:, done:],
-        }
-        if self.use_momentum:
-            new_state["momentum"] = tuple(m.view(b, h, *m.shape[1:]) for m in moms)
-        return y, new_state
+        write_norms = self._write_norm_series(per_chunk, split, t_new, x)
+        return y, self._next_state(
+            state, split, t_new, write_norms, last_write,
+            tuple(w.view(b, h, *w.shape[1:]) for w in weights),
+            tuple(m.view(b, h, *m.shape[1:]) for m in moms) if self.use_momentum else None,
+            history)
 
-    def probe(self, state: State) -> LevelProbe:
-        norms = state.get("write_norms")
-        last = state.get("last_write")
-        return LevelProbe(
-            memory=state["weights"][0][0, 0].detach().cpu(),
-            write=None if last is None else last.detach().cpu(),
-            updates=int(state["updates"]),
-            write_norms=None if norms is None else norms.detach().cpu(),
-        )
+    def read(self, state: State, x: Tensor) -> Tensor:
+        """``W_o(RMSNorm(M(q(x))) ⊙ SiLU(W_g x))`` with the memory in ``state`` (the weights of
+        the last completed write), each token of ``x`` read alone: the convolution sees no
+        history (its newest tap only). Nothing is written."""
+        b = x.shape[0]
+        q = F.silu(self.conv.alone(self.to_qkv(x)))[..., :self.d_model]
+        weights = [w.expand(b, *w.shape[1:]) if w.shape[0] != b else w
+                   for w in state["weights"]]
+        weights = [w.reshape(b * self.heads, *w.shape[2:]) for w in weights]
+        return self._output(mlp_forward(weights, self._heads(q, True), self.residual)[0], x)
+
+    def _memory_floats(self) -> int:
+        return sum(p.numel() for p in self.memory_init)
+
+    def activation_floats_per_token(self, seq_len: int) -> int:
+        """Kept for the backward pass, per token: input, norm, output (3·d), q, k, v through
+        projection, convolution, activation and norm, the pending copies, the gates and the
+        output's norm and gate (19·d together), each hidden layer's pre-activation,
+        activation and backward factors for the keys' and the queries' passes through the
+        memory (6·(depth−1)·expansion·d), and two copies of the memory (and of the momentum)
+        per chunk: the write's input and the stacked read anchors (``⌈T/C⌉`` chunks, spread
+        over the T tokens). Checked against the tensors autograd actually saves
+        (tests/models/test_level_api.py)."""
+        d = self.d_model
+        per = 22 * d + 6 * (self.depth - 1) * self.expansion * d
+        copies = 2 * math.ceil(seq_len / self.chunk) * self._memory_floats()
+        copies *= 2 if self.use_momentum else 1
+        return per + math.ceil(copies / max(seq_len, 1))
+
+    def _pending_width(self) -> int:
+        return 4 * self.d_model  # the input (for the gates) and its q, k, v
+
+    def _probe_memory(self, state: State) -> Tensor:
+        return state["weights"][0][0, 0]

@@ -80,7 +80,8 @@ def test_accessors():
         project.level("zz")
     assert project.topological_order() == ["a", "b", "c"]
     spec = project.model_spec()
-    assert spec["levels"][0] == {"id": "a", "kind": "attention", "period": None, "window": None}
+    assert spec["levels"][0] == {"id": "a", "kind": "attention", "period": None, "window": None,
+                                 "conv": 4}
 
 
 def test_error_attributes_and_shape():
@@ -134,20 +135,20 @@ def test_wrong_or_missing_format():
 def test_missing_or_wrong_version():
     doc = new_project()
     del doc["version"]
-    assert error(doc) == "hope.nlproj: version: is required (this NL Studio reads version 1)"
+    assert error(doc) == "hope.nlproj: version: is required (this NL Studio reads version 2)"
     doc["version"] = "1"
     assert error(doc).startswith("hope.nlproj: version: must be an integer, found '1'")
     doc["version"] = 0
-    assert error(doc) == "hope.nlproj: version: unknown version 0; this NL Studio reads version 1"
+    assert error(doc) == "hope.nlproj: version: unknown version 0; this NL Studio reads version 2"
 
 
 def test_newer_version_refused_and_never_half_loaded(tmp_path):
     doc = new_project()
     doc["version"] = 3
-    doc["model"]["levels"][0]["period"] = -1  # would be a fault in version 1: never reached
+    doc["model"]["levels"][0]["period"] = -1  # would be a fault in version 2: never reached
     doc["surprise"] = {"future": True}
     expected = ("hope.nlproj: version: was written by a newer NL Studio (version 3); this one "
-                "reads version 1")
+                "reads version 2")
     assert error(doc) == expected
     assert messages(doc) == [expected.removeprefix("hope.nlproj: ")]
     path = tmp_path / SRC
@@ -168,7 +169,7 @@ def test_migrations_upgrade_older_versions(monkeypatch):
     doc["title"] = doc.pop("name") + " (old)"
     project = parse_project(doc)
     assert project.name == "Untitled (old)"
-    assert project.version == 1
+    assert project.version == 2
 
 
 # ---- levels -------------------------------------------------------------------------------------

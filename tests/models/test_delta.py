@@ -1,9 +1,11 @@
-"""Delta-rule level: the chunk-wise WY/UT form equals per-token GD on ½‖M k_t − v_t‖² with step
-η_t after the decay α_t; streams split over calls; gradients; probes."""
+"""Delta-rule level: the chunk-wise WY/UT form equals the Gated DeltaNet recurrence
+``M_t = α_t M_{t−1}(I − β_t k_t k_tᵀ) + β_t v_t k_tᵀ`` token by token (float64); streams split
+over calls; gradients; probes; frozen writes and the read."""
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nlstudio.models.levels.common import merge_heads
 from nlstudio.models.levels.delta import DeltaLevel, chunked_delta_rule
@@ -13,9 +15,9 @@ GATES = (False, True)
 
 
 def _level(gate: bool = True, eta: float = 1.0, d_model: int = 12, heads: int = 2,
-           seed: int = 0) -> DeltaLevel:
+           seed: int = 0, conv: int = 4) -> DeltaLevel:
     torch.manual_seed(seed)
-    spec = {"id": "delta", "kind": "delta", "period": 1, "gate": gate,
+    spec = {"id": "delta", "kind": "delta", "period": 1, "gate": gate, "conv": conv,
             "optimizer": {"name": "sgd", "eta": eta}}
     level = DeltaLevel(spec, d_model, heads).double()
     with torch.no_grad():  # data-dependent rates that actually vary (not all near 1)
@@ -23,6 +25,8 @@ def _level(gate: bool = True, eta: float = 1.0, d_model: int = 12, heads: int = 
         if level.alpha_proj is not None:
             level.alpha_proj.weight.mul_(10.0)
             level.alpha_proj.bias.fill_(1.0)
+        if level.conv.weight is not None:  # a filter that mixes the past for real
+            level.conv.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(seed))
     return level
 
 
@@ -30,23 +34,43 @@ def _x(b: int, t: int, d: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(b, t, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
+def _qkv(level: DeltaLevel, x: torch.Tensor):
+    """q, k, v by hand: projections, the causal depthwise convolution (zero history), SiLU,
+    then L2 norms of q and k (DeltaNet / Gated DeltaNet)."""
+    b, t, d = x.shape
+    proj = torch.cat((level.q_proj(x), level.k_proj(x), level.v_proj(x)), -1)  # [B, T, 3d]
+    if level.conv.weight is not None:
+        w = level.conv.weight[:, 0]  # [3d, width], w[:, -1] multiplies x_t
+        width = w.shape[-1]
+        conv = torch.zeros_like(proj)
+        for i in range(t):
+            for j in range(width):
+                if i - j >= 0:
+                    conv[:, i] += w[:, width - 1 - j] * proj[:, i - j]
+        proj = conv
+    heads = lambda z: z.view(b, t, level.heads, -1).transpose(1, 2)
+    q, k, v = (heads(F.silu(z)) for z in proj.chunk(3, -1))
+    return F.normalize(q, dim=-1), F.normalize(k, dim=-1), v
+
+
 def _reference(level: DeltaLevel, x: torch.Tensor):
-    """Per token: one GD step of size η_t on ½‖M k_t − v_t‖² (gradient from autograd, taken at
-    M_{t−1}) after the decay α_t, then read y_t = M_t q_t. Returns outputs, memories, writes."""
-    q, k, v = level.project(x)
-    eta, log_alpha = level.rates(x)
+    """Gated DeltaNet token by token, as printed: ``M_t = α_t M_{t−1}(I − β_t k_t k_tᵀ) +
+    β_t v_t k_tᵀ`` (α = 1 without the gate), then ``y_t = M_t q_t``. Returns outputs, memories
+    and the writes ``M_t − α_t M_{t−1}`` (= u_t k_tᵀ)."""
+    q, k, v = _qkv(level, x)
+    beta = level.eta * torch.sigmoid(level.eta_proj(x)).transpose(1, 2)  # [B, H, T]
+    alpha = (torch.sigmoid(level.alpha_proj(x)).transpose(1, 2) if level.alpha_proj is not None
+             else torch.ones_like(beta))
     b, h, t, dk = k.shape
+    eye = torch.eye(dk, dtype=F64)
     m = torch.zeros(b, h, v.shape[-1], dk, dtype=F64)
     ys, writes = [], []
     for i in range(t):
-        with torch.enable_grad():
-            leaf = m.detach().requires_grad_()
-            err = (leaf @ k[:, :, i].unsqueeze(-1)).squeeze(-1) - v[:, :, i]
-            (grad,) = torch.autograd.grad(0.5 * err.square().sum(), leaf)
-        alpha = 1.0 if log_alpha is None else log_alpha[:, :, i, None, None].exp()
-        write = -eta[:, :, i, None, None] * grad  # the surprise ⊗ key, u_t k_tᵀ
-        m = alpha * m + write
-        writes.append(write)
+        a, bt = alpha[:, :, i, None, None], beta[:, :, i, None, None]
+        kt, vt = k[:, :, i].unsqueeze(-1), v[:, :, i].unsqueeze(-1)
+        new = a * m @ (eye - bt * kt @ kt.mT) + bt * vt @ kt.mT
+        writes.append(new - a * m)
+        m = new
         ys.append((m @ q[:, :, i].unsqueeze(-1)).squeeze(-1))
     y = torch.stack(ys, 2)
     return level.out_proj(merge_heads(y)), m, torch.stack(writes, 2)
@@ -177,12 +201,27 @@ def test_kernel_handles_strong_decay_without_overflow():
     y, u, m = chunked_delta_rule(q, k, v, eta, torch.full((1, 1, 40), -30.0),
                                  torch.zeros(1, 1, 3, 3), chunk=16)
     assert torch.isfinite(y).all() and torch.isfinite(m).all()
-    # After each step the memory holds only its latest write, M_t ≈ u_t k_tᵀ, so the erase term
-    # sees the previous write alone: u_t = η (v_t − u_{t−1} ⟨k_{t−1}, k_t⟩), y_t = u_t ⟨k_t, q_t⟩.
-    prev = torch.cat((torch.zeros_like(u[:, :, :1]), u[:, :, :-1]), 2)
-    overlap = torch.cat((torch.zeros(1, 1, 1, 1), (k[:, :, 1:] * k[:, :, :-1]).sum(-1, True)), 2)
-    torch.testing.assert_close(u, 0.5 * (v - prev * overlap), rtol=1e-4, atol=1e-5)
+    # The gate decays the erase term too (Gated DeltaNet), so with α_t ≈ e⁻³⁰ nothing of the
+    # past is erased or kept: u_t = β (v_t − α_t M_{t−1} k_t) ≈ β v_t, y_t = u_t ⟨k_t, q_t⟩.
+    torch.testing.assert_close(u, 0.5 * v, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(y, u * (k * q).sum(-1, keepdim=True), rtol=1e-4, atol=1e-5)
+
+
+def test_the_gate_decays_the_erase_term_too():
+    """Gated DeltaNet's form: with β_t = 1 the write replaces what the decayed memory recalls
+    for k_t, so ``M_t k_t = v_t`` whatever α_t; the form that decays only the old memory
+    (``α M + β (v − M k) kᵀ``) would leave ``v_t − (1 − α_t) M_{t−1} k_t``."""
+    g = torch.Generator().manual_seed(12)
+    k = torch.nn.functional.normalize(torch.randn(1, 2, 9, 4, generator=g, dtype=F64), dim=-1)
+    v = torch.randn(1, 2, 9, 4, generator=g, dtype=F64)
+    log_alpha = torch.log(torch.rand(1, 2, 9, generator=g, dtype=F64) * 0.8 + 0.1)
+    m0 = torch.randn(1, 2, 4, 4, generator=g, dtype=F64)
+    for t in range(1, 10):
+        _, _, m = chunked_delta_rule(k[:, :, :t], k[:, :, :t], v[:, :, :t],
+                                     torch.ones(1, 2, t, dtype=F64), log_alpha[:, :, :t], m0,
+                                     chunk=4)
+        torch.testing.assert_close((m @ k[:, :, t - 1].unsqueeze(-1)).squeeze(-1),
+                                   v[:, :, t - 1], rtol=1e-10, atol=1e-10)
 
 
 def test_probe_shapes_and_counts():

@@ -33,7 +33,11 @@ def test_the_registry_is_the_one_map_of_kinds():
 def test_state_floats_is_the_real_state_of_every_kind(kind):
     level = make(kind)
     for batch in (1, 3):
-        assert level.state_floats(batch) == _numel(level.init_state(batch))
+        fresh = _numel(level.init_state(batch))
+        if type(level).state_floats is Level.state_floats:
+            assert level.state_floats(batch) == fresh
+        else:  # chunked kinds also count the tokens a chunk keeps pending, CMS its DGD keys
+            assert level.state_floats(batch) >= fresh
     assert level.activation_floats_per_token(64) >= 3 * D
     chunk = level.compute_chunk
     assert chunk is None or (isinstance(chunk, int) and chunk >= 1)

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nlstudio.models.levels.self_modifying import ALPHA, ETA, K, MEM, V, SelfModifyingLevel
+from nlstudio.models.levels.self_modifying import (ALPHA, ETA, K, MEM, V, SelfModifyingLevel,
+                                                   dgd_write)
 
 F64 = torch.float64
 
@@ -28,7 +29,14 @@ def make(period=4, depth=1, optimizer="dgd", objective="l2", momentum=False, con
 
 def reference(level: SelfModifyingLevel, x: torch.Tensor, period: int) -> torch.Tensor:
     """Eqs. 84–90 token by token: generation, targets and gradients at the chunk's anchor;
-    the erase term on the running memory; autograd for every inner gradient."""
+    the erase term on the running memory; autograd for every inner gradient.
+
+    ``dgd`` (the exact proximal step, see the module docstring), per layer with key x:
+    ``W ← W(α I − η' x xᵀ) + η' u xᵀ``, η' = η / (1 + η‖x‖²), where the value u is v̂ for a
+    matrix memory (both objectives), v̂ − k (ℓ2) or v̂ (dot) for the output layer of depth 2
+    (key h = silu(W₂ k)), and −δ (the backpropagated surprise) for its hidden layer (key k).
+    ``sgd``: ``W ← α W − η ∇L``. Momentum: the non-erase part goes through S, ``S ← μ S + …``.
+    """
     b, t, d = x.shape
     h, dh = level.heads, d // level.heads
     xc, _ = level.conv(x)
@@ -48,6 +56,7 @@ def reference(level: SelfModifyingLevel, x: torch.Tensor, period: int) -> torch.
     s = [torch.zeros_like(wl) for wl in w]
     anchor = [wl.clone() for wl in w]
     eye = torch.eye(dh, dtype=x.dtype)
+    outer = lambda a, c: a.unsqueeze(-1) * c.unsqueeze(-2)
     outs = []
     for i in range(t):
         one = lambda m: [a[:, :, m] for a in anchor]
@@ -59,30 +68,38 @@ def reference(level: SelfModifyingLevel, x: torch.Tensor, period: int) -> torch.
         alpha = torch.sigmoid((mem(one(ALPHA), xt) * level.readout[1]).sum(-1)
                               + level.readout_bias[1])
         outs.append(mem(one(MEM), q[:, :, i]))
-        kk = k.unsqueeze(2)  # the same key for all five memories
+        kk = k.unsqueeze(2).expand(b, h, 5, dh)  # the same key for all five memories
+        v_hat = mem(anchor, v.unsqueeze(2))  # Eq. 84, a constant target [B, H, 5, dh]
         with torch.enable_grad():
             a = [al.detach().requires_grad_(True) for al in anchor]
             pred = mem(a, kk.detach())
-            v_hat = mem(anchor, v.unsqueeze(2)).detach()  # Eq. 84, a constant target
             if level.objective == "l2":
-                loss = 0.5 * ((pred - v_hat) ** 2).sum()
+                loss = 0.5 * ((pred - v_hat.detach()) ** 2).sum()
             else:
-                loss = -(pred * v_hat).sum()
+                loss = -(pred * v_hat.detach()).sum()
             grads = torch.autograd.grad(loss, a)
-        keys = [kk.expand(b, h, 5, dh)]
-        if residual:
-            hidden = F.silu((anchor[0] @ kk.unsqueeze(-1)).squeeze(-1))
-            keys.append(F.normalize(hidden, dim=-1))
-        e = eta.view(b, h, 1, 1, 1)
-        for l in range(len(w)):
-            decay = alpha.view(b, h, 1, 1, 1) * eye
-            if level.erase:
-                decay = decay - e * keys[l].unsqueeze(-1) * keys[l].unsqueeze(-2)
+        e, al_ = eta.view(b, h, 1, 1, 1), alpha.view(b, h, 1, 1, 1)
+        layers = []  # per layer: (key, step, the write's non-erase part)
+        if not level.erase:
+            layers = [(None, e, -e * grads[l]) for l in range(len(w))]
+        elif not residual:
+            step = e / (1 + e * (kk * kk).sum(-1)[..., None, None])
+            layers = [(kk, step, step * outer(v_hat, kk))]
+        else:
+            step0 = e / (1 + e * (kk * kk).sum(-1)[..., None, None])
+            hid = F.silu((anchor[0] @ kk.unsqueeze(-1)).squeeze(-1))  # [B, H, 5, dh]
+            step1 = e / (1 + e * (hid * hid).sum(-1)[..., None, None])
+            u1 = v_hat - kk if level.objective == "l2" else v_hat
+            layers = [(kk, step0, -step0 * grads[0]), (hid, step1, step1 * outer(u1, hid))]
+        for l, (key, step, write) in enumerate(layers):
+            decay = al_ * eye
+            if key is not None:
+                decay = decay - step * outer(key, key)
             if level.use_momentum:
-                s[l] = mu[:, i].view(b, h, 1, 1, 1) * s[l] - e * grads[l]
+                s[l] = mu[:, i].view(b, h, 1, 1, 1) * s[l] + write
                 w[l] = w[l] @ decay + s[l]
             else:
-                w[l] = w[l] @ decay - e * grads[l]
+                w[l] = w[l] @ decay + write
         if (i + 1) % period == 0:
             anchor = [wl.clone() for wl in w]
     o = torch.stack(outs, dim=2).transpose(1, 2).reshape(b, t, d)
@@ -105,9 +122,11 @@ def test_chunked_level_equals_the_token_recurrence(period, depth, optimizer, obj
     assert state["updates"] == 10 // period
 
 
-def test_dot_objective_writes_plus_eta_vhat_k():
-    """Eq. 92 derived from −⟨Mk, v̂⟩: one matrix step is M(αI − η k kᵀ) + η v̂ kᵀ."""
-    level = make(period=1, depth=1, objective="dot", conv=0)
+@pytest.mark.parametrize("objective", ["l2", "dot"])
+def test_one_dgd_matrix_step_is_the_exact_proximal_step(objective):
+    """Depth 1, dgd: ``M(αI − η' k kᵀ) + η' v̂ kᵀ`` with η' = η/(1 + η‖k‖²), for both objectives
+    (DGD's erase is the quadratic part of ½‖Mk − v̂‖², so −⟨Mk, v̂⟩ gives the same step)."""
+    level = make(period=1, depth=1, objective=objective, conv=0)
     x = torch.randn(1, 1, 8, dtype=F64)
     with torch.no_grad():
         _, state = level(x)
@@ -120,11 +139,60 @@ def test_dot_objective_writes_plus_eta_vhat_k():
         alpha = torch.sigmoid((y[:, :, ALPHA] * level.readout[1]).sum(-1)
                               + level.readout_bias[1])
         v_hat = (w0 @ v[:, :, None, :, None]).squeeze(-1)  # [1, H, 5, dh]
-        e, a = eta.view(1, 2, 1, 1, 1), alpha.view(1, 2, 1, 1, 1)
+        step = eta / (1 + eta * k.square().sum(-1))
+        e, a = step.view(1, 2, 1, 1, 1), alpha.view(1, 2, 1, 1, 1)
         kk = k[:, :, None, :, None] * k[:, :, None, None, :]
         want = w0 @ (a * torch.eye(4, dtype=F64) - e * kk) + e * v_hat.unsqueeze(-1) * \
             k[:, :, None, None, :]
-    torch.testing.assert_close(state["memories"][0], want)
+    torch.testing.assert_close(state["memories"][0], want, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("chunk", [1, 5])
+def test_dgd_settles_at_m_k_equal_v_hat(chunk):
+    """Repeating one (k, v̂) pair with α = 1, the ℓ2 DGD write converges to ``M k = v̂`` (the
+    error shrinks by 1/(1 + η‖k‖²) a token), not to v̂/2 as Eq. 88 read literally would."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(2, 3, 4, dtype=F64, generator=g)
+    k = F.normalize(torch.randn(2, 1, 4, dtype=F64, generator=g), dim=-1).expand(2, chunk, 4)
+    v_hat = torch.randn(2, 1, 3, dtype=F64, generator=g).expand(2, chunk, 3)
+    eta = torch.full((2, chunk), 0.5, dtype=F64)
+    errors = []
+    for _ in range(60 // chunk):
+        w, _ = dgd_write(w, None, v_hat, k, eta, torch.zeros(2, chunk, dtype=F64))
+        errors.append((w @ k[:, 0].unsqueeze(-1)).squeeze(-1) - v_hat[:, 0])
+    torch.testing.assert_close(errors[-1], torch.zeros(2, 3, dtype=F64), rtol=0, atol=1e-9)
+    ratio = errors[1].norm() / errors[0].norm()
+    assert ratio == pytest.approx((1 / 1.5) ** chunk, rel=1e-9)
+
+
+def test_dgd_is_the_one_rule_of_inner_optim():
+    """One token of ``dgd_write`` is inner_optim's ``dgd`` step (Eq. 57, W(I − η' x xᵀ) −
+    η' g ⊗ x) fed the value as ``g = −u``, plus the retention as decoupled weight decay."""
+    from nlstudio.models.inner_optim import make_optimizer
+
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(3, 5, 4, dtype=F64, generator=g)
+    x = torch.randn(3, 1, 4, dtype=F64, generator=g)  # not unit: η' depends on ‖x‖
+    u = torch.randn(3, 1, 5, dtype=F64, generator=g)
+    alpha = torch.rand(3, 1, dtype=F64, generator=g) * 0.5 + 0.4
+    for eta in (0.05, 0.7):
+        got, _ = dgd_write(w, None, u, x, torch.full((3, 1), eta, dtype=F64), alpha.log())
+        dgd = make_optimizer({"name": "dgd", "eta": eta})
+        stepped, _ = dgd.step(w, -u.mT @ x, dgd.init(w), key=x[:, 0])
+        want = stepped - (1 - alpha[..., None]) * w
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
+
+
+def test_dgd_objectives_coincide_for_a_matrix_memory_and_differ_under_sgd():
+    x = torch.randn(2, 7, 8, dtype=F64)
+    outs = {}
+    for opt in ("dgd", "sgd"):
+        for objective in ("l2", "dot"):
+            level = make(period=2, depth=1, optimizer=opt, objective=objective)
+            with torch.no_grad():
+                outs[opt, objective] = level(x)[1]["memories"][0]
+    torch.testing.assert_close(outs["dgd", "l2"], outs["dgd", "dot"], rtol=1e-12, atol=1e-13)
+    assert not torch.allclose(outs["sgd", "l2"], outs["sgd", "dot"])
 
 
 def test_chunk_approximation_error_grows_with_the_chunk():

@@ -1,4 +1,6 @@
-"""TitansLevel against an explicit per-token recurrence (autograd for every inner gradient)."""
+"""TitansLevel against an explicit per-token recurrence (autograd for every inner gradient),
+with the architecture of Titans §4.4 written out by hand: the causal depthwise convolution and
+SiLU on q, k, v, L2-normalised q and k, RMSNorm and SiLU gate before the output projection."""
 import math
 
 import pytest
@@ -10,23 +12,49 @@ from nlstudio.models.levels.titans import TitansLevel
 F64 = torch.float64
 
 
-def make(period=4, depth=2, optimizer=None, objective="l2", d=8, heads=2, expansion=2, seed=0):
+def make(period=4, depth=2, optimizer=None, objective="l2", d=8, heads=2, expansion=2, seed=0,
+         conv=3):
     torch.manual_seed(seed)
     spec = {"id": "mem", "kind": "titans", "period": period, "depth": depth,
-            "expansion": expansion, "objective": objective,
+            "expansion": expansion, "objective": objective, "conv": conv,
             "optimizer": optimizer or {"name": "momentum", "eta": 0.4, "alpha": 0.9}}
     level = TitansLevel(spec, d_model=d, heads=heads).to(F64)
     with torch.no_grad():  # livelier gates than the defaults, so the test sees every term
         level.to_gates.weight.normal_(0.0, 0.5)
         level.to_gates.bias.view(-1, heads)[1].fill_(-1.0)  # forget α ≈ 0.27
+        level.out_gate.norm.weight.normal_(1.0, 0.3)
+        if level.conv.weight is not None:
+            level.conv.weight.normal_(0.0, 0.5)
     return level
+
+
+def causal_conv(level: TitansLevel, z: torch.Tensor) -> torch.Tensor:
+    """``y_t = Σ_i w_i ⊙ z_{t−i}`` from a fresh stream (zero history), by hand."""
+    if level.conv.weight is None:
+        return z
+    w = level.conv.weight[:, 0]
+    width = w.shape[-1]
+    out = torch.zeros_like(z)
+    for t in range(z.shape[1]):
+        for i in range(min(width, t + 1)):
+            out[:, t] += w[:, width - 1 - i] * z[:, t - i]
+    return out
+
+
+def output(level: TitansLevel, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``W_o (RMSNorm(o) ⊙ SiLU(W_g x))`` with the per-head RMSNorm by hand; o ``[B, H, T, dh]``."""
+    b, h, t, dh = o.shape
+    eps = torch.finfo(o.dtype).eps
+    normed = o * torch.rsqrt(o.square().mean(-1, keepdim=True) + eps) * level.out_gate.norm.weight
+    gated = normed.transpose(1, 2).reshape(b, t, h * dh) * F.silu(level.out_gate.gate(x))
+    return level.to_out(gated)
 
 
 def reference(level: TitansLevel, x: torch.Tensor, period: int) -> torch.Tensor:
     """Titans §3 token by token: gradients at the chunk's anchor, reads of the anchor."""
     b, t, d = x.shape
     h, dh = level.heads, d // level.heads
-    q, k, v = level.to_qkv(x).chunk(3, dim=-1)
+    q, k, v = F.silu(causal_conv(level, level.to_qkv(x))).chunk(3, dim=-1)
     heads = lambda z: z.view(b, t, h, dh).transpose(1, 2)  # [B, H, T, dh]
     q, k, v = F.normalize(heads(q), dim=-1), F.normalize(heads(k), dim=-1), heads(v)
     z = level.to_gates(x).view(b, t, -1, h)  # θ, α, (η) per head
@@ -64,8 +92,7 @@ def reference(level: TitansLevel, x: torch.Tensor, period: int) -> torch.Tensor:
             w[l] = (1 - gate(alpha)) * w[l] + s[l]
         if (i + 1) % period == 0:
             anchor = [wl.clone() for wl in w]
-    o = torch.cat(outs, dim=2).transpose(1, 2).reshape(b, t, d)
-    return level.to_out(o)
+    return output(level, torch.cat(outs, dim=2), x)
 
 
 @pytest.mark.parametrize("period", [1, 3, 4])
