@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from nlstudio.build import build_model, build_task
-from nlstudio.inspect_trace import (IGNORE, TraceCancelled, compute_trace, example_sequence,
+from nlstudio.inspect_trace import (IGNORE, TraceCancelled, TraceInput, compute_trace, example_sequence,
                                     text_sequence, token_labels)
-from nlstudio.project import parse_project
+from nlstudio.project import load_preset, parse_project, preset_paths
 
 SEQ_LEN = 32
 RTOL = 1e-5  # as tests/models/test_streaming.py: relative to the norm of the whole
@@ -206,3 +206,26 @@ def test_attention_map_at_a_position_is_the_one_the_memory_dock_shows(window):
         w = shown.shape[0]
         assert shown.shape == (w, w) and w == min(t + 1, 64 if window is None else window)
         assert np.allclose(shown, dock[-w:, -w:], atol=1e-6), t
+
+
+@pytest.mark.parametrize("preset", sorted(preset_paths()))
+def test_every_preset_traces_exactly_and_reads_move_only_at_writes(preset):
+    """Every bundled preset (every level kind): the trace equals one forward, and a level's
+    read-out on the fixed probes moves at its writes and nowhere else."""
+    project = load_preset(preset)
+    task = build_task(project)
+    torch.manual_seed(0)
+    model = build_model(project, task)
+    whole = example_sequence(project, index=0)  # a task may need its seq_len to draw one
+    seq = TraceInput(whole.inputs[:40], whole.targets[:40], whole.source)
+    trace = compute_trace(model, seq)
+    with torch.no_grad():
+        inputs = seq.inputs[None]
+        full, _ = model(inputs, None, targets=seq.targets[None])
+    assert_close(trace.logits, full[0])
+    for lid, lv in trace.levels.items():
+        if lv.readout_move is None:
+            assert not lv.parametric, lid
+            continue
+        assert (lv.readout_move[~lv.wrote] == 0).all(), lid
+        assert (lv.readout_move[lv.wrote] > 0).all(), lid
