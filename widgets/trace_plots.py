@@ -33,7 +33,6 @@ from nlstudio.widgets import theme
 from nlstudio.widgets.plots.base import SymmetricColorBar, nice_ceil, style_plot
 
 CONTEXT_BEFORE, CONTEXT_AFTER = 48, 12   # tokens shown around the cursor
-STRIP_ROW = 1.0
 
 
 def level_caption(lv) -> str:
@@ -127,7 +126,6 @@ class TraceView(QWidget):
     # ---- building ---------------------------------------------------------------------------
     def _build_empty(self) -> None:
         ci = self.view.ci
-        ci.clear()
         self.header = _Label("", justify="left")
         ci.addItem(self.header, row=0, col=0, colspan=2)
         self.strip = pg.PlotItem()
@@ -153,6 +151,7 @@ class TraceView(QWidget):
         self.topk.setXRange(0, 1, padding=0)
         self.topk.getAxis("left").setWidth(64)
         self.topk.setLabel("bottom", "next-token probability")
+        self.topk.setMinimumWidth(190)
         self.topk.setMaximumWidth(300)
         self.bars = pg.BarGraphItem(x0=[0], y=[0], height=0.7, width=[0])
         self.topk.addItem(self.bars)
@@ -302,13 +301,15 @@ class TraceView(QWidget):
         self.topk.getAxis("left").setTicks(
             [[(i, trace.label(int(tok))) for i, tok in enumerate(ids)], []])
         while len(self.bar_text) < len(ids):
-            item = pg.TextItem("", anchor=(0, 0.5))
+            item = pg.TextItem("")
             self.topk.addItem(item)
             self.bar_text.append(item)
-        for i, (item, prob) in enumerate(zip(self.bar_text, probs)):
+        for i, (item, prob, brush) in enumerate(zip(self.bar_text, probs, brushes)):
             item.setText(f"{prob:.2f}")
-            item.setColor(p.plot_foreground)
-            item.setPos(min(float(prob), 0.82) + 0.01, i)
+            inside = prob > 0.7  # a long bar carries its number inside, in the bar's ink
+            item.setAnchor((1, 0.5) if inside else (0, 0.5))
+            item.setColor(_ink(brush.color()) if inside else QColor(p.plot_foreground))
+            item.setPos(float(prob) - 0.02 if inside else float(prob) + 0.01, i)
         self.topk.setYRange(-0.5, len(ids) - 0.5, padding=0)
 
     def _show_level(self, t: int, lid: str, lv) -> None:
@@ -385,6 +386,11 @@ class TraceView(QWidget):
 
     def csv_table(self) -> tuple[list[str], list[list]]:
         return self.trace.csv_table() if self.trace is not None else ([], [])
+
+
+def _ink(fill: QColor) -> QColor:
+    """Black or white, whichever reads on ``fill``."""
+    return QColor("#000000") if fill.lightnessF() > 0.6 else QColor("#ffffff")
 
 
 def _context_byte(byte: int) -> str:
