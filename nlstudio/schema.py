@@ -55,6 +55,13 @@ def _int(low: int, high: int, default: Any = ...) -> Any:
     return Field(default, ge=low, le=high)
 
 
+def _doc(description: str, title: str | None = None, log: bool | None = None) -> Any:
+    """What an editor shows for a field: its tooltip (``description``), its label (``title``,
+    default: the name with spaces) and whether it is explored on a log scale (``log``)."""
+    extra = {"log": log} if log is not None else None
+    return Field(description=description, title=title, json_schema_extra=extra)
+
+
 # ---- level fields with their own messages -------------------------------------------------
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -74,6 +81,15 @@ def _check_id(value: Any) -> str:
 
 
 LevelId = Annotated[str, PlainValidator(_check_id)]
+
+_PERIOD_DOCS = {
+    "inf": "∞: re-reads its whole context at every token; nothing is written",
+    "one": "pinned: this memory is written at every token",
+    "positive": "tokens between two writes of this level's memory (arrows double and halve it)",
+    "positive_or_null": "tokens between two writes of this level's memory (arrows double and "
+                        "halve it; 0 = frozen in context, learned only by the outer optimizer)",
+}
+
 
 def _period_type(rule: str) -> Any:
     def check(value: Any) -> int | None:
@@ -119,16 +135,17 @@ def _no_optimizer(value: Any) -> None:
 
 def _option_field(opt: Option) -> tuple[Any, Any]:
     bounds = {k: v for k, v in (("ge", opt.low), ("le", opt.high)) if v is not None}
+    doc = Field(description=opt.doc)  # the inspector's tooltip
     if opt.type == "int":
-        return Annotated[int, Field(**bounds)], opt.default
+        return Annotated[int, Field(**bounds), doc], opt.default
     if opt.type == "float":
-        return Annotated[float, Field(**bounds)], opt.default
+        return Annotated[float, Field(**bounds), doc], opt.default
     if opt.type == "bool":
-        return bool, opt.default
+        return Annotated[bool, doc], opt.default
     if opt.type == "choice":
-        return Literal[opt.choices], opt.default  # type: ignore[valid-type]
+        return Annotated[Literal[opt.choices], doc], opt.default  # type: ignore[valid-type]
     if opt.type == "int_or_null":
-        return Optional[Annotated[int, Field(**bounds)]], opt.default
+        return Annotated[Optional[Annotated[int, Field(**bounds)]], doc], opt.default
     raise ValueError(f"option {opt.name!r}: unknown option type {opt.type!r}")
 
 
@@ -158,7 +175,10 @@ def optimizer_model(name: str, kind: str | None = None) -> type[OptimizerSpec]:
         kind_ = int if h.integer else float
         value = overrides.get(h.name, h.default)
         default = int(value) if h.integer else float(value)
-        fields[h.name] = (Annotated[kind_, Field(ge=h.low, le=h.high)], default)
+        fields[h.name] = (Annotated[kind_, Field(ge=h.low, le=h.high, description=h.doc,
+                                                 json_schema_extra={"log": h.log,
+                                                                    "symbol": h.symbol})],
+                          default)
     return create_model(f"{name.title().replace('_', '')}Optimizer", __base__=OptimizerSpec,
                         **fields)
 
@@ -198,14 +218,20 @@ def level_model(kind: str, optimizer: str | None) -> type[LevelSpec]:
     """The model of a level of ``kind`` whose inner optimizer is ``optimizer``."""
     info = KINDS[kind]
     fields: dict[str, Any] = {
-        "id": (LevelId, ...),
+        "id": (LevelId, Field(..., description="the level's name in edges, plots and run files "
+                                               "(letters, digits, _)")),
         "kind": (Literal[kind], ...),  # type: ignore[valid-type]
-        "period": (_period_type(info.period_rule), info.default_period),
-        "objective": (_objective_type(info), info.default_objective),
+        "period": (_period_type(info.period_rule),
+                   Field(info.default_period, description=_PERIOD_DOCS[info.period_rule])),
+        "objective": (_objective_type(info), Field(
+            info.default_objective, description="what the inner optimizer minimises when it "
+                                                "writes this memory")),
     }
     if info.parametric:
         opt_model = optimizer_model(optimizer or info.default_optimizer, kind)
-        fields["optimizer"] = (opt_model, Field(default_factory=opt_model))
+        fields["optimizer"] = (opt_model, Field(
+            default_factory=opt_model, title="inner optimizer",
+            description="the update rule that writes this memory in context (itself a memory)"))
     else:
         fields["optimizer"] = (Annotated[None, PlainValidator(_no_optimizer)], None)
     for opt in info.options:
@@ -223,9 +249,12 @@ class ModelSizes(_Strict):
     """The scalar settings of the ``model`` section (checked on their own, e.g. that ``heads``
     divides ``d_model``, while levels may still be wrong)."""
 
-    d_model: Annotated[int, _int(1, MAX_D_MODEL)] = 64
-    heads: Annotated[int, _int(1, MAX_HEADS)] = 4
-    tie_embeddings: bool = True  # the output head reuses the token embedding
+    d_model: Annotated[int, _int(1, MAX_D_MODEL), _doc(
+        "width of the residual stream every level reads and writes", title="d_model")] = 64
+    heads: Annotated[int, _int(1, MAX_HEADS), _doc(
+        "attention/memory heads; must divide d_model")] = 4
+    tie_embeddings: Annotated[bool, _doc(
+        "share the input embedding with the output head (token tasks)")] = True
 
 
 class ModelSection(ModelSizes):
@@ -237,25 +266,40 @@ class ModelSection(ModelSizes):
 class OuterOptimizer(_Strict):
     """The outer (pre-training) optimizer of every parameter, a ``torch.optim`` class."""
 
-    name: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: Annotated[float, Field(gt=0, le=10)] = 3e-3
-    weight_decay: Annotated[float, Field(ge=0, le=10)] = 0.0
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9  # read by "sgd" only
+    name: Annotated[Literal["adamw", "adam", "sgd"], _doc(
+        "the outer optimizer: it pre-trains every level's parameters")] = "adamw"
+    lr: Annotated[float, Field(gt=0, le=10), _doc(
+        "learning rate of the outer optimizer", title="learning rate", log=True)] = 3e-3
+    weight_decay: Annotated[float, Field(ge=0, le=10), _doc(
+        "decoupled weight decay (adamw) or L2 (adam, sgd)")] = 0.0
+    momentum: Annotated[float, Field(ge=0, lt=1), _doc(
+        "momentum of the outer sgd (ignored by adam/adamw)")] = 0.9  # read by "sgd" only
 
 
 class TrainSection(_Strict):
-    steps: Annotated[int, _int(1, MAX_STEPS)] = 300
-    batch_size: Annotated[int, _int(1, MAX_BATCH)] = 16
-    seq_len: Annotated[int, _int(1, MAX_SEQ_LEN)] = 128
-    seed: Annotated[int, _int(0, MAX_SEED)] = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    optimizer: OuterOptimizer = Field(default_factory=OuterOptimizer)
-    grad_clip: Optional[Annotated[float, Field(gt=0, le=1e6)]] = 1.0  # null: no clipping
-    warmup: Annotated[int, _int(0, MAX_STEPS)] = 0  # steps of linear learning-rate warm-up
-    log_every: Annotated[int, _int(1, MAX_STEPS)] = 10
-    eval_every: Annotated[int, _int(1, MAX_STEPS)] = 100
-    snapshot_every: Annotated[int, _int(1, MAX_STEPS)] = 25
-    cuda_graphs: bool = True  # on a GPU, replay each step's forward+backward as a CUDA graph
+    steps: Annotated[int, _int(1, MAX_STEPS), _doc("outer optimizer steps (pre-training)")] = 300
+    batch_size: Annotated[int, _int(1, MAX_BATCH), _doc("sequences per step")] = 16
+    seq_len: Annotated[int, _int(1, MAX_SEQ_LEN), _doc(
+        "tokens per sequence", title="sequence length")] = 128
+    seed: Annotated[int, _int(0, MAX_SEED), _doc(
+        "makes data, initialisation and CPU runs repeatable")] = 0
+    device: Annotated[Literal["auto", "cpu", "cuda"], _doc(
+        "auto: CUDA when available, else CPU")] = "auto"
+    optimizer: OuterOptimizer = Field(default_factory=OuterOptimizer, title="Outer optimizer",
+                                      description="the optimizer that pre-trains the model")
+    grad_clip: Annotated[Optional[Annotated[float, Field(gt=0, le=1e6)]], _doc(
+        "clip the outer gradient norm (none: no clipping)", log=True)] = 1.0
+    warmup: Annotated[int, _int(0, MAX_STEPS), _doc(
+        "steps of linear learning-rate warm-up at the start of training")] = 0
+    log_every: Annotated[int, _int(1, MAX_STEPS), _doc(
+        "steps between two rows of metrics.csv")] = 10
+    eval_every: Annotated[int, _int(1, MAX_STEPS), _doc(
+        "steps between two evaluations (forgetting curves)")] = 100
+    snapshot_every: Annotated[int, _int(1, MAX_STEPS), _doc(
+        "steps between two snapshots of the memories (plots)")] = 25
+    cuda_graphs: Annotated[bool, _doc(
+        "on a GPU, capture each step's forward and backward once as a CUDA graph and replay it "
+        "(much faster for the chunked memories)")] = True
 
 
 Position = Annotated[list[float], Field(min_length=2, max_length=2)]
@@ -289,7 +333,8 @@ class Project(_Strict):
     format: Literal["nlstudio.project"] = FORMAT
     version: Literal[2] = VERSION
     app_version: Optional[str] = None  # the NL Studio that wrote the file (informational)
-    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)] = "Untitled"
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH), _doc(
+        "shown in the title bar and run folders")] = "Untitled"
     description: Annotated[str, Field(max_length=MAX_DESCRIPTION_LENGTH)] = ""
     model: ModelSection
     task: TaskSection

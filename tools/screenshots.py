@@ -2,6 +2,8 @@
 
     .venv/bin/python tools/screenshots.py            # all of them into docs/images/
     .venv/bin/python tools/screenshots.py editor     # only some: editor, scaled, live, lessons
+    .venv/bin/python tools/screenshots.py --out /tmp/shots sizes   # elsewhere; `sizes`: the
+                                                     # editor at 1280×800 and 1600×1000
 
 Every picture is the real window: presets opened through the GUI, a real (short) training
 run, the real lessons. Look at each PNG after regenerating it.
@@ -21,7 +23,7 @@ os.environ.setdefault("NLSTUDIO_RECOVERY_DIR", os.path.join(SCRATCH, "recovery")
 os.environ.setdefault("XDG_CONFIG_HOME", os.path.join(SCRATCH, "config"))
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "images"
+OUT = Path(os.environ.get("NLSTUDIO_SHOTS_OUT") or ROOT / "docs" / "images")
 SIZE = (1440, 900)
 
 
@@ -31,11 +33,16 @@ def _app():
     return create_application()
 
 
-def _window():
+def _window(size=SIZE):
+    """A fresh window (no layout remembered from an earlier shot) in its default layout."""
+    from PySide6.QtCore import QSettings
+
     from nlstudio.app import create_main_window
 
+    QSettings().clear()
     window = create_main_window()
-    window.resize(*SIZE)
+    window.resize(*size)
+    window.reset_layout()
     window.show()
     return window
 
@@ -64,7 +71,7 @@ def _save(window, name: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / name
     window.grab().save(str(path))
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
 def editor() -> None:
@@ -74,8 +81,6 @@ def editor() -> None:
         window = _window()
         window.open_preset(preset)
         _settle()
-        window.actions.get("view.fit").trigger()
-        _settle(200)
         _save(window, name)
         window.document.undo_stack.setClean()
         window.close()
@@ -83,9 +88,9 @@ def editor() -> None:
 
 def scaled() -> None:
     """The NSAM editor at 150 % (a separate process: the scale factor is read at start-up)."""
-    env = dict(os.environ, QT_SCALE_FACTOR="1.5")
-    code = ("import runpy; m = runpy.run_path(%r); m['_app'](); w = m['_window'](); "
-            "w.resize(1200, 760); w.open_preset('nsam_kv_stream'); m['_settle'](600); "
+    env = dict(os.environ, QT_SCALE_FACTOR="1.5", NLSTUDIO_SHOTS_OUT=str(OUT))
+    code = ("import runpy; m = runpy.run_path(%r); m['_app'](); w = m['_window']((1200, 760)); "
+            "w.open_preset('nsam_kv_stream'); m['_settle'](600); "
             "m['_save'](w, 'editor_nsam@150.png'); w.document.undo_stack.setClean(); w.close()"
             % str(Path(__file__)))
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
@@ -146,8 +151,29 @@ def lessons() -> None:
     window.close()
 
 
-SHOTS = {"editor": editor, "scaled": scaled, "live": live, "lessons": lessons}
+def sizes() -> None:
+    """The default layout at the smallest size it is made for and a common larger one, with
+    nothing and then a level selected (for checking the layout, not for the README)."""
+    _app()
+    for size in ((1280, 800), (1600, 1000)):
+        window = _window(size)
+        window.open_preset("nsam_kv_stream")
+        _wait_until(lambda: not window.parameters.busy())
+        _settle()
+        _save(window, f"layout_{size[0]}x{size[1]}.png")
+        window.scene.select_only(["fast"])
+        _settle(200)
+        _save(window, f"layout_{size[0]}x{size[1]}_level.png")
+        window.document.undo_stack.setClean()
+        window.close()
+
+
+SHOTS = {"editor": editor, "scaled": scaled, "live": live, "lessons": lessons, "sizes": sizes}
 
 if __name__ == "__main__":
-    for key in sys.argv[1:] or list(SHOTS):
+    args = sys.argv[1:]
+    if args[:1] == ["--out"] and len(args) > 1:
+        OUT = Path(args[1]).absolute()
+        args = args[2:]
+    for key in args or [k for k in SHOTS if k != "sizes"]:
         SHOTS[key]()

@@ -66,3 +66,31 @@ class ActionRegistry(QObject):
 
     def items(self):
         return self._actions.items()
+
+
+def add_window_actions(a: ActionRegistry) -> None:
+    """The main window's own actions; the training side and the lessons add theirs."""
+    std = QKeySequence.StandardKey
+    a.add("file.new", "&New", shortcut=std.New, tip="Start a new project")
+    a.add("file.open", "&Open…", shortcut=std.Open, tip="Open a project file")
+    a.add("file.save", "&Save", shortcut=std.Save, tip="Save the project")
+    a.add("file.save_as", "Save &As…", shortcut="Ctrl+Shift+S",
+          tip="Save the project under a new name")
+    a.add("file.quit", "&Quit", shortcut=std.Quit, tip="Quit NL Studio")
+    a.add("edit.undo", "&Undo", shortcut=std.Undo, tip="Undo the last edit")
+    a.add("edit.redo", "&Redo", shortcut=std.Redo, tip="Redo the edit just undone")
+    a.add("edit.delete", "&Delete", shortcut=[std.Delete, "Backspace"],
+          tip="Delete the selected levels and edges")
+    a.add("edit.select_all", "Select &All", shortcut=std.SelectAll, tip="Select every level")
+    a.add("view.zoom_in", "Zoom &In", shortcut=[std.ZoomIn, "Ctrl+="], tip="Zoom in")
+    a.add("view.zoom_out", "Zoom &Out", shortcut=std.ZoomOut, tip="Zoom out")
+    a.add("view.fit", "&Fit to View", shortcut="Ctrl+0",
+          tip="Show the whole graph and frequency axis")
+    a.add("view.reset_layout", "&Reset Layout",
+          tip="Every panel back in its default place and size")
+    a.add("run.start", "&Run", shortcut="F5", tip="Train this model", enabled=False)
+    a.add("run.pause", "&Pause", shortcut="F6", tip="Pause training", enabled=False)
+    a.add("run.stop", "&Stop", shortcut="Shift+F5", tip="Stop training", enabled=False)
+    a.add("help.shortcuts", "&Keyboard and Mouse", shortcut=std.HelpContents,
+          tip="Every shortcut, and the mouse on the canvas")
+    a.add("help.about", "&About NL Studio", tip="Version and credits")

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import QObject
-from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
+from PySide6.QtWidgets import QApplication, QFileDialog
 
 from nlstudio import generation as gen
 from nlstudio.widgets.trace_window import InspectorWindow
@@ -30,8 +30,9 @@ class InspectorManager(QObject):
             window, title, start)
 
     def current_run(self) -> Path | None:
-        training = getattr(self.window, "training", None)
-        run_dir = getattr(training, "run_dir", None)
+        """The training controller's run folder (live or opened), None without one."""
+        training = getattr(self.window, "training", None)  # absent: no training side
+        run_dir = training.run_dir if training is not None else None
         return Path(run_dir) if run_dir else None
 
     def inspect_current(self) -> InspectorWindow | None:
@@ -75,16 +76,13 @@ class InspectorManager(QObject):
         return True
 
     def _error(self, text: str) -> None:
-        dialogs = getattr(self.window, "dialogs", None)
-        if dialogs is not None:
-            dialogs.error("Memory inspector", text)
-        else:  # pragma: no cover - a window without the main window's dialogs
-            QMessageBox.warning(self.window, "Memory inspector", text)
+        self.window.dialogs.error("Memory inspector", text)
 
 
 def install_inspector(window) -> InspectorManager:
-    """Adds Run → Inspect Model and Run → Inspect Saved Model… to ``window``; returns the
-    manager (kept as ``window.inspectors``)."""
+    """Adds Run → Inspect Model and Run → Inspect Saved Model… to ``window`` (a MainWindow:
+    its actions, ``add_actions``, ``add_close_guard`` and ``dialogs``); returns the manager
+    (kept as ``window.inspectors``)."""
     manager = InspectorManager(window)
     window.inspectors = manager
     a = window.actions
@@ -95,13 +93,8 @@ def install_inspector(window) -> InspectorManager:
                    tip="The memory inspector on a run folder or an exported model")
     current.triggered.connect(lambda _c=False: manager.inspect_current())
     folder.triggered.connect(lambda _c=False: manager.inspect_folder())
-    run_menu = getattr(window, "run_menu", None)
-    if run_menu is not None:
-        run_menu.addSeparator()
-        run_menu.addActions([current, folder])
-    guards = getattr(window, "close_guards", None)
-    if guards is not None:
-        guards.append(manager.stop_background_work)
+    window.add_actions("run", [current, folder])
+    window.add_close_guard(manager.stop_background_work)
     app = QApplication.instance()
     if app is not None:
         app.aboutToQuit.connect(manager.stop_background_work)

@@ -121,6 +121,17 @@ def test_a_missing_file_is_an_error_not_a_crash(window, tmp_path):
     assert "nope.nlproj" in window.dialogs.errors[0][1]
 
 
+def test_a_missing_file_from_the_command_line_is_named_by_its_full_path(window, tmp_path,
+                                                                        monkeypatch):
+    """``nlstudio some/dir/nope.nlproj`` typed in another folder: the message says which."""
+    (tmp_path / "some" / "dir").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert not window.open_path("some/dir/nope.nlproj")
+    text = window.dialogs.errors[0][1]
+    assert text.startswith(str(tmp_path / "some" / "dir" / "nope.nlproj") + ": ")
+    assert "No such file" in text and "\n" not in text
+
+
 def test_open_path_dispatches_to_registered_openers(window, tmp_path):
     seen = []
     window.path_openers.append((os.path.isdir, lambda p: seen.append(p) or True))

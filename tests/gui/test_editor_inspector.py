@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QEvent, QSettings, Qt
-from PySide6.QtWidgets import QAbstractSpinBox
+from PySide6.QtCore import QCoreApplication, QEvent, QPoint, QPointF, QSettings, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QAbstractSpinBox, QLabel
 
 from nlstudio.catalog import KINDS, OPTIMIZERS, all_tasks
 from nlstudio.widgets.canvas import commands
-from nlstudio.widgets.inspector import (ChoiceBox, IntSpinBox, PeriodSpinBox, SciSpinBox,
-                                        Switch, nice_step)
+from nlstudio.widgets.field_editors import (ChoiceBox, IntSpinBox, PeriodSpinBox, SciSpinBox,
+                                           Switch, nice_step)
 from nlstudio.widgets.main_window import MainWindow
 
 
@@ -214,3 +215,83 @@ def test_every_edit_of_the_inspector_is_undoable(window, qtbot):
     window.actions["edit.undo"].trigger()
     assert window.document.level(level_id)["period"] == 16
     assert window.inspector.fields["period"].value() == 16
+
+
+# ---- editors from the schema's own metadata (issue 17 item 6) ------------------------------
+def test_a_missing_hyper_parameter_shows_the_kinds_default_not_the_optimizers(window):
+    """Titans writes with η = 0.003 (KindInfo.optimizer_overrides), not momentum's own 0.1."""
+    level_id = add(window, "titans")
+    index = window.document.level_ids().index(level_id)
+    window.document.edit("drop eta", lambda d: d["model"]["levels"][index]["optimizer"].pop("eta"))
+    assert "eta" not in window.document.level(level_id)["optimizer"]
+    eta = window.inspector.fields["optimizer.eta"]
+    assert KINDS["titans"].optimizer_overrides("momentum")["eta"] == 0.003
+    assert eta.value() == pytest.approx(0.003)
+    assert OPTIMIZERS["momentum"].defaults()["eta"] != pytest.approx(0.003)
+
+
+def test_tooltips_labels_and_bounds_come_from_the_schema(window):
+    from nlstudio.schema import MAX_PERIOD, TrainSection
+
+    window.scene.clearSelection()
+    fields = window.inspector.fields
+    for name, field in TrainSection.model_fields.items():
+        if f"train.{name}" in fields:
+            assert field.description and field.description in fields[f"train.{name}"].toolTip()
+    steps = TrainSection.model_fields["steps"].metadata
+    assert fields["train.steps"].maximum() == next(m.le for m in steps if hasattr(m, "le"))
+    assert fields["train.optimizer.lr"].log  # json_schema_extra {"log": True}
+    assert not fields["train.optimizer.momentum"].log
+    label = window.inspector.findChild(QLabel, "field_train_seq_len")
+    assert label is None  # the editor has the name; its label is the schema's title
+    assert any(w.text() == "sequence length" for w in window.inspector.findChildren(QLabel))
+    add(window, "titans")
+    assert window.inspector.fields["period"].maximum() == MAX_PERIOD
+    assert KINDS["titans"].option("depth").doc in window.inspector.fields["depth"].toolTip()
+
+
+def test_a_pinned_period_reads_every_token(window):
+    """Linear attention is written at every token: "every token", never "1 tokens"."""
+    add(window, "linear_attention")
+    spin = window.inspector.fields["period"]
+    assert not spin.isEnabled()
+    assert spin.text() == "every token"
+    add(window, "titans")
+    spin = window.inspector.fields["period"]
+    assert spin.text() == "every 16 tokens"
+    spin.setValue(1024)
+    assert spin.text() == "every 1\u2009024 tokens"
+
+
+# ---- the mouse wheel (issue 16 item 4) --------------------------------------------------------
+def _wheel(window, widget, dy: int = -120) -> None:
+    """A real (spontaneous) wheel event through the window system, delivered by Qt to whatever
+    widget is under the pointer and propagated to its parents as a user's wheel would be."""
+    QTest.wheelEvent(window.windowHandle(), QPointF(widget.mapTo(window, widget.rect().center())),
+                     QPoint(0, dy))
+    QCoreApplication.processEvents()
+
+
+def test_wheel_over_the_inspector_scrolls_it_and_edits_nothing(window, qtbot):
+    window.resize(1280, 800)
+    window.scene.clearSelection()  # the project form: longer than the panel
+    bar = window.inspector.scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0)
+    before, count = window.document.snapshot(), window.document.undo_stack.count()
+    for key in ("model.d_model", "model.heads", "task.name"):
+        editor = window.inspector.fields[key]
+        assert editor.isVisible() and not editor.hasFocus()
+        bar.setValue(0)
+        qtbot.waitUntil(lambda e=editor: e.visibleRegion().boundingRect().contains(
+            e.rect().center()))
+        _wheel(window, editor)
+        assert bar.value() > 0, key  # the panel scrolled
+        assert window.document.snapshot() == before, key  # nothing was edited
+    assert window.document.undo_stack.count() == count
+    # a focused editor still takes the wheel (the user clicked into it)
+    bar.setValue(0)
+    heads = window.inspector.fields["model.heads"]
+    heads.setFocus()
+    qtbot.waitUntil(heads.hasFocus)
+    _wheel(window, heads, dy=120)
+    assert window.document.data["model"]["heads"] == before["model"]["heads"] + 1

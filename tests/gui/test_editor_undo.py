@@ -88,9 +88,9 @@ def test_a_whole_drag_is_one_command(window, qtbot):
     count = doc.undo_stack.count()
     node = window.scene.nodes[new_id]
     drag(qtbot, window, node.pos() + QPointF(0, 12),
-         QPointF(700, axis.y_for_period(512) + 12), steps=12)
+         QPointF(700, axis.y_for_period(256) + 12), steps=12)
     assert doc.undo_stack.count() == count + 1
-    assert doc.level(new_id)["period"] == 512
+    assert doc.level(new_id)["period"] == 256
     undo(window)
     assert doc.level(new_id)["period"] == 2
     assert node.pos() == QPointF(400.0, axis.y_for_period(2))

@@ -149,8 +149,10 @@ class Studio:
             return "valid"
         assert ok is False
         message = str(refusal)
+        if not path.exists():  # a missing file is named by its full path (issue 16 item 11)
+            message = str(core.ProjectError(str(path.absolute()), refusal.path, refusal.message))
         assert dialogs.errors == [("Could not open project", message)], dialogs.errors
-        assert message.startswith(f"{path.name}: ")
+        assert message.startswith(f"{path.name}: ") or not path.exists()
         if refusal.path:
             assert f": {refusal.path}: " in message  # names the field
         assert "Traceback" not in message and len(message) < 2000

@@ -218,7 +218,7 @@ def test_run_menu_opens_the_current_run_or_says_why_not(qtbot, tmp_path, runs, f
     controller = install_training(window, runs_root=tmp_path / "runs")
     manager = install_inspector(window)
     try:
-        assert window.actions["run.inspect"] in window.run_menu.actions()
+        assert window.actions["run.inspect"] in window.menu("run").actions()
         window.actions["run.inspect"].trigger()
         assert window.dialogs.errors and "first" in window.dialogs.errors[-1][1]
         controller.run_dir = runs["charlm"]

@@ -10,13 +10,14 @@ import math
 from dataclasses import dataclass
 
 from nlstudio.catalog import KINDS
+from nlstudio.widgets.format import grouped
 
 ROW = 48.0              # scene units per octave of the period
 Y_INF = 0.0             # centre of the "∞" band
-Y_ONE = 100.0           # period 1
-FROZEN_GAP = 100.0      # from the longest period row to the centre of the "frozen" band
+Y_ONE = 90.0            # period 1
+FROZEN_GAP = 90.0       # from the longest period row to the centre of the "frozen" band
 BAND_HALF = 40.0        # half height of the ∞ and frozen bands
-MIN_MAX_LOG = 10        # the axis always reaches period 1024
+MIN_MAX_LOG = 8         # the axis always reaches period 256 (longer ones grow it)
 MAX_LOG = 20            # and never beyond ~1M tokens
 
 
@@ -29,7 +30,7 @@ def period_text(period: int | None, kind: str | None = None) -> str:
         return "frozen"
     if period == 1:
         return "every token"
-    return f"every {period:,} tokens".replace(",", "\u2009")
+    return f"every {grouped(period)} tokens"
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,6 @@ class FrequencyAxis:
         rows = [Row(self.y_inf, "∞", "re-read at each token", True)]
         for k in range(self.max_log + 1):
             p = 2 ** k
-            caption = "every token" if p == 1 else f"every {p:,} tokens".replace(",", "\u2009")
-            rows.append(Row(self.y_for_period(p), f"{p:,}".replace(",", "\u2009"), caption,
-                            k % 2 == 0))
+            rows.append(Row(self.y_for_period(p), grouped(p), period_text(p), k % 2 == 0))
         rows.append(Row(self.y_frozen, "0", "frozen", True))
         return rows

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from nlstudio.widgets.canvas.scene import GraphScene
     from nlstudio.widgets.document import FaultView
 
-CARD_W, CARD_H = 164.0, 54.0
+CARD_W, CARD_H = 168.0, 56.0  # fits the presets' 180-unit columns
 TERM_W, TERM_H = 96.0, 40.0
 PORT_R = 6.0
 PORT_HIT = 13.0
@@ -35,6 +35,22 @@ def _renderer(kind: str, color: str) -> QSvgRenderer:
     if key not in _renderers:
         _renderers[key] = QSvgRenderer(QByteArray(theme.kind_svg(kind, color)))
     return _renderers[key]
+
+
+# Card text sizes: at the default view's smallest zoom (view.READABLE_ZOOM) the smallest is
+# still ~8.5 px on a 96-dpi screen.
+TITLE_PT, KIND_PT, PERIOD_PT = 11.0, 8.5, 9.0
+CARD_PAD, KIND_ICON = 12.0, 14.0  # text inset from the card's left edge; the kind icon's size
+TEXT_WIDTH = CARD_W - CARD_PAD - 8  # the id and period lines
+KIND_TEXT_WIDTH = TEXT_WIDTH - KIND_ICON - 5  # the kind title, right of its icon
+
+
+def fitted_title(title: str, metrics: QFontMetricsF, width: float) -> str:
+    """A kind's title in ``width``: whole, else without its parenthesis ("Self-modifying
+    memory (HOPE)" -> "Self-modifying memory"; the tooltip has it whole), else elided."""
+    if metrics.horizontalAdvance(title) > width and " (" in title:
+        title = title.split(" (", 1)[0]
+    return metrics.elidedText(title, Qt.TextElideMode.ElideRight, width)
 
 
 def _font(point_size: float, bold: bool = False) -> QFont:
@@ -278,31 +294,32 @@ class NodeItem(BaseNode):
         painter.setBrush(accent)
         painter.drawPath(strip.intersected(clip))
 
-        icon_rect = QRectF(rect.left() + 12, rect.top() + 7, 20, 20)
-        _renderer(self.kind, accent.name()).render(painter, icon_rect)
-
-        text_left = icon_rect.right() + 7
-        width = rect.right() - text_left - 8
+        # id on the first line (the whole width); icon and kind title on the second; the
+        # timescale (and inner optimizer) on the third.
+        left, width = rect.left() + CARD_PAD, TEXT_WIDTH
         painter.setPen(QColor(p.text))
-        title_font = _font(10.5, bold=True)
+        title_font = _font(TITLE_PT, bold=True)
         painter.setFont(title_font)
         title = QFontMetricsF(title_font).elidedText(self.node_id, Qt.TextElideMode.ElideRight,
                                                      width)
-        painter.drawText(QRectF(text_left, rect.top() + 3, width, 17),
+        painter.drawText(QRectF(left, rect.top() + 3, width, 19),
                          Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, title)
+        icon_rect = QRectF(left, rect.top() + 23, KIND_ICON, KIND_ICON)
+        _renderer(self.kind, accent.name()).render(painter, icon_rect)
         info = KINDS.get(self.kind)
-        small = _font(8.5)
-        small_metrics = QFontMetricsF(small)
-        painter.setFont(small)
+        kind_font = _font(KIND_PT)
+        painter.setFont(kind_font)
         painter.setPen(QColor(p.muted))
-        kind_title = small_metrics.elidedText(info.title if info else self.kind,
-                                              Qt.TextElideMode.ElideRight, width)
-        painter.drawText(QRectF(text_left, rect.top() + 19, width, 13),
-                         Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, kind_title)
-        sub = small_metrics.elidedText(self.subtitle(), Qt.TextElideMode.ElideRight,
-                                       rect.width() - 22)
+        painter.drawText(QRectF(icon_rect.right() + 5, rect.top() + 22, KIND_TEXT_WIDTH, 16),
+                         Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                         fitted_title(info.title if info else self.kind,
+                                      QFontMetricsF(kind_font), KIND_TEXT_WIDTH))
+        period_font = _font(PERIOD_PT)
+        painter.setFont(period_font)
+        sub = QFontMetricsF(period_font).elidedText(self.subtitle(), Qt.TextElideMode.ElideRight,
+                                                    width)
         painter.setPen(QColor(p.text) if self.preview_period is None else QColor(p.accent))
-        painter.drawText(QRectF(rect.left() + 12, rect.bottom() - 18, rect.width() - 22, 14),
+        painter.drawText(QRectF(left, rect.bottom() - 18, width, 15),
                          Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, sub)
 
         if self.faults:

@@ -13,7 +13,7 @@ from nlstudio.widgets.canvas.axis import BAND_HALF
 if TYPE_CHECKING:
     from nlstudio.widgets.canvas.view import GraphView
 
-WIDTH = 132
+WIDTH = 112  # "16 tokens" at the default font; "every 16 tokens" with more room
 
 
 class FrequencyRuler(QWidget):

@@ -16,7 +16,7 @@ from nlstudio.widgets.canvas.items import (CARD_W, TERM_W, BaseNode, EdgeItem, N
                                            PortItem, TerminalNode)
 from nlstudio.widgets.document import Document
 
-MARGIN = 40.0
+MARGIN = 20.0  # scene units left of input and right of output
 
 
 class GraphScene(QGraphicsScene):
@@ -114,7 +114,7 @@ class GraphScene(QGraphicsScene):
                 self.removeItem(item)
 
         level_xs = [item.pos().x() for item in self.nodes.values()] or [0.0]
-        gap = CARD_W / 2 + TERM_W / 2 + 44
+        gap = CARD_W / 2 + TERM_W / 2 + 34  # room for an edge's curve and arrow
         self.terminals["input"].setPos(min(level_xs) - gap, self.axis.y_middle)
         self.terminals["output"].setPos(max(level_xs) + gap, self.axis.y_middle)
 

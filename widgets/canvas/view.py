@@ -19,6 +19,10 @@ from nlstudio.widgets.document import Document
 
 MIME_KIND = "application/x-nlstudio-level-kind"
 MIN_SCALE, MAX_SCALE = 0.15, 3.0
+#: The default view never zooms out below this: node text stays legible (items.TITLE_PT etc.);
+#: a graph that does not fit scrolls instead. Fit to View (Ctrl+0) shows everything at any zoom.
+READABLE_ZOOM = 0.75
+GRAPH_MARGIN = 12.0  # scene units around the graph in the default view
 
 
 def kind_from_mime(mime) -> str | None:
@@ -104,6 +108,38 @@ class GraphView(QGraphicsView):
             self.resetTransform()
             self.scale(1.1, 1.1)
             self.centerOn(rect.center())
+        self._view_moved()
+
+    def graph_rect(self) -> QRectF:
+        """The scene rectangle of every node (levels, input and output) and its edges."""
+        rect = QRectF()
+        for item in [*self.graph_scene.nodes.values(), *self.graph_scene.terminals.values()]:
+            rect = rect.united(item.sceneBoundingRect())
+        return rect.adjusted(-GRAPH_MARGIN, -GRAPH_MARGIN, GRAPH_MARGIN, GRAPH_MARGIN)
+
+    def show_readable(self) -> None:
+        """The default view (on open, on Reset Layout): the graph as large as fits, between
+        READABLE_ZOOM and 100 %, with as much of the axis above it as the height allows. A
+        graph too big for that shows its start (input side, fast levels) and scrolls."""
+        rect = self.graph_rect()
+        if rect.isEmpty():
+            return
+        for _ in range(2):  # again once the scroll bars have (dis)appeared
+            viewport = self.viewport().rect()
+            if viewport.isEmpty():
+                return
+            fit = min(viewport.width() / rect.width(), viewport.height() / rect.height())
+            zoom = min(1.0, max(READABLE_ZOOM, fit))
+            self.resetTransform()
+            self.scale(zoom, zoom)
+            width, height = viewport.width() / zoom, viewport.height() / zoom
+            x = rect.center().x() if rect.width() <= width else rect.left() + width / 2
+            if rect.height() <= height:  # room to spare: show the faster rows above too
+                top = max(self.sceneRect().top(), rect.bottom() - height)
+                y = min(top, rect.top()) + height / 2
+            else:
+                y = rect.top() + height / 2
+            self.centerOn(QPointF(x, y))
         self._view_moved()
 
     def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 - Qt API
