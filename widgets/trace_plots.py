@@ -32,7 +32,9 @@ from nlstudio.inspect_trace import Trace
 from nlstudio.widgets import theme
 from nlstudio.widgets.plots.base import SymmetricColorBar, nice_ceil, style_plot
 
-CONTEXT_BEFORE, CONTEXT_AFTER = 48, 12   # tokens shown around the cursor
+# tokens shown around the cursor: bytes of text, or token names (wider), so that the
+# current one stays on the line at 1280 px
+TEXT_CONTEXT, TOKEN_CONTEXT = (90, 30), (14, 8)
 
 
 def level_caption(lv) -> str:
@@ -277,7 +279,8 @@ class TraceView(QWidget):
         if not trace.token_inputs:
             self.context.setText("", size="9pt")
             return
-        a, b = max(0, t - CONTEXT_BEFORE), min(len(trace), t + CONTEXT_AFTER + 1)
+        before_n, after_n = TEXT_CONTEXT if trace.byte_level else TOKEN_CONTEXT
+        a, b = max(0, t - before_n), min(len(trace), t + after_n + 1)
         if trace.byte_level:  # text as text: spaces as spaces, a line break as ⏎
             sep, word = "", lambda i: _context_byte(int(trace.inputs[i]))
         else:
