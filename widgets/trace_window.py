@@ -20,18 +20,17 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel,
-                               QMainWindow, QPlainTextEdit, QProgressBar, QPushButton, QSlider,
-                               QSpinBox, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
+                               QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
+                               QWidget)
 
 from nlstudio import generation as gen
 from nlstudio import inspect_trace as it
 from nlstudio.widgets.trace_plots import TraceView
+from nlstudio.widgets.trace_scrubber import Scrubber
 from nlstudio.widgets.worker import FunctionJob
 
-POLL_MS = 33
-PLAY_RATES = (("10 tokens/s", 10), ("30 tokens/s", 30), ("100 tokens/s", 100),
-              ("300 tokens/s", 300))
+POLL_MS = 33  # the GUI reads the background work's progress at this interval
 
 
 class InspectorWindow(QMainWindow):
@@ -63,9 +62,6 @@ class InspectorWindow(QMainWindow):
         self._poll = QTimer(self)
         self._poll.setInterval(POLL_MS)
         self._poll.timeout.connect(self._on_poll)
-        self._play = QTimer(self)
-        self._play.setInterval(POLL_MS)
-        self._play.timeout.connect(self._on_play)
         self._describe_model()
         self._set_busy("")
         self.resize(1280, 800)
@@ -99,13 +95,10 @@ class InspectorWindow(QMainWindow):
         self.example_button = self._button("New example", "inspectorExampleButton",
                                            "A fresh example of the task, with its targets",
                                            self.new_example, row1)
-        self.length = QSpinBox(body)
-        self.length.setObjectName("inspectorLength")
-        self.length.setRange(2, it.MAX_TRACE_TOKENS)
-        self.length.setValue(int(self.loaded.task.seq_len))
-        self.length.setPrefix("length ")
-        self.length.setToolTip("Tokens of a new example (the model was trained on "
-                               f"{self.loaded.task.seq_len})")
+        self.length = _spin(QSpinBox(body), "inspectorLength", "length ",
+                            (2, it.MAX_TRACE_TOKENS), int(self.loaded.task.seq_len),
+                            f"Tokens of a new example (the model was trained on "
+                            f"{self.loaded.task.seq_len})")
         row1.addWidget(self.length)
         self.file_button = self._button("Open file…", "inspectorFileButton",
                                         "Inspect a text file (byte-level tasks) or a file of "
@@ -116,23 +109,14 @@ class InspectorWindow(QMainWindow):
                                           "live run saves them at every logging interval)",
                                           self.reload_weights, row1)
         row1.addStretch(1)
-        self.temperature = QDoubleSpinBox(body)
-        self.temperature.setObjectName("inspectorTemperature")
-        self.temperature.setRange(0.0, 5.0)
+        self.temperature = _spin(QDoubleSpinBox(body), "inspectorTemperature", "temperature ",
+                                 (0.0, 5.0), 0.8, "0 always takes the most likely byte")
         self.temperature.setSingleStep(0.1)
-        self.temperature.setValue(0.8)
-        self.temperature.setPrefix("temperature ")
-        self.temperature.setToolTip("0 always takes the most likely byte")
-        self.gen_length = QSpinBox(body)
-        self.gen_length.setObjectName("inspectorGenLength")
-        self.gen_length.setRange(1, it.MAX_TRACE_TOKENS - 1)
-        self.gen_length.setValue(200)
-        self.gen_length.setPrefix("generate ")
+        self.gen_length = _spin(QSpinBox(body), "inspectorGenLength", "generate ",
+                                (1, it.MAX_TRACE_TOKENS - 1), 200, "Bytes to generate")
         self.gen_length.setSuffix(" bytes")
-        self.seed = QSpinBox(body)
-        self.seed.setObjectName("inspectorSeed")
-        self.seed.setRange(0, 2**31 - 1)
-        self.seed.setPrefix("seed ")
+        self.seed = _spin(QSpinBox(body), "inspectorSeed", "seed ", (0, 2**31 - 1), 0,
+                          "The same seed, temperature and text give the same continuation")
         for w in (self.temperature, self.gen_length, self.seed):
             row2.addWidget(w)
             w.setVisible(byte_level)
@@ -151,27 +135,9 @@ class InspectorWindow(QMainWindow):
         outer.addWidget(self.view, 1)
 
         scrub = QHBoxLayout()
-        self.back_button = self._tool("◀", "inspectorBackButton", "Previous token (←)",
-                                      lambda: self.step(-1), scrub)
-        self.play_button = self._tool("▶", "inspectorPlayButton", "Play / pause", self.toggle_play,
-                                      scrub)
-        self.forward_button = self._tool("▶|", "inspectorForwardButton", "Next token (→)",
-                                         lambda: self.step(1), scrub)
-        self.rate = QComboBox(body)
-        self.rate.setObjectName("inspectorRate")
-        for text, value in PLAY_RATES:
-            self.rate.addItem(text, value)
-        self.rate.setCurrentIndex(1)
-        scrub.addWidget(self.rate)
-        self.slider = QSlider(Qt.Orientation.Horizontal, body)
-        self.slider.setObjectName("inspectorSlider")
-        self.slider.setRange(0, 0)
-        self.slider.valueChanged.connect(self._on_slider)
-        scrub.addWidget(self.slider, 1)
-        self.position_label = QLabel("", body)
-        self.position_label.setObjectName("inspectorPosition")
-        self.position_label.setMinimumWidth(110)
-        scrub.addWidget(self.position_label)
+        self.scrubber = Scrubber(body)
+        self.scrubber.positionChanged.connect(self._on_position)
+        scrub.addWidget(self.scrubber, 1)
         self.export_button = self._button("Export…", "inspectorExportButton",
                                           "Save the view as PNG and SVG and the per-position "
                                           "data as CSV", self.export, scrub)
@@ -204,15 +170,6 @@ class InspectorWindow(QMainWindow):
 
     def _button(self, text, name, tip, slot, layout) -> QPushButton:
         b = QPushButton(text, self)
-        b.setObjectName(name)
-        b.setToolTip(tip)
-        b.clicked.connect(lambda _c=False: slot())
-        layout.addWidget(b)
-        return b
-
-    def _tool(self, text, name, tip, slot, layout) -> QToolButton:
-        b = QToolButton(self)
-        b.setText(text)
         b.setObjectName(name)
         b.setToolTip(tip)
         b.clicked.connect(lambda _c=False: slot())
@@ -334,7 +291,7 @@ class InspectorWindow(QMainWindow):
         return True
 
     def _start(self, fn, kind: str, message: str) -> None:
-        self.stop_play()
+        self.scrubber.stop_play()
         self._kind = kind
         self.job = FunctionJob(fn, self, name=f"inspector-{kind}")
         self.job.finished.connect(self._on_finished)
@@ -419,11 +376,7 @@ class InspectorWindow(QMainWindow):
     def show_trace(self, trace: it.Trace) -> None:
         self.trace = trace
         self.view.set_trace(trace)
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, len(trace) - 1)
-        self.slider.setValue(0)
-        self.slider.blockSignals(False)
-        self._update_position_label()
+        self.scrubber.set_length(len(trace))
         self.export_button.setEnabled(True)
         writes = ", ".join(f"{lid} {int(lv.wrote.sum())}" for lid, lv in trace.levels.items())
         self._say(f"{len(trace)} tokens of {trace.source}. Writes: {writes}. Scrub with the "
@@ -432,44 +385,16 @@ class InspectorWindow(QMainWindow):
 
     @property
     def position(self) -> int:
-        return self.slider.value()
+        return self.scrubber.position
 
     def set_position(self, t: int) -> None:
-        if self.trace is None:
-            return
-        self.slider.setValue(int(min(max(t, 0), len(self.trace) - 1)))
+        self.scrubber.set_position(t)
 
     def step(self, delta: int) -> None:
-        self.set_position(self.position + delta)
+        self.scrubber.step(delta)
 
-    def _on_slider(self, t: int) -> None:
+    def _on_position(self, t: int) -> None:
         self.view.set_position(t)
-        self._update_position_label()
-
-    def _update_position_label(self) -> None:
-        n = len(self.trace) if self.trace is not None else 0
-        self.position_label.setText(f"{self.position} / {max(n - 1, 0)}")
-
-    def toggle_play(self) -> None:
-        if self._play.isActive():
-            self.stop_play()
-        elif self.trace is not None:
-            if self.position >= len(self.trace) - 1:
-                self.set_position(0)
-            self._play.start()
-            self.play_button.setText("❚❚")
-
-    def stop_play(self) -> None:
-        self._play.stop()
-        self.play_button.setText("▶")
-
-    def _on_play(self) -> None:
-        rate = int(self.rate.currentData())
-        stride = max(1, round(rate * POLL_MS / 1000))
-        if self.trace is None or self.position >= len(self.trace) - 1:
-            self.stop_play()
-            return
-        self.step(stride)
 
     # ---- export and closing ---------------------------------------------------------------------
     def export(self, folder: str | None = None) -> list[Path]:
@@ -493,7 +418,7 @@ class InspectorWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Cancels and joins the background work (closing, or the application quitting)."""
-        self.stop_play()
+        self.scrubber.stop_play()
         self._cancel.set()
         job = self.job
         if job is not None:
@@ -505,3 +430,12 @@ class InspectorWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.shutdown()
         super().closeEvent(event)
+
+
+def _spin(box, name: str, prefix: str, bounds: tuple, value, tip: str):
+    box.setObjectName(name)
+    box.setRange(*bounds)
+    box.setValue(value)
+    box.setPrefix(prefix)
+    box.setToolTip(tip)
+    return box

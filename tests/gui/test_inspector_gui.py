@@ -78,17 +78,17 @@ def test_text_is_traced_and_the_scrubber_moves_the_view(qtbot, inspector):
     trace = inspect(qtbot, w, lambda: qtbot.mouseClick(w.inspect_button,
                                                         Qt.MouseButton.LeftButton))
     n = len("def f(x):\n    return x\n")
-    assert len(trace) == n and w.slider.maximum() == n - 1
+    assert len(trace) == n and w.scrubber.slider.maximum() == n - 1
     assert not w.busy and w.export_button.isEnabled()
-    w.slider.setFocus()
-    qtbot.keyClick(w.slider, Qt.Key.Key_Right)
+    w.scrubber.slider.setFocus()
+    qtbot.keyClick(w.scrubber.slider, Qt.Key.Key_Right)
     assert w.position == 1 and w.view.position == 1
     qtbot.keyClick(w, Qt.Key.Key_End)
     assert w.view.position == n - 1
     qtbot.keyClick(w, Qt.Key.Key_Home)
     assert w.view.position == 0
     w.step(5)
-    assert w.view.position == 5 and w.position_label.text() == f"5 / {n - 1}"
+    assert w.view.position == 5 and w.scrubber.label.text() == f"5 / {n - 1}"
     # the cms level writes every 4 tokens: its strip has a tick per write
     assert trace.levels["cms"].write_positions.tolist() == list(range(3, n, 4))
     ticks = w.view.ticks["cms"].getData()[0]
@@ -189,13 +189,13 @@ def test_play_advances_until_paused(qtbot, inspector):
     w = inspector()
     w.text.setPlainText("x" * 200)
     inspect(qtbot, w, w.inspect_text)
-    w.rate.setCurrentIndex(3)
-    qtbot.mouseClick(w.play_button, Qt.MouseButton.LeftButton)
+    w.scrubber.rate.setCurrentIndex(3)
+    qtbot.mouseClick(w.scrubber.play_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: w.position > 20, timeout=WAIT_MS)
-    qtbot.mouseClick(w.play_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(w.scrubber.play_button, Qt.MouseButton.LeftButton)
     stopped = w.position
     qtbot.wait(100)
-    assert w.position == stopped and not w._play.isActive()
+    assert w.position == stopped and not w.scrubber.playing
 
 
 def test_export_writes_checked_png_svg_and_csv(qtbot, inspector, tmp_path):
