@@ -2,6 +2,7 @@
 path equal to one forward over prompt + generated tokens, prompts longer than seq_len, and
 every bad input answered with exit code 2 and one line."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,6 +179,17 @@ def test_prompt_file_checks(tmp_path):
         gen.read_prompt_file(tmp_path / "missing.txt")
 
 
+def test_an_exported_model_folder_generates_like_its_run(runs, tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    for name in ("model.safetensors", "project.nlproj"):  # what Export Model writes
+        shutil.copy(runs["charlm"] / name, export / name)
+    loaded = gen.load_model(export)
+    assert loaded.step is None and loaded.byte_level
+    assert list(nlstudio.generate(loaded, "if ", tokens=16, seed=2)) == \
+        list(nlstudio.generate(runs["charlm"], "if ", tokens=16, seed=2))
+
+
 def test_load_model_errors_name_the_folder(tmp_path):
     with pytest.raises(gen.GenerationError, match=str(tmp_path)):
         gen.load_model(tmp_path)
@@ -212,7 +224,11 @@ def test_cli_bad_input_exits_2_with_one_line(runs, tmp_path):
         fh.truncate(gen.MAX_PROMPT_BYTES + 1)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
+    broken = tmp_path / "broken"
+    shutil.copytree(runs["charlm"], broken)
+    (broken / "model.safetensors").write_bytes(b"\x00not safetensors")
     cases = [
+        ((broken, "--prompt", "a"), str(broken / "model.safetensors")),
         ((tmp_path / "nope", "--prompt", "a"), "nope"),
         ((runs["digits"], "--prompt", "1"), "feature vectors"),
         ((runs["charlm"], "--prompt", ""), "empty"),
