@@ -218,7 +218,8 @@ def test_cli_prints_token_ids_for_token_tasks(runs, tmp_path):
     assert len(ids) == 7 and all(0 <= i < 17 for i in ids)
 
 
-def test_cli_bad_input_exits_2_with_one_line(runs, tmp_path):
+def bad_inputs(runs, tmp_path) -> list[tuple[tuple, str]]:
+    """(arguments, what the one line must name) for every kind of bad input."""
     big = tmp_path / "big.txt"
     with open(big, "wb") as fh:
         fh.truncate(gen.MAX_PROMPT_BYTES + 1)
@@ -227,19 +228,37 @@ def test_cli_bad_input_exits_2_with_one_line(runs, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(runs["charlm"], broken)
     (broken / "model.safetensors").write_bytes(b"\x00not safetensors")
-    cases = [
+    return [
         ((broken, "--prompt", "a"), str(broken / "model.safetensors")),
         ((tmp_path / "nope", "--prompt", "a"), "nope"),
         ((runs["digits"], "--prompt", "1"), "feature vectors"),
         ((runs["charlm"], "--prompt", ""), "empty"),
         ((runs["charlm"],), "give a prompt"),
         ((runs["charlm"], "--prompt", "a", "--tokens", "0"), "--tokens"),
+        ((runs["charlm"], "--prompt", "a", "--top-k", "0"), "--top-k"),
         ((runs["charlm"], "--prompt-file", fifo), str(fifo)),
         ((runs["charlm"], "--prompt-file", big), str(big)),
         ((runs["charlm"], "--prompt-file", tmp_path / "missing"), "missing"),
         ((runs["mqar"], "--prompt", "1 99"), "outside"),
     ]
-    for args, needle in cases:
+
+
+def test_cli_bad_input_exits_2_with_one_line(runs, tmp_path, capsys):
+    """Every case through the CLI's entry point in this process (the same code path as the
+    command; a few of them again through real subprocesses below)."""
+    from nlstudio.cli import main
+
+    for args, needle in bad_inputs(runs, tmp_path):
+        code = main(["generate", *map(str, args), "--threads", "1"])
+        out, err = capsys.readouterr()
+        assert code == 2, (args, err)
+        one_line(err.encode(), needle)
+        assert out == ""
+
+
+def test_cli_bad_input_through_the_command(runs, tmp_path):
+    cases = bad_inputs(runs, tmp_path)
+    for args, needle in (cases[0], cases[2], cases[7]):  # damaged weights, features, a FIFO
         result = run_cli(*args, cwd=tmp_path)
         assert result.returncode == 2, (args, result.stderr)
         one_line(result.stderr, needle)
