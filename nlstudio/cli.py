@@ -2,32 +2,51 @@
 
     nlstudio [PROJECT]            open the GUI (optionally on a project file)
     nlstudio train PROJECT ...    train headless (see ``nlstudio train --help``)
-    nlstudio eval RUN_DIR         evaluate a saved run
+    nlstudio eval RUN_DIR         evaluate a saved run (or an exported model folder)
     nlstudio presets              list the bundled presets
+    nlstudio generate RUN_DIR     sample text or tokens from a trained model
 
-Exit codes: 0 success, 2 invalid input (one clear line on stderr, no traceback), 1 otherwise.
+Exit codes (:class:`ExitCode`, the one list): 0 success; 1 a failure while running (a diverged
+run, a full disk); 2 invalid input (one clear line on stderr, no traceback); 128 + N a run
+stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), which stays resumable.
+
+This module imports nothing heavy: ``nlstudio --version`` and argument errors answer without
+``import torch`` (the subcommands live in ``nlstudio.commands``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from enum import IntEnum
 
 import nlstudio
 
-EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 SUBCOMMANDS = ("train", "eval", "presets", "generate")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line and exit code 2."""
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1
+    INVALID = 2
+
+    @staticmethod
+    def for_signal(signum: int) -> int:
+        """The shell's code for a process ended by signal ``signum`` (130 for SIGINT)."""
+        return 128 + int(signum)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one printable line and exit code 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(EXIT_INVALID, f"{self.prog}: error: {message}\n")
+        from nlstudio.printable import printable
+
+        self.exit(ExitCode.INVALID, f"{self.prog}: error: {printable(message)}\n")
 
 
 def _gui_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="nlstudio", description="NL Studio: a desktop lab for nested memories.",
-                epilog="Subcommands: train, eval, presets (nlstudio <sub> --help).")
+    p = Parser(prog="nlstudio", description="NL Studio: a desktop lab for nested memories.",
+               epilog="Subcommands: train, eval, presets, generate (nlstudio <sub> --help).")
     p.add_argument("--version", action="version", version=f"nlstudio {nlstudio.__version__}")
     p.add_argument("project", nargs="?", help="a project file (*.nlproj) or run folder to open")
     return p

@@ -1,27 +1,27 @@
 """Headless subcommands: ``nlstudio train``, ``nlstudio eval``, ``nlstudio presets``.
 
-Exit codes: 0 success; 2 invalid input (one clear line on stderr, no traceback); 1 any other
-failure (a diverged run included); 130 a run stopped by Ctrl-C (it stays resumable).
+Exit codes are :class:`nlstudio.cli.ExitCode`. Every message is one printable line naming
+the file at fault (``nlstudio.printable``). SIGINT, SIGTERM and SIGHUP all stop a training run
+at the next step boundary, checkpoint it, leave ``status.json`` "stopped" and exit with
+128 + the signal (130, 143, 129); the same signal again ends the process at once.
 """
 from __future__ import annotations
 
-import argparse
+import os
 import signal
 import sys
 
 from nlstudio import generate_command
+from nlstudio.cli import ExitCode, Parser
+from nlstudio.printable import printable
 
-EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(EXIT_INVALID, f"{self.prog}: error: {message}\n")
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="nlstudio")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _parser() -> Parser:
+    p = Parser(prog="nlstudio")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     t = sub.add_parser("train", help="train a project headless")
     t.add_argument("project", nargs="?", help="project file (*.nlproj); optional with --resume")
     t.add_argument("--steps", type=int, help="total steps (default: the project's train.steps)")
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores "
                    "but one, which stays free for the system; two busy torch threads "
                    "collapse when anything else runs on a 2-core machine)")
-    e = sub.add_parser("eval", help="evaluate a saved run and print its metrics")
+    e = sub.add_parser("eval", help="evaluate a saved run (or an exported model folder)")
     e.add_argument("run_dir")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     sub.add_parser("presets", help="list the bundled presets")
@@ -41,17 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_threads() -> int:
-    """All cores but one (at least one): the spare core keeps the machine (or the GUI)
-    responsive, and torch's 2-thread kernels collapse under contention on 2 cores."""
-    import os
-
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
-def _fail(message: str, code: int = EXIT_INVALID) -> int:
-    print(f"nlstudio: {message}", file=sys.stderr)
-    return code
+def _fail(message: str, code: int = ExitCode.INVALID) -> int:
+    try:
+        print(f"nlstudio: {printable(message, 2000)}", file=sys.stderr)
+    except OSError:  # no terminal any more (SIGHUP)
+        pass
+    return int(code)
 
 
 def run(argv: list[str]) -> int:
@@ -65,84 +60,137 @@ def run(argv: list[str]) -> int:
             return generate_command.run(args)
         return _presets()
     except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_INTERRUPTED)
+        return _fail("interrupted", ExitCode.for_signal(signal.SIGINT))
 
 
 def _invalid_types():
     from nlstudio.project import ProjectError
     from nlstudio.runs import RunError
     from nlstudio.trainer import TrainError
+    from nlstudio.untrusted import FileRefused
 
-    return ProjectError, RunError, TrainError
+    return ProjectError, RunError, TrainError, FileRefused
 
 
 def _train(args) -> int:
-    invalid = _invalid_types()
-    from nlstudio import distributed
-    from nlstudio.trainer import Trainer
+    from nlstudio.threads import default_torch_threads, threads_problem
 
     if args.project is None and args.resume is None:
         return _fail("train: give a PROJECT file, or --resume RUN_DIR")
-    if args.threads is not None and args.threads < 1:
-        return _fail("train: --threads must be at least 1")
+    if args.threads is not None and threads_problem(args.threads):
+        return _fail(f"train: --threads {threads_problem(args.threads)}")
+    if args.steps is not None and args.steps < 1:
+        return _fail(f"train: --steps must be a positive integer, got {args.steps}")
+    invalid = _invalid_types()
     import torch
 
-    torch.set_num_threads(args.threads or default_threads())
+    from nlstudio.build import count_parameters
+    from nlstudio.trainer import Trainer
+
+    torch.set_num_threads(args.threads or default_torch_threads())
+    # A stop signal is honoured from here on: before the run starts it ends the process with
+    # nothing written by it; during the run, at the next step boundary (see the module doc).
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    trainer = None
+
+    def on_signal(signum, frame):
+        signal.signal(signum, previous[signum])  # the same signal again: end at once
+        received.append(signum)
+        if trainer is not None:
+            if trainer.dist.is_main:  # os.write: a handler must not re-enter buffered print
+                _write_now(f"\nnlstudio: {signal.Signals(signum).name}: stopping after this "
+                           "step (send it again to end at once)...\n")
+            trainer.stop()
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, on_signal)
     try:
-        trainer = Trainer(args.project, out=args.out, steps=args.steps, device=args.device,
-                          seed=args.seed, resume=args.resume, snapshots=False)
-    except invalid as exc:
-        return _fail(str(exc))
-    except OSError as exc:
-        return _fail(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}".lstrip(": "))
-    bar = None
+        try:
+            trainer = Trainer(args.project, out=args.out, steps=args.steps, device=args.device,
+                              seed=args.seed, resume=args.resume, snapshots=False)
+            n_params = count_parameters(trainer.project, trainer.task)
+        except invalid as exc:
+            return _fail(str(exc))
+        except OSError as exc:
+            return _fail(f"{getattr(exc, 'filename', '') or ''}: "
+                         f"{exc.strerror or exc}".lstrip(": "))
+        if received:  # stopped before it began
+            return _fail(f"{signal.Signals(received[0]).name} before the run started; "
+                         "nothing was written", ExitCode.for_signal(received[0]))
+        return _run_trainer(trainer, args, n_params, received)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run_trainer(trainer, args, n_params: int, received: list[int]) -> int:
+    from nlstudio import distributed
+
     is_main = trainer.dist.is_main
-    if is_main and not args.quiet:
-        bar = _ProgressBar(trainer)
+    if is_main:
+        _say(f"{trainer.project.name}: {n_params:,} parameters")
+    bar = _ProgressBar(trainer) if is_main and not args.quiet else None
+    if bar is not None:
         trainer.subscribe(bar.on_event)
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):
-        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts for real
-        if is_main:
-            print("\nnlstudio: stopping after this step (Ctrl-C again to abort)...",
-                  file=sys.stderr)
-        trainer.stop()
-
-    signal.signal(signal.SIGINT, on_sigint)
     try:
         result = trainer.run()
     finally:
-        signal.signal(signal.SIGINT, previous)
         if bar is not None:
             bar.close()
         distributed.shutdown()
-    if not is_main:
-        return EXIT_OK if result.reason != "failed" else EXIT_FAILURE
     if result.reason == "failed":
-        return _fail(result.message + f" (run folder: {result.run_dir})", EXIT_FAILURE)
-    print(f"run folder: {result.run_dir}")
+        code = ExitCode.INVALID if result.invalid else ExitCode.FAILURE
+        return _fail(f"{result.message} (run folder: {result.run_dir})", code) if is_main \
+            else int(code)
+    if not is_main:
+        return ExitCode.for_signal(received[0]) if received and result.reason == "stopped" \
+            else ExitCode.OK
+    _say(f"run folder: {result.run_dir}")
     if result.reason == "stopped":
-        print(f"stopped at step {result.step}; resume with: nlstudio train --resume "
-              f"{result.run_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(f"finished {result.step} steps, final loss {result.loss:.4f}")
+        _say(f"stopped at step {result.step}; resume with: nlstudio train --resume "
+             f"{result.run_dir}", sys.stderr)
+        return ExitCode.for_signal(received[0] if received else signal.SIGINT)
+    _say(f"finished {result.step} steps, final loss {result.loss:.4f}")
     if trainer.cuda_graphs_note:
-        print(trainer.cuda_graphs_note)
-    return EXIT_OK
+        _say(trainer.cuda_graphs_note)
+    return ExitCode.OK
+
+
+def _write_now(text: str) -> None:
+    try:
+        os.write(2, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _say(text: str, stream=None) -> None:
+    try:
+        print(text, file=stream or sys.stdout, flush=True)
+    except OSError:  # the terminal went away (SIGHUP): the run folder says everything
+        pass
 
 
 class _ProgressBar:
-    """Steps, loss, tokens/s and ETA on stderr (tqdm)."""
+    """Steps, loss, tokens/s and ETA on stderr (tqdm); silent once stderr fails."""
 
     def __init__(self, trainer):
         from tqdm import tqdm
 
         self._bar = tqdm(total=trainer.total_steps, initial=trainer.start_step, unit="step",
                          dynamic_ncols=True, mininterval=0.25, file=sys.stderr,
-                         desc=trainer.doc.get("name") or "train")
+                         desc=printable(trainer.project.name, 40))
+        self._broken = False
 
     def on_event(self, event) -> None:
+        if self._broken:
+            return
+        try:
+            self._show(event)
+        except OSError:
+            self._broken = True
+
+    def _show(self, event) -> None:
         from nlstudio import events as ev
 
         if isinstance(event, ev.Progress):
@@ -155,37 +203,43 @@ class _ProgressBar:
                             file=sys.stderr)
 
     def close(self) -> None:
-        self._bar.close()
+        try:
+            self._bar.close()
+        except OSError:
+            pass
 
 
 def _eval(args) -> int:
     invalid = _invalid_types()
-    from nlstudio import probes
-    from nlstudio.runs import load_run
-    from nlstudio.build import build_task
-    from nlstudio.trainer import resolve_device
+    from nlstudio.runs import load_run, load_weights_into
+    from nlstudio.trainer import measure_recall, resolve_device
 
     try:
         run = load_run(args.run_dir)
         device = resolve_device(args.device)
-        model = run.load_model(device=str(device))
-        task = build_task(run.project, run.base_dir)
+        model, task = run.build_model()  # after the resource check
+        step = load_weights_into(model, run.weights_file)
     except invalid as exc:
         return _fail(str(exc))
-    model.eval()
-    rows = task.evaluate(model, device, step=run.checkpoint_step or run.steps or None)
-    print(f"run: {run.path}  (step {run.checkpoint_step if run.checkpoint_step is not None else run.steps})")
+    model.to(device).eval()
+    if step is None:  # weights without a step in their metadata
+        step = run.checkpoint_step
+    rows = task.evaluate(model, device, step=step or None)
+    label = f"step {step}" if step is not None else "step unknown"
+    print(f"run: {printable(run.path)}  ({label})")
     print(f"{'task':<24} {task.metric_name}")
     for row in rows:
-        print(f"{row.task:<24} {row.metric:.4f}")
-    level_ids = list(getattr(model, "order", []))
-    delays, recall = probes.recall_by_delay_with_ablation(task, model, device, level_ids)
-    if delays:
-        print("recall by delay (tokens since the fact was seen); rows: level silenced")
-        print(f"{'silenced':<24} " + " ".join(f"{d:>6}" for d in delays))
-        for name, values in recall.items():
+        print(f"{printable(row.task, 24):<24} {row.metric:.4f}")
+    delays, ablations = measure_recall(task, model, device, list(getattr(model, "order", [])))
+    full = next((by[""] for by in ablations.values() if "" in by), None)
+    for kind, by_level in ablations.items():  # one table per ablation kind
+        what = {"silence": "silenced", "freeze": "frozen"}.get(kind, kind)
+        print(f"recall by delay (tokens since the fact was seen); rows: level {what}")
+        print(f"{what:<24} " + " ".join(f"{d:>6}" for d in delays))
+        table = {"": full, **{k: v for k, v in by_level.items() if k}} if full else by_level
+        for name, values in table.items():
             print(f"{name or 'none':<24} " + " ".join(f"{v:6.3f}" for v in values))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _presets() -> int:
@@ -194,12 +248,8 @@ def _presets() -> int:
     for name, path in sorted(preset_paths().items()):
         try:
             project = load_preset(name)
-            from nlstudio.project import project_to_dict
-
-            doc = project_to_dict(project)
-            desc = doc.get("description") or doc.get("name") or ""
-            task = doc.get("task", {}).get("name", "")
-        except Exception as exc:  # a broken bundled preset is a bug, but listing goes on
-            desc, task = f"(cannot load: {exc})", ""
-        print(f"{name:<32} {task:<14} {desc}")
-    return EXIT_OK
+            desc, task = project.description or project.name, project.task.name
+        except Exception as exc:  # noqa: BLE001 - a broken bundled preset is a bug; list on
+            desc, task = f"(cannot load: {printable(exc)})", ""
+        print(f"{name:<32} {task:<14} {printable(desc)}")
+    return ExitCode.OK

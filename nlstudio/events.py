@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nlstudio.run_state import EndReason, RunState
+from nlstudio.runs.rows import StepMetrics
+
 
 @dataclass(frozen=True)
 class Started:
@@ -31,17 +34,22 @@ class Progress:
     loss: float
     metric: float
     tokens_per_s: float
-    elapsed_s: float
-    eta_s: float
+    elapsed_s: float  # training time of this process so far, pauses excluded
+    eta_s: float  # from the pace of this process's steps, pauses excluded
     phase: str
 
 
 @dataclass(frozen=True)
 class MetricsRow:
-    """One row of metrics.csv."""
+    """One row of metrics.csv: ``row`` is its flat mapping of columns
+    (``StepMetrics.as_dict()``), ``metrics`` the same row typed."""
 
     run_id: str
     row: dict
+
+    @property
+    def metrics(self) -> StepMetrics:
+        return StepMetrics.from_dict(self.row)
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,8 @@ class Snapshot:
 @dataclass(frozen=True)
 class Evaluation:
     """Rows written to eval.csv (metric of every sub-task seen so far) and, where the task
-    has a notion of delay, recall by delay for the full model and with each level silenced."""
+    has a notion of delay, recall by delay (delay.csv) for the full model and with each level
+    silenced (``recall``) or frozen (``frozen``, where computed)."""
 
     run_id: str
     step: int
@@ -74,6 +83,12 @@ class Evaluation:
     metric_name: str
     delays: tuple[int, ...] = ()
     recall: dict[str, tuple[float, ...]] = field(default_factory=dict)  # "" = full model
+    frozen: dict[str, tuple[float, ...]] = field(default_factory=dict)  # level -> recall
+
+    @property
+    def ablations(self) -> dict[str, dict[str, tuple[float, ...]]]:
+        """``{"silence": recall, "freeze": frozen}`` as delay.csv stores them."""
+        return {"silence": self.recall, **({"freeze": self.frozen} if self.frozen else {})}
 
 
 @dataclass(frozen=True)
@@ -82,14 +97,14 @@ class StateChanged:
 
     run_id: str
     step: int
-    state: str  # "paused" | "running"
+    state: RunState  # RunState.PAUSED | RunState.RUNNING
 
 
 @dataclass(frozen=True)
 class Finished:
     run_id: str
     step: int
-    reason: str  # "completed" | "stopped"
+    reason: EndReason  # COMPLETED | STOPPED
     run_dir: str
 
 

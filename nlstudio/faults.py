@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 from pydantic import ValidationError
 
+from nlstudio.printable import MAX_PART, printable
 from nlstudio.schema import short_repr
 
 
@@ -26,11 +27,14 @@ class Fault:
 
 
 class ProjectError(ValueError):
-    """A project that cannot be read or is invalid: ``str(err)`` is ``"file: path: message"``."""
+    """A project that cannot be read or is invalid: ``str(err)`` is ``"file: path: message"``,
+    one printable line (``nlstudio.printable``: control characters escaped, long parts such
+    as a 10 MB key elided), whatever the file held."""
 
     def __init__(self, source: str, path: str, message: str):
-        self.source, self.path, self.message = source, path, message
-        super().__init__(f"{source}: {Fault(path, message)}")
+        self.source, self.path, self.message = (printable(source), printable(path),
+                                                printable(message, 2 * MAX_PART))
+        super().__init__(f"{self.source}: {Fault(self.path, self.message)}")
 
     @classmethod
     def from_fault(cls, source: str, fault: Fault) -> "ProjectError":

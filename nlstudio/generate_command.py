@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
-EXIT_OK, EXIT_INVALID, EXIT_INTERRUPTED = 0, 2, 130
+from nlstudio.cli import ExitCode
+from nlstudio.printable import printable
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -45,9 +47,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return g
 
 
-def _fail(message: str, code: int = EXIT_INVALID) -> int:
-    print(f"nlstudio: generate: {' '.join(str(message).split())}", file=sys.stderr)
-    return code
+def _fail(message: str, code: int = ExitCode.INVALID) -> int:
+    print(f"nlstudio: generate: {printable(message, 2000)}", file=sys.stderr)
+    return int(code)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _generate(args)
     except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_INTERRUPTED)
+        return _fail("interrupted", ExitCode.for_signal(signal.SIGINT))
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -66,8 +68,10 @@ def _generate(args: argparse.Namespace) -> int:
         return _fail(f"--temperature must be 0 or positive, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         return _fail(f"--top-k must be at least 1, got {args.top_k}")
-    if args.threads is not None and args.threads < 1:
-        return _fail(f"--threads must be at least 1, got {args.threads}")
+    from nlstudio.threads import default_torch_threads, threads_problem
+
+    if args.threads is not None and threads_problem(args.threads):
+        return _fail(f"--threads {threads_problem(args.threads)}")
     if not os.path.isdir(args.run_dir):
         return _fail(f"{args.run_dir}: not a run folder or an exported model folder")
 
@@ -83,10 +87,9 @@ def _generate(args: argparse.Namespace) -> int:
                          "have no start-of-text token to begin from)")
         import torch
 
-        from nlstudio.commands import default_threads
         from nlstudio.trainer import TrainError, resolve_device
 
-        torch.set_num_threads(args.threads or default_threads())
+        torch.set_num_threads(args.threads or default_torch_threads())
         try:
             device = resolve_device(args.device)
         except TrainError as exc:  # no CUDA here
@@ -130,5 +133,5 @@ def _print_stream(steps, byte_level: bool) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-        return EXIT_OK
-    return EXIT_OK
+        return int(ExitCode.OK)
+    return int(ExitCode.OK)

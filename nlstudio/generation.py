@@ -20,13 +20,14 @@ from __future__ import annotations
 import codecs
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
+
+from nlstudio.printable import one_line, printable
 
 PROMPT_CHUNK = 256  # tokens per model call while reading a prompt (any cut gives the same)
 MAX_PROMPT_BYTES = 1 << 20  # a prompt file larger than this is refused (1 MiB)
@@ -61,66 +62,40 @@ class LoadedModel:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
-    """The model of a run folder (its latest saved weights) or of an exported model folder
-    (``model.safetensors`` + ``project.nlproj``), in eval mode, with its task. Raises
+    """The model of a run folder (its newest checkpoint's weights) or of an exported model
+    folder (``model.safetensors`` + ``project.nlproj``), in eval mode, with its task. Raises
     :class:`GenerationError` naming the folder or file at fault."""
-    from nlstudio.build import build_task
     from nlstudio.project import ProjectError
-    from nlstudio.runs import RunError, load_run
+    from nlstudio.runs import RunError, load_run, load_weights_into
+    from nlstudio.untrusted import FileRefused
 
     try:
         run = load_run(path)
-        model = run.load_model(device=str(device))
-        task = build_task(run.project, run.base_dir)
-    except (RunError, ProjectError) as exc:
-        raise GenerationError(_one_line(str(exc))) from None
+        model, task = run.build_model()
+        load_weights_into(model, run.weights_file)
+    except (RunError, ProjectError, FileRefused) as exc:
+        raise GenerationError(printable(exc, 2000)) from None
     except OSError as exc:
-        raise GenerationError(_one_line(f"{exc.filename or path}: {exc.strerror or exc}")) \
-            from None
-    model.eval()
+        raise GenerationError(one_line(exc.filename or path, exc.strerror or exc)) from None
+    model.to(device).eval()
     return LoadedModel(model, task, Path(path), run.checkpoint_step, run.project, run.base_dir)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 # ---- prompts ---------------------------------------------------------------------------------
 def read_prompt_file(path: str | os.PathLike, limit: int = MAX_PROMPT_BYTES) -> bytes:
-    """The bytes of a prompt file: a regular file of at most ``limit`` bytes. A FIFO, a
-    device, a folder, a file that cannot be read or is too big raise :class:`GenerationError`
-    (one line naming the file); the file is never read past ``limit`` (it may grow)."""
-    path = Path(path)
+    """The bytes of a prompt file: a regular file of at most ``limit`` bytes, read with the
+    rules for untrusted files (``nlstudio.untrusted``: a FIFO, a device or a folder is refused
+    before it is opened; never more than ``limit`` bytes are read). Anything else raises
+    :class:`GenerationError`, one line naming the file."""
+    from nlstudio.untrusted import FileRefused, read_bytes
+
     try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        return read_bytes(path, limit)
+    except FileRefused as exc:
+        raise GenerationError(one_line(path, f"the prompt file {exc.reason}")) from None
     except OSError as exc:
-        raise GenerationError(f"{path}: cannot read the prompt file "
-                              f"({exc.strerror or exc})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise GenerationError(f"{path}: not a regular file (a FIFO, a device or a folder "
-                                  f"cannot be a prompt)")
-        if info.st_size > limit:
-            raise GenerationError(f"{path}: the prompt file has {info.st_size} bytes, more "
-                                  f"than the limit of {limit}")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise GenerationError(f"{path}: the prompt file grew past the limit of {limit} "
-                                  f"bytes while it was read")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise GenerationError(f"{path}: cannot read the prompt file "
-                              f"({exc.strerror or exc})") from None
-    finally:
-        os.close(fd)
+        raise GenerationError(one_line(path, "cannot read the prompt file "
+                                             f"({exc.strerror or exc})")) from None
 
 
 def parse_token_ids(text: str, vocab_size: int, source: str = "the prompt") -> list[int]:
@@ -132,7 +107,7 @@ def parse_token_ids(text: str, vocab_size: int, source: str = "the prompt") -> l
         try:
             value = int(word)
         except ValueError:
-            raise GenerationError(f"{source}: {word[:20]!r} is not a token id (this task's "
+            raise GenerationError(f"{source}: {printable(word[:20])!r} is not a token id (this task's "
                                   f"prompts are token ids 0-{vocab_size - 1}, separated by "
                                   f"spaces)") from None
         if not 0 <= value < vocab_size:

@@ -85,12 +85,16 @@ def forgetting_curves(eval_rows: Iterable[tuple[int, str, float]]
             for task, v in acc.items()}
 
 
-def delay_table(delay_rows: Iterable[tuple[int, str, int, float]], step: int | None = None
-                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+def delay_table(delay_rows: Iterable[tuple], step: int | None = None,
+                ablation: str = "silence") -> tuple[list[str], np.ndarray, np.ndarray]:
     """Recall by delay at ``step`` (default: the latest evaluation): ``(rows, delays, R)``
     where rows[0] == "none" is the full model and ``R[i, j]`` the recall with level
-    ``rows[i]`` silenced at delay ``delays[j]``."""
-    rows = list(delay_rows)
+    ``rows[i]`` ablated (``ablation``: "silence" or "freeze") at delay ``delays[j]``.
+    Rows are ``nlstudio.runs.DelayRow`` (``step, level, delay, recall, ablation``); plain
+    4-tuples count as silence rows."""
+    rows = [r for r in delay_rows
+            if (r[4] if len(r) > 4 else ("none" if r[1] == "none" else "silence"))
+            in ("none", ablation)]
     if not rows:
         return [], np.zeros(0), np.zeros((0, 0))
     if step is None:
@@ -100,8 +104,8 @@ def delay_table(delay_rows: Iterable[tuple[int, str, int, float]], step: int | N
     delays = np.array(sorted({r[2] for r in rows}), dtype=np.int64)
     table = np.full((len(names), len(delays)), np.nan)
     index = {d: j for j, d in enumerate(delays.tolist())}
-    for _, name, delay, recall in rows:
-        table[names.index(name), index[delay]] = recall
+    for r in rows:
+        table[names.index(r[1]), index[r[2]]] = r[3]
     return names, delays, table
 
 
@@ -128,20 +132,20 @@ def recall_by_delay_with_ablation(task, model, device, level_ids: Iterable[str]
 
 
 def snapshot_from_run(run_dir, batch_size: int = 8):
-    """The memory snapshot of a saved run: its model rebuilt from ``project.nlproj`` with the
-    weights of ``model.safetensors``, run on one training batch at the saved step (the same
+    """The memory snapshot of a saved run: its model rebuilt from ``project.nlproj`` (after
+    the resource check: a model too large for this machine is refused before it is built)
+    with the weights of its checkpoint, run on one training batch at the saved step (the same
     probes the trainer publishes live)."""
     import torch
 
-    from nlstudio.build import build_model, build_task
     from nlstudio.events import Snapshot
     from nlstudio.project import project_to_dict
     from nlstudio.runs import load_run, load_weights_into
 
     run = load_run(run_dir)
-    task = build_task(run.project, run.base_dir)
-    model = build_model(run.project, task)
-    step = load_weights_into(model, run.path)
+    model, task = run.build_model()
+    step = load_weights_into(model, run.weights_file)
+    step = step if step is not None else (run.checkpoint_step or 0)
     batch = task.batch(max(step - 1, 0), max(1, min(batch_size, run.project.train.batch_size)))
     model.train()
     with torch.no_grad():

@@ -45,7 +45,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 def loads(text: str, source: str = "<project>") -> Any:
     """JSON text → Python, refusing NaN/Infinity and duplicate keys; errors as ProjectError."""
     try:
-        return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise ProjectError(source, "", f"not valid JSON: {exc.msg} (line {exc.lineno}, column "
                                        f"{exc.colno})") from None
@@ -58,20 +58,57 @@ def loads(text: str, source: str = "<project>") -> Any:
         if "integer string conversion" in message:
             message = "a number has too many digits"
         raise ProjectError(source, "", f"not valid JSON: {message}") from None
+    where = _lone_surrogate(value)
+    if where is not None:
+        raise ProjectError(source, where, "holds a lone surrogate escape (such as \\ud800), "
+                                          "which is not text and cannot be saved as UTF-8")
+    return value
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The JSON path of the first string (key or value) that UTF-8 cannot encode, if any."""
+    from nlstudio.faults import json_path
+
+    stack: list[tuple[Any, tuple]] = [(value, ())]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return json_path(loc) or "(the document)"
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if not _encodable(key):
+                    return json_path(loc + (key,))
+                stack.append((sub, loc + (key,)))
+        elif isinstance(item, list):
+            stack.extend((sub, loc + (i,)) for i, sub in enumerate(item))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def load_project(path: str | os.PathLike) -> Project:
-    """Read and validate a project file; ``project.path`` remembers where it came from."""
+    """Read and validate a project file; ``project.path`` remembers where it came from.
+    Only a regular file is opened (a FIFO or a device is refused before opening)."""
+    from nlstudio.untrusted import FileRefused, read_bytes
+
     path = Path(path)
     source = path.name or str(path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+        data = read_bytes(path, MAX_FILE_BYTES)
+    except FileRefused as exc:
+        if "too large" in exc.reason:
+            raise ProjectError(source, "", f"the file is too large for a project (over "
+                                           f"{MAX_FILE_BYTES >> 20} MiB)") from None
+        raise ProjectError(source, "", f"cannot read the file: it {exc.reason}") from None
     except OSError as exc:
         raise ProjectError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ProjectError(source, "", f"the file is too large for a project (over "
-                                       f"{MAX_FILE_BYTES >> 20} MiB)")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -132,6 +169,10 @@ def save_project(project: Project | dict, path: str | os.PathLike) -> None:
     if not isinstance(project, Project):
         project = parse_project(project, path.name)
     text = dumps(project)
+    where = _lone_surrogate(json.loads(text))
+    if where is not None:  # refused before a byte is written
+        raise ProjectError(path.name, where, "holds a lone surrogate (such as \\ud800), which "
+                                             "is not text and cannot be saved as UTF-8")
     try:
         atomic_write_text(path, text)
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""The Qt-free trainer: the one code path behind the CLI, the GUI and the tests.
+"""The Qt-free trainer: the one code path behind the CLI, the GUI, the lessons and the tests.
 
 Given a project it builds the task, the model, the outer optimizer and the device, seeds
 everything, and steps. It publishes events (``nlstudio.events``) to subscribers and obeys
@@ -7,6 +7,10 @@ everything, and steps. It publishes events (``nlstudio.events``) to subscribers 
     trainer = Trainer(project, out="runs/x", steps=200, on_event=print)
     result = trainer.run()          # blocking; call stop() from another thread to end early
 
+Every logging interval it writes a metrics row, then (at evaluation steps) the evaluation
+rows, then one atomic checkpoint that counts those rows (``nlstudio.runs.checkpoint``). A
+resume restores weights, optimizer, RNG and counters from the newest checkpoint and cuts the
+CSVs back to the rows it counted, so the rows that follow are those of an uninterrupted run.
 A NaN/inf loss or gradient stops the run before the bad step is applied, with a clear
 message; the run folder keeps everything up to the last good step and stays resumable.
 """
@@ -26,13 +30,23 @@ import torch
 
 from nlstudio import events as ev
 from nlstudio import probes
-from nlstudio.runs import RunWriter, default_run_dir, read_checkpoint
+from nlstudio.build import build_model, build_task, check_resources
+from nlstudio.printable import printable
+from nlstudio.project import ProjectError, load_project, project_to_dict
+from nlstudio.run_state import EndReason, RunState
+from nlstudio.runs import (ERROR_LOG, PROJECT_FILE, LevelMetrics, RunError, RunWriter,
+                           StepMetrics, check_rows, default_run_dir, is_live, latest_checkpoint,
+                           load_weights_into, new_run_folder_problem, read_status)
+from nlstudio.training_setup import (TrainError, as_project, device_name, make_outer_optimizer,
+                                     project_text, resolve_device, with_train)
+from nlstudio.training_state import (StepClock, capture_rng, dedupe_shared, mean_nonzero,
+                                     restore_optimizer, restore_rng)
+from nlstudio.untrusted import FileRefused
+
+__all__ = ["Trainer", "RunResult", "TrainError", "train", "resolve_device", "device_name",
+           "make_outer_optimizer", "measure_recall"]
 
 EventCallback = Callable[[ev.Event], None]
-
-
-class TrainError(RuntimeError):
-    """A run that cannot start (bad device, nothing to resume); the message says why."""
 
 
 @dataclass
@@ -40,54 +54,22 @@ class RunResult:
     run_id: str
     run_dir: Path
     step: int
-    reason: str  # "completed" | "stopped" | "failed"
+    reason: EndReason
     loss: float
     message: str = ""
+    invalid: bool = False  # failed on an invalid input file (a damaged checkpoint): exit 2
 
 
-def resolve_device(name: str | None) -> torch.device:
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError("device 'cuda' was asked for, but no CUDA GPU is available "
-                         "(use --device cpu or auto)")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise TrainError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
+@dataclass
+class _LoopState:
+    """What the loop carries from step to step (and a checkpoint saves)."""
 
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def _project_doc(project) -> tuple[dict, Path | None]:
-    """A validated project as a plain dict, and the folder relative paths resolve against."""
-    from nlstudio.project import load_project, parse_project, project_to_dict
-
-    if isinstance(project, (str, os.PathLike)):
-        path = Path(project)
-        return project_to_dict(load_project(path)), path.resolve().parent
-    if isinstance(project, dict):
-        return project_to_dict(parse_project(project)), None
-    return project_to_dict(project), None
-
-
-def make_outer_optimizer(doc: dict, params) -> torch.optim.Optimizer:
-    spec = dict(doc["train"].get("optimizer") or {})
-    name = spec.get("name", "adamw")
-    lr = float(spec.get("lr", 1e-3))
-    wd = float(spec.get("weight_decay", 0.0))
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd,
-                               momentum=float(spec.get("momentum", 0.9)))
-    raise TrainError(f"unknown outer optimizer {name!r}")
+    step: int
+    clock: StepClock
+    updates: dict[str, int]
+    tokens_per_s: float = 0.0
+    loss: float = math.nan
+    checkpointed: int = -1  # the step of the last checkpoint written by this run
 
 
 class Trainer:
@@ -104,69 +86,82 @@ class Trainer:
         self._resume_event = threading.Event()
         self._resume_event.set()
         self._stop_event = threading.Event()
-        self.state = "idle"
-        self.step = 0
+        self.state = RunState.IDLE
         self.dist = distributed.context()
-
-        self.resume_dir = Path(resume) if resume is not None else None
-        ckpt = None
-        if self.resume_dir is not None:
-            from nlstudio.runs import PROJECT_FILE
-
-            from nlstudio.runs import RunFollower, read_status
-
-            if RunFollower(self.resume_dir).is_live():
-                pid = read_status(self.resume_dir).get("pid")
-                raise TrainError(f"{self.resume_dir}: this run is still being written by "
-                                 f"another process (pid {pid}); stop it before resuming")
-            ckpt = read_checkpoint(self.resume_dir)
-            doc, _ = _project_doc(self.resume_dir / PROJECT_FILE)
-            extra = ckpt.get("extra") or {}
-            saved_base = extra.get("base_dir")
-            self.base_dir = Path(base_dir) if base_dir else (Path(saved_base) if saved_base else None)
-        else:
-            if project is None:
-                raise TrainError("nothing to train: give a project or a run folder to resume")
-            doc, project_dir = _project_doc(project)
-            self.base_dir = Path(base_dir) if base_dir else project_dir
-        if seed is not None:
-            doc["train"]["seed"] = int(seed)
-        if device is not None:
-            doc["train"]["device"] = device
-        self.doc = doc
-        self.train_cfg = doc["train"]
-        self.total_steps = int(steps if steps is not None else self.train_cfg["steps"])
-        if self.total_steps < 1:
-            raise TrainError(f"steps must be a positive integer, got {self.total_steps}")
-        self.start_step = self.step = int(ckpt["step"]) if ckpt else 0
-        self._ckpt = ckpt
-        self.device = self.dist.device if self.dist.enabled else resolve_device(
-            self.train_cfg.get("device"))
         self.snapshots = snapshots
         self.snapshot_interval_s = snapshot_interval_s
         self.evaluate_enabled = evaluate
+        self._last_snapshot = -math.inf
+        self._doc: dict | None = None
+        self.resume_dir = Path(resume) if resume is not None else None
         if self.resume_dir is not None:
-            self.run_dir = self.resume_dir
-        elif out is not None:
-            self.run_dir = Path(out)
+            self._open_resume(base_dir)
         else:
-            self.run_dir = default_run_dir(doc.get("name") or "run", runs_root)
-        from nlstudio.build import build_task, check_resources
-
-        self.task = build_task(doc, self.base_dir, self.total_steps)
+            self._open_new(project, base_dir, out, runs_root)
+        self.project = with_train(self.project, seed=seed,
+                                   device=device if device in ("auto", "cpu", "cuda") else None)
+        if self.resume_dir is None:
+            self._project_text = project_text(self.project)  # before any folder is made
+        self.train_cfg = self.project.train
+        self._set_steps(steps)
+        self.device = self.dist.device if self.dist.enabled else resolve_device(
+            device or self.train_cfg.device)
+        self.task = build_task(self.project, self.base_dir, self.total_steps)
         # refuse a model too big for this machine before anything is allocated
-        check_resources(doc, task=self.task)
-        if self.resume_dir is None and self.run_dir.exists() and (
-                not self.run_dir.is_dir() or any(self.run_dir.iterdir())):
-            raise TrainError(f"{self.run_dir}: exists and is not an empty folder "
-                             "(choose another --out, or --resume to continue a run there)")
+        check_resources(self.project, task=self.task)
+
+    # -- opening ----------------------------------------------------------------------------
+    def _open_new(self, project, base_dir, out, runs_root) -> None:
+        if project is None:
+            raise TrainError("nothing to train: give a project or a run folder to resume")
+        self.project, project_dir = as_project(project)
+        self.base_dir = Path(base_dir) if base_dir else project_dir
+        self._ckpt = None  # a new run starts from step 0
+        self.run_dir = Path(out) if out is not None else default_run_dir(self.project.name,
+                                                                         runs_root)
+        problem = new_run_folder_problem(self.run_dir) if self.dist.is_main else None
+        if problem:  # (only the writing rank looks: the others never write)
+            raise TrainError(f"{self.run_dir}: {problem}")
+
+    def _set_steps(self, steps: int | None) -> None:
+        """The run's last step, and the one it starts from (its checkpoint's, once the
+        checkpoint's rows are checked against the CSVs)."""
+        self.total_steps = int(steps if steps is not None else self.train_cfg.steps)
+        if self.total_steps < 1:
+            raise TrainError(f"steps must be a positive integer, got {self.total_steps}")
+        if self._ckpt is not None and not self._ckpt.legacy:  # before anything trusts it
+            check_rows(self.run_dir, self._ckpt, self.train_cfg.log_every)
+        self.start_step = self.step = self._ckpt.step if self._ckpt else 0
+        if self.total_steps < self.start_step:
+            raise TrainError(f"{self.run_dir}: its checkpoint is at step {self.start_step}; "
+                             f"--steps {self.total_steps} would go back (give more steps)")
+
+    def _open_resume(self, base_dir) -> None:
+        folder = self.run_dir = self.resume_dir
+        if not os.path.lexists(folder / PROJECT_FILE):
+            raise TrainError(f"{folder}: not a run folder (no {PROJECT_FILE}) to resume")
+        if self.dist.is_main and is_live(folder):
+            raise TrainError(f"{folder}: this run is still being written by another process "
+                             f"(pid {read_status(folder).get('pid')}); stop it before resuming")
+        self.project = load_project(folder / PROJECT_FILE)
+        self._ckpt = latest_checkpoint(folder)  # RunError if damaged: nothing is changed
+        saved = self._ckpt.base_dir if self._ckpt else ""
+        self.base_dir = (Path(base_dir) if base_dir else
+                         Path(saved) if saved and Path(saved).is_absolute() else None)
+
+    @property
+    def doc(self) -> dict:
+        """The project as a plain dict (what the GUI reads level specs from)."""
+        if self._doc is None:
+            self._doc = project_to_dict(self.project)
+        return self._doc
 
     # -- control (thread-safe) ------------------------------------------------------------
     def subscribe(self, callback: EventCallback) -> None:
         self._subscribers.append(callback)
 
     def pause(self) -> None:
-        if self.state == "running":
+        if self.state == RunState.RUNNING:
             self._resume_event.clear()
 
     def resume(self) -> None:
@@ -188,70 +183,70 @@ class Trainer:
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> RunResult:
-        self.state = "running"
+        self.state = RunState.RUNNING
         writer = None
-        step = self.start_step
-        last_loss = math.nan
+        loop = None
+        reason, message, invalid = EndReason.FAILED, "", False
         try:
-            self._setup()
+            self._build()
             writer = self._open_writer()
-            self._writer = writer
+            loop = self._new_loop_state()
             self._publish(ev.Started(self.run_id, str(self.run_dir), str(self.device),
                                      device_name(self.device), self.start_step,
                                      self.total_steps, tuple(self.level_ids)))
-            step, last_loss, reason, message = self._loop(writer)
+            if self._ckpt is None:  # step 0 is resumable from the start
+                self._checkpoint(writer, loop)
+            reason, message = self._loop(writer, loop)
+        except (RunError, ProjectError, FileRefused) as exc:  # an input file: one line
+            reason, message, invalid = EndReason.FAILED, str(exc), True
         except Exception as exc:  # reported as an event; the run folder stays valid
-            reason, message = "failed", f"{type(exc).__name__}: {exc}"
-            step = self.step
+            reason, message = EndReason.FAILED, f"{type(exc).__name__}: {exc}"
             if writer is not None:
-                (self.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+                _try(lambda: (self.run_dir / ERROR_LOG).write_text(traceback.format_exc(),
+                                                                   encoding="utf-8"))
         finally:
             self.dist.barrier()
+        step = loop.step if loop is not None else self.start_step
+        message = printable(message, 1000)
         if writer is not None:
             if self.dist.is_main:
-                state = {"completed": "finished"}.get(reason, reason)
-                writer.set_status(state, step, self.total_steps, message)
+                _try(lambda: writer.set_status(reason.final_state, step, self.total_steps,
+                                               message))
             writer.close()
-        self.state = "finished" if reason != "failed" else "failed"
-        if reason == "failed":
+        self.state = reason.final_state
+        if reason == EndReason.FAILED:
             self._publish(ev.Failed(self.run_id, step, message, str(self.run_dir)))
         else:
             self._publish(ev.Finished(self.run_id, step, reason, str(self.run_dir)))
-        return RunResult(self.run_id, self.run_dir, step, reason, last_loss, message)
+        return RunResult(self.run_id, self.run_dir, step, reason,
+                         loop.loss if loop is not None else math.nan, message, invalid)
 
-    def _setup(self) -> None:
-        from nlstudio.build import build_model
-
-        torch.manual_seed(int(self.train_cfg["seed"]))
-        model = build_model(self.doc, self.task)
-        if self.resume_dir is not None:
-            from nlstudio.runs import load_weights_into
-
-            load_weights_into(model, self.resume_dir)
+    def _build(self) -> None:
+        """Model, optimizer and step function; on a resume, the checkpoint's state."""
+        torch.manual_seed(self.train_cfg.seed)
+        model = build_model(self.project, self.task)
+        state = None
+        if self._ckpt is not None:
+            load_weights_into(model, self._ckpt.weights)
+            state = self._ckpt.load_state()
         model.to(self.device)
         self.model = model
         self.train_model = self.dist.wrap(model)
-        self.optimizer = make_outer_optimizer(self.doc, [p for p in model.parameters()
-                                                         if p.requires_grad])
-        if self._ckpt is not None and self._ckpt.get("optimizer"):
-            self.optimizer.load_state_dict(self._ckpt["optimizer"])
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = make_outer_optimizer(self.project, self.params)
+        if state is not None:
+            restore_optimizer(self.optimizer, state["optimizer"], self._ckpt.state_path)
+            restore_rng(state.get("rng") or {}, self._ckpt.state_path)
         self.level_specs = {lvl["id"]: lvl for lvl in self.doc["model"]["levels"]}
         self.level_ids = list(getattr(model, "order", self.level_specs))
-        self.batch_size = int(self.train_cfg["batch_size"])
-        self.dist.check_batch(self.batch_size)
-        self.log_every = max(1, int(self.train_cfg.get("log_every", 10)))
-        self.eval_every = max(1, int(self.train_cfg.get("eval_every", 100)))
-        self.grad_clip = float(self.train_cfg.get("grad_clip", 1.0) or 0.0)
-        self.warmup = int(self.train_cfg.get("warmup", 0) or 0)
-        self.base_lr = [g["lr"] for g in self.optimizer.param_groups]
-        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.dist.check_batch(self.train_cfg.batch_size)
         from nlstudio.cuda_graphs import GraphedStep
 
         # forward + loss + backward: replayed as a CUDA graph on a single GPU, else eager
         self.forward_backward = GraphedStep(
             self.train_model, self.task.loss, self.params,
             graphs=(self.device.type == "cuda" and not self.dist.enabled
-                    and bool(self.train_cfg.get("cuda_graphs", True))))
+                    and self.train_cfg.cuda_graphs))
 
     @property
     def cuda_graphs_note(self) -> str:
@@ -259,123 +254,154 @@ class Trainer:
         step = getattr(self, "forward_backward", None)
         return step.note if step is not None else ""
 
-    def _open_writer(self) -> RunWriter | None:
+    def _open_writer(self):
         if not self.dist.is_main:
             return _NullWriter()
-        writer = RunWriter(self.run_dir, self.doc, self.level_ids,
-                           resume_step=self.start_step if self.resume_dir else None)
-        writer.set_status("running", self.start_step, self.total_steps)
+        if self.resume_dir is not None:
+            writer = RunWriter(self.run_dir, self.level_ids, resume_from=self._ckpt,
+                               log_every=self.train_cfg.log_every)
+        else:
+            writer = RunWriter(self.run_dir, self.level_ids, project_text=self._project_text)
+        try:
+            writer.set_status(RunState.RUNNING, self.start_step, self.total_steps)
+        except BaseException:
+            writer.close()
+            raise
         return writer
 
-    def _batch(self, step: int):
-        # Every rank draws the global batch and keeps its own shard, so N processes see
-        # exactly the data of one process with the same global batch and seed.
-        batch = self.task.batch(step, self.batch_size)
-        return self.dist.shard(batch).to(self.device)
+    def _new_loop_state(self) -> _LoopState:
+        ckpt = self._ckpt
+        updates = {lid: 0 for lid in self.level_ids}
+        if ckpt is not None:
+            updates.update(ckpt.updates)
+        return _LoopState(step=self.start_step, clock=StepClock(ckpt.wall_s if ckpt else 0.0),
+                          updates=updates, tokens_per_s=ckpt.tokens_per_s if ckpt else 0.0,
+                          checkpointed=self.start_step if ckpt else -1)
+
+    def _loop(self, writer, loop: _LoopState) -> tuple[EndReason, str]:
+        while loop.step < self.total_steps:
+            self._wait_while_paused(writer, loop)
+            if self.dist.any(self._stop_event.is_set()):
+                self._final_checkpoint(writer, loop)
+                return EndReason.STOPPED, ""
+            boundary_rng = capture_rng()
+            failure = self._train_step(loop)
+            if failure:  # nothing of the refused step was applied: checkpoint its boundary
+                self._final_checkpoint(writer, loop, rng=boundary_rng)
+                return EndReason.FAILED, failure
+            self._after_step(writer, loop)
+        self._final_checkpoint(writer, loop)
+        return EndReason.COMPLETED, ""
+
+    def _wait_while_paused(self, writer, loop: _LoopState) -> None:
+        if self._resume_event.is_set():
+            return
+        if self.dist.is_main:
+            writer.set_status(RunState.PAUSED, loop.step, self.total_steps)
+        self.state = RunState.PAUSED
+        self._publish(ev.StateChanged(self.run_id, loop.step, RunState.PAUSED))
+        with loop.clock.paused():  # paused time is not training time
+            self._resume_event.wait()
+        self.state = RunState.RUNNING
+        if not self._stop_event.is_set():
+            if self.dist.is_main:
+                writer.set_status(RunState.RUNNING, loop.step, self.total_steps)
+            self._publish(ev.StateChanged(self.run_id, loop.step, RunState.RUNNING))
+
+    def _train_step(self, loop: _LoopState) -> str:
+        """One optimizer step; returns why it was refused ("" if it was applied)."""
+        step = loop.step
+        t0 = time.perf_counter()
+        batch = self.task.batch(step, self.train_cfg.batch_size)
+        batch = self.dist.shard(batch).to(self.device)
+        self._set_lr(step)
+        self.train_model.train()
+        logits, state, loss = self.forward_backward(batch.inputs, batch.targets)
+        loss_value = self.dist.mean(float(loss.detach()))
+        if not math.isfinite(loss_value):  # before the update: the weights stay good
+            return self._diverged("loss", loss_value, step)
+        clip = self.train_cfg.grad_clip or math.inf
+        gnorm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        if not math.isfinite(gnorm):
+            return self._diverged("gradient norm", gnorm, step)
+        self.optimizer.step()
+        loop.step = self.step = step + 1
+        loop.loss = loss_value
+        step_tps = self.train_cfg.batch_size * self.train_cfg.seq_len / max(
+            time.perf_counter() - t0, 1e-9)
+        loop.tokens_per_s = step_tps if loop.tokens_per_s == 0.0 else (
+            0.9 * loop.tokens_per_s + 0.1 * step_tps)
+        self._last = (logits.detach(), state, batch)
+        return ""
+
+    def _after_step(self, writer, loop: _LoopState) -> None:
+        """Progress and snapshot events; at logging steps a metrics row and a checkpoint, at
+        evaluation steps the evaluation rows (before the checkpoint that counts them)."""
+        step = loop.step
+        logits, state, batch = self._last
+        self._last = None
+        metric = self.dist.mean(self.task.metric(logits, batch.metric_targets))
+        probe = self.model.probe(state)
+        for lid, p in probe.items():
+            loop.updates[lid] = loop.updates.get(lid, 0) + int(p.updates)
+        elapsed = loop.clock.elapsed()
+        done = step - self.start_step
+        eta = elapsed / done * (self.total_steps - step) if done else math.nan
+        self._publish(ev.Progress(self.run_id, step, self.total_steps, loop.loss, metric,
+                                  loop.tokens_per_s, elapsed, eta, self.task.phase(step - 1)))
+        now = time.perf_counter()
+        if self.snapshots and now - self._last_snapshot >= self.snapshot_interval_s:
+            self._last_snapshot = now
+            self._publish(ev.Snapshot(self.run_id, step, probes.level_snapshots(
+                self.model, state, self.level_specs)))
+        last = step == self.total_steps
+        log = step % self.train_cfg.log_every == 0 or last
+        if log:
+            row = StepMetrics(step, loop.clock.total(), loop.loss, metric, loop.tokens_per_s, {
+                lid: LevelMetrics(loop.updates.get(lid, 0), mean_nonzero(
+                    probe[lid].write_norms if lid in probe else None))
+                for lid in self.level_ids})
+            if self.dist.is_main:
+                writer.write_metrics(row)
+            self._publish(ev.MetricsRow(self.run_id, row.as_dict()))
+        if self.evaluate_enabled and (step % self.train_cfg.eval_every == 0 or last):
+            self._evaluate(writer, step)
+        if log:
+            self._checkpoint(writer, loop)
+            if self.dist.is_main:
+                writer.set_status(RunState.RUNNING, step, self.total_steps)
 
     def _set_lr(self, step: int) -> None:
-        if self.warmup <= 0:
+        warmup = self.train_cfg.warmup
+        if warmup <= 0:
             return
-        scale = min(1.0, (step + 1) / self.warmup)
-        for group, lr in zip(self.optimizer.param_groups, self.base_lr):
-            group["lr"] = lr * scale
-
-    def _loop(self, writer) -> tuple[int, float, str, str]:
-        model, task, opt = self.train_model, self.task, self.optimizer
-        step = self.start_step
-        tokens_per_step = self.batch_size * int(self.train_cfg["seq_len"])
-        t_start = time.perf_counter()
-        wall0 = float(self._ckpt.get("extra", {}).get("wall_s", 0.0)) if self._ckpt else 0.0
-        tps = 0.0
-        last_snapshot = -math.inf
-        loss_value = math.nan
-        cumulative_updates = {lid: 0 for lid in self.level_ids}
-        if self._ckpt:
-            cumulative_updates.update(self._ckpt.get("extra", {}).get("updates", {}))
-        reason, message = "completed", ""
-        while step < self.total_steps:
-            if not self._resume_event.is_set():
-                if self.dist.is_main:
-                    writer.set_status("paused", step, self.total_steps)
-                self.state = "paused"
-                self._publish(ev.StateChanged(self.run_id, step, "paused"))
-                self._resume_event.wait()
-                self.state = "running"
-                if not self._stop_event.is_set():
-                    if self.dist.is_main:
-                        writer.set_status("running", step, self.total_steps)
-                    self._publish(ev.StateChanged(self.run_id, step, "running"))
-            if self.dist.any(self._stop_event.is_set()):
-                reason = "stopped"
-                break
-            t0 = time.perf_counter()
-            batch = self._batch(step)
-            self._set_lr(step)
-            model.train()
-            logits, state, loss = self.forward_backward(batch.inputs, batch.targets)
-            loss_value = self.dist.mean(float(loss.detach()))
-            if not math.isfinite(loss_value):  # before the update: the weights stay good
-                reason, message = "failed", self._diverged("loss", loss_value, step)
-                break
-            gnorm = torch.nn.utils.clip_grad_norm_(
-                self.params, self.grad_clip if self.grad_clip > 0 else float("inf"))
-            if not math.isfinite(float(gnorm)):
-                reason, message = "failed", self._diverged("gradient norm", float(gnorm), step)
-                break
-            opt.step()
-            step += 1
-            self.step = step
-            dt = time.perf_counter() - t0
-            step_tps = tokens_per_step / max(dt, 1e-9)
-            tps = step_tps if tps == 0.0 else 0.9 * tps + 0.1 * step_tps
-            metric = self.dist.mean(task.metric(logits.detach(), batch.metric_targets))
-            probe = self.model.probe(state)
-            for lid, p in probe.items():
-                cumulative_updates[lid] = cumulative_updates.get(lid, 0) + int(p.updates)
-            elapsed = time.perf_counter() - t_start
-            done_here = step - self.start_step
-            eta = elapsed / done_here * (self.total_steps - step) if done_here else math.nan
-            self._publish(ev.Progress(self.run_id, step, self.total_steps, loss_value, metric,
-                                      tps, elapsed, eta, task.phase(step - 1)))
-            now = time.perf_counter()
-            if self.snapshots and now - last_snapshot >= self.snapshot_interval_s:
-                last_snapshot = now
-                self._publish(ev.Snapshot(self.run_id, step, probes.level_snapshots(
-                    self.model, state, self.level_specs)))
-            last = step == self.total_steps
-            if step % self.log_every == 0 or last:
-                row = {"step": step, "wall_s": wall0 + elapsed, "loss": loss_value,
-                       "metric": metric, "tokens_per_s": tps}
-                for lid in self.level_ids:
-                    p = probe.get(lid)
-                    norms = p.write_norms if p is not None else None
-                    row[f"{lid}.updates"] = cumulative_updates.get(lid, 0)
-                    row[f"{lid}.update_norm"] = _mean_nonzero(norms)
-                if self.dist.is_main:
-                    writer.write_metrics(row)
-                self._publish(ev.MetricsRow(self.run_id, row))
-                self._checkpoint(writer, step, wall0 + elapsed, cumulative_updates)
-            if self.evaluate_enabled and (step % self.eval_every == 0 or last):
-                self._evaluate(writer, step)
-            if self.dist.is_main and step % self.log_every == 0:
-                writer.set_status("running", step, self.total_steps)
-        if reason != "completed" or step % self.log_every != 0:
-            elapsed = time.perf_counter() - t_start
-            self._checkpoint(writer, step, wall0 + elapsed, cumulative_updates)
-        return step, loss_value, reason, message
+        scale = min(1.0, (step + 1) / warmup)
+        for group in self.optimizer.param_groups:  # every group has the project's rate
+            group["lr"] = self.train_cfg.optimizer.lr * scale
 
     def _diverged(self, what: str, value: float, step: int) -> str:
         return (f"training diverged: the {what} became {value} at step {step + 1}; the run "
                 f"stopped before applying it and keeps everything up to step {step} "
                 "(lower the learning rate or the inner optimizers' eta)")
 
-    def _checkpoint(self, writer, step: int, wall_s: float, updates: dict) -> None:
+    def _final_checkpoint(self, writer, loop: _LoopState, rng: dict | None = None) -> None:
+        if loop.checkpointed != loop.step:
+            self._checkpoint(writer, loop, rng)
+
+    def _checkpoint(self, writer, loop: _LoopState, rng: dict | None = None) -> None:
+        """The checkpoint of the current step boundary (``rng``: the RNG state there, when
+        it is no longer the current one)."""
+        loop.checkpointed = loop.step
         if not self.dist.is_main:
             return
-        extra = {"wall_s": float(wall_s), "updates": {k: int(v) for k, v in updates.items()},
-                 "base_dir": str(self.base_dir) if self.base_dir else ""}
-        writer.save_checkpoint(self.model, self.optimizer, step,
-                               world_size=self.dist.world_size, extra=extra)
+        weights = {k: v.detach().to("cpu").contiguous()
+                   for k, v in self.model.state_dict().items()}
+        writer.save_checkpoint(
+            loop.step, weights=dedupe_shared(weights), optimizer=self.optimizer.state_dict(),
+            rng=rng if rng is not None else capture_rng(), info={"world_size": self.dist.world_size, "wall_s": loop.clock.total(),
+                                "tokens_per_s": loop.tokens_per_s, "updates": loop.updates,
+                                "base_dir": str(self.base_dir.resolve()) if self.base_dir
+                                else ""})
 
     def _evaluate(self, writer, step: int) -> None:
         if not self.dist.is_main:
@@ -384,19 +410,29 @@ class Trainer:
         model.eval()
         rows = [(r.task, float(r.metric))
                 for r in self.task.evaluate(model, self.device, step=step)]
-        delays, recall = probes.recall_by_delay_with_ablation(
-            self.task, model, self.device, self.level_ids)
+        delays, ablations = measure_recall(self.task, model, self.device, self.level_ids)
         model.train()
-        writer.write_eval(step, rows, delays, recall)
-        self._publish(ev.Evaluation(self.run_id, step, tuple(rows), self.task.metric_name,
-                                    tuple(delays), recall))
+        event = ev.Evaluation(self.run_id, step, tuple(rows), self.task.metric_name,
+                              tuple(delays), ablations.get("silence", {}),
+                              ablations.get("freeze", {}))
+        writer.write_eval(step, rows, delays, event.ablations)
+        self._publish(event)
 
 
-def _mean_nonzero(norms) -> float:
-    if norms is None:
-        return 0.0
-    nz = norms[norms != 0]
-    return float(nz.mean()) if nz.numel() else 0.0
+def measure_recall(task, model, device, level_ids) -> tuple[tuple[int, ...], dict]:
+    """Recall by delay for the full model and under each ablation the probes compute:
+    ``(delays, {"silence": {"": full, level: recall, ...}})`` (what delay.csv stores and
+    ``nlstudio eval`` prints, one table per ablation kind)."""
+    delays, recall = probes.recall_by_delay_with_ablation(task, model, device, level_ids)
+    return tuple(delays), ({"silence": recall} if recall else {})
+
+
+def _try(action) -> None:
+    """Best effort (a status or error log on a full disk): the run's own error is reported."""
+    try:
+        action()
+    except OSError:
+        pass
 
 
 class _NullWriter:

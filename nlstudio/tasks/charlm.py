@@ -37,6 +37,7 @@ from torch import Tensor
 from nlstudio.tasks import register
 from nlstudio.tasks._util import BundledTask, PhaseSchedule, TaskConfigError, long_tensor
 from nlstudio.tasks.base import IGNORE, Batch, EvalRow, TaskParams
+from nlstudio.untrusted import DATA_FILE_CAP, FileRefused, confined, read_bytes
 
 #: Corpus A by default: small, stable pure-Python modules present in CPython 3.10 to 3.13.
 STDLIB_SOURCES = ("bisect.py", "colorsys.py", "fnmatch.py", "fractions.py", "glob.py",
@@ -134,12 +135,17 @@ class CharLMTask(BundledTask):
     def _corpus_a(self) -> Corpus:
         if self.params.text_file is None:
             return split_documents(CORPUS_NAMES[0], list(stdlib_sources()))
-        path = self.base_dir / self.params.text_file
+        # Untrusted: the path stays inside the project's folder (after '..' and symlinks),
+        # and only a regular file of bounded size is read (never a FIFO or /dev/zero).
+        name = self.params.text_file
         try:
-            data = path.read_bytes()
+            path = confined(self.base_dir, name)
+            data = read_bytes(path, DATA_FILE_CAP)
+        except FileRefused as exc:
+            raise TaskConfigError("text_file", f"{name}: {exc.reason}") from None
         except OSError as exc:
-            reason = exc.strerror or exc
-            raise TaskConfigError("text_file", f"cannot read {path}: {reason}") from exc
+            raise TaskConfigError("text_file", f"cannot read {name}: "
+                                               f"{exc.strerror or exc}") from None
         return split_documents(CORPUS_NAMES[0], [data])
 
     def _corpus_b(self) -> Corpus:

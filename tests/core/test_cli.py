@@ -1,6 +1,7 @@
 """The command line through real subprocesses: outputs and exit codes."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,7 +83,11 @@ def test_cuda_without_gpu_exits_2(tmp_path, project_file):
     assert_one_clean_line(result.stderr, "cuda")
 
 
-def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, tiny_project):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                           (signal.SIGHUP, 129)])
+def test_stop_signals_stop_cleanly_and_the_run_resumes(tmp_path, tiny_project, signum, code):
+    """Ctrl-C, SIGTERM and SIGHUP: stop at a step boundary, checkpoint, status "stopped",
+    exit 128 + the signal; the run resumes (issue 14 row 3)."""
     path = tmp_path / "long.nlproj"
     path.write_text(json.dumps(tiny_project(steps=100000, log_every=5, eval_every=100000)))
     out = tmp_path / "run"
@@ -95,17 +100,114 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, tiny_project):
             char = proc.stderr.read(1)
             assert char, f"process ended early: {seen}"
             seen += char
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr and "--resume" in stderr
+    assert "parameters" in stdout.splitlines()[0]  # the model's size, at the start
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "stopped"
     stopped_at = status["step"]
-    result = run_cli("train", "--resume", out, "--steps", stopped_at + 3, cwd=tmp_path)
+    result = run_cli("train", "--resume", out, "--steps", stopped_at + 3, "--quiet",
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "status.json").read_text())["step"] == stopped_at + 3
+
+
+def test_a_folder_killed_before_its_first_checkpoint_resumes_or_is_reused(tmp_path,
+                                                                         tiny_project):
+    """Row 4: --resume starts it over from step 0; a new run may reuse the same --out."""
+    path = tmp_path / "p.nlproj"
+    path.write_text(json.dumps(tiny_project(steps=4)))
+    out = tmp_path / "run"
+    for attempt in ("resume", "reuse"):
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        (out / "project.nlproj").write_text(path.read_text())
+        (out / "metrics.csv").write_text("step,wall_s,loss\n2,0.1,")  # torn, uncounted
+        (out / "status.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 7}))
+        (out / "plots").mkdir(exist_ok=True)
+        (out / ".status.json.k1ll3d.tmp").write_text('{"sta')  # killed inside a write
+        args = ("--resume", out) if attempt == "resume" else (path, "--out", out)
+        result = run_cli("train", *args, "--quiet", cwd=tmp_path)
+        assert result.returncode == 0, (attempt, result.stderr)
+        steps = [line.split(",")[0] for line in (out / "metrics.csv").read_text().splitlines()]
+        assert steps == ["step", "2", "4"], (attempt, steps)
+        assert not list(out.glob(".*")), attempt  # what the killed writer left is gone
+    # a run that trained is never overwritten
+    result = run_cli("train", path, "--out", out, cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_clean_line(result.stderr, "not an empty folder")
+
+
+def test_hostile_arguments_and_projects_exit_2_with_one_line(tmp_path, tiny_project):
+    """Rows 16, 17: a lone surrogate in a project is refused at load (and leaves no folder
+    behind); --threads out of range is refused."""
+    doc = tiny_project(steps=2)
+    text = json.dumps(doc)[:-1] + ', "view": {"note": "\\ud800"}}'
+    path = tmp_path / "surrogate.nlproj"
+    path.write_text(text)
+    result = run_cli("train", path, "--out", tmp_path / "run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_clean_line(result.stderr, "surrogate.nlproj", "view.note", "surrogate")
+    assert not (tmp_path / "run").exists()
+    good = tmp_path / "good.nlproj"
+    good.write_text(json.dumps(doc))
+    for threads in ("0", "99999999999", "10000", "-3"):
+        result = run_cli("train", good, "--threads", threads, "--out", tmp_path / "r",
+                         cwd=tmp_path)
+        assert result.returncode == 2, threads
+        assert_one_clean_line(result.stderr, "--threads", "between 1 and")
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_and_eval_agree_on_bad_weights_exit_2(tmp_path, project_file):
+    """Row 19: weights that do not fit the project are invalid input for both."""
+    out = tmp_path / "run"
+    assert run_cli("train", project_file, "--out", out, "--quiet", cwd=tmp_path).returncode == 0
+    weights = next(out.glob("checkpoints/step-*/model.safetensors"))
+    (out / "model.safetensors").unlink()
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = torch.zeros(3, 3)
+    data_size = weights.stat().st_size
+    weights.unlink()
+    save_file(tensors, weights, metadata={"step": "6"})
+    manifest = json.loads((weights.parent / "checkpoint.json").read_text())
+    manifest["files"]["model.safetensors"] = weights.stat().st_size
+    (weights.parent / "checkpoint.json").write_text(json.dumps(manifest))
+    assert data_size != weights.stat().st_size
+    for args in (("eval", out), ("train", "--resume", out, "--steps", 8, "--quiet")):
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert_one_clean_line(result.stderr, "model.safetensors", "do not")
+
+
+def test_eval_of_an_exported_model_reports_the_weights_step(tmp_path, tiny_project):
+    """Issue 16 #3: an exported folder (model.safetensors + project.nlproj) is evaluated at
+    the step stored in the weights, not at step 0; delay tables, one per ablation kind."""
+    path = tmp_path / "kv.nlproj"
+    doc = tiny_project(steps=6)
+    doc["task"] = {"name": "kv_stream", "num_keys": 16, "pairs_per_mapping": 4,
+                   "num_mappings": 2, "segment_len": 8, "value_vocab": 8}
+    path.write_text(json.dumps(doc))
+    out = tmp_path / "run"
+    assert run_cli("train", path, "--out", out, "--steps", 4, "--quiet",
+                   cwd=tmp_path).returncode == 0
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    for name in ("model.safetensors", "project.nlproj"):
+        (exported / name).write_bytes((out / name).read_bytes())
+    result = run_cli("eval", exported, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "(step 4)" in result.stdout.splitlines()[0]
+    assert result.stdout.count("recall by delay") == 1  # silence ablations only, today
+    assert "rows: level silenced" in result.stdout
+    header = (out / "delay.csv").read_text().splitlines()[0]
+    assert header == "step,ablation,level,delay,recall"

@@ -3,7 +3,13 @@ import numpy as np
 import pytest
 
 from nlstudio import probes
-from nlstudio.runs import RunFollower, _CsvAppender, metric_columns, truncate_after
+from nlstudio.runs import (CsvAppender, DelayRow, LevelMetrics, RunFollower, StepMetrics,
+                           cut_after_step, metric_columns)
+
+
+def row(step, loss=1.0, **levels):
+    return StepMetrics(step, 0.1 * step, loss, 0.1, 10.0,
+                       {lid: LevelMetrics(u, 0.5) for lid, u in levels.items()})
 
 
 @pytest.mark.parametrize("period", [4, 8, 16])
@@ -42,15 +48,25 @@ def test_forgetting_curves_and_delay_table():
     np.testing.assert_allclose(drop, [[0.8, 0.0]])
 
 
+def test_delay_table_picks_one_ablation_kind():
+    rows = [DelayRow(5, "none", 8, 1.0, "none"), DelayRow(5, "fast", 8, 0.2, "silence"),
+            DelayRow(5, "fast", 8, 0.9, "freeze")]
+    for ablation, expected in (("silence", 0.2), ("freeze", 0.9)):
+        names, delays, table = probes.delay_table(rows, ablation=ablation)
+        assert names == ["none", "fast"] and list(delays) == [8]
+        np.testing.assert_allclose(table, [[1.0], [expected]])
+
+
 def test_follower_reads_only_new_rows_and_keeps_torn_lines(tmp_path):
     cols = metric_columns(["a"])
-    out = _CsvAppender(tmp_path / "metrics.csv", cols)
+    out = CsvAppender(tmp_path / "metrics.csv", cols)
     follower = RunFollower(tmp_path)
     assert follower.poll().metrics_rows == []
-    out.write({"step": 1, "wall_s": 0.1, "loss": 2.0, "metric": 0.1, "tokens_per_s": 10,
-               "a.updates": 4, "a.update_norm": 0.5})
-    rows = follower.poll().metrics_rows
+    out.append(row(1, 2.0, a=4).cells(cols))
+    update = follower.poll()
+    rows = update.metrics_rows
     assert [r["step"] for r in rows] == [1.0] and rows[0]["a.updates"] == 4
+    assert update.rows == [row(1, 2.0, a=4)]  # typed rows round-trip exactly
     with open(tmp_path / "metrics.csv", "a") as fh:  # a writer caught mid-line
         fh.write("2,0.2,1.5")
         fh.flush()
@@ -62,24 +78,24 @@ def test_follower_reads_only_new_rows_and_keeps_torn_lines(tmp_path):
     out.close()
 
 
-def test_truncate_after_drops_later_rows_and_torn_lines(tmp_path):
+def test_cut_after_step_drops_later_rows_and_torn_lines(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("step,loss\n1,3.0\n2,2.0\n3,1.0\n4,0.")
-    truncate_after(tmp_path, 2)
+    cut_after_step(path, 2)
     assert path.read_text() == "step,loss\n1,3.0\n2,2.0\n"
 
 
 def test_follower_starts_over_when_a_resume_truncates_the_files(tmp_path):
     cols = metric_columns([])
-    out = _CsvAppender(tmp_path / "metrics.csv", cols)
+    out = CsvAppender(tmp_path / "metrics.csv", cols)
     for step in (1, 2, 3):
-        out.write({"step": step, "wall_s": 0, "loss": 1.0, "metric": 0, "tokens_per_s": 1})
+        out.append(row(step).cells(cols))
     out.close()
     follower = RunFollower(tmp_path)
     assert len(follower.poll().metrics_rows) == 3
-    truncate_after(tmp_path, 1)  # a resume from step 1
-    out = _CsvAppender(tmp_path / "metrics.csv", cols)
-    out.write({"step": 2, "wall_s": 0, "loss": 0.5, "metric": 0, "tokens_per_s": 1})
+    cut_after_step(tmp_path / "metrics.csv", 1)  # a resume from step 1
+    out = CsvAppender(tmp_path / "metrics.csv", cols)
+    out.append(row(2, 0.5).cells(cols))
     out.close()
     update = follower.poll()
     assert update.reset

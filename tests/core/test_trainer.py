@@ -23,16 +23,24 @@ def test_train_writes_a_complete_run_folder(tmp_path, tiny_project):
     assert result.reason == "completed" and result.step == 8
     run_dir = tmp_path / "run"
     for name in ("project.nlproj", "metrics.csv", "eval.csv", "delay.csv", "model.safetensors",
-                 "checkpoint.pt", "status.json"):
+                 "status.json", "checkpoints/step-000000000008/model.safetensors",
+                 "checkpoints/step-000000000008/state.pt",
+                 "checkpoints/step-000000000008/checkpoint.json"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "plots").is_dir()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "step-000000000008"]  # older checkpoints are pruned, no temporaries are left
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+    # the top-level weights are the checkpoint's, for export
+    assert (run_dir / "model.safetensors").read_bytes() == (
+        run_dir / "checkpoints/step-000000000008/model.safetensors").read_bytes()
     rows = read_metrics(run_dir)
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]
     # fast (period 4) writes 32/4 = 8 times per sequence, every step; slow never
     assert [int(r["fast.updates"]) for r in rows] == [16, 32, 48, 64]
     assert all(int(r["slow.updates"]) == 0 for r in rows)
     assert float(rows[-1]["fast.update_norm"]) > 0
-    assert read_checkpoint(run_dir)["step"] == 8
+    assert read_checkpoint(run_dir).step == 8
     assert read_status(run_dir)["state"] == "finished"
     kinds = {type(e) for e in seen}
     assert {ev.Started, ev.Progress, ev.MetricsRow, ev.Snapshot, ev.Evaluation,
@@ -84,7 +92,7 @@ def test_pause_resume_and_stop_from_another_thread(tmp_path, tiny_project):
         trainer.stop()
         thread.join(30)
     assert read_status(tmp_path / "run")["state"] == "stopped"
-    assert read_checkpoint(tmp_path / "run")["step"] == steps_seen[-1]
+    assert read_checkpoint(tmp_path / "run").step == steps_seen[-1]
 
 
 def _wait(predicate, timeout=20.0):
@@ -119,7 +127,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_step(
     assert result.step == 4
     status = read_status(tmp_path / "run")
     assert status["state"] == "failed" and "diverged" in status["message"]
-    assert read_checkpoint(tmp_path / "run")["step"] == 4
+    assert read_checkpoint(tmp_path / "run").step == 4
     model = load_run(tmp_path / "run").load_model()
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -144,3 +152,38 @@ def test_existing_nonempty_folder_is_refused(tmp_path, tiny_project):
     (out / "something").write_text("x")
     with pytest.raises(TrainError, match="not an empty folder"):
         Trainer(tiny_project(steps=2), out=out)
+
+
+def test_paused_time_is_not_training_time(tmp_path, tiny_project):
+    """wall_s in metrics.csv and Progress.elapsed_s/eta_s exclude a pause (issue 16 #2): a
+    pause ten times longer than the whole run leaves no jump in wall_s."""
+    progress, paused = [], threading.Event()
+
+    def on_event(event):
+        if isinstance(event, ev.Progress):
+            progress.append(event)
+            if event.step == 10:
+                trainer.pause()
+        elif isinstance(event, ev.StateChanged) and event.state == "paused":
+            paused.set()
+
+    trainer = Trainer(tiny_project(steps=20, log_every=2, eval_every=1000), out=tmp_path / "r",
+                      on_event=on_event, snapshots=False)
+    thread = threading.Thread(target=trainer.run)
+    thread.start()
+    try:
+        assert paused.wait(60)
+        pause_s = 2.0
+        threading.Event().wait(pause_s)  # the pause being measured
+        trainer.resume()
+        thread.join(60)
+    finally:
+        trainer.stop()
+        thread.join(60)
+    wall = [float(r["wall_s"]) for r in read_metrics(tmp_path / "r")]
+    steps = [int(r["step"]) for r in read_metrics(tmp_path / "r")]
+    gaps = np.diff(wall)
+    across = gaps[steps.index(12) - 1]  # from step 10 to 12: the pause lies between them
+    assert across < pause_s / 2, (across, gaps)
+    after = next(p for p in progress if p.step == 11)
+    assert after.elapsed_s < pause_s / 2 and after.eta_s < pause_s
