@@ -167,13 +167,13 @@ def test_prompt_file_checks(tmp_path):
     ok = tmp_path / "p.txt"
     ok.write_bytes(b"hello")
     assert gen.read_prompt_file(ok) == b"hello"
-    with pytest.raises(gen.GenerationError, match="more than the limit"):
+    with pytest.raises(gen.GenerationError, match="too large"):
         gen.read_prompt_file(ok, limit=4)
-    with pytest.raises(gen.GenerationError, match="not a regular file"):
+    with pytest.raises(gen.GenerationError, match="a folder, not a regular file"):
         gen.read_prompt_file(tmp_path)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    with pytest.raises(gen.GenerationError, match="not a regular file"):
+    with pytest.raises(gen.GenerationError, match="FIFO"):
         gen.read_prompt_file(fifo)  # never blocks waiting for a writer
     with pytest.raises(gen.GenerationError, match="cannot read"):
         gen.read_prompt_file(tmp_path / "missing.txt")
@@ -227,9 +227,10 @@ def bad_inputs(runs, tmp_path) -> list[tuple[tuple, str]]:
     os.mkfifo(fifo)
     broken = tmp_path / "broken"
     shutil.copytree(runs["charlm"], broken)
-    (broken / "model.safetensors").write_bytes(b"\x00not safetensors")
+    for weights in broken.rglob("model.safetensors"):  # the checkpoint's and the top copy
+        weights.write_bytes(b"\x00not safetensors")
     return [
-        ((broken, "--prompt", "a"), str(broken / "model.safetensors")),
+        ((broken, "--prompt", "a"), "model.safetensors"),
         ((tmp_path / "nope", "--prompt", "a"), "nope"),
         ((runs["digits"], "--prompt", "1"), "feature vectors"),
         ((runs["charlm"], "--prompt", ""), "empty"),
