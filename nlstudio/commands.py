@@ -7,6 +7,7 @@ at the next step boundary, checkpoint it, leave ``status.json`` "stopped" and ex
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -151,7 +152,10 @@ def _run_trainer(trainer, args, n_params: int, received: list[int]) -> int:
         _say(f"stopped at step {result.step}; resume with: nlstudio train --resume "
              f"{result.run_dir}", sys.stderr)
         return ExitCode.for_signal(received[0] if received else signal.SIGINT)
-    _say(f"finished {result.step} steps, final loss {result.loss:.4f}")
+    if math.isnan(result.loss):  # a resume of a run already at its last step trains nothing
+        _say(f"already at step {result.step}: nothing left to train (give --steps to go on)")
+    else:
+        _say(f"finished {result.step} steps, final loss {result.loss:.4f}")
     if trainer.cuda_graphs_note:
         _say(trainer.cuda_graphs_note)
     return ExitCode.OK

@@ -34,7 +34,7 @@ from nlstudio.build import build_model, build_task, check_resources
 from nlstudio.printable import printable
 from nlstudio.project import ProjectError, load_project, project_to_dict
 from nlstudio.run_state import EndReason, RunState
-from nlstudio.runs import (ERROR_LOG, PROJECT_FILE, LevelMetrics, RunError, RunWriter,
+from nlstudio.runs import (ERROR_LOG, PROJECT_FILE, STATUS_FILE, LevelMetrics, RunError, RunWriter,
                            StepMetrics, check_rows, default_run_dir, is_live, latest_checkpoint,
                            load_weights_into, new_run_folder_problem, read_status)
 from nlstudio.training_setup import (TrainError, as_project, device_name, make_outer_optimizer,
@@ -210,8 +210,15 @@ class Trainer:
         message = printable(message, 1000)
         if writer is not None:
             if self.dist.is_main:
-                _try(lambda: writer.set_status(reason.final_state, step, self.total_steps,
-                                               message))
+                try:
+                    writer.set_status(reason.final_state, step, self.total_steps, message)
+                except OSError as exc:
+                    # A run whose end cannot be recorded did not end cleanly: status.json
+                    # still says "running" (a dead pid: shown as interrupted, resumable).
+                    if reason != EndReason.FAILED:
+                        reason = EndReason.FAILED
+                        message = printable(f"{STATUS_FILE}: the run reached step {step} but "
+                                            f"its end could not be recorded: {exc}", 1000)
             writer.close()
         self.state = reason.final_state
         if reason == EndReason.FAILED:

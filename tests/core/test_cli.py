@@ -211,3 +211,25 @@ def test_eval_of_an_exported_model_reports_the_weights_step(tmp_path, tiny_proje
     assert "rows: level silenced" in result.stdout
     header = (out / "delay.csv").read_text().splitlines()[0]
     assert header == "step,ablation,level,delay,recall"
+
+
+def test_a_run_whose_end_cannot_be_recorded_fails_in_one_line_and_resumes(tmp_path,
+                                                                          tiny_project):
+    """A full disk at the very last write (status.json saying "finished") must not pass for a
+    clean end: exit 1 with one line; the folder then resumes to its end (nothing to train)."""
+    from nlstudio.crashpoints import ENV
+
+    doc = tiny_project(steps=6)  # status writes: start, steps 2, 4, 6, then the final one
+    path = tmp_path / "tiny.nlproj"
+    path.write_text(json.dumps(doc))
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{ENV: "status.write:5:enospc"})
+    result = subprocess.run([*NLSTUDIO, "train", str(path), "--out", str(out), "--quiet"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert_one_clean_line(result.stderr, "status.json", "No space left on device")
+    assert json.loads((out / "status.json").read_text())["state"] == "running"
+    result = run_cli("train", "--resume", out, "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "nothing left to train" in result.stdout
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
