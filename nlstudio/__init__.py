@@ -7,6 +7,7 @@ The core's public API (Qt-free); see docs in README.md::
     model = nlstudio.build_model(project)
     run = nlstudio.train(project, out="runs/x", steps=200, on_event=print)
     run = nlstudio.load_run("runs/x")
+    for token in nlstudio.generate("runs/x", prompt="def ", tokens=100): ...
 
 Attributes are imported lazily so that ``nlstudio --version`` and the CLI's argument errors
 answer without paying for ``import torch``.
@@ -23,6 +24,7 @@ _LAZY = {
     "train": ("nlstudio.trainer", "train"),
     "Trainer": ("nlstudio.trainer", "Trainer"),
     "load_run": ("nlstudio.runs", "load_run"),
+    "generate": ("nlstudio.generation", "generate"),
 }
 
 __all__ = ["__version__", *_LAZY]

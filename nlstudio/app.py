@@ -66,12 +66,14 @@ def create_main_window(settings=None, runs_root=None):
     QSettings) and ``runs_root`` are for tests."""
     from nlstudio.widgets.lessons import install_lessons
     from nlstudio.widgets.main_window import MainWindow
+    from nlstudio.widgets.trace_menu import install_inspector
     from nlstudio.widgets.training_controller import install_training
     from nlstudio.widgets.window_layout import PanelSlot
 
     window = MainWindow(settings)
     training = install_training(window, runs_root)
     install_lessons(window)  # Help → Lessons and the welcome page
+    install_inspector(window)  # Run → Inspect Model: the memory inspector
     # Default places of the training side's panels that it did not place itself: the run
     # panel under the Inspector, the plots in one row under the canvas (the memory matrices
     # as a tab of the spectrum).

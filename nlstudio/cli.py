@@ -4,6 +4,7 @@
     nlstudio train PROJECT ...    train headless (see ``nlstudio train --help``)
     nlstudio eval RUN_DIR         evaluate a saved run (or an exported model folder)
     nlstudio presets              list the bundled presets
+    nlstudio generate RUN_DIR     sample text or tokens from a trained model
 
 Exit codes (:class:`ExitCode`, the one list): 0 success; 1 a failure while running (a diverged
 run, a full disk); 2 invalid input (one clear line on stderr, no traceback); 128 + N a run
@@ -20,7 +21,7 @@ from enum import IntEnum
 
 import nlstudio
 
-SUBCOMMANDS = ("train", "eval", "presets")
+SUBCOMMANDS = ("train", "eval", "presets", "generate")
 
 
 class ExitCode(IntEnum):
@@ -45,7 +46,7 @@ class Parser(argparse.ArgumentParser):
 
 def _gui_parser() -> argparse.ArgumentParser:
     p = Parser(prog="nlstudio", description="NL Studio: a desktop lab for nested memories.",
-               epilog="Subcommands: train, eval, presets (nlstudio <sub> --help).")
+               epilog="Subcommands: train, eval, presets, generate (nlstudio <sub> --help).")
     p.add_argument("--version", action="version", version=f"nlstudio {nlstudio.__version__}")
     p.add_argument("project", nargs="?", help="a project file (*.nlproj) or run folder to open")
     return p

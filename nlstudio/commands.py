@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+from nlstudio import generate_command
 from nlstudio.cli import ExitCode, Parser
 from nlstudio.printable import printable
 
@@ -37,6 +38,7 @@ def _parser() -> Parser:
     e.add_argument("run_dir")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     sub.add_parser("presets", help="list the bundled presets")
+    generate_command.add_parser(sub)
     return p
 
 
@@ -55,6 +57,8 @@ def run(argv: list[str]) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "generate":
+            return generate_command.run(args)
         return _presets()
     except KeyboardInterrupt:
         return _fail("interrupted", ExitCode.for_signal(signal.SIGINT))

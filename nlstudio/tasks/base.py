@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 IGNORE = -100
+#: The rank under which :meth:`Task.example` draws: no run has this many processes.
+EXAMPLE_RANK = 999_983
 
 
 class TaskParams(BaseModel):
@@ -69,6 +71,9 @@ class Task(ABC):
     vocab_size: int | None = None
     input_dim: int | None = None
     n_outputs: int
+    #: Token ids are the bytes of UTF-8 text: prompts are text, generated tokens decode to
+    #: text (generation, the memory inspector). Asked of the task, never of its name.
+    byte_level: ClassVar[bool] = False
 
     def __init__(self, params: TaskParams | dict | None, seq_len: int, seed: int):
         if params is None or isinstance(params, dict):
@@ -98,6 +103,24 @@ class Task(ABC):
             return float("nan")
         return float((logits.argmax(-1)[mask] == targets[mask]).float().mean())
 
+    def example(self, index: int) -> Batch:
+        """Example ``index``: one fresh stream of ``seq_len`` (a batch of 1) from the task's own
+        generator, for displays such as the memory inspector. The training distribution (a
+        continual task: the phase of a step drawn from ``index``), drawn under a rank no
+        training run uses, so it is not a sequence the model was trained on. A pure function
+        of ``(seed, index)``."""
+        total = getattr(self, "total_steps", None) or 1
+        step = int(self.rng(EXAMPLE_RANK, index).integers(total))
+        return self.batch(step, 1, rank=EXAMPLE_RANK, world_size=1)
+
+    def token_label(self, token: int) -> str:
+        """A short, printable name of a token id for displays (the inspector, the CLI): the
+        character of a byte-level task's byte, else what the task calls it (default: the id)."""
+        token = int(token)
+        if self.byte_level:
+            return byte_label(token)
+        return str(token)
+
     def phase(self, step: int) -> str:
         """The sub-task trained at ``step`` (continual variants change it over training)."""
         return self.name
@@ -117,3 +140,14 @@ class Task(ABC):
         with torch.no_grad():
             logits, _ = model(inputs, None, targets=targets, silence=tuple(silence))
         return logits
+
+
+def byte_label(byte: int) -> str:
+    """A printable label of one byte: the ASCII character, or an escape (``\\n``, ``␣``
+    for a space, ``0xE2`` for a byte of a longer UTF-8 sequence)."""
+    named = {9: "\\t", 10: "\\n", 13: "\\r", 32: "␣"}
+    if byte in named:
+        return named[byte]
+    if 33 <= byte < 127:
+        return chr(byte)
+    return f"0x{byte:02X}"

@@ -116,6 +116,7 @@ class CharLMTask(BundledTask):
     Params = CharLMParams
     metric_name = "bpc"
     higher_is_better = False
+    byte_level = True
 
     def _setup(self) -> None:
         self.vocab_size = 256

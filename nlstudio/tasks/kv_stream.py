@@ -127,6 +127,11 @@ class KVStreamTask(BundledTask):
         self.vocab_size = p.num_keys + p.value_vocab
         self.n_outputs = self.vocab_size
 
+    def token_label(self, token: int) -> str:
+        """``k12`` for key 12, ``v3`` for value token 3."""
+        k = self.params.num_keys
+        return f"k{token}" if token < k else f"v{token - k}"
+
     # ---- stream construction --------------------------------------------------------------
 
     def mappings(self, rng: np.random.Generator, rows: int, count: int | None = None

@@ -74,6 +74,12 @@ class MQARTask(BundledTask):
         self.vocab_size = 1 + p.key_vocab + p.value_vocab
         self.n_outputs = self.vocab_size
 
+    def token_label(self, token: int) -> str:
+        """``_`` for the blank, ``k5`` for key 5, ``v3`` for value token 3."""
+        if token == BLANK:
+            return "_"
+        return f"k{token}" if token < self.value_offset else f"v{token - self.value_offset}"
+
     def sequences(self, rng: np.random.Generator, rows: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``rows`` sequences: inputs, training targets and scored targets (queries only)."""

@@ -73,6 +73,11 @@ class NeedleTask(BundledTask):
         self.n_outputs = self.vocab_size
         self.haystack_len = self.seq_len - p.passkey_len
 
+    def token_label(self, token: int) -> str:
+        """The digit, ``NEEDLE``, ``QUERY``, or ``f3`` for filler token 3."""
+        names = {NEEDLE: "NEEDLE", QUERY: "QUERY"}
+        return str(token) if token < 10 else names.get(token, f"f{token - FILLER0}")
+
     def needle_start(self, depth: np.ndarray | float) -> np.ndarray:
         """Position of the NEEDLE marker for ``depth`` (a fraction of the haystack)."""
         room = self.haystack_len - self.params.passkey_len - 1
