@@ -249,6 +249,6 @@ def test_late_events_of_an_old_run_are_dropped(studio, qtbot):
     rows_before = len(c.plots.loss.main.loss)
     late = Delivery(ev.Progress(old.run_id, 999, 999, 0.0, 0.0, 1.0, 1.0, 0.0, "x"), None,
                     [ev.MetricsRow(old.run_id, {"step": 999, "loss": 1.0, "metric": 1.0})])
-    c._on_delivery(object(), late)  # a tick of a session no longer current
+    c.live_run._on_delivery(object(), late)  # a tick of a session no longer current
     assert c.last_progress is old and len(c.plots.loss.main.loss) == rows_before
     assert Path(c.run_dir).is_dir()
