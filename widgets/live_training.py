@@ -123,6 +123,10 @@ class LiveTraining(QObject):
         self.panel.set_device("starting…")
         self.panel.set_progress(trainer.start_step, trainer.total_steps)
         self.panel.set_parameters(parameter_count(trainer.doc, trainer.task))
+        metric = str(getattr(trainer.task, "metric_name", "") or "metric")
+        self.panel.set_metric_name(metric)
+        self.plots.loss.set_metric_name(metric)
+        self.plots.forgetting.set_metric_name(metric)
         self.panel.show_status(f"{starting} ({grouped(trainer.total_steps)} steps)…")
 
         session = TrainingSession(trainer, self)

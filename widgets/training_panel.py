@@ -8,11 +8,13 @@ files: the panel never measures time itself, so the elapsed time and the ETA are
 trainer's (which leave paused time out)."""
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Qt, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QResizeEvent
+from PySide6.QtGui import (QAction, QDesktopServices, QGuiApplication, QResizeEvent,
+                           QTextDocumentFragment)
 from PySide6.QtWidgets import (QDockWidget, QFrame, QGridLayout, QHBoxLayout, QLabel,
                                QProgressBar, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout,
                                QWidget)
@@ -58,30 +60,52 @@ def format_time(elapsed_s: float, eta_s: float, paused: bool = False) -> str:
     return f"{format_duration(elapsed_s)} elapsed · {left}"
 
 
-class ElidedLabel(QLabel):
-    """A one-line label that elides its text in the middle to the width it is given."""
+def short_path(path: Path) -> str:
+    """A path as shown: the home folder as ~."""
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
 
-    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+
+class PathLabel(QLabel):
+    """A folder's path on one line, elided in the middle to the width it is given, as a link
+    that opens the folder (or as plain text)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self._full = ""
-        self.set_full_text(text)
+        self.setTextFormat(Qt.TextFormat.RichText)
+        self.path: Path | None = None
+        self.prefix = ""
+        self.link = False
 
-    def set_full_text(self, text: str) -> None:
-        self._full = text
+    def set_path(self, path: Path | None, prefix: str = "", link: bool = True) -> None:
+        self.path, self.prefix, self.link = path, prefix, link
+        self.setToolTip("" if path is None else str(path) + ("\nClick to open the folder"
+                                                            if link else ""))
         self._elide()
 
-    def full_text(self) -> str:
-        return self._full
+    def shown_text(self) -> str:
+        """The text as the user reads it (without markup)."""
+        return QTextDocumentFragment.fromHtml(self.text()).toPlainText()
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt API
         super().resizeEvent(event)
         self._elide()
 
     def _elide(self) -> None:
-        width = max(self.width(), 40)
-        self.setText(self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideMiddle,
-                                                   width))
+        if self.path is None:
+            self.setText("–")
+            return
+        metrics = self.fontMetrics()
+        room = max(self.width() - metrics.horizontalAdvance(self.prefix), 60)
+        text = html.escape(metrics.elidedText(short_path(self.path),
+                                              Qt.TextElideMode.ElideMiddle, room))
+        if self.link:
+            url = QUrl.fromLocalFile(str(self.path)).toString()
+            text = f'<a href="{html.escape(url)}">{text}</a>'
+        self.setText(html.escape(self.prefix) + text)
 
 
 class TrainingPanel(QWidget):
@@ -148,42 +172,32 @@ class TrainingPanel(QWidget):
         grid.setColumnStretch(3, 1)
         layout.addLayout(grid)
 
-        # Where the run is written: its folder (a link that opens it) and the folder it is in.
-        where = QGridLayout()
+        # Where the run is written: its folder (a link that opens it), or where new runs go.
+        where = QHBoxLayout()
         where.setContentsMargins(0, 0, 0, 0)
-        where.setHorizontalSpacing(6)
-        where.setVerticalSpacing(0)
-        self.folder_label = QLabel("–")
+        where.setSpacing(6)
+        self.folder_caption = self._caption("Run")
+        self.folder_label = PathLabel()
         self.folder_label.setObjectName("trainingRunFolder")
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.folder_label.setOpenExternalLinks(False)
         self.folder_label.linkActivated.connect(lambda _url: self.open_run_folder())
-        self.folder_label.setSizePolicy(QSizePolicy.Policy.Ignored,
-                                        QSizePolicy.Policy.Preferred)
-        self.location_label = ElidedLabel()
-        self.location_label.setObjectName("trainingRunLocation")
-        self.location_label.setProperty("role", "caption")
         self.open_button = QToolButton()
         self.open_button.setObjectName("openRunFolderButton")
         self.open_button.setText("Open folder")
         self.open_button.setToolTip("Show the run folder in the file manager")
-        self.open_button.setEnabled(False)
         self.open_button.clicked.connect(self.open_run_folder)
         self.copy_button = QToolButton()
         self.copy_button.setObjectName("copyRunFolderButton")
         self.copy_button.setText("Copy path")
         self.copy_button.setToolTip("Copy the run folder's path")
-        self.copy_button.setEnabled(False)
         self.copy_button.clicked.connect(self.copy_run_folder)
         self.location_button = QToolButton()  # bound to the runs-folder action
         self.location_button.setObjectName("runsFolderButton")
-        where.addWidget(self._caption("Run"), 0, 0)
-        where.addWidget(self.folder_label, 0, 1)
-        where.addWidget(self.open_button, 0, 2)
-        where.addWidget(self.copy_button, 0, 3)
-        where.addWidget(self.location_label, 1, 1)
-        where.addWidget(self.location_button, 1, 2, 1, 2, Qt.AlignmentFlag.AlignRight)
-        where.setColumnStretch(1, 1)
+        where.addWidget(self.folder_caption)
+        where.addWidget(self.folder_label, 1)
+        for button in (self.open_button, self.copy_button, self.location_button):
+            where.addWidget(button)
         layout.addLayout(where)
 
         line = QFrame()
@@ -201,6 +215,7 @@ class TrainingPanel(QWidget):
         self.runs_root: str = ""
         self._error = False
         self._last_progress: ev.Progress | None = None
+        self._show_location()
         self.apply_theme(theme.current())
         theme.manager().themeChanged.connect(self.apply_theme)
 
@@ -238,7 +253,7 @@ class TrainingPanel(QWidget):
         if runs_folder is not None:
             self.location_button.setDefaultAction(runs_folder)
             self.location_button.setText("Change…")
-        self.location_button.setVisible(runs_folder is not None)
+        self._show_location()
 
     # ---- showing -----------------------------------------------------------------------
     def reset(self) -> None:
@@ -290,33 +305,25 @@ class TrainingPanel(QWidget):
     def set_runs_root(self, root: str) -> None:
         """Where new runs go (shown while no run folder is)."""
         self.runs_root = str(root)
-        if not self.run_folder:
-            self._show_location()
+        self._show_location()
 
     def set_run_folder(self, path: str) -> None:
         self.run_folder = str(path or "")
-        self.copy_button.setEnabled(bool(path))
-        self.open_button.setEnabled(bool(path))
-        if not path:
-            self.folder_label.setText("–")
-            self.folder_label.setToolTip("")
-        else:
-            p = Path(path)
-            url = QUrl.fromLocalFile(str(p.resolve())).toString()
-            self.folder_label.setText(f'<a href="{url}">{p.name}</a>')
-            self.folder_label.setToolTip(f"{p.resolve()}\nClick to open the folder")
         self._show_location()
 
     def _show_location(self) -> None:
-        if self.run_folder:
-            parent = str(Path(self.run_folder).resolve().parent)
-            self.location_label.set_full_text(f"in {parent}")
-            self.location_label.setToolTip(parent)
-        elif self.runs_root:
-            self.location_label.set_full_text(f"new runs go to {self.runs_root}")
-            self.location_label.setToolTip(self.runs_root)
+        shown = bool(self.run_folder)
+        self.open_button.setVisible(shown)
+        self.copy_button.setVisible(shown)
+        self.location_button.setVisible(not shown and self.location_button.defaultAction()
+                                        is not None)
+        if shown:
+            self.folder_caption.setText("Run")
+            self.folder_label.set_path(Path(self.run_folder).resolve())
         else:
-            self.location_label.set_full_text("")
+            self.folder_caption.setText("Runs")
+            self.folder_label.set_path(Path(self.runs_root) if self.runs_root else None,
+                                       prefix="new runs go to ", link=False)
 
     def copy_run_folder(self) -> None:
         if self.run_folder:

@@ -124,9 +124,19 @@ def test_compare_runs_overlays_curves_with_a_legend(studio, qtbot, finished_runs
     labels = [t.label for t in loss.overlays.values()]
     assert "dgd" in labels[0] and "nsam-sgd" in labels[1]
     qtbot.waitUntil(lambda: not loss.dirty and not c.plots.forgetting.dirty, timeout=5000)
-    assert loss.loss_plot.legend.isVisible()
-    legend_names = [label.text for _, label in loss.loss_plot.legend.items]
+    assert loss.legend.isVisible()
+    legend_names = [label.text for _, label in loss.legend.items]
     assert all(any(lbl in name for name in legend_names) for lbl in labels)
+    # the forgetting plot's dashed lines are named too, and no legend lies over a plot
+    forgetting = c.plots.forgetting
+    assert forgetting.run_legend.isVisible()
+    run_names = [label.text for _, label in forgetting.run_legend.items]
+    assert all(any(lbl in name for name in run_names) for lbl in labels)
+    for legend, plots in ((loss.legend, (loss.loss_plot, loss.metric_plot)),
+                          (forgetting.run_legend, (forgetting.tasks_plot, forgetting.recall_plot)),
+                          (forgetting.task_legend, (forgetting.tasks_plot, forgetting.recall_plot))):
+        for plot in plots:
+            assert not legend.sceneBoundingRect().intersects(plot.vb.sceneBoundingRect())
     for trace, path in zip(loss.overlays.values(), finished_runs):
         np.testing.assert_allclose(trace.items["loss"][1].getData()[1],
                                    load_run(path).metrics["loss"])
@@ -136,7 +146,7 @@ def test_compare_runs_overlays_curves_with_a_legend(studio, qtbot, finished_runs
     assert window.actions["run.clear_compare"].isEnabled()
     window.actions["run.clear_compare"].trigger()
     assert not loss.overlays and not c.plots.forgetting.overlays
-    assert not loss.loss_plot.legend.isVisible()
+    assert not loss.legend.isVisible() and not c.plots.forgetting.run_legend.isVisible()
 
 
 def test_bad_run_folders_are_refused_with_a_message(studio, tmp_path):

@@ -9,6 +9,7 @@ from PySide6.QtGui import QColor, QFont
 
 from nlstudio import probes
 from nlstudio.widgets import theme
+from nlstudio.widgets.format import grouped
 from nlstudio.widgets.plots.base import (PlotDock, SymmetricColorBar, SymmetricLevels,
                                          style_plot)
 
@@ -29,6 +30,8 @@ def evaluation_table(delays, recall: dict[str, tuple[float, ...]], level_order=(
 class AblationDock(PlotDock):
     key = "ablation"
     title = "Ablation"
+    empty_text = ("Recall lost when each level is silenced, per delay: appears at the first "
+                  "evaluation of a task with delays.")
     max_hz = 10.0
 
     def __init__(self, parent=None) -> None:
@@ -57,8 +60,8 @@ class AblationDock(PlotDock):
         self.step: int | None = None
         self._shape: tuple[int, int] | None = None
         self.apply_theme(self.palette_)
-        self.set_message("Recall lost when each level is silenced, per delay: appears at the "
-                         "first evaluation of a task with delays.")
+        self._show_plot()
+        self.set_message(self.empty_text)
 
     # ---- data in ---------------------------------------------------------------------------
     def clear(self) -> None:
@@ -66,6 +69,7 @@ class AblationDock(PlotDock):
             np.zeros((0, 0)), np.zeros(0)
         self.step = None
         self.levels.reset()
+        self.set_message(self.empty_text)
         self.mark_dirty()
 
     def set_table(self, step: int, names: list[str], delays, table: np.ndarray) -> None:
@@ -97,6 +101,7 @@ class AblationDock(PlotDock):
 
     # ---- drawing ---------------------------------------------------------------------------
     def redraw(self) -> None:
+        self._show_plot()
         if self.drop.size == 0:
             self.image.clear()
             for label in self.cell_labels:
@@ -113,7 +118,7 @@ class AblationDock(PlotDock):
             self.plot.setRange(xRange=(0, cols), yRange=(0, rows), padding=0)
         self.plot.getAxis("left").setTicks([[(i + 0.5, n) for i, n in enumerate(self.names)]])
         self.plot.getAxis("bottom").setTicks(
-            [[(j + 0.5, f"{d:,}".replace(",", "\u2009")) for j, d in enumerate(self.delays)]])
+            [[(j + 0.5, grouped(d)) for j, d in enumerate(self.delays)]])
         p = self.palette_
         # Values in the cells when they fit (≥ 30 px wide), else only in the exported CSV.
         fits = self.plot.vb.width() / max(cols, 1) >= 30
@@ -126,6 +131,10 @@ class AblationDock(PlotDock):
             label.setVisible(fits)
         self.set_message(f"Recall lost when a level is silenced (step {self.step})")
 
+
+    def _show_plot(self) -> None:
+        """Axes only around a table: no made-up (inverted, −0.4…0.4) axes before one."""
+        self.show_view(self.has_data())
 
     def _make_labels(self, count: int) -> None:
         font = QFont()

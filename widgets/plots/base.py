@@ -31,6 +31,17 @@ COMPARE_STYLES = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDot
                   Qt.PenStyle.DashDotDotLine)
 
 
+def parametric(kind: str) -> bool:
+    """Whether a level kind has a memory that is written (the registry says; attention
+    re-reads its context instead). An unknown kind is drawn as parametric."""
+    from nlstudio.catalog import kind_info
+
+    try:
+        return kind_info(kind).parametric
+    except KeyError:
+        return True
+
+
 def compare_style(index: int) -> Qt.PenStyle:
     return COMPARE_STYLES[index % len(COMPARE_STYLES)]
 
@@ -146,7 +157,7 @@ def style_plot(plot: pg.PlotItem, p: theme.Palette, title: str | None = None) ->
     fg = QColor(p.plot_foreground)
     for name in ("left", "bottom", "right", "top"):
         axis = plot.getAxis(name)
-        axis.enableAutoSIPrefix(False)  # "recall (x0.001)" reads worse than 0.2
+        no_si_prefix(axis)
         axis.setPen(pg.mkPen(p.muted))
         axis.setTextPen(pg.mkPen(fg))
         label = axis.labelText
@@ -157,15 +168,68 @@ def style_plot(plot: pg.PlotItem, p: theme.Palette, title: str | None = None) ->
     if title is not None:
         plot.setTitle(title, color=p.plot_foreground, size="9pt")
     plot.showGrid(x=True, y=True, alpha=0.18 if p.dark else 0.25)
-    legend = plot.legend
-    if legend is not None:
-        legend.setLabelTextColor(fg)
-        for _sample, label in legend.items:  # existing labels keep their colour otherwise
-            label.setText(label.text, color=p.plot_foreground)
+    if plot.legend is not None:
+        style_legend(plot.legend, p, framed=True)
+
+
+def row_legend(columns: int = 3, size: str = "7pt") -> pg.LegendItem:
+    """A legend for a layout row of its own (beside the plots, never over their curves),
+    scaled with the rest of the figure in exports: pyqtgraph's legends ignore
+    transformations, so a PNG rendered at 2× would show their text at half size."""
+    legend = pg.LegendItem(colCount=columns, labelTextSize=size, verSpacing=-8, horSpacing=6)
+    legend.setFlag(legend.GraphicsItemFlag.ItemIgnoresTransformations, False)
+    return legend
+
+
+LEGEND_NAME_CHARS = 32  # a run's name in a legend (run folders are long: slug + timestamp)
+
+
+def legend_text(label: str, limit: int = LEGEND_NAME_CHARS) -> str:
+    """A run's legend label short enough for a dock: the middle of a long name elided (its
+    start and its timestamp stay), a trailing "(…)" kept; exported CSVs keep the full name."""
+    name, suffix = label, ""
+    if label.endswith(")") and " (" in label:
+        cut = label.rindex(" (")
+        name, suffix = label[:cut], label[cut:]
+    if len(name) > limit:
+        tail = min(15, limit // 2)
+        name = name[:limit - tail - 1] + "…" + name[-tail:]
+    return name + suffix
+
+
+def style_legend(legend: pg.LegendItem, p: theme.Palette, framed: bool = False) -> None:
+    legend.setLabelTextColor(QColor(p.plot_foreground))
+    for _sample, label in legend.items:  # existing labels keep their colour otherwise
+        label.setText(label.text, color=p.plot_foreground)
+    if framed:
         bg = QColor(p.plot_background)
         bg.setAlpha(200)
         legend.setBrush(pg.mkBrush(bg))
         legend.setPen(pg.mkPen(p.border))
+
+
+def show_in_layout(layout: pg.GraphicsLayout, item, row: int, col: int, shown: bool) -> None:
+    """Put ``item`` in its row of ``layout``, or take it out: a hidden row takes no height
+    (a merely hidden item would keep its minimum height in a QGraphicsGridLayout)."""
+    placed = item in layout.items
+    if shown and not placed:
+        layout.addItem(item, row=row, col=col)
+    elif not shown and placed:
+        layout.removeItem(item)
+    item.setVisible(shown)
+
+
+def no_si_prefix(axis: pg.AxisItem) -> None:
+    """Tick values as they are: no SI scaling ("recall (x0.001)" reads worse than 0.2).
+
+    pyqtgraph's ``enableAutoSIPrefix(False)`` recomputes the scale from the axis range before
+    it looks at the flag (0.13/0.14): called while an axis shows 0…0.9 it leaves a ×1000
+    scale behind, and the ticks read 800/600/400 from then on. The scale is reset here."""
+    axis.autoSIPrefix = False
+    axis.autoSIPrefixScale = 1.0
+    axis.labelUnitPrefix = ""
+    axis.picture = None  # the cached ticks were drawn with the old scale
+    axis.update()
 
 
 def set_axis_label(plot: pg.PlotItem, side: str, text: str, p: theme.Palette) -> None:
@@ -176,14 +240,17 @@ class PlotDock(QDockWidget):
     """A dock showing one family of plots (subclasses define ``key`` and ``title``)."""
 
     key: ClassVar[str] = "plot"
-    title: ClassVar[str] = "Plot"
+    title: ClassVar[str] = "Plot"  # as the user reads it ("Loss & metric")
+    empty_text: ClassVar[str] = ""  # the message before any run
     # The most redraws a second this dock needs (≤ MAX_REDRAW_HZ). Curves that move by a
     # logged row every few steps, and spectra averaged over snapshots, gain nothing from 30.
     max_hz: ClassVar[float] = MAX_REDRAW_HZ
     redrawRequested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(self.title, parent)
+        # Qt reads "&" in a dock's title as a mnemonic (the title bar, its tab, the Panels
+        # menu entry): "&&" shows one ampersand everywhere.
+        super().__init__(self.title.replace("&", "&&"), parent)
         self.setObjectName(f"{self.key}Dock")
         self.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable
@@ -224,7 +291,14 @@ class PlotDock(QDockWidget):
 
     def is_shown(self) -> bool:
         # A dock behind another tab stays isVisible() in Qt 6; its visible region is empty.
-        return self.isVisible() and not self.view.viewport().visibleRegion().isEmpty()
+        # (The body, not the plots' view: an empty dock hides its view, see show_view.)
+        return self.isVisible() and not self.widget().visibleRegion().isEmpty()
+
+    def show_view(self, shown: bool) -> None:
+        """Show the plots, or, while there is nothing to plot, only the message: no axes
+        with made-up ranges. (Hiding every item of the layout instead would shrink it.)"""
+        if self.view.isVisibleTo(self.widget()) != shown:
+            self.view.setVisible(shown)
 
     def redraw_if_due(self, now: float | None = None) -> bool:
         if not self.dirty or not self.is_shown():
@@ -248,6 +322,11 @@ class PlotDock(QDockWidget):
     # ---- content ---------------------------------------------------------------------------
     def clear(self) -> None:
         """Forget all data (a new run starts)."""
+
+    def reset(self) -> None:
+        """No run at all (another project): no data, the empty-state message."""
+        self.clear()
+        self.set_message(self.empty_text)
 
     def set_message(self, text: str) -> None:
         self.message.setText(text)
