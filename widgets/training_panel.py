@@ -143,6 +143,16 @@ class TrainingPanel(QWidget):
         self.progress.setMinimumWidth(90)
         top.addWidget(self.progress, 1)
         layout.addLayout(top)
+        self.status = QLabel("Ready. Press Run to train the model on its task.")
+        self.status.setObjectName("trainingStatus")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # The status first: when the dock is short, the numbers below scroll, not it.
+        layout.addWidget(self.status)
+        line = QFrame()
+        line.setFrameShape(QFrame.Shape.HLine)
+        line.setObjectName("trainingSeparator")
+        layout.addWidget(line)
 
         grid = QGridLayout()
         grid.setContentsMargins(0, 0, 0, 0)
@@ -200,15 +210,6 @@ class TrainingPanel(QWidget):
             where.addWidget(button)
         layout.addLayout(where)
 
-        line = QFrame()
-        line.setFrameShape(QFrame.Shape.HLine)
-        line.setObjectName("trainingSeparator")
-        layout.addWidget(line)
-        self.status = QLabel("Ready. Press Run to train the model on its task.")
-        self.status.setObjectName("trainingStatus")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.status)
         layout.addStretch(1)
 
         self.run_folder: str = ""

@@ -242,6 +242,8 @@ class PlotDock(QDockWidget):
     key: ClassVar[str] = "plot"
     title: ClassVar[str] = "Plot"  # as the user reads it ("Loss & metric")
     empty_text: ClassVar[str] = ""  # the message before any run
+    # The message line shares its row with the dock's controls (a few buttons).
+    message_beside_tools: ClassVar[bool] = True
     # The most redraws a second this dock needs (≤ MAX_REDRAW_HZ). Curves that move by a
     # logged row every few steps, and spectra averaged over snapshots, gain nothing from 30.
     max_hz: ClassVar[float] = MAX_REDRAW_HZ
@@ -266,10 +268,11 @@ class PlotDock(QDockWidget):
         self.message.setObjectName(f"{self.key}Message")
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        # The message has its own row: beside a dock's controls it would be squeezed into a
-        # column one word wide.
-        layout.addWidget(self.message)
-        self.toolbar.addStretch(1)
+        if self.message_beside_tools:  # one row for both: height goes to the plots
+            self.toolbar.addWidget(self.message, 1)
+        else:  # beside many controls it would be squeezed into a column one word wide
+            layout.addWidget(self.message)
+            self.toolbar.addStretch(1)
         layout.addLayout(self.toolbar)
         self.view = pg.GraphicsLayoutWidget(body)
         self.view.setObjectName(f"{self.key}View")

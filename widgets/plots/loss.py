@@ -65,6 +65,7 @@ class LossDock(PlotDock):
     key = "loss"
     title = "Loss & metric"
     empty_text = "No run yet: press Run, or open a run folder."
+    message_beside_tools = False  # log scale, smoothing and export take the row
     max_hz = 10.0
 
     def __init__(self, parent=None) -> None:
