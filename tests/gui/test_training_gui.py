@@ -389,6 +389,21 @@ def test_another_project_clears_the_previous_projects_results(studio, qtbot):
     assert c.plots.loss.has_data()
 
 
+def test_memory_matrices_are_readable_squares_at_the_default_size(studio, qtbot):
+    """They were thin strips at 1280×800 until the dock was resized."""
+    window, c = studio
+    set_steps(window, 5)
+    with qtbot.waitSignal(c.runEnded, timeout=60000):
+        assert c.start()
+    matrices = c.plots.matrices
+    qtbot.waitUntil(lambda: matrices.has_data() and not matrices.dirty, timeout=10000)
+    for lid in ("fast", "cms_mid"):  # a 16×16 memory, a 64×16 weight
+        cell = matrices.cells[(lid, "memory")]
+        rect = cell.image.mapRectToScene(cell.image.boundingRect())
+        assert rect.width() == pytest.approx(rect.height(), rel=0.03), (lid, rect)
+        assert rect.width() >= 48, (lid, rect)  # readable
+
+
 def test_parameter_count_in_the_training_panel(studio, qtbot):
     from nlstudio.build import build_task, count_parameters
 

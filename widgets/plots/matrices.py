@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyqtgraph as pg
 
-from PySide6.QtCore import QEvent
+from PySide6.QtCore import QEvent, QRectF
 from PySide6.QtWidgets import QComboBox, QGraphicsRectItem
 
 from nlstudio import events as ev
@@ -81,7 +81,7 @@ class _Cell:
     bar: SymmetricColorBar
     note: pg.TextItem
     title: _Title
-    frame: QGraphicsRectItem  # around the matrix itself (the view may be wider)
+    frame: QGraphicsRectItem  # around the matrix's square (the view may be wider)
     levels: SymmetricLevels = field(default_factory=SymmetricLevels)
     data: np.ndarray | None = None
     shape: tuple[int, ...] | None = None
@@ -184,8 +184,6 @@ class MatricesDock(PlotDock):
             cell.note.setText("no writes" if which == "write" else NON_PARAMETRIC_NOTE
                               if not parametric(kind) else "no fast weights")
             cell.shape = None
-            cell.frame.setRect(0, 0, 1, 1)
-            cell.view.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
             cell.note.setPos(0.5, 0.5)
             cell.note.setVisible(True)
             return
@@ -201,8 +199,9 @@ class MatricesDock(PlotDock):
             cell.bar.set_level(level)
         if cell.shape != data.shape:
             cell.shape = data.shape
-            cell.frame.setRect(0, 0, data.shape[1], data.shape[0])
-            cell.view.setRange(xRange=(0, data.shape[1]), yRange=(0, data.shape[0]), padding=0)
+            # Every matrix fills the same unit square: a 64×16 weight would otherwise be a
+            # strip a few pixels wide; its shape is in the title of the large view.
+            cell.image.setRect(QRectF(0, 0, 1, 1))
 
     def _cell_title(self, lid: str, which: str, cell: _Cell) -> str:
         kind, period = self.level_info.get(lid, ("", None))
@@ -232,7 +231,7 @@ class MatricesDock(PlotDock):
         for lid in self.level_ids:
             for which in ("memory", "write"):
                 title = _Title("", justify="left")
-                # Square matrix entries: a 16×16 memory is a square, never a strip.
+                # A square panel (the unit square), whatever the dock's shape.
                 view = pg.ViewBox(lockAspect=True, enableMenu=False, invertY=True)
                 view.setMouseEnabled(x=False, y=False)
                 view.setDefaultPadding(0)
@@ -247,6 +246,7 @@ class MatricesDock(PlotDock):
                 bar = SymmetricColorBar(cmap)
                 frame = QGraphicsRectItem(0, 0, 1, 1)
                 view.addItem(frame, ignoreBounds=True)
+                view.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
                 cell = _Cell(view=view, image=image, bar=bar, note=note, title=title,
                              frame=frame)
                 self.cells[(lid, which)] = cell
