@@ -149,6 +149,25 @@ def test_compare_runs_overlays_curves_with_a_legend(studio, qtbot, finished_runs
     assert not loss.legend.isVisible() and not c.plots.forgetting.run_legend.isVisible()
 
 
+def test_a_compared_transformer_is_named_without_an_inner_optimizer(studio, qtbot, tmp_path,
+                                                                     finished_runs):
+    """A Transformer's frozen MLPs keep an optimizer setting that never runs: the compared
+    run was labelled "(sgd)". Only levels that write in context name their optimizer."""
+    window, c = studio
+    doc = core.project_to_dict(core.load_preset("transformer"))
+    doc["model"]["d_model"] = 16
+    doc["task"] = tiny_doc(5)["task"]
+    doc["train"].update(steps=5, batch_size=4, seq_len=64, log_every=5, eval_every=5,
+                        device="cpu")
+    path = tmp_path / "transformer-run"
+    assert Trainer(doc, out=path, snapshots=False).run().reason == "completed"
+    c.open_run(finished_runs[1])
+    qtbot.waitUntil(lambda: c.view.job is None or c.view.job.done, timeout=60000)
+    assert c.compare_runs([path, finished_runs[0]])
+    labels = [t.label for t in c.plots.loss.overlays.values()]
+    assert labels == ["transformer-run", "nsam-dgd (dgd/sgd)"]
+
+
 def test_bad_run_folders_are_refused_with_a_message(studio, tmp_path):
     window, c = studio
     assert not c.open_run(tmp_path / "missing")

@@ -442,8 +442,8 @@ def test_export_into_a_new_folder_typed_in_the_chooser(studio, qtbot, tmp_path):
         elif isinstance(dialog, QFileDialog):
             dialog.setDirectory(str(tmp_path))
             dialog.findChild(QLineEdit, "fileNameEdit").setText("brand new")
+            QTimer.singleShot(50, answer)  # first: a refusal's message box blocks accept()
             dialog.accept()
-            QTimer.singleShot(50, answer)  # a refusal would show a message box
         else:
             QTimer.singleShot(20, answer)
 
