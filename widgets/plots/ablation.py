@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QColor, QFont, QFontMetricsF
 
 from nlstudio import probes
 from nlstudio.widgets import theme
@@ -120,8 +120,10 @@ class AblationDock(PlotDock):
         self.plot.getAxis("bottom").setTicks(
             [[(j + 0.5, grouped(d)) for j, d in enumerate(self.delays)]])
         p = self.palette_
-        # Values in the cells when they fit (≥ 30 px wide), else only in the exported CSV.
-        fits = self.plot.vb.width() / max(cols, 1) >= 30
+        # Values in the cells when they fit, else only in the exported CSV.
+        metrics = QFontMetricsF(self._cell_font())
+        fits = (self.plot.vb.width() / max(cols, 1) >= metrics.horizontalAdvance("−0.00") + 4
+                and self.plot.vb.height() / max(rows, 1) >= metrics.height())
         for k, label in enumerate(self.cell_labels):
             i, j = divmod(k, cols)
             value = float(self.drop[i, j])
@@ -129,16 +131,20 @@ class AblationDock(PlotDock):
             label.setPos(j + 0.5, i + 0.5)
             label.setColor(QColor(p.plot_foreground))
             label.setVisible(fits)
-        self.set_message(f"Recall lost when a level is silenced (step {self.step})")
-
+        self.set_message(f"Recall lost per level silenced (step {grouped(self.step)})")
 
     def _show_plot(self) -> None:
         """Axes only around a table: no made-up (inverted, −0.4…0.4) axes before one."""
         self.show_view(self.has_data())
 
-    def _make_labels(self, count: int) -> None:
+    @staticmethod
+    def _cell_font() -> QFont:
         font = QFont()
         font.setPointSizeF(7.0)
+        return font
+
+    def _make_labels(self, count: int) -> None:
+        font = self._cell_font()
         while len(self.cell_labels) < count:
             label = pg.TextItem("", anchor=(0.5, 0.5))
             label.setFont(font)

@@ -270,6 +270,7 @@ class PlotDock(QDockWidget):
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         if self.message_beside_tools:  # one row for both: height goes to the plots
             self.toolbar.addWidget(self.message, 1)
+            self.toolbar.addStretch(0)  # holds the tools at their size when it is hidden
         else:  # beside many controls it would be squeezed into a column one word wide
             layout.addWidget(self.message)
             self.toolbar.addStretch(1)

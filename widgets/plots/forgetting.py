@@ -56,6 +56,10 @@ class ForgettingDock(PlotDock):
         for plot in (self.tasks_plot, self.recall_plot):
             # 0 and 1 sit near the ends of a short axis: their labels may reach past them.
             plot.getAxis("left").setStyle(hideOverlappingLabels=False)
+        self.tasks_plot.setToolTip("Each sub-task's metric at every evaluation, by training "
+                                   "step: a curve that falls is a sub-task being forgotten")
+        self.recall_plot.setToolTip("Recall of a fact against the tokens since it was seen, "
+                                    "at the latest evaluation (the full model)")
         for plot in (self.tasks_plot, self.recall_plot):
             plot.setMenuEnabled(False)
             plot.setMouseEnabled(x=False, y=False)  # the ranges follow the data
@@ -166,7 +170,7 @@ class ForgettingDock(PlotDock):
         steps = [s for s, _, _ in self.main.eval_rows]
         if steps or self.main.recall is not None:
             last = max(steps) if steps else self.main.recall[0]
-            self.set_message(f"Sub-tasks by step; recall by delay at step {last}")
+            self.set_message(f"Evaluated at step {grouped(last)}")
 
     def _show_plots(self) -> None:
         """Axes only around data: an empty plot shows its message, not made-up ranges."""
