@@ -88,8 +88,8 @@ class TrainingController(QObject):
         document.loaded.connect(self._on_project_replaced)
         self.panel.set_runs_root(str(self.runs.root()))
         self._sync()
+        # Starts the count's timer: counting imports torch, which start-up leaves for later.
         self._on_document_changed()
-        self._count_parameters()
 
     # ---- actions ---------------------------------------------------------------------------
     def _create_actions(self) -> None:

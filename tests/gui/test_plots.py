@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMainWindow
 from nlstudio import events as ev
 from nlstudio import probes
 from nlstudio.widgets import export, theme
-from nlstudio.widgets.plots.base import SymmetricLevels
+from nlstudio.widgets.plots.heatmap import SymmetricLevels
 from nlstudio.widgets.plots.dock import PlotSet
 from nlstudio.widgets.plots.loss import ema
 from nlstudio.widgets.plots.spectrum import INF_POS, freq_position

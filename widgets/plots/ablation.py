@@ -10,8 +10,8 @@ from PySide6.QtGui import QColor, QFont, QFontMetricsF
 from nlstudio import probes
 from nlstudio.widgets import theme
 from nlstudio.widgets.format import grouped
-from nlstudio.widgets.plots.base import (PlotDock, SymmetricColorBar, SymmetricLevels,
-                                         style_plot)
+from nlstudio.widgets.plots.base import PlotDock, style_plot
+from nlstudio.widgets.plots.heatmap import SymmetricColorBar, SymmetricLevels
 
 
 def evaluation_table(delays, recall: dict[str, tuple[float, ...]], level_order=()

@@ -20,8 +20,8 @@ from PySide6.QtWidgets import QComboBox, QGraphicsRectItem
 
 from nlstudio import events as ev
 from nlstudio.widgets import theme
-from nlstudio.widgets.plots.base import (PlotDock, SymmetricColorBar, SymmetricLevels,
-                                         parametric)
+from nlstudio.widgets.plots.base import PlotDock, parametric
+from nlstudio.widgets.plots.heatmap import SymmetricColorBar, SymmetricLevels
 
 ALL_LEVELS = "All levels"
 NON_PARAMETRIC_NOTE = "re-reads its context"  # attention: no memory is written
