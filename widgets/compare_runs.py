@@ -13,7 +13,9 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from nlstudio.catalog import kind_info
+from nlstudio.project import project_to_dict
 from nlstudio.runs import METRICS_FILE, RunError, load_run
+from nlstudio.widgets.messages import user_message
 from nlstudio.widgets.plots.dock import PlotSet
 
 
@@ -51,8 +53,6 @@ class CompareRuns(QObject):
 
     def add(self, path: str | os.PathLike) -> str:
         """Adds (or refreshes) one run; returns its label. Raises RunError/ProjectError."""
-        from nlstudio.project import project_to_dict
-
         path = Path(path)
         run = load_run(path)
         if not (path / METRICS_FILE).exists():
@@ -68,8 +68,6 @@ class CompareRuns(QObject):
 
     def add_all(self, paths) -> tuple[list[str], list[str]]:
         """Every folder that can be added: (labels added, one message per folder refused)."""
-        from nlstudio.widgets.messages import user_message
-
         added, problems = [], []
         for path in paths:
             try:

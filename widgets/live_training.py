@@ -243,16 +243,20 @@ class LiveTraining(QObject):
                                    f"the last good step.", error=True)
             self.host.show_message(f"Training failed at step {result.step}")
         elif result.reason == EndReason.STOPPED:
-            self.panel.show_status(
-                f"Stopped at step {grouped(result.step)}. Continue trains this run on from "
-                f"there; Run starts a new one. (Headless: nlstudio train --resume "
-                f"{result.run_dir})")
+            self.panel.show_status(f"Stopped at step {grouped(result.step)}. Continue trains "
+                                   "this run on from there; Run starts a new one.")
+            self.panel.status.setToolTip(f"Headless: nlstudio train --resume {result.run_dir}")
             self.host.show_message(f"Stopped at step {result.step}")
         else:
-            took = self.last_progress.elapsed_s if self.last_progress else math.nan
+            took = format_duration(self.last_progress.elapsed_s if self.last_progress
+                                   else math.nan)
             loss = "–" if not math.isfinite(result.loss) else f"{result.loss:.4f}"
-            self.panel.show_status(f"Finished {grouped(result.step)} steps in "
-                                   f"{format_duration(took)}; final loss {loss}.")
+            first = session.trainer.start_step
+            # The trainer's elapsed time is this session's: a continued run says which steps.
+            done = (f"Finished {grouped(result.step)} steps in {took}" if not first else
+                    f"Finished step {grouped(result.step)} (steps {grouped(first + 1)}–"
+                    f"{grouped(result.step)} in {took})")
+            self.panel.show_status(f"{done}; final loss {loss}.")
             self.host.show_message(f"Training finished: {result.run_dir}")
         if not isinstance(result, str):
             self.panel.set_progress(result.step, self.panel.progress.maximum())
@@ -300,10 +304,3 @@ def show_history(plots: PlotSet, run_dir: Path, upto_step: int) -> None:
     delay_rows = [r for r in run.delay_rows if r[0] <= upto_step]
     plots.forgetting.set_rows(eval_rows, delay_rows)
     plots.ablation.set_delay_rows(delay_rows)
-    from nlstudio.widgets.run_view import metric_name_of
-
-    from nlstudio.project import project_to_dict
-
-    name = metric_name_of(project_to_dict(run.project))
-    plots.loss.set_metric_name(name)
-    plots.forgetting.set_metric_name(name)

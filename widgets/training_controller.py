@@ -335,8 +335,9 @@ class TrainingController(QObject):
         self._count_parameters()
         self.panel.show_status(
             "Ready. Press Run to train the model on its task."
-            + (f"\nThe previous project's run stays in {previous} (File → Open Run shows it "
-               "again)." if previous is not None else ""))
+            + (f"\nThe previous project's run stays in its folder, {previous.name} (File → "
+               "Open Run shows it again)." if previous is not None else ""))
+        self.panel.status.setToolTip(str(previous) if previous is not None else "")
         self._sync()
 
     # ---- exports -------------------------------------------------------------------------------

@@ -303,7 +303,8 @@ def test_continue_trains_the_stopped_run_on_in_the_app(studio, qtbot):
     assert read_status(run_dir)["state"] == "finished"
     assert metrics_steps(run_dir) == list(range(5, 41, 5))  # one row per step: no repeat
     np.testing.assert_array_equal(c.plots.loss.main.loss.x, np.arange(5, 41, 5))
-    assert "Finished 40 steps" in c.panel.status_text
+    # the trainer's time is this session's: the message says which steps it covers
+    assert f"Finished step 40 (steps {stopped.step + 1}–40 in " in c.panel.status_text
     assert not actions["run.continue"].isEnabled()  # finished: nothing left to continue
     assert sorted(p.name for p in run_dir.parent.iterdir()) == [run_dir.name]  # no new run
 
@@ -381,7 +382,8 @@ def test_another_project_clears_the_previous_projects_results(studio, qtbot):
     assert "fast" not in {lid for lid, _ in p.matrices.cells}
     assert {lv["kind"] for lv in p.spectrum.levels} == {"attention", "mlp"}  # the new graph
     assert c.run_dir is None and c.panel.progress.text() == "no run"
-    assert str(previous) in c.panel.status_text and "Open Run" in c.panel.status_text
+    assert previous.name in c.panel.status_text and "Open Run" in c.panel.status_text
+    assert c.panel.status.toolTip() == str(previous)
     assert not window.actions["run.export_model"].isEnabled()
     assert not window.actions["run.continue"].isEnabled()
     assert previous.is_dir()

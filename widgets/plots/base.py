@@ -28,7 +28,7 @@ from nlstudio.widgets.plots.heatmap import (NICE_STEPS, SymmetricColorBar,  # no
 
 MAX_REDRAW_HZ = 30.0
 # Python time one frame may spend feeding items before the rest waits for the next frame: a
-# frame's GIL time is time the training thread cannot run Python (environment.md §4).
+# frame's GIL time is time the training thread cannot run Python (bench/gui.py measures it).
 FRAME_BUDGET_S = 0.010
 # Line styles of compared runs (the live/opened run is solid).
 COMPARE_STYLES = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine,
