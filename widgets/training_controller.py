@@ -25,7 +25,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMainWindow, QToolButto
 
 from nlstudio.graph import levels_in_order
 from nlstudio.run_state import RunState
-from nlstudio.runs import is_run_dir, read_status
+from nlstudio.runs import CHECKPOINT_FILE, is_run_dir, read_status
 from nlstudio.widgets.compare_runs import CompareRuns
 from nlstudio.widgets.export_actions import ExportActions
 from nlstudio.widgets.folder_dialog import choose_folder
@@ -210,7 +210,7 @@ class TrainingController(QObject):
         if state != RunState.STOPPED and not interrupted(status, False):
             return None
         step, total = status.get("step", 0), status.get("total_steps", 0)
-        if not (run_dir / "checkpoint.pt").is_file() or not total or step >= total:
+        if not (run_dir / CHECKPOINT_FILE).is_file() or not total or step >= total:
             return None
         return run_dir
 

@@ -1,9 +1,10 @@
 """Memory matrices: for every level, a heatmap of its fast weights and one of its latest
 surprise ⊗ key write, each with a colour bar.
 
-Small multiples: one column per level (memory above, write below), or one level, large, picked
-in the level selector. Images are row-major,
-C-contiguous float32, drawn through a 256-entry diverging lookup table with fixed symmetric
+Small multiples, every level's memory and write side by side or stacked, in the grid that
+gives the largest square panels for the dock's shape (:func:`grid_shape`; each heatmap fills a
+square whatever its matrix's shape), or one level, large, picked in the level selector.
+Images are row-major, C-contiguous float32, drawn through a 256-entry diverging lookup table with fixed symmetric
 levels ±L (L = max|x| with a slow decay, :class:`SymmetricLevels`), never per-frame auto
 levels. The grid is built when the set of levels changes (a new run); snapshots only feed
 ``setImage``.
