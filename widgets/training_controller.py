@@ -163,7 +163,8 @@ class TrainingController(QObject):
             f"(Ctrl+F5)" if target is not None else
             "Continue a stopped run: stop a run, or open a stopped run folder (Ctrl+F5)")
 
-    # ---- which run is shown ------------------------------------------------------------------
+    # ---- which run is shown (and the jobs' state, as tests, bench/gui.py and
+    # tools/screenshots.py read it) ----------------------------------------------------------
     @property
     def state(self) -> RunState:
         return self.live_run.state
