@@ -9,3 +9,8 @@ THIN_SPACE = "\u2009"
 def grouped(value: float, decimals: int = 0) -> str:
     """``12345`` -> ``"12 345"``; ``1234.5, decimals=1`` -> ``"1 234.5"`` (thin spaces)."""
     return f"{value:,.{decimals}f}".replace(",", THIN_SPACE)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1, "token"`` -> ``"1 token"``; ``3, "token"`` -> ``"3 tokens"`` (count grouped)."""
+    return f"{grouped(count)} {word if count == 1 else (many or word + 's')}"

@@ -1,13 +1,12 @@
-"""Run folders in the plots: open one (and follow it live while another process writes it),
-compare several, and compute the memory snapshot of a finished run from its saved weights.
+"""A run folder in the plots: open one (and follow it live while another process writes it),
+and compute the memory snapshot of a finished run from its saved weights.
 
     view = RunView(path, plots)        # raises RunError / ProjectError for a bad folder
     view.open()                        # every CSV into the plots; follows if the run is live
     view.statusChanged.connect(...)    # status.json of the run, whenever it changes
     view.snapshotReady.connect(...)    # a Snapshot computed from model.safetensors (one batch)
 
-    compare = CompareRuns(plots)
-    compare.add(path)                  # curves of another run, dashed/dotted, with a legend
+Comparing runs: ``widgets/compare_runs.py``.
 """
 from __future__ import annotations
 
@@ -19,8 +18,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from nlstudio import events as ev
 from nlstudio.graph import levels_in_order
 from nlstudio.probes import snapshot_from_run
-from nlstudio.runs import (METRICS_FILE, MODEL_FILE, PROJECT_FILE, RunError, RunFollower,
-                           RunUpdate, is_run_dir, load_run)
+from nlstudio.runs import (MODEL_FILE, PROJECT_FILE, RunError, RunFollower, RunUpdate,
+                           is_run_dir)
 from nlstudio.widgets.plots.dock import PlotSet
 from nlstudio.widgets.worker import FunctionJob
 
@@ -170,46 +169,3 @@ class RunView(QObject):
         self.stop_following()
         if self.job is not None:
             self.job.wait()
-
-
-class CompareRuns(QObject):
-    """Other runs overlaid on the loss, metric and forgetting plots."""
-
-    changed = Signal(list)  # the compared run folders
-
-    def __init__(self, plots: PlotSet, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("compareRuns")
-        self.plots = plots
-        self.paths: list[Path] = []
-
-    def add(self, path: str | os.PathLike) -> str:
-        """Adds (or refreshes) one run; returns its label. Raises RunError/ProjectError."""
-        path = Path(path)
-        run = load_run(path)
-        if not (path / METRICS_FILE).exists():
-            raise RunError(f"{path}: no {METRICS_FILE}: nothing to compare yet")
-        label = self._label(run)
-        key = str(path.resolve())
-        self.plots.loss.set_overlay(key, label, run.metrics)
-        self.plots.forgetting.set_overlay(key, label, run.eval_rows, run.delay_rows)
-        if path.resolve() not in [p.resolve() for p in self.paths]:
-            self.paths.append(path)
-        self.changed.emit(list(self.paths))
-        return label
-
-    def _label(self, run) -> str:
-        """The folder name, with the first level's inner optimizer (what runs are usually
-        compared on) when it says something."""
-        from nlstudio.project import project_to_dict
-
-        doc = project_to_dict(run.project)
-        opts = sorted({str((lv.get("optimizer") or {}).get("name", ""))
-                       for lv in doc["model"]["levels"] if lv.get("optimizer")} - {""})
-        return f"{run.name} ({'/'.join(opts)})" if opts else run.name
-
-    def clear(self) -> None:
-        self.paths.clear()
-        self.plots.loss.remove_overlays()
-        self.plots.forgetting.remove_overlays()
-        self.changed.emit([])

@@ -7,7 +7,7 @@ the GUI thread without ever making training wait for the GUI.
     session.start(); session.pause(); session.resume(); session.stop()
     session.shutdown()                          # stop, quit and wait: never a running thread left
 
-Coalescing (docs/environment.md §4: a signal per step cuts training 7-10×): the trainer's
+Coalescing (measured when this was built: a signal per step cut training 7-10×): the trainer's
 callback only stores events in a lock-protected :class:`EventMailbox`: the newest
 ``Progress`` and ``Snapshot`` replace older ones, the rare events (``Started``,
 ``MetricsRow``, ``Evaluation``, ``Finished``, ``Failed``) are queued. A GUI-side QTimer pulls
@@ -53,7 +53,7 @@ def warm_up_torch() -> None:
     """Initialise torch (and import the trainer) on the GUI thread, once.
 
     torch's lazy initialisation holds the GIL for 130-190 ms; done in the training thread it
-    would freeze the window at the start of the first run (environment.md §4).
+    would freeze the window at the start of the first run.
     """
     global _warm
     if _warm:

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMainWindow
 from nlstudio import events as ev
 from nlstudio import probes
 from nlstudio.widgets import export, theme
-from nlstudio.widgets.plots.base import SymmetricLevels
+from nlstudio.widgets.plots.heatmap import SymmetricLevels
 from nlstudio.widgets.plots.dock import PlotSet
 from nlstudio.widgets.plots.loss import ema
 from nlstudio.widgets.plots.spectrum import INF_POS, freq_position
@@ -282,3 +282,127 @@ def test_theme_switch_recolours_plots(plots):
     finally:
         theme.manager().apply("light")
     assert plots.loss.view.backgroundBrush().color().name() == theme.LIGHT.plot_background
+
+
+# ---- what the first hour in the app showed (issue 16) ---------------------------------------
+def tick_labels(axis) -> list[str]:
+    """The tick labels an axis draws now, as pyqtgraph lays them out."""
+    from PySide6.QtGui import QPainter
+
+    image = QImage(8, 8, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    try:
+        specs = axis.generateDrawSpecs(painter)
+    finally:
+        painter.end()
+    return [text for _rect, _flags, text in specs[2]] if specs else []
+
+
+def settle(plots) -> None:
+    """Draw, and let the view boxes fit their ranges to the new data."""
+    from PySide6.QtWidgets import QApplication
+
+    draw(plots)
+    QApplication.processEvents()
+    for dock in plots.docks:
+        for item in dock.view.ci.items:
+            if hasattr(item, "vb"):
+                item.vb.updateAutoRange()
+    QApplication.processEvents()
+
+
+def test_metric_ticks_keep_their_values_after_a_theme_change(plots):
+    """After View → Theme the recall axis read 800/600/400 for the rest of the session."""
+    plots.apply(None, [ev.MetricsRow("r1", {"step": s, "loss": 2.0 / s, "metric": 0.4 + s / 20})
+                       for s in range(1, 11)])
+    settle(plots)
+    axis = plots.loss.metric_plot.getAxis("left")
+    before = tick_labels(axis)
+    assert before and all(0.0 <= float(t) <= 1.0 for t in before), before
+    try:
+        for name in ("dark", "light", "dark"):
+            theme.manager().apply(name)
+            settle(plots)
+            assert tick_labels(axis) == before, name
+    finally:
+        theme.manager().apply("light")
+
+
+def test_empty_plots_show_their_message_not_made_up_axes(plots):
+    settle(plots)
+    for dock in (plots.loss, plots.forgetting, plots.ablation):
+        assert not dock.view.isVisible(), dock.key  # no −0.4…0.4 ablation axis, no 0…1 loss
+        assert dock.message.isVisible() and dock.message.text(), dock.key
+    plots.apply(snapshot(1), rows(1, 5) + [evaluation(5)])
+    settle(plots)
+    for dock in (plots.loss, plots.forgetting, plots.ablation):
+        assert dock.view.isVisible() and dock.is_shown(), dock.key
+
+
+def test_forgetting_axes_after_one_evaluation(plots):
+    """One evaluation at step 20: the step axis runs from 0 to 20 (it spanned 19.6-20.4),
+    and recall by delay has its ticks 0, 0.5 and 1 (it showed 0.5 alone)."""
+    plots.apply(None, [evaluation(20)])
+    settle(plots)
+    forgetting = plots.forgetting
+    (x0, x1), (y0, y1) = forgetting.tasks_plot.vb.viewRange()
+    assert x0 <= 0 and 20 <= x1 < 25, (x0, x1)
+    assert y0 <= 0 and y1 >= 1  # recall is a fraction: the whole unit range
+    for plot in (forgetting.tasks_plot, forgetting.recall_plot):
+        assert {"0", "0.5", "1"} <= set(tick_labels(plot.getAxis("left")))
+    assert tick_labels(forgetting.recall_plot.getAxis("bottom")) == ["4", "8", "16"]
+
+
+def panel_rect(matrices, lid: str, which: str = "memory"):
+    """Where a level's heatmap is drawn (scene px = the dock's view px)."""
+    cell = matrices.cells[(lid, which)]
+    return cell.image.mapRectToScene(cell.image.boundingRect())
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1600, 500), (700, 1000)])
+def test_memory_matrices_are_square_panels_in_any_dock_shape(plots, size):
+    """An 8×8 memory and a 32×16 weight alike fill a square, never a strip, however wide or
+    tall the dock is."""
+    plots.window.resize(*size)
+    plots.apply(snapshot(1), [])
+    settle(plots)
+    for lid in ("fast", "mid"):
+        rect = panel_rect(plots.matrices, lid)
+        assert rect.width() == pytest.approx(rect.height(), rel=0.03), (lid, rect)
+
+
+def test_dock_titles_show_their_ampersand(plots):
+    """"Loss & metric" read "Loss  metric" in its title and "Loss _metric" in the Panels
+    menu: Qt takes a single & for a mnemonic."""
+    action = plots.loss.toggleViewAction()
+    assert action.iconText() == "Loss & metric"  # what menus, tabs and title bars show
+    assert plots.loss.title == "Loss & metric"  # and what exports say
+
+
+def test_png_export_legend_is_in_proportion_to_the_svg(plots, tmp_path):
+    """The PNG (2× the SVG's size) drew its legend at 1×: tiny text beside the SVG's."""
+    from PySide6.QtCore import QRectF
+    from PySide6.QtGui import QPainter
+    from PySide6.QtSvg import QSvgRenderer
+
+    plots.apply(snapshot(1), rows(1, 5) + [evaluation(5), evaluation(10, scale=0.5)])
+    settle(plots)
+    dock = plots.forgetting
+    export.export_plot(dock, tmp_path)
+    png = QImage(str(tmp_path / "forgetting.png"))
+    svg = QImage(png.size(), QImage.Format.Format_ARGB32)
+    svg.fill(0xFFFFFFFF)
+    painter = QPainter(svg)
+    QSvgRenderer(str(tmp_path / "forgetting.svg")).render(painter, QRectF(svg.rect()))
+    painter.end()
+    with export._export_layout(dock) as item:  # where the legend lies in the exported figure
+        band = dock.task_legend.mapRectToItem(item, dock.task_legend.boundingRect())
+    scale = png.width() / export.EXPORT_SIZE[0]
+    top, bottom = int(band.top() * scale), int(band.bottom() * scale)
+    assert bottom - top > 10
+
+    def ink(image: QImage) -> int:  # dark pixels of the legend's text and samples
+        return sum(1 for y in range(top, bottom, 2) for x in range(0, image.width(), 2)
+                   if image.pixelColor(x, y).lightness() < 150)
+
+    assert 0.75 < ink(png) / max(ink(svg), 1) < 1.33, (ink(png), ink(svg))

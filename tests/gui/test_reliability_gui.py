@@ -345,7 +345,9 @@ def test_closing_the_app_during_a_run_joins_the_worker(tmp_path, tiny_project, m
     if moment == "training":
         assert report["step_seen"] >= 1
     run_dir = Path(report["run_dir"])
-    assert run_dir.parent == tmp_path / "runs"  # beside the project
+    # in the app's data folder (XDG_DATA_HOME/<organisation>/<application>), not beside the
+    # project (issue 16: a bundled preset's runs landed inside the installed package)
+    assert run_dir.parent == tmp_path / "data" / "NL Studio" / "NL Studio" / "runs"
     status = read_status(run_dir)
     assert status["state"] == "stopped"  # a clean, resumable end
     assert not RunFollower(run_dir).is_live()

@@ -124,9 +124,19 @@ def test_compare_runs_overlays_curves_with_a_legend(studio, qtbot, finished_runs
     labels = [t.label for t in loss.overlays.values()]
     assert "dgd" in labels[0] and "nsam-sgd" in labels[1]
     qtbot.waitUntil(lambda: not loss.dirty and not c.plots.forgetting.dirty, timeout=5000)
-    assert loss.loss_plot.legend.isVisible()
-    legend_names = [label.text for _, label in loss.loss_plot.legend.items]
+    assert loss.legend.isVisible()
+    legend_names = [label.text for _, label in loss.legend.items]
     assert all(any(lbl in name for name in legend_names) for lbl in labels)
+    # the forgetting plot's dashed lines are named too, and no legend lies over a plot
+    forgetting = c.plots.forgetting
+    assert forgetting.run_legend.isVisible()
+    run_names = [label.text for _, label in forgetting.run_legend.items]
+    assert all(any(lbl in name for name in run_names) for lbl in labels)
+    for legend, plots in ((loss.legend, (loss.loss_plot, loss.metric_plot)),
+                          (forgetting.run_legend, (forgetting.tasks_plot, forgetting.recall_plot)),
+                          (forgetting.task_legend, (forgetting.tasks_plot, forgetting.recall_plot))):
+        for plot in plots:
+            assert not legend.sceneBoundingRect().intersects(plot.vb.sceneBoundingRect())
     for trace, path in zip(loss.overlays.values(), finished_runs):
         np.testing.assert_allclose(trace.items["loss"][1].getData()[1],
                                    load_run(path).metrics["loss"])
@@ -136,7 +146,26 @@ def test_compare_runs_overlays_curves_with_a_legend(studio, qtbot, finished_runs
     assert window.actions["run.clear_compare"].isEnabled()
     window.actions["run.clear_compare"].trigger()
     assert not loss.overlays and not c.plots.forgetting.overlays
-    assert not loss.loss_plot.legend.isVisible()
+    assert not loss.legend.isVisible() and not c.plots.forgetting.run_legend.isVisible()
+
+
+def test_a_compared_transformer_is_named_without_an_inner_optimizer(studio, qtbot, tmp_path,
+                                                                     finished_runs):
+    """A Transformer's frozen MLPs keep an optimizer setting that never runs: the compared
+    run was labelled "(sgd)". Only levels that write in context name their optimizer."""
+    window, c = studio
+    doc = core.project_to_dict(core.load_preset("transformer"))
+    doc["model"]["d_model"] = 16
+    doc["task"] = tiny_doc(5)["task"]
+    doc["train"].update(steps=5, batch_size=4, seq_len=64, log_every=5, eval_every=5,
+                        device="cpu")
+    path = tmp_path / "transformer-run"
+    assert Trainer(doc, out=path, snapshots=False).run().reason == "completed"
+    c.open_run(finished_runs[1])
+    qtbot.waitUntil(lambda: c.view.job is None or c.view.job.done, timeout=60000)
+    assert c.compare_runs([path, finished_runs[0]])
+    labels = [t.label for t in c.plots.loss.overlays.values()]
+    assert labels == ["transformer-run", "nsam-dgd (dgd/sgd)"]
 
 
 def test_bad_run_folders_are_refused_with_a_message(studio, tmp_path):

@@ -17,8 +17,10 @@ from PySide6.QtSvg import QSvgRenderer
 
 from nlstudio import project as core
 from nlstudio.runs import MODEL_FILE, PROJECT_FILE, read_status
+from nlstudio.widgets.format import grouped
 from nlstudio.widgets.main_window import MainWindow
 from nlstudio.widgets.training_controller import LOCK_REASON, install_training
+from nlstudio.widgets.training_panel import format_duration
 from nlstudio.widgets.worker import running_threads
 
 
@@ -119,11 +121,22 @@ def test_live_run_pause_resume_stop_restart_and_export(studio, qtbot, tmp_path):
     qtbot.wait(400)  # a dozen delivery ticks
     c.session.flush()
     assert c.last_progress.step == held and c.session.trainer.paused
+    # "Paused at step N" is the step the trainer held at, the one the progress bar shows
+    # (it named the step of the click, one or more before); the comma is prose, not a number
+    assert c.panel.status_text == (f"Paused at step {grouped(held)}. Resume to go on, Stop "
+                                   "to end the run.")
+    assert c.panel.progress.value() == held == read_status(run_dir)["step"]
+    # the Time cell shows the trainer's elapsed time; no estimate while nothing trains
+    elapsed = format_duration(c.last_progress.elapsed_s)
+    assert c.panel.eta_label.text() == f"{elapsed} elapsed · paused"
 
     # ---- resume: it goes on --------------------------------------------------------------
     actions["run.pause"].trigger()
     assert c.state == "running"
     qtbot.waitUntil(lambda: c.last_progress.step > held + 2, timeout=30000)
+    last = c.last_progress  # what is shown is what the trainer sent, nothing measured here
+    assert c.panel.eta_label.text() == (f"{format_duration(last.elapsed_s)} elapsed · "
+                                        f"{format_duration(last.eta_s)} left")
 
     # ---- stop: prompt, resumable, editing unlocked -----------------------------------------
     with qtbot.waitSignal(c.runEnded, timeout=30000) as ended:
@@ -133,8 +146,9 @@ def test_live_run_pause_resume_stop_restart_and_export(studio, qtbot, tmp_path):
     assert read_status(run_dir)["state"] == "stopped"
     assert not running_threads()
     assert not window.document.locked and not c.panel.banner.isVisible()
-    assert "Stopped at step" in c.panel.status_text
+    assert f"Stopped at step {grouped(stopped.step)}." in c.panel.status_text
     assert actions["run.start"].isEnabled() and not actions["run.stop"].isEnabled()
+    assert actions["run.continue"].isEnabled()  # the stopped run can be trained on
 
     # ---- restart: a new run folder, trained to the end -------------------------------------
     set_steps(window, 30)
@@ -249,6 +263,199 @@ def test_late_events_of_an_old_run_are_dropped(studio, qtbot):
     rows_before = len(c.plots.loss.main.loss)
     late = Delivery(ev.Progress(old.run_id, 999, 999, 0.0, 0.0, 1.0, 1.0, 0.0, "x"), None,
                     [ev.MetricsRow(old.run_id, {"step": 999, "loss": 1.0, "metric": 1.0})])
-    c._on_delivery(object(), late)  # a tick of a session no longer current
+    c.live_run._on_delivery(object(), late)  # a tick of a session no longer current
     assert c.last_progress is old and len(c.plots.loss.main.loss) == rows_before
     assert Path(c.run_dir).is_dir()
+
+
+# ---- what the first hour in the app showed (issue 16) ---------------------------------------
+def metrics_steps(run_dir: Path) -> list[int]:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return [int(float(r["step"])) for r in csv.DictReader(fh)]
+
+
+def test_continue_trains_the_stopped_run_on_in_the_app(studio, qtbot):
+    """After Stop the panel pointed at the CLI and Run started again from step 0: Continue
+    resumes the same run folder through the trainer's resume path."""
+    window, c = studio
+    actions = window.actions
+    set_steps(window, 40)
+    assert not actions["run.continue"].isEnabled()  # nothing stopped yet
+    assert c.start()
+    qtbot.waitUntil(lambda: c.last_progress is not None and c.last_progress.step >= 12,
+                    timeout=60000)
+    with qtbot.waitSignal(c.runEnded, timeout=30000) as ended:
+        actions["run.stop"].trigger()
+    stopped = ended.args[0]
+    run_dir = c.run_dir
+    assert stopped.reason == "stopped" and 12 <= stopped.step < 40
+    assert actions["run.continue"].isEnabled()
+    shown_before = len(c.plots.loss.main.loss)
+
+    with qtbot.waitSignal(c.runEnded, timeout=120000) as ended:
+        actions["run.continue"].trigger()
+        assert c.live and c.run_dir == run_dir and window.document.locked
+        # the run's history stays on the plots; the bar starts where the run stopped
+        assert len(c.plots.loss.main.loss) == shown_before
+        assert c.panel.progress.value() == stopped.step
+    done = ended.args[0]
+    assert done.reason == "completed" and done.step == 40 and done.run_dir == run_dir
+    assert read_status(run_dir)["state"] == "finished"
+    assert metrics_steps(run_dir) == list(range(5, 41, 5))  # one row per step: no repeat
+    np.testing.assert_array_equal(c.plots.loss.main.loss.x, np.arange(5, 41, 5))
+    # the trainer's time is this session's: the message says which steps it covers
+    assert f"Finished step 40 (steps {stopped.step + 1}–40 in " in c.panel.status_text
+    assert not actions["run.continue"].isEnabled()  # finished: nothing left to continue
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == [run_dir.name]  # no new run
+
+
+def test_runs_go_to_the_user_data_folder_unless_the_user_chose_one(
+        qtbot, tmp_path, monkeypatch, fake_dialogs):
+    """A preset's run landed in resources/presets/runs inside the installed package: runs go
+    to the app's data folder (QStandardPaths), or where the user chose, and the panel says
+    where."""
+    from nlstudio.widgets.run_location import standard_runs_root
+
+    monkeypatch.setenv("NLSTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+    def studio_window():
+        window = MainWindow(settings)
+        window.dialogs = fake_dialogs()
+        qtbot.addWidget(window)
+        return window, install_training(window)  # no runs_root: what the app does
+
+    window, c = studio_window()
+    root = standard_runs_root()
+    assert root.is_relative_to(tmp_path / "data")
+    assert c.panel.folder_label.path == root  # "new runs go to …" before any run
+    assert "new runs go to" in c.panel.folder_label.shown_text()
+
+    project = tmp_path / "projects" / "mine.nlproj"
+    project.parent.mkdir()
+    doc = core.project_to_dict(core.load_preset("nsam_kv_stream"))
+    shrink(doc, 5)
+    core.save_project(doc, project)
+    for opened in (lambda: window.open_preset("nsam_kv_stream"),
+                   lambda: window.open_project(str(project))):
+        assert opened()
+        window.document.edit("Shrink", lambda d: shrink(d, 5))  # the saved one is small
+        with qtbot.waitSignal(c.runEnded, timeout=60000):
+            assert c.start()
+        assert c.run_dir.parent == root  # not beside the project, not in the cwd
+        assert c.panel.folder_label.path == c.run_dir.resolve()
+        assert all(b.isVisibleTo(c.panel) for b in (c.panel.open_button, c.panel.copy_button))
+        window.document.undo_stack.setClean()
+    assert not (work / "runs").exists() and not (project.parent / "runs").exists()
+
+    chosen = tmp_path / "my runs"  # a new folder, typed in the chooser
+    c.ask_directory = lambda title, start: str(chosen)
+    window.actions["run.runs_folder"].trigger()
+    with qtbot.waitSignal(c.runEnded, timeout=60000):
+        assert c.start()
+    assert c.run_dir.parent == chosen
+    c.shutdown()
+    window.close()
+    window, c = studio_window()  # the choice is remembered
+    assert c.runs.root() == chosen
+    c.shutdown()
+
+
+def test_another_project_clears_the_previous_projects_results(studio, qtbot):
+    """After File → New from Preset the last project's plots (its levels' matrices, its
+    sub-tasks) stayed beside the new graph. They are cleared; the run stays on disk."""
+    window, c = studio
+    set_steps(window, 15)
+    with qtbot.waitSignal(c.runEnded, timeout=60000):
+        assert c.start()
+    previous = c.run_dir
+    qtbot.waitUntil(lambda: c.plots.loss.has_data() and c.plots.forgetting.has_data()
+                    and c.plots.matrices.has_data(), timeout=10000)
+    assert window.open_preset("transformer")
+    p = c.plots
+    assert not any(d.has_data() for d in (p.loss, p.matrices, p.forgetting, p.ablation))
+    assert not p.forgetting.main.task_items and not p.forgetting.task_legend.items
+    assert "fast" not in {lid for lid, _ in p.matrices.cells}
+    assert {lv["kind"] for lv in p.spectrum.levels} == {"attention", "mlp"}  # the new graph
+    assert c.run_dir is None and c.panel.progress.text() == "no run"
+    assert previous.name in c.panel.status_text and "Open Run" in c.panel.status_text
+    assert c.panel.status.toolTip() == str(previous)
+    assert not window.actions["run.export_model"].isEnabled()
+    assert not window.actions["run.continue"].isEnabled()
+    assert previous.is_dir()
+    assert c.open_run(previous)  # and it comes back on request
+    assert c.plots.loss.has_data()
+
+
+def test_memory_matrices_are_readable_squares_at_the_default_size(studio, qtbot):
+    """They were thin strips at 1280×800 until the dock was resized."""
+    window, c = studio
+    set_steps(window, 5)
+    with qtbot.waitSignal(c.runEnded, timeout=60000):
+        assert c.start()
+    matrices = c.plots.matrices
+    qtbot.waitUntil(lambda: matrices.has_data() and not matrices.dirty, timeout=10000)
+    for lid in ("fast", "cms_mid"):  # a 16×16 memory, a 64×16 weight
+        cell = matrices.cells[(lid, "memory")]
+        rect = cell.image.mapRectToScene(cell.image.boundingRect())
+        assert rect.width() == pytest.approx(rect.height(), rel=0.03), (lid, rect)
+        assert rect.width() >= 48, (lid, rect)  # readable
+
+
+def test_parameter_count_in_the_training_panel(studio, qtbot):
+    from nlstudio.build import build_task, count_parameters
+
+    window, c = studio
+
+    def expected() -> str:
+        project = core.parse_project(window.document.snapshot())
+        return grouped(count_parameters(project, build_task(project)))
+
+    qtbot.waitUntil(lambda: c.panel.params_label.text() == expected(), timeout=5000)
+    before = c.panel.params_label.text()
+    window.document.edit("wider", lambda d: d["model"].update(d_model=32))
+    qtbot.waitUntil(lambda: c.panel.params_label.text() == expected(), timeout=5000)
+    assert c.panel.params_label.text() != before
+    window.document.edit("break", lambda d: d["model"].update(edges=[["input", "fast"]]))
+    qtbot.waitUntil(lambda: c.panel.params_label.text() == "–", timeout=5000)
+
+
+def test_export_into_a_new_folder_typed_in_the_chooser(studio, qtbot, tmp_path):
+    """The export's folder chooser answered a typed new name with "Directory not found"."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QFileDialog, QLineEdit, QMessageBox
+
+    window, c = studio
+    set_steps(window, 5)
+    with qtbot.waitSignal(c.runEnded, timeout=60000):
+        assert c.start()
+    refused = []
+
+    def answer() -> None:
+        dialog = QApplication.activeModalWidget()
+        if isinstance(dialog, QMessageBox):  # "Directory not found": the name was refused
+            refused.append(dialog.text())
+            dialog.accept()
+            QTimer.singleShot(0, lambda: QApplication.activeModalWidget().reject())
+        elif isinstance(dialog, QFileDialog):
+            dialog.setDirectory(str(tmp_path))
+            dialog.findChild(QLineEdit, "fileNameEdit").setText("brand new")
+            QTimer.singleShot(50, answer)  # first: a refusal's message box blocks accept()
+            dialog.accept()
+        else:
+            QTimer.singleShot(20, answer)
+
+    QTimer.singleShot(0, answer)
+    written = c.export_model()  # asks for the folder
+    assert not refused, refused
+    assert written and all(p.parent == tmp_path / "brand new" for p in written)
+
+
+def test_panels_menu_names_the_loss_dock_with_its_ampersand(studio):
+    window, c = studio
+    names = [a.iconText() for a in window.panels_menu.actions() if not a.isSeparator()]
+    assert "Loss & metric" in names and "Training" in names

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QColor, QFont, QFontMetricsF
 
 from nlstudio import probes
 from nlstudio.widgets import theme
-from nlstudio.widgets.plots.base import (PlotDock, SymmetricColorBar, SymmetricLevels,
-                                         style_plot)
+from nlstudio.widgets.format import grouped
+from nlstudio.widgets.plots.base import PlotDock, style_plot
+from nlstudio.widgets.plots.heatmap import SymmetricColorBar, SymmetricLevels
 
 
 def evaluation_table(delays, recall: dict[str, tuple[float, ...]], level_order=()
@@ -29,6 +30,8 @@ def evaluation_table(delays, recall: dict[str, tuple[float, ...]], level_order=(
 class AblationDock(PlotDock):
     key = "ablation"
     title = "Ablation"
+    empty_text = ("Recall lost when each level is silenced, per delay: appears at the first "
+                  "evaluation of a task with delays.")
     max_hz = 10.0
 
     def __init__(self, parent=None) -> None:
@@ -57,8 +60,8 @@ class AblationDock(PlotDock):
         self.step: int | None = None
         self._shape: tuple[int, int] | None = None
         self.apply_theme(self.palette_)
-        self.set_message("Recall lost when each level is silenced, per delay: appears at the "
-                         "first evaluation of a task with delays.")
+        self._show_plot()
+        self.set_message(self.empty_text)
 
     # ---- data in ---------------------------------------------------------------------------
     def clear(self) -> None:
@@ -66,6 +69,7 @@ class AblationDock(PlotDock):
             np.zeros((0, 0)), np.zeros(0)
         self.step = None
         self.levels.reset()
+        self.set_message(self.empty_text)
         self.mark_dirty()
 
     def set_table(self, step: int, names: list[str], delays, table: np.ndarray) -> None:
@@ -97,6 +101,7 @@ class AblationDock(PlotDock):
 
     # ---- drawing ---------------------------------------------------------------------------
     def redraw(self) -> None:
+        self._show_plot()
         if self.drop.size == 0:
             self.image.clear()
             for label in self.cell_labels:
@@ -113,10 +118,12 @@ class AblationDock(PlotDock):
             self.plot.setRange(xRange=(0, cols), yRange=(0, rows), padding=0)
         self.plot.getAxis("left").setTicks([[(i + 0.5, n) for i, n in enumerate(self.names)]])
         self.plot.getAxis("bottom").setTicks(
-            [[(j + 0.5, f"{d:,}".replace(",", "\u2009")) for j, d in enumerate(self.delays)]])
+            [[(j + 0.5, grouped(d)) for j, d in enumerate(self.delays)]])
         p = self.palette_
-        # Values in the cells when they fit (≥ 30 px wide), else only in the exported CSV.
-        fits = self.plot.vb.width() / max(cols, 1) >= 30
+        # Values in the cells when they fit, else only in the exported CSV.
+        metrics = QFontMetricsF(self._cell_font())
+        fits = (self.plot.vb.width() / max(cols, 1) >= metrics.horizontalAdvance("−0.00") + 4
+                and self.plot.vb.height() / max(rows, 1) >= metrics.height())
         for k, label in enumerate(self.cell_labels):
             i, j = divmod(k, cols)
             value = float(self.drop[i, j])
@@ -124,12 +131,20 @@ class AblationDock(PlotDock):
             label.setPos(j + 0.5, i + 0.5)
             label.setColor(QColor(p.plot_foreground))
             label.setVisible(fits)
-        self.set_message(f"Recall lost when a level is silenced (step {self.step})")
+        self.set_message(f"Recall lost per level silenced (step {grouped(self.step)})")
 
+    def _show_plot(self) -> None:
+        """Axes only around a table: no made-up (inverted, −0.4…0.4) axes before one."""
+        self.show_view(self.has_data())
 
-    def _make_labels(self, count: int) -> None:
+    @staticmethod
+    def _cell_font() -> QFont:
         font = QFont()
         font.setPointSizeF(7.0)
+        return font
+
+    def _make_labels(self, count: int) -> None:
+        font = self._cell_font()
         while len(self.cell_labels) < count:
             label = pg.TextItem("", anchor=(0.5, 0.5))
             label.setFont(font)

@@ -1,5 +1,6 @@
-"""What every plot dock shares: the dock frame, theming, growable series, symmetric colour
-levels, and the redraw scheduler that bounds drawing to ≤ 30 Hz.
+"""What every plot dock shares: the dock frame, theming, growable series, legends in rows of
+their own, and the redraw scheduler that bounds drawing to ≤ 30 Hz (heatmap colour scales:
+``plots/heatmap.py``).
 
 Data and drawing are separate. A dock's ``set_*``/``show_*``/``append_*`` methods only store
 data and mark the dock dirty (cheap, any rate); :class:`RedrawScheduler` then calls
@@ -16,19 +17,33 @@ from typing import ClassVar, Iterable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QImage
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from nlstudio.widgets import theme
+# Heatmap scales live in plots/heatmap.py; re-exported for the lessons, which import them here.
+from nlstudio.widgets.plots.heatmap import (NICE_STEPS, SymmetricColorBar,  # noqa: F401
+                                            SymmetricLevels, nice_ceil)
 
 MAX_REDRAW_HZ = 30.0
 # Python time one frame may spend feeding items before the rest waits for the next frame: a
-# frame's GIL time is time the training thread cannot run Python (environment.md §4).
+# frame's GIL time is time the training thread cannot run Python (bench/gui.py measures it).
 FRAME_BUDGET_S = 0.010
 # Line styles of compared runs (the live/opened run is solid).
 COMPARE_STYLES = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine,
                   Qt.PenStyle.DashDotDotLine)
+
+
+def parametric(kind: str) -> bool:
+    """Whether a level kind has a memory that is written (the registry says; attention
+    re-reads its context instead). An unknown kind is drawn as parametric."""
+    from nlstudio.catalog import kind_info
+
+    try:
+        return kind_info(kind).parametric
+    except KeyError:
+        return True
 
 
 def compare_style(index: int) -> Qt.PenStyle:
@@ -93,60 +108,13 @@ class Series:
         return self._y[:self.n]
 
 
-NICE_STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
-
-
-def nice_ceil(x: float) -> float:
-    """The smallest value of the 1-1.2-1.5-2-2.5-3-4-5-6-8 ladder (× 10^k) that is ≥ x."""
-    if not math.isfinite(x) or x <= 0:
-        return x
-    decade = 10.0 ** math.floor(math.log10(x))
-    for step in NICE_STEPS:
-        if step * decade >= x * (1 - 1e-12):
-            return step * decade
-    return 10.0 * decade
-
-
-class SymmetricLevels:
-    """Colour levels ±L for a signed heatmap. An envelope jumps up to max|x| at once and
-    decays slowly (half-life ``half_life_s``) when the data shrinks; L is the envelope rounded
-    up to a nice value, so frames stay comparable, nothing ever clips, and the colour bar's
-    scale (and its tick labels) changes only now and then instead of every frame."""
-
-    def __init__(self, half_life_s: float = 3.0, floor: float = 1e-6) -> None:
-        self.half_life_s = half_life_s
-        self.floor = floor
-        self.envelope = 0.0
-        self.value = 0.0
-        self._t: float | None = None
-
-    def reset(self) -> None:
-        self.envelope, self.value, self._t = 0.0, 0.0, None
-
-    def update(self, data: np.ndarray | None, now: float | None = None) -> float:
-        now = time.monotonic() if now is None else now
-        peak = 0.0
-        if data is not None and data.size:
-            finite = np.abs(data[np.isfinite(data)]) if not np.all(np.isfinite(data)) \
-                else np.abs(data)
-            peak = float(finite.max()) if finite.size else 0.0
-        if self._t is not None and self.envelope > 0:
-            decayed = self.envelope * 0.5 ** ((now - self._t) / self.half_life_s)
-        else:
-            decayed = 0.0
-        self._t = now
-        self.envelope = max(peak, decayed, self.floor)
-        self.value = nice_ceil(self.envelope)
-        return self.value
-
-
 def style_plot(plot: pg.PlotItem, p: theme.Palette, title: str | None = None) -> None:
     """Axes, labels, title and grid of a PlotItem in the palette's colours (``title``: a new
     title; without one, the title the plot shows is kept and recoloured)."""
     fg = QColor(p.plot_foreground)
     for name in ("left", "bottom", "right", "top"):
         axis = plot.getAxis(name)
-        axis.enableAutoSIPrefix(False)  # "recall (x0.001)" reads worse than 0.2
+        no_si_prefix(axis)
         axis.setPen(pg.mkPen(p.muted))
         axis.setTextPen(pg.mkPen(fg))
         label = axis.labelText
@@ -157,15 +125,68 @@ def style_plot(plot: pg.PlotItem, p: theme.Palette, title: str | None = None) ->
     if title is not None:
         plot.setTitle(title, color=p.plot_foreground, size="9pt")
     plot.showGrid(x=True, y=True, alpha=0.18 if p.dark else 0.25)
-    legend = plot.legend
-    if legend is not None:
-        legend.setLabelTextColor(fg)
-        for _sample, label in legend.items:  # existing labels keep their colour otherwise
-            label.setText(label.text, color=p.plot_foreground)
+    if plot.legend is not None:
+        style_legend(plot.legend, p, framed=True)
+
+
+def row_legend(columns: int = 3, size: str = "7pt") -> pg.LegendItem:
+    """A legend for a layout row of its own (beside the plots, never over their curves),
+    scaled with the rest of the figure in exports: pyqtgraph's legends ignore
+    transformations, so a PNG rendered at 2× would show their text at half size."""
+    legend = pg.LegendItem(colCount=columns, labelTextSize=size, verSpacing=-8, horSpacing=6)
+    legend.setFlag(legend.GraphicsItemFlag.ItemIgnoresTransformations, False)
+    return legend
+
+
+LEGEND_NAME_CHARS = 32  # a run's name in a legend (run folders are long: slug + timestamp)
+
+
+def legend_text(label: str, limit: int = LEGEND_NAME_CHARS) -> str:
+    """A run's legend label short enough for a dock: the middle of a long name elided (its
+    start and its timestamp stay), a trailing "(…)" kept; exported CSVs keep the full name."""
+    name, suffix = label, ""
+    if label.endswith(")") and " (" in label:
+        cut = label.rindex(" (")
+        name, suffix = label[:cut], label[cut:]
+    if len(name) > limit:
+        tail = min(15, limit // 2)
+        name = name[:limit - tail - 1] + "…" + name[-tail:]
+    return name + suffix
+
+
+def style_legend(legend: pg.LegendItem, p: theme.Palette, framed: bool = False) -> None:
+    legend.setLabelTextColor(QColor(p.plot_foreground))
+    for _sample, label in legend.items:  # existing labels keep their colour otherwise
+        label.setText(label.text, color=p.plot_foreground)
+    if framed:
         bg = QColor(p.plot_background)
         bg.setAlpha(200)
         legend.setBrush(pg.mkBrush(bg))
         legend.setPen(pg.mkPen(p.border))
+
+
+def show_in_layout(layout: pg.GraphicsLayout, item, row: int, col: int, shown: bool) -> None:
+    """Put ``item`` in its row of ``layout``, or take it out: a hidden row takes no height
+    (a merely hidden item would keep its minimum height in a QGraphicsGridLayout)."""
+    placed = item in layout.items
+    if shown and not placed:
+        layout.addItem(item, row=row, col=col)
+    elif not shown and placed:
+        layout.removeItem(item)
+    item.setVisible(shown)
+
+
+def no_si_prefix(axis: pg.AxisItem) -> None:
+    """Tick values as they are: no SI scaling ("recall (x0.001)" reads worse than 0.2).
+
+    pyqtgraph's ``enableAutoSIPrefix(False)`` recomputes the scale from the axis range before
+    it looks at the flag (0.13/0.14): called while an axis shows 0…0.9 it leaves a ×1000
+    scale behind, and the ticks read 800/600/400 from then on. The scale is reset here."""
+    axis.autoSIPrefix = False
+    axis.autoSIPrefixScale = 1.0
+    axis.labelUnitPrefix = ""
+    axis.picture = None  # the cached ticks were drawn with the old scale
+    axis.update()
 
 
 def set_axis_label(plot: pg.PlotItem, side: str, text: str, p: theme.Palette) -> None:
@@ -176,14 +197,19 @@ class PlotDock(QDockWidget):
     """A dock showing one family of plots (subclasses define ``key`` and ``title``)."""
 
     key: ClassVar[str] = "plot"
-    title: ClassVar[str] = "Plot"
+    title: ClassVar[str] = "Plot"  # as the user reads it ("Loss & metric")
+    empty_text: ClassVar[str] = ""  # the message before any run
+    # The message line shares its row with the dock's controls (a few buttons).
+    message_beside_tools: ClassVar[bool] = True
     # The most redraws a second this dock needs (≤ MAX_REDRAW_HZ). Curves that move by a
     # logged row every few steps, and spectra averaged over snapshots, gain nothing from 30.
     max_hz: ClassVar[float] = MAX_REDRAW_HZ
     redrawRequested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(self.title, parent)
+        # Qt reads "&" in a dock's title as a mnemonic (the title bar, its tab, the Panels
+        # menu entry): "&&" shows one ampersand everywhere.
+        super().__init__(self.title.replace("&", "&&"), parent)
         self.setObjectName(f"{self.key}Dock")
         self.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable
@@ -199,10 +225,12 @@ class PlotDock(QDockWidget):
         self.message.setObjectName(f"{self.key}Message")
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        # The message has its own row: beside a dock's controls it would be squeezed into a
-        # column one word wide.
-        layout.addWidget(self.message)
-        self.toolbar.addStretch(1)
+        if self.message_beside_tools:  # one row for both: height goes to the plots
+            self.toolbar.addWidget(self.message, 1)
+            self.toolbar.addStretch(0)  # holds the tools at their size when it is hidden
+        else:  # beside many controls it would be squeezed into a column one word wide
+            layout.addWidget(self.message)
+            self.toolbar.addStretch(1)
         layout.addLayout(self.toolbar)
         self.view = pg.GraphicsLayoutWidget(body)
         self.view.setObjectName(f"{self.key}View")
@@ -224,7 +252,14 @@ class PlotDock(QDockWidget):
 
     def is_shown(self) -> bool:
         # A dock behind another tab stays isVisible() in Qt 6; its visible region is empty.
-        return self.isVisible() and not self.view.viewport().visibleRegion().isEmpty()
+        # (The body, not the plots' view: an empty dock hides its view, see show_view.)
+        return self.isVisible() and not self.widget().visibleRegion().isEmpty()
+
+    def show_view(self, shown: bool) -> None:
+        """Show the plots, or, while there is nothing to plot, only the message: no axes
+        with made-up ranges. (Hiding every item of the layout instead would shrink it.)"""
+        if self.view.isVisibleTo(self.widget()) != shown:
+            self.view.setVisible(shown)
 
     def redraw_if_due(self, now: float | None = None) -> bool:
         if not self.dirty or not self.is_shown():
@@ -248,6 +283,11 @@ class PlotDock(QDockWidget):
     # ---- content ---------------------------------------------------------------------------
     def clear(self) -> None:
         """Forget all data (a new run starts)."""
+
+    def reset(self) -> None:
+        """No run at all (another project): no data, the empty-state message."""
+        self.clear()
+        self.set_message(self.empty_text)
 
     def set_message(self, text: str) -> None:
         self.message.setText(text)
@@ -337,91 +377,3 @@ class RedrawScheduler(QObject):
                 self.frame_times.append(now)
             self.redrawn.emit(count)
         return count
-
-
-class SymmetricColorBar(pg.GraphicsWidget):
-    """A colour bar for a heatmap drawn with levels ±L: the diverging gradient and, when
-    ``labelled``, the values +L, 0 and −L beside it.
-
-    pyqtgraph's ColorBarItem is a whole PlotItem (four axes) per bar; redrawn with every frame
-    of eight heatmaps it cost more than the heatmaps. This one paints a gradient and three
-    numbers, is cached by Qt as a pixmap, and repaints only when L or the colours change."""
-
-    def __init__(self, colormap: pg.ColorMap, *, labelled: bool = True, label: str = "",
-                 width: int = 9) -> None:
-        super().__init__()
-        self.setCacheMode(self.CacheMode.DeviceCoordinateCache)
-        self._cmap = colormap
-        self._strip = self._make_strip(colormap)
-        self._level = 1.0
-        self._labelled = labelled
-        self._label = label
-        self._bar_width = width
-        self._text = QColor("#000000")
-        self._edge = QColor("#808080")
-        self._font = QFont()
-        self._font.setPointSizeF(7.0)
-        self._apply_width()
-
-    @property
-    def level(self) -> float:
-        return self._level
-
-    def set_level(self, level: float) -> None:
-        if level != self._level:
-            self._level = level
-            self.update()
-
-    def set_labelled(self, labelled: bool) -> None:
-        if labelled != self._labelled:
-            self._labelled = labelled
-            self._apply_width()
-            self.update()
-
-    def set_colors(self, colormap: pg.ColorMap, text: str, edge: str) -> None:
-        self._cmap, self._text, self._edge = colormap, QColor(text), QColor(edge)
-        self._strip = self._make_strip(colormap)
-        self.update()
-
-    @staticmethod
-    def _make_strip(colormap: pg.ColorMap) -> QImage:
-        """The colour map as a 1×256 image, +L at the top (an image, not a gradient: SVG
-        exports of several bars would otherwise share one gradient id)."""
-        lut = colormap.getLookupTable(nPts=256, alpha=True)[::-1]
-        image = QImage(1, 256, QImage.Format.Format_RGBA8888)
-        for i, (r, g, b, a) in enumerate(lut.tolist()):
-            image.setPixelColor(0, i, QColor(r, g, b, a))
-        return image
-
-    def _apply_width(self) -> None:
-        width = self._bar_width + (44 if self._labelled else 2) + (12 if self._label else 0)
-        self.setMinimumWidth(width)
-        self.setMaximumWidth(width)
-
-    def paint(self, painter, *args) -> None:  # noqa: D401 - Qt API
-        rect = self.boundingRect()
-        top, bottom = rect.top() + 6, rect.bottom() - 6
-        if bottom - top < 4:
-            return
-        x0 = rect.left() + (12 if self._label else 1)
-        bar = QRectF(x0, top, self._bar_width, bottom - top)
-        painter.drawImage(bar, self._strip)
-        painter.setPen(pg.mkPen(self._edge))
-        painter.drawRect(bar)
-        painter.setFont(self._font)
-        painter.setPen(pg.mkPen(self._text))
-        if self._labelled:
-            x = bar.right() + 3
-            for y, value in ((top, self._level), ((top + bottom) / 2, 0.0),
-                             (bottom, -self._level)):
-                text = "0" if value == 0 else f"{value:+.2g}"
-                painter.drawText(QRectF(x, y - 7, 60, 14),
-                                 int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
-                                 text)
-        if self._label:
-            painter.save()
-            painter.translate(rect.left() + 8, (top + bottom) / 2)
-            painter.rotate(-90)
-            painter.drawText(QRectF(-60, -8, 120, 12), int(Qt.AlignmentFlag.AlignCenter),
-                             self._label)
-            painter.restore()

@@ -9,11 +9,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor
 
 from nlstudio import probes
 from nlstudio.widgets import theme
-from nlstudio.widgets.plots.base import PlotDock, compare_style, pen, style_plot
+from nlstudio.widgets.format import grouped
+from nlstudio.widgets.plots.base import (PlotDock, compare_style, legend_text, pen, row_legend,
+                                         show_in_layout, style_legend, style_plot)
+
+# Recall and other metrics in [0, 1]: the whole unit range, with 0 and 1 labelled inside it.
+UNIT_RANGE = (-0.06, 1.06)
+UNIT_TICKS = [[(0.0, "0"), (0.5, "0.5"), (1.0, "1")], [(0.25, ""), (0.75, "")]]
 
 
 @dataclass
@@ -29,6 +34,7 @@ class _RunCurves:
 class ForgettingDock(PlotDock):
     key = "forgetting"
     title = "Forgetting"
+    empty_text = "Forgetting curves appear at the first evaluation."
     max_hz = 10.0
 
     def __init__(self, parent=None) -> None:
@@ -36,39 +42,55 @@ class ForgettingDock(PlotDock):
         self.tasks: list[str] = []  # every sub-task seen, in order of first appearance
         self.metric_name = "metric"
         self.tasks_plot: pg.PlotItem = self.view.addPlot(row=0, col=0)
-        # The sub-task legend gets its own row: over the curves it would hide them.
-        self.task_legend = pg.LegendItem(colCount=3, labelTextSize="7pt", verSpacing=-8,
-                                         horSpacing=4)
-        self.view.addItem(self.task_legend, row=1, col=0)
+        # Legends get rows of their own: over the curves they would hide them.
+        self.task_legend = row_legend(columns=3)
         self.recall_plot: pg.PlotItem = self.view.addPlot(row=2, col=0)
-        self.recall_plot.addLegend(offset=(-4, 4), labelTextSize="7pt")
+        # While comparing: which line style is which run (the tasks' colours are above).
+        self.run_legend = row_legend(columns=1)
         # No "step" label under the sub-task curves: height is scarce, the ticks say it.
         self.recall_plot.setLabel("bottom", "delay since seen (tokens)")
         self.recall_plot.setLabel("left", "recall")
         self.recall_plot.setLogMode(x=True, y=False)
-        self.recall_plot.setYRange(0, 1.02, padding=0)
-        self.recall_plot.getAxis("left").setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")]])
-        self.recall_plot.getAxis("left").setStyle(hideOverlappingLabels=False)
+        self.recall_plot.setYRange(*UNIT_RANGE, padding=0)
+        self.recall_plot.getAxis("left").setTicks(UNIT_TICKS)
+        for plot in (self.tasks_plot, self.recall_plot):
+            # 0 and 1 sit near the ends of a short axis: their labels may reach past them.
+            plot.getAxis("left").setStyle(hideOverlappingLabels=False)
+        self.tasks_plot.setToolTip("Each sub-task's metric at every evaluation, by training "
+                                   "step: a curve that falls is a sub-task being forgotten")
+        self.recall_plot.setToolTip("Recall of a fact against the tokens since it was seen, "
+                                    "at the latest evaluation (the full model)")
         for plot in (self.tasks_plot, self.recall_plot):
             plot.setMenuEnabled(False)
+            plot.setMouseEnabled(x=False, y=False)  # the ranges follow the data
+            plot.hideButtons()
+        self.tasks_plot.enableAutoRange(x=False, y=False)  # set from the data (_set_ranges)
         self._delay_ticks: list[int] = []
         self.main = _RunCurves("this run", Qt.PenStyle.SolidLine)
         self.overlays: dict[str, _RunCurves] = {}
         self.main.recall_item = self._recall_item(self.main)
-        self.recall_plot.legend.setVisible(False)
         self.apply_theme(self.palette_)
         self._update_labels()
-        self.set_message("Forgetting curves appear at the first evaluation.")
+        self._show_plots()
+        self.set_message(self.empty_text)
 
     # ---- data in ---------------------------------------------------------------------------
     def clear(self) -> None:
+        """A new run: its sub-tasks may not be the last run's (another project)."""
+        for item in self.main.task_items.values():
+            self.tasks_plot.removeItem(item)
+            self.task_legend.removeItem(item)
+        self.main.task_items.clear()
+        self.tasks = list(dict.fromkeys(t for run in self.overlays.values()
+                                        for t in run.task_items))
         self.main.eval_rows.clear()
         self.main.recall = None
-        self.set_message("Forgetting curves appear at the first evaluation.")
+        self.set_message(self.empty_text)
         self.mark_dirty()
 
     def set_main_label(self, label: str) -> None:
         self.main.label = label
+        self._relabel_runs()
 
     def set_metric_name(self, name: str) -> None:
         self.metric_name = name or "metric"
@@ -98,7 +120,7 @@ class ForgettingDock(PlotDock):
         run.eval_rows = [(int(s), str(t), float(m)) for s, t, m in eval_rows]
         run.recall = _recall_from_delay_rows(delay_rows)
         self._recolor()
-        self.recall_plot.legend.setVisible(True)  # names the compared runs
+        self._relabel_runs()
         self.mark_dirty()
 
     def remove_overlays(self) -> None:
@@ -108,13 +130,13 @@ class ForgettingDock(PlotDock):
                 self.task_legend.removeItem(item)
             if run.recall_item is not None:
                 self.recall_plot.removeItem(run.recall_item)
-                self.recall_plot.legend.removeItem(run.recall_item)
         self.overlays.clear()
-        self.recall_plot.legend.setVisible(False)
+        self._relabel_runs()
         self.mark_dirty()
 
     def has_data(self) -> bool:
-        return bool(self.main.eval_rows) or self.main.recall is not None
+        return any(run.eval_rows or run.recall is not None
+                   for run in (self.main, *self.overlays.values()))
 
     # ---- drawing ---------------------------------------------------------------------------
     def redraw(self) -> None:
@@ -140,14 +162,51 @@ class ForgettingDock(PlotDock):
             # Ticks at the measured delays (the axis is log10 of the delay).
             self._delay_ticks = delays
             self.recall_plot.getAxis("bottom").setTicks(
-                [[(math.log10(d), f"{d:,}".replace(",", "\u2009")) for d in delays], []]
-                if delays else None)
+                [[(math.log10(d), grouped(d)) for d in delays], []] if delays else None)
+        self._set_ranges()
+        self._show_plots()
 
         # The step goes in the message line: a title would take the plots' height.
         steps = [s for s, _, _ in self.main.eval_rows]
         if steps or self.main.recall is not None:
             last = max(steps) if steps else self.main.recall[0]
-            self.set_message(f"Sub-tasks by step; recall by delay at step {last}")
+            self.set_message(f"Evaluated at step {grouped(last)}")
+
+    def _show_plots(self) -> None:
+        """Axes only around data: an empty plot shows its message, not made-up ranges."""
+        runs = (self.main, *self.overlays.values())
+        shown = self.has_data()
+        self.show_view(shown)
+        if shown:  # one plot at least stays: a layout with every item hidden shrinks
+            self.tasks_plot.setVisible(any(run.eval_rows for run in runs))
+            self.recall_plot.setVisible(any(run.recall is not None for run in runs))
+        show_in_layout(self.view.ci, self.task_legend, 1, 0,
+                       shown and bool(self.task_legend.items))
+        show_in_layout(self.view.ci, self.run_legend, 3, 0, shown and bool(self.overlays))
+
+    def _set_ranges(self) -> None:
+        """The sub-task plot spans step 0 to the last evaluation (one evaluation is a point
+        at its step, not a 0.8-step-wide axis around it); a metric in [0, 1] gets the unit
+        range, like recall below it."""
+        runs = (self.main, *self.overlays.values())
+        steps = [s for run in runs for s, _, _ in run.eval_rows]
+        values = np.array([m for run in runs for _, _, m in run.eval_rows], float)
+        values = values[np.isfinite(values)]
+        if not steps:
+            return
+        last = max(max(steps), 1)
+        self.tasks_plot.setXRange(min(0, min(steps)), last, padding=0.04)
+        if not values.size:
+            return
+        lo, hi = float(values.min()), float(values.max())
+        axis = self.tasks_plot.getAxis("left")
+        if lo >= 0.0 and hi <= 1.0:
+            self.tasks_plot.setYRange(*UNIT_RANGE, padding=0)
+            axis.setTicks(UNIT_TICKS)
+        else:
+            pad = max(0.05 * (hi - lo), 0.05 * max(abs(hi), abs(lo)), 1e-3)
+            self.tasks_plot.setYRange(lo - pad, hi + pad, padding=0)
+            axis.setTicks(None)
 
     # ---- items -------------------------------------------------------------------------------
     def _task_item(self, run: _RunCurves, task: str) -> pg.PlotDataItem:
@@ -156,7 +215,7 @@ class ForgettingDock(PlotDock):
         name = task if run is self.main else f"{task} · {run.label}"
         item = pg.PlotDataItem(name=name, symbol="o", symbolSize=4, connect="finite")
         self.tasks_plot.addItem(item)
-        if run is self.main:  # compared runs differ by line style; the recall legend names them
+        if run is self.main:  # compared runs differ by line style; the run legend names them
             self.task_legend.addItem(item, name)
         run.task_items[task] = item
         self._recolor()
@@ -166,6 +225,16 @@ class ForgettingDock(PlotDock):
         item = pg.PlotDataItem(name=run.label, symbol="o", symbolSize=5, connect="finite")
         self.recall_plot.addItem(item)
         return item
+
+    def _relabel_runs(self) -> None:
+        """The run legend: each run's line style (and recall colour), named."""
+        self.run_legend.clear()
+        if self.overlays:
+            for run in (self.main, *self.overlays.values()):
+                self.run_legend.addItem(run.recall_item, legend_text(run.label))
+            style_legend(self.run_legend, self.palette_)
+        show_in_layout(self.view.ci, self.run_legend, 3, 0,
+                       self.has_data() and bool(self.overlays))
 
     def _update_labels(self) -> None:
         self.tasks_plot.setLabel("left", self.metric_name, color=self.palette_.plot_foreground)
@@ -189,9 +258,12 @@ class ForgettingDock(PlotDock):
         super().apply_theme(palette)
         style_plot(self.tasks_plot, palette)
         style_plot(self.recall_plot, palette)
-        self.task_legend.setLabelTextColor(QColor(palette.plot_foreground))
-        for _sample, label in self.task_legend.items:  # existing labels keep their colour
-            label.setText(label.text, color=palette.plot_foreground)
+        for plot in (self.tasks_plot, self.recall_plot):
+            # No horizontal grid: with it pyqtgraph keeps every tick label inside the axis,
+            # and on these short plots only "0.5" would be left of 0, 0.5 and 1.
+            plot.showGrid(x=True, y=False, alpha=0.18 if palette.dark else 0.25)
+        style_legend(self.task_legend, palette)
+        style_legend(self.run_legend, palette)
         self._update_labels()
         self._recolor()
 

@@ -12,7 +12,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QLabel, QSlider
 
 from nlstudio.widgets import theme
-from nlstudio.widgets.plots.base import PlotDock, Series, compare_style, pen, style_plot
+from nlstudio.widgets.plots.base import (PlotDock, Series, compare_style, legend_text, pen,
+                                         row_legend, show_in_layout, style_legend, style_plot)
+
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
@@ -62,6 +64,8 @@ class _Trace:
 class LossDock(PlotDock):
     key = "loss"
     title = "Loss & metric"
+    empty_text = "No run yet: press Run, or open a run folder."
+    message_beside_tools = False  # log scale, smoothing and export take the row
     max_hz = 10.0
 
     def __init__(self, parent=None) -> None:
@@ -86,10 +90,11 @@ class LossDock(PlotDock):
         self.log_check.toggled.connect(self._on_log)
         self.smooth_slider.valueChanged.connect(self._on_smoothing)
 
-        self.loss_plot: pg.PlotItem = self.view.addPlot(row=0, col=0)
-        self.metric_plot: pg.PlotItem = self.view.addPlot(row=1, col=0)
+        # The runs' legend (while comparing) has a row of its own, above the curves.
+        self.legend = row_legend(columns=1, size="8pt")
+        self.loss_plot: pg.PlotItem = self.view.addPlot(row=1, col=0)
+        self.metric_plot: pg.PlotItem = self.view.addPlot(row=2, col=0)
         self.metric_plot.setXLink(self.loss_plot)
-        self.loss_plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
         self.loss_plot.getAxis("bottom").setStyle(showValues=False)
         self.loss_plot.setLabel("left", "loss")
         self.metric_plot.setLabel("left", "metric")
@@ -103,9 +108,9 @@ class LossDock(PlotDock):
         self.overlays: dict[str, _Trace] = {}
         self._smoothed_cache: dict[tuple[int, str], tuple[_Ema, np.ndarray]] = {}
         self._on_smoothing(self.smooth_slider.value())
-        self.loss_plot.legend.setVisible(False)
         self.apply_theme(self.palette_)
-        self.set_message("No run yet: press Run, or open a run folder.")
+        self._show_plots()
+        self.set_message(self.empty_text)
 
     # ---- data in ---------------------------------------------------------------------------
     def clear(self) -> None:
@@ -113,12 +118,12 @@ class LossDock(PlotDock):
         self.main.metric.clear()
         self._smoothed_cache.clear()
         self.set_metric_name("metric")
-        self.set_message("")
+        self.set_message("Curves appear with the first logged row.")
         self.mark_dirty()
 
     def set_main_label(self, label: str) -> None:
         self.main.label = label
-        self._relabel(self.main)
+        self._relabel()
 
     def set_metric_name(self, name: str) -> None:
         self.metric_name = name or "metric"
@@ -155,7 +160,7 @@ class LossDock(PlotDock):
         trace.loss.set(steps, columns.get("loss", np.full(len(steps), np.nan)))
         trace.metric.set(steps, columns.get("metric", np.full(len(steps), np.nan)))
         self._drop_cache(trace)
-        self.loss_plot.legend.setVisible(True)  # it names the runs: shown while comparing
+        self._relabel()
         self.mark_dirty()
 
     def remove_overlays(self) -> None:
@@ -163,14 +168,12 @@ class LossDock(PlotDock):
             for plot, item in trace.items.values():
                 plot.removeItem(item)
             self._drop_cache(trace)
-        self.loss_plot.legend.clear()
         self.overlays.clear()
-        self.loss_plot.legend.addItem(self.main.items["loss_s"][1], self.main.label)
-        self.loss_plot.legend.setVisible(False)
+        self._relabel()
         self.mark_dirty()
 
     def has_data(self) -> bool:
-        return len(self.main.loss) > 0
+        return any(len(t.loss) for t in (self.main, *self.overlays.values()))
 
     # ---- drawing -----------------------------------------------------------------------------
     @property
@@ -178,6 +181,7 @@ class LossDock(PlotDock):
         return self.smooth_slider.value() / 100.0
 
     def redraw(self) -> None:
+        self._show_plots()
         weight = self.smoothing
         for trace in (self.main, *self.overlays.values()):
             for name, series in (("loss", trace.loss), ("metric", trace.metric)):
@@ -230,11 +234,20 @@ class LossDock(PlotDock):
         self._recolor(trace)
         return trace
 
-    def _relabel(self, trace: _Trace) -> None:
-        legend = self.loss_plot.legend
-        item = trace.items["loss_s"][1]
-        legend.removeItem(item)
-        legend.addItem(item, trace.label)
+    def _relabel(self) -> None:
+        """The legend names the runs by their line style; shown only while comparing."""
+        self.legend.clear()
+        if self.overlays:
+            for trace in (self.main, *self.overlays.values()):
+                self.legend.addItem(trace.items["loss_s"][1], legend_text(trace.label))
+            style_legend(self.legend, self.palette_)
+        show_in_layout(self.view.ci, self.legend, 0, 0, bool(self.overlays) and self.has_data())
+
+    def _show_plots(self) -> None:
+        """Axes only around data: before any row, the message alone."""
+        shown = self.has_data()
+        self.show_view(shown)
+        show_in_layout(self.view.ci, self.legend, 0, 0, shown and bool(self.overlays))
 
     def _recolor(self, trace: _Trace) -> None:
         p = self.palette_
@@ -247,6 +260,7 @@ class LossDock(PlotDock):
         super().apply_theme(palette)
         style_plot(self.loss_plot, palette)
         style_plot(self.metric_plot, palette)
+        style_legend(self.legend, palette)
         for trace in (self.main, *self.overlays.values()):
             self._recolor(trace)
 

@@ -1,9 +1,10 @@
 """Memory matrices: for every level, a heatmap of its fast weights and one of its latest
 surprise ⊗ key write, each with a colour bar.
 
-Small multiples: one column per level (memory above, write below), or one level, large, picked
-in the level selector. Images are row-major,
-C-contiguous float32, drawn through a 256-entry diverging lookup table with fixed symmetric
+Small multiples, every level's memory and write side by side or stacked, in the grid that
+gives the largest square panels for the dock's shape (:func:`grid_shape`; each heatmap fills a
+square whatever its matrix's shape), or one level, large, picked in the level selector.
+Images are row-major, C-contiguous float32, drawn through a 256-entry diverging lookup table with fixed symmetric
 levels ±L (L = max|x| with a slow decay, :class:`SymmetricLevels`), never per-frame auto
 levels. The grid is built when the set of levels changes (a new run); snapshots only feed
 ``setImage``.
@@ -15,18 +16,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyqtgraph as pg
 
-from PySide6.QtWidgets import QComboBox
+from PySide6.QtCore import QEvent, QRectF
+from PySide6.QtWidgets import QComboBox, QGraphicsRectItem
 
 from nlstudio import events as ev
 from nlstudio.widgets import theme
-from nlstudio.widgets.plots.base import PlotDock, SymmetricColorBar, SymmetricLevels
+from nlstudio.widgets.plots.base import PlotDock, parametric
+from nlstudio.widgets.plots.heatmap import SymmetricColorBar, SymmetricLevels
 
 ALL_LEVELS = "All levels"
-KIND_NOTES = {"attention": "re-reads its context"}
+NON_PARAMETRIC_NOTE = "re-reads its context"  # attention: no memory is written
 
 
 def level_caption(level_id: str, kind: str, period) -> str:
-    if kind == "attention":
+    if not parametric(kind):
         when = "∞"
     elif period is None:
         when = "frozen"
@@ -44,6 +47,32 @@ class _Title(pg.LabelItem):
         self.setMinimumWidth(10)
 
 
+TITLE_HEIGHT = (28, 16)  # px: a memory cell's two-line title, a write cell's one line
+BAR_WIDTH = (13, 57)  # px: a bare colour bar (small multiples), a labelled one (one level)
+
+
+def grid_shape(levels: int, width: float, height: float, large: bool = False
+               ) -> tuple[bool, int]:
+    """How to lay out ``levels`` levels' two heatmaps (memory, write) in ``width`` × ``height``
+    px: (memory beside write?, levels per row), chosen for the largest square heatmap (ties:
+    the fewer rows)."""
+    best, choice = None, (False, max(levels, 1))
+    bar = BAR_WIDTH[1 if large else 0]
+    for side_by_side in (False, True):
+        for per_row in range(1, max(levels, 1) + 1):
+            rows = -(-max(levels, 1) // per_row)
+            cols = per_row * (2 if side_by_side else 1)
+            if side_by_side:
+                cell_h = height / rows - TITLE_HEIGHT[0]
+            else:
+                cell_h = height / (2 * rows) - sum(TITLE_HEIGHT) / 2
+            side = min(width / cols - bar, cell_h)
+            key = (round(side), -rows)
+            if best is None or key > best:
+                best, choice = key, (side_by_side, per_row)
+    return choice
+
+
 @dataclass
 class _Cell:
     """One heatmap: view box, image, colour bar, note and its colour levels."""
@@ -53,6 +82,7 @@ class _Cell:
     bar: SymmetricColorBar
     note: pg.TextItem
     title: _Title
+    frame: QGraphicsRectItem  # around the matrix's square (the view may be wider)
     levels: SymmetricLevels = field(default_factory=SymmetricLevels)
     data: np.ndarray | None = None
     shape: tuple[int, ...] | None = None
@@ -62,6 +92,7 @@ class _Cell:
 class MatricesDock(PlotDock):
     key = "matrices"
     title = "Memory matrices"
+    empty_text = "Memory matrices appear with the first snapshot of a live run."
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -76,9 +107,11 @@ class MatricesDock(PlotDock):
         self.level_combo.setToolTip("Show every level side by side, or one level large")
         self.level_combo.addItem(ALL_LEVELS)
         self.level_combo.currentTextChanged.connect(self._on_level_choice)
+        self._arrangement: tuple = ()
+        self.view.installEventFilter(self)
         self.toolbar.insertWidget(0, self.level_combo)
         self.apply_theme(self.palette_)
-        self.set_message("Memory matrices appear with the first snapshot of a live run.")
+        self.set_message(self.empty_text)
 
     # ---- data in ---------------------------------------------------------------------------
     def set_levels(self, levels: list[dict]) -> None:
@@ -100,7 +133,7 @@ class MatricesDock(PlotDock):
         for cell in self.cells.values():
             cell.data = None
             cell.levels.reset()
-        self.set_message("Memory matrices appear with the first snapshot of a live run.")
+        self.set_message(self.empty_text)
         self.mark_dirty()
 
     def show_snapshot(self, snapshot: ev.Snapshot) -> None:
@@ -149,10 +182,9 @@ class MatricesDock(PlotDock):
             cell.data = None
             cell.image.clear()
             kind = self.level_info.get(lid, ("", None))[0]
-            cell.note.setText(KIND_NOTES.get(kind, "no writes" if which == "write"
-                                             else "no fast weights"))
+            cell.note.setText("no writes" if which == "write" else NON_PARAMETRIC_NOTE
+                              if not parametric(kind) else "no fast weights")
             cell.shape = None
-            cell.view.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
             cell.note.setPos(0.5, 0.5)
             cell.note.setVisible(True)
             return
@@ -168,7 +200,9 @@ class MatricesDock(PlotDock):
             cell.bar.set_level(level)
         if cell.shape != data.shape:
             cell.shape = data.shape
-            cell.view.setRange(xRange=(0, data.shape[1]), yRange=(0, data.shape[0]), padding=0)
+            # Every matrix fills the same unit square: a 64×16 weight would otherwise be a
+            # strip a few pixels wide; its shape is in the title of the large view.
+            cell.image.setRect(QRectF(0, 0, 1, 1))
 
     def _cell_title(self, lid: str, which: str, cell: _Cell) -> str:
         kind, period = self.level_info.get(lid, ("", None))
@@ -198,7 +232,8 @@ class MatricesDock(PlotDock):
         for lid in self.level_ids:
             for which in ("memory", "write"):
                 title = _Title("", justify="left")
-                view = pg.ViewBox(lockAspect=False, enableMenu=False, invertY=True)
+                # A square panel (the unit square), whatever the dock's shape.
+                view = pg.ViewBox(lockAspect=True, enableMenu=False, invertY=True)
                 view.setMouseEnabled(x=False, y=False)
                 view.setDefaultPadding(0)
                 image = pg.ImageItem(axisOrder="row-major")
@@ -210,7 +245,11 @@ class MatricesDock(PlotDock):
                 image.setLookupTable(cmap.getLookupTable(nPts=256))
                 image.setLevels((-1.0, 1.0))
                 bar = SymmetricColorBar(cmap)
-                cell = _Cell(view=view, image=image, bar=bar, note=note, title=title)
+                frame = QGraphicsRectItem(0, 0, 1, 1)
+                view.addItem(frame, ignoreBounds=True)
+                view.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+                cell = _Cell(view=view, image=image, bar=bar, note=note, title=title,
+                             frame=frame)
                 self.cells[(lid, which)] = cell
                 note.setText("waiting for a snapshot")
         self._place()
@@ -218,27 +257,40 @@ class MatricesDock(PlotDock):
         self.mark_dirty()
 
     def _place(self) -> None:
-        """Put the shown levels' cells in the layout: a column per level (memory above
-        write), or, for one level, memory and write side by side."""
+        """Put the shown levels' cells in the layout, in the arrangement that gives them the
+        largest square (:func:`grid_shape`): per level, memory above write or beside it."""
         layout = self.view.ci
         layout.clear()
         shown = self.shown_levels
-        single = len(shown) == 1 and len(self.level_ids) > 1
         large = len(shown) == 1
-        for col, lid in enumerate(shown):
+        side_by_side, per_row = grid_shape(len(shown), self.view.width(), self.view.height(),
+                                           large)
+        self._arrangement = (tuple(shown), side_by_side, per_row)
+        for i, lid in enumerate(shown):
+            block_row, block_col = divmod(i, per_row)
             for r, which in enumerate(("memory", "write")):
                 cell = self.cells[(lid, which)]
-                if single:
-                    row, c = 0, 2 * r
+                if side_by_side:
+                    row, col = 2 * block_row, 2 * (2 * block_col + r)
                 else:
-                    row, c = 2 * r, 2 * col
-                layout.addItem(cell.title, row=row, col=c, colspan=2)
-                layout.addItem(cell.view, row=row + 1, col=c)
-                layout.addItem(cell.bar, row=row + 1, col=c + 1)
+                    row, col = 2 * (2 * block_row + r), 2 * block_col
+                layout.addItem(cell.title, row=row, col=col, colspan=2)
+                layout.addItem(cell.view, row=row + 1, col=col)
+                layout.addItem(cell.bar, row=row + 1, col=col + 1)
                 # Small multiples: the bar is a bare gradient (the title gives ±L); large:
                 # a labelled scale.
                 cell.bar.set_labelled(large)
                 self._update_title(lid, which, cell, force=True)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
+        """Re-arrange the cells when the dock's shape calls for another grid."""
+        if watched is self.view and event.type() == QEvent.Type.Resize and self.cells:
+            shown = self.shown_levels
+            wanted = (tuple(shown), *grid_shape(len(shown), self.view.width(),
+                                                self.view.height(), len(shown) == 1))
+            if wanted != self._arrangement:
+                self._place()
+        return super().eventFilter(watched, event)
 
     def _on_level_choice(self, _text: str) -> None:
         if not self.cells:
@@ -255,7 +307,9 @@ class MatricesDock(PlotDock):
             cell.bar.set_colors(cmap, p.plot_foreground, p.border)
             cell.image.setLookupTable(cmap.getLookupTable(nPts=256))
             cell.note.setColor(p.muted)
-            cell.view.setBorder(pg.mkPen(p.border))
+            frame_pen = pg.mkPen(p.border)
+            frame_pen.setCosmetic(True)
+            cell.frame.setPen(frame_pen)
             self._update_title(lid, which, cell, force=True)
 
     def apply_theme(self, palette: theme.Palette) -> None:

@@ -24,7 +24,8 @@ from PySide6.QtGui import QColor
 from nlstudio import events as ev
 from nlstudio import probes
 from nlstudio.widgets import theme
-from nlstudio.widgets.plots.base import PlotDock, pen, style_plot
+from nlstudio.widgets.format import grouped, plural
+from nlstudio.widgets.plots.base import PlotDock, parametric, pen, style_plot
 
 EDGE = 0.7  # decades between the last finite decade and the "0" / "∞" edge positions
 INF_POS = EDGE  # log10(1) = 0 is the fastest finite frequency (a write every token)
@@ -44,7 +45,7 @@ def freq_position(freq: float, low_decade: int) -> float:
 def frequency_ticks(low_decade: int) -> list[list[tuple[float, str]]]:
     major = [(float(low_decade - EDGE), "0")]
     for d in range(low_decade, 1):
-        major.append((float(d), "1" if d == 0 else f"1/{10 ** -d:,}".replace(",", "\u2009")))
+        major.append((float(d), "1" if d == 0 else f"1/{grouped(10 ** -d)}"))
     major.append((INF_POS, "∞"))
     minor = [(d + math.log10(k), "") for d in range(low_decade, 0) for k in range(2, 10)]
     return [major, minor]
@@ -64,6 +65,8 @@ class _LevelItems:
 class SpectrumDock(PlotDock):
     key = "spectrum"
     title = "Spectrum"
+    empty_text = ("Levels are placed at their update frequency; the measured spectrum appears "
+                  "with a live run.")
     max_hz = 5.0  # each curve is a mean over the last snapshots: it moves slowly
 
     def __init__(self, parent=None) -> None:
@@ -111,8 +114,7 @@ class SpectrumDock(PlotDock):
                                  "and writes nothing")
         self._set_axis()
         self.apply_theme(self.palette_)
-        self.set_message("Levels are placed at their update frequency; the measured spectrum "
-                         "appears with a live run.")
+        self.set_message(self.empty_text)
 
     # ---- data in ---------------------------------------------------------------------------
     def set_levels(self, levels: list[dict]) -> None:
@@ -158,6 +160,7 @@ class SpectrumDock(PlotDock):
         self.measured_freq.clear()
         self._pending = None
         self.step = None
+        self.set_message(self.empty_text)
         self.mark_dirty()
 
     def show_snapshot(self, snapshot: ev.Snapshot) -> None:
@@ -195,7 +198,7 @@ class SpectrumDock(PlotDock):
                 items.line.setPos(x)
                 items.shown_measured = None
             measured = self.measured_freq.get(lv["id"])
-            if lv["kind"] == "attention":
+            if not parametric(lv["kind"]):
                 measured = None
             if measured != items.shown_measured:
                 items.shown_measured = measured
@@ -224,13 +227,13 @@ class SpectrumDock(PlotDock):
             self.power.setTitle("write norms' power", color=self.palette_.plot_foreground,
                                 size="8pt")
         if self.step is not None:
-            text = f"Step {self.step}, mean of {depth} snapshot{'s' if depth != 1 else ''}"
+            text = f"Step {grouped(self.step)}, mean of {plural(depth, 'snapshot')}"
             if text != self.message.text():
                 self.set_message(text)
         if depth != self._depth:
             self._depth = depth
             self.power.setToolTip(f"Power spectrum of each level's per-token write norms, "
-                                  f"mean of the last {depth} snapshots; dashed: designed "
+                                  f"mean of the last {plural(depth, 'snapshot')}; dashed: designed "
                                   f"frequency 1/C")
 
     def _take(self, snap: ev.Snapshot) -> None:
@@ -318,7 +321,7 @@ class SpectrumDock(PlotDock):
 
 
 def _designed_text(lv: dict) -> str:
-    if lv["kind"] == "attention":
+    if not parametric(lv["kind"]):
         return f"{lv['id']} · ∞"
     if lv["period"] is None:
         return f"{lv['id']} · 0"
