@@ -37,7 +37,10 @@ Objectives (the inner loss whose gradient f is):
   are differentiable (outer gradients reach W0, Wk, Wv through them).
 
 Keys for key-using inner optimizers (DGD, arXiv Eq. 57): W1's key is the layer's input (x for
-``task``, k for ``l2``/``dot``), W2's key is the hidden activation σ(W1 ·).
+``task``, k for ``l2``/``dot``), W2's key is the hidden activation σ(W1 ·). With ``l2``/``dot``
+DGD is one rule, as in ``self_modifying``: each layer regresses its output onto its target by
+one exact proximal step (:func:`local_grads` with ``regress``), so repeating one pair settles at
+``M(k) = v`` (an ℓ2 gradient fed to DGD would erase twice and settle at ``v/2``).
 
 Frozen (``forward(..., frozen=True)``, the model's ``freeze``): the level reads with the weights
 in its state and learns nothing from the call's tokens (no gradient summed, no key kept); a
@@ -67,8 +70,8 @@ def mlp_read(x: Tensor, w1: Tensor, w2: Tensor) -> tuple[Tensor, Tensor]:
     return hidden @ w2.transpose(-1, -2), hidden
 
 
-def local_grads(w1: Tensor, w2: Tensor, k: Tensor, v: Tensor, objective: str
-                ) -> tuple[Tensor, Tensor, Tensor]:
+def local_grads(w1: Tensor, w2: Tensor, k: Tensor, v: Tensor, objective: str,
+                regress: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of the local objective summed over the tokens of ``k, v [B, n, d]`` w.r.t.
     ``w1 [B, h, d]`` and ``w2 [B, d, h]`` (the anchor weights), and W2's key σ(W1 k).
 
@@ -76,16 +79,31 @@ def local_grads(w1: Tensor, w2: Tensor, k: Tensor, v: Tensor, objective: str
     ``dot``: ``L = −Σ_t ⟨M(k_t), v_t⟩`` (∂L/∂M(k) = −v), the Hebbian objective.
     Per layer the gradient is Σ_t δ_t h_tᵀ (surprise ⊗ layer input), one matmul per chunk, with
     δ from the analytic backward of :mod:`nlstudio.models.chunked` (differentiable).
+
+    ``regress`` (the ``dgd`` inner optimizer): what is returned is ``−Σ_t u_t x_tᵀ`` for each
+    layer's *target* u, the form DGD's proximal step ``W(I − η'x xᵀ) + η' u xᵀ`` expects (its
+    erase already holds the quadratic part of the loss, so passing an ℓ2 gradient there would
+    erase twice and settle at ``M(k) = v/2``). The output layer (linear in its output) regresses
+    onto the value, ``u = v`` (for ``l2`` and ``dot`` alike: the exact proximal step of
+    ``½‖W2 h − v‖²``). The hidden layer: ``l2`` asks its pre-activation to move down the
+    objective's gradient, ``u = W1 k − δ`` with ``δ = ∂(½‖M(k) − v‖²)/∂(W1 k)`` (the step then
+    is ``W1 − η δ kᵀ (I + η K Kᵀ)⁻¹``: preconditioned descent, at rest exactly when M(k) = v);
+    ``dot`` has no target, so it keeps Eq. 57 with its surprise, ``u = −δ`` (as ``task`` does).
+    Together: repeated writes of one pair settle at ``M(k) = v``.
     """
     out, trace = mlp_forward((w1, w2), k, residual=False)
+    hidden = trace.inputs[1]
     if objective == "l2":
-        err = 2.0 * (out - v)
+        err = (out - v) if regress else 2.0 * (out - v)
     elif objective == "dot":
         err = -v
     else:
         raise ValueError(f"no local objective {objective!r}")
     d1, d2 = mlp_backward((w1, w2), trace, err)
-    hidden = trace.inputs[1]
+    if regress:
+        d2 = -v
+        if objective == "l2":
+            d1 = d1 - trace.preacts[0]
     return d1.transpose(-1, -2) @ k, d2.transpose(-1, -2) @ hidden, hidden
 
 
@@ -289,7 +307,8 @@ class MLPLevel(Level):
             w = self.fast_weights(state)
             ys.append(mlp_read(x[:, start:end], w["w1"], w["w2"])[0])
             k, v = k_all[:, start:end], v_all[:, start:end]
-            g1, g2, hidden_k = local_grads(w["w1"], w["w2"], k, v, self.objective)
+            g1, g2, hidden_k = local_grads(w["w1"], w["w2"], k, v, self.objective,
+                                           regress=self.uses_key)
             grad = state["grad"]
             state = {**state, "t": t0 + end,
                      "grad": {"w1": grad["w1"] + g1, "w2": grad["w2"] + g2}}

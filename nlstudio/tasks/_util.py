@@ -70,11 +70,12 @@ class BundledTask(Task):
         return np.random.default_rng([EVAL_SALT, zlib.crc32(self.name.encode()), *map(int, salt)])
 
     def model_logits(self, model, inputs: Tensor, targets: Tensor, device,
-                     silence: Iterable[str] = ()) -> Tensor:
+                     silence: Iterable[str] = (), freeze: Iterable[str] = ()) -> Tensor:
         """Logits of one fresh stream (no state carried in), without gradients, on ``device``.
         The model sees the stream's targets: its in-context levels learn from the answers of
         positions already read, exactly as during training."""
-        return self._no_grad_model_call(model, inputs.to(device), targets.to(device), silence)
+        return self._no_grad_model_call(model, inputs.to(device), targets.to(device), silence,
+                                        freeze)
 
 
 class PhaseSchedule:

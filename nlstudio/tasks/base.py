@@ -130,15 +130,18 @@ class Task(ABC):
         """The metric on held-out data of every sub-task begun by training ``step`` (fixed
         data: comparable across evaluations)."""
 
-    def recall_by_delay(self, model, device, silence: Iterable[str] = ()) -> dict[int, float] | None:
+    def recall_by_delay(self, model, device, silence: Iterable[str] = (),
+                        freeze: Iterable[str] = ()) -> dict[int, float] | None:
         """Recall as a function of tokens since a fact was last seen, with the levels in
-        ``silence`` switched off; ``None`` where the task has no such notion."""
+        ``silence`` switched off (outputs zeroed) and those in ``freeze`` making no in-context
+        write (outputs kept); ``None`` where the task has no such notion."""
         return None
 
     @staticmethod
-    def _no_grad_model_call(model, inputs, targets, silence=()):
+    def _no_grad_model_call(model, inputs, targets, silence=(), freeze=()):
         with torch.no_grad():
-            logits, _ = model(inputs, None, targets=targets, silence=tuple(silence))
+            kw = {"freeze": tuple(freeze)} if freeze else {}
+            logits, _ = model(inputs, None, targets=targets, silence=tuple(silence), **kw)
         return logits
 
 

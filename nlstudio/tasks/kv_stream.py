@@ -291,7 +291,8 @@ class KVStreamTask(BundledTask):
         scored[:, question] = targets[:, question]
         return inputs, targets, scored
 
-    def recall_by_delay(self, model, device, silence: Iterable[str] = ()) -> dict[int, float]:
+    def recall_by_delay(self, model, device, silence: Iterable[str] = (),
+                        freeze: Iterable[str] = ()) -> dict[int, float]:
         # One model call for the whole grid: each delay's streams are padded at the end to a
         # common length, which cannot change any earlier prediction (the model is causal).
         parts, delays = [], self.delays()
@@ -302,7 +303,7 @@ class KVStreamTask(BundledTask):
         inputs = np.concatenate([_pad(x, length, self.params.num_keys) for x, _, _ in parts])
         targets = np.concatenate([_pad(y, length, IGNORE) for _, y, _ in parts])
         logits = self.model_logits(model, long_tensor(inputs), long_tensor(targets), device,
-                                   silence)
+                                   silence, freeze)
         out, row = {}, 0
         for d, (x, _, scored) in zip(delays, parts):
             out[d] = _ratio(*self._hits(logits[row:row + len(x)], _pad(scored, length, IGNORE)))

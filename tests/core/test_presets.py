@@ -56,3 +56,42 @@ def test_build_model_accepts_a_document_and_reports_task_faults(tmp_path):
     (tmp_path / "corpus.txt").write_text("hello, nested world. " * 400, encoding="utf-8")
     model = build_model(path)  # resolved beside the project file, not the working directory
     assert isinstance(model, torch.nn.Module)
+
+
+# -- baselines set up as practitioners set them up (bench/preset_check.py measures that each
+#    preset learns its task within its default steps; these pin the set-up) -------------------
+def _levels(name: str) -> list[dict]:
+    from nlstudio.project import project_to_dict
+
+    return project_to_dict(load_preset(name))["model"]["levels"]
+
+
+@pytest.mark.parametrize("name", sorted(preset_paths()))
+def test_every_level_that_has_the_short_convolution_uses_it(name):
+    from nlstudio.models.registry import kind_info
+
+    for level in _levels(name):
+        names = {opt.name for opt in kind_info(level["kind"]).options}
+        if "conv" in names:
+            assert level["conv"] >= 3, f"{name}: level {level['id']} has conv {level['conv']}"
+
+
+def _is_transformer(name: str) -> bool:
+    """Only re-reading levels (attention) and frozen MLPs: the two ends of the axis."""
+    from nlstudio.models.registry import kind_info
+
+    return all(not kind_info(l["kind"]).parametric or l["period"] is None for l in _levels(name))
+
+
+def test_a_transformer_preset_for_each_recall_setting():
+    from nlstudio.models.registry import kind_info
+
+    found = {}
+    for name in preset_paths():
+        if not _is_transformer(name):
+            continue
+        windows = {l.get("window") for l in _levels(name) if not kind_info(l["kind"]).parametric}
+        found[(load_preset(name).task.name, windows == {None})] = name
+    assert ("kv_stream", True) in found, found      # full attention on the default task
+    assert ("kv_stream", False) in found, found     # the windowed baseline of nsam_kv_stream
+    assert ("mqar", True) in found, found

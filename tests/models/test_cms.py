@@ -336,3 +336,43 @@ def test_a_chunk_is_one_step_of_the_level_optimizer_on_its_summed_gradient(name)
         per_token_w = per_token_w + sum(updates)
     same = torch.allclose(per_token_w, w, atol=1e-6)
     assert same == (name == "sgd")
+
+
+# -- DGD with the local objectives: one rule, fixed point M(k) = v ------------------------------
+@pytest.mark.parametrize("objective", ["l2", "dot"])
+def test_dgd_local_write_of_the_output_layer_is_the_exact_proximal_regression(objective):
+    """One token, the output layer: W2⁺ = W2 (I − η' h hᵀ) + η' v hᵀ, η' = η/(1 + η‖h‖²),
+    the minimiser of ½‖W h − v‖² + ‖W − W2‖²/(2η) (checked against the normal equations)."""
+    torch.manual_seed(0)
+    eta = 0.3
+    level = MLPLevel({"id": "m", "kind": "mlp", "period": 1, "objective": objective,
+                      "optimizer": {"name": "dgd", "eta": eta}, "expansion": 1}, 3, 1).double()
+    x = torch.randn(1, 1, 3, dtype=torch.float64)
+    with torch.no_grad():
+        _, st = level(x)
+        k, v = x @ level.wk.T, x @ level.wv.T
+        h = F.silu(k @ level.w1.T)[0, 0]
+        w2 = level.w2
+        new_w2 = level.w2 + st["delta"]["w2"][0]
+        # the proximal problem's normal equations: W (I + η h hᵀ) = W2 + η v hᵀ
+        want = torch.linalg.solve((torch.eye(3, dtype=torch.float64) + eta * torch.outer(h, h)).T,
+                                  (w2 + eta * torch.outer(v[0, 0], h)).T).T
+    torch.testing.assert_close(new_w2, want)
+
+
+def test_dgd_with_l2_settles_at_the_value_not_half_of_it():
+    """Repeating one (k, v) pair, DGD + ℓ2 drives the memory's read-out M(k) to v (the paper's
+    Eq. 88 as printed, with the ℓ2 gradient in DGD's surprise slot, would stop at v/2)."""
+    torch.manual_seed(0)
+    d = 4
+    level = MLPLevel({"id": "m", "kind": "mlp", "period": 1, "objective": "l2",
+                      "optimizer": {"name": "dgd", "eta": 0.5}, "expansion": 2}, d, 1).double()
+    x = torch.randn(1, 1, d, dtype=torch.float64).repeat(1, 300, 1)
+    with torch.no_grad():
+        _, st = level(x)
+        k, v = x[:, :1] @ level.wk.T, x[:, :1] @ level.wv.T
+        w = level.fast_weights(st)
+        mk = F.silu(k @ w["w1"].transpose(-1, -2)) @ w["w2"].transpose(-1, -2)
+    assert st["updates"] == 300
+    torch.testing.assert_close(mk, v, atol=1e-6, rtol=0)
+    assert (v.abs() > 0.05).any()  # v/2 would fail the comparison above
