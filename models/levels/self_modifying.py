@@ -82,6 +82,10 @@ from nlstudio.models.chunked import (chunk_write, collapse, collapse_end, silu_g
 from nlstudio.models.levels.base import State
 from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import CausalConv1d, l2_normalize, merge_heads, split_heads
+from nlstudio.models.levels.self_modifying_chunk import SelfModifyingChunk
+
+#: l2_normalize's floor on the norm (the fused chunk node uses the same)
+L2_EPS = 1e-6
 
 def dgd_write(w: Tensor, mom: Tensor | None, u: Tensor, key: Tensor, eta: Tensor,
               log_alpha: Tensor, log_mu: Tensor | None = None
@@ -264,13 +268,24 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         reads: list[Tensor] = []
         sq_norms: list[Tensor] = []
         last_write = state["last_write"]
+        # depth 1, DGD, no momentum (every preset): one fused node per chunk
+        fused = self.depth == 1 and self.erase and not self.use_momentum
+        if fused and full:
+            per_seq = lambda t: t.expand(b, *t.shape).reshape(n_seq, *t.shape[1:])
+            gates = (per_seq(self.readout[0]), per_seq(self.readout_bias[0]),
+                     per_seq(self.readout[1]), per_seq(self.readout_bias[1]))
         if full:
             xcs = xh[:, :done].view(n_seq, full, c, dh).unbind(1)
             qcs = q[:, :done].view(n_seq, full, c, dh).unbind(1)
             mus = (log_mu[:, :done].view(n_seq, full, c).unbind(1) if log_mu is not None
                    else [None] * full)
             for j in range(full):
-                new_w, new_m, read = self._write(weights, moms, xcs[j], qcs[j], mus[j])
+                if fused:
+                    w_new, read = SelfModifyingChunk.apply(self.eta, weights[0], xcs[j], qcs[j],
+                                                           *gates, L2_EPS)
+                    new_w, new_m = [w_new], moms
+                else:
+                    new_w, new_m, read = self._write(weights, moms, xcs[j], qcs[j], mus[j])
                 reads.append(read)
                 with torch.no_grad():  # the probes follow the main memory M_mem
                     changes = [a[:, :, MEM] - b_[:, :, MEM] for a, b_ in
