@@ -83,12 +83,13 @@ class SelfModifyingChunk(torch.autograd.Function):
         (w, x, q, r_eta, r_alpha, k, nk, unclamped, vv, er, ar, s_eta, eta, z_a, n2, beta, pk,
          dg, gram, lmat, lower, b0, err, kend) = ctx.saved_tensors
         need = ctx.needs_input_grad  # eta, w, x, q, r_eta, b_eta, r_alpha, b_alpha, eps
-        gw = torch.zeros_like(w)
+        # ∂/∂W by row block: [k, v, η, α] from the generation, [mem] from the read; then the
+        # whole-W terms (a strided in-place baddbmm on a row block would loop per sequence)
+        g_gen = g_mem = None
         gx = gq = g_reta = g_beta_ = g_ralpha = g_balpha = None
         if g_new is not None:
             a_c = dg[:, c, 0]
             a_end, a_prev, dmat = dg[:, c, 1:], dg[:, :c, 0], dg[:, :c, 1:]
-            gw.copy_(g_new).mul_(a_c.view(-1, 1, 1))
             ga_c = torch.linalg.vecdot(g_new.flatten(1), w.flatten(1))
             # W_C = a_c W_0 − Errᵀ Kend
             gerr = torch.bmm(kend, g_new.transpose(1, 2)).neg_()  # [N, C, 5D]
@@ -110,7 +111,7 @@ class SelfModifyingChunk(torch.autograd.Function):
             gpv = torch.cat((gb0 * _rows(a_prev), gb0.neg()), dim=1)  # ∂/∂[W_0 k; v̂]
             kv = torch.cat((k, vv), dim=1)
             gkv = torch.bmm(gpv, w)
-            gw.baddbmm_(gpv.transpose(1, 2), kv)
+            g_whole = torch.baddbmm(g_new * a_c.view(-1, 1, 1), gpv.transpose(1, 2), kv)
             gk += gkv[:, :c]
             gvv = gkv[:, c:]
             # decays: every used entry of dg, then back to log α through the segment sums
@@ -141,10 +142,15 @@ class SelfModifyingChunk(torch.autograd.Function):
             gkr = (gk - k * radial) / nk
             gy = torch.cat((gkr, gvv, ger, gar), dim=-1)  # [N, C, 4D]
             gx = torch.bmm(gy, w[:, :4 * d])
-            gw[:, :4 * d].baddbmm_(gy.transpose(1, 2), x)
+            g_gen = torch.bmm(gy.transpose(1, 2), x)
         if g_read is not None:
-            gw[:, 4 * d:].baddbmm_(g_read.transpose(1, 2), q)
+            g_mem = torch.bmm(g_read.transpose(1, 2), q)
             gq = torch.bmm(g_read, w[:, 4 * d:])
+        n = w.shape[0]
+        gw = torch.cat((g_gen if g_gen is not None else w.new_zeros(n, 4 * d, d),
+                        g_mem if g_mem is not None else w.new_zeros(n, d, d)), dim=1)
+        if g_new is not None:
+            gw += g_whole
         return (None, gw if need[1] else None, gx if need[2] else None,
                 gq if need[3] else None, g_reta if need[4] else None,
                 g_beta_ if need[5] else None, g_ralpha if need[6] else None,
