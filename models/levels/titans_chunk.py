@@ -77,15 +77,16 @@ class TitansChunk(torch.autograd.Function):
         cc = c.unsqueeze(1)
         dd = d.unsqueeze(1) if momentum else None
         kk = keep.view(-1, 1, 1)
-        new_w, new_s = [], []
+        new_w, new_s, es, fs = [], [], [], []
         for l in range(depth):
             w = ws[l] * kk
+            es.append(deltas[l] * cc)
             if momentum:
                 w.addcmul_(ss[l], sig.view(-1, 1, 1))
-                s = torch.baddbmm(ss[l] * s_keep.view(-1, 1, 1), deltas[l] * dd,
-                                  xs[l].transpose(1, 2), alpha=-1.0)
-                new_s.append(s)
-            new_w.append(w.baddbmm_(deltas[l] * cc, xs[l].transpose(1, 2), alpha=-1.0))
+                fs.append(deltas[l] * dd)
+                new_s.append(torch.baddbmm(ss[l] * s_keep.view(-1, 1, 1), fs[l],
+                                           xs[l].transpose(1, 2), alpha=-1.0))
+            new_w.append(w.baddbmm_(es[l], xs[l].transpose(1, 2), alpha=-1.0))
         # the read (read before write: the anchor), token-major
         xq, zq = [qT], []
         for l in range(last):
@@ -95,7 +96,7 @@ class TitansChunk(torch.autograd.Function):
 
         ctx.meta = (l2, depth, momentum)
         ctx.save_for_backward(keep, sig, s_keep, c, d, *ws, *ss, *xs, *zs[:last], *deltas,
-                              *ps[:last], *xq, *zq)
+                              *ps[:last], *xq, *zq, *es, *fs)
         return (*new_w, *new_s, read)
 
     @staticmethod
@@ -119,6 +120,8 @@ class TitansChunk(torch.autograd.Function):
         ps = take(last)
         xq = take(depth)
         zq = take(last)
+        es = take(depth)  # E_l = δ_l ⊙ c
+        fs = take(depth) if momentum else []  # F_l = δ_l ⊙ d
         gw_new = list(grads[:depth])
         gs_new = list(grads[depth:2 * depth]) if momentum else [None] * depth
         g_read = grads[-1]
@@ -135,7 +138,7 @@ class TitansChunk(torch.autograd.Function):
         gw = [None] * depth  # ∂/∂W_l, accumulated in place
         gs = [None] * depth
         g_delta = [None] * depth
-        gx_write = [None] * depth  # ∂/∂X_l through the write
+        gx_write = [None] * depth  # −∂/∂X_l through the write (sign folded: fewer passes)
 
         def add_w(l, a, b):  # gw[l] += a bᵀ
             if gw[l] is None:
@@ -152,19 +155,22 @@ class TitansChunk(torch.autograd.Function):
                 if momentum:
                     g_sig += _bdot(gwn, ss[l])
                     gs[l] = gwn * sig.view(-1, 1, 1)
-                ge = torch.bmm(gwn, xs[l]).neg_()  # ∂/∂E
-                g_c += (ge * deltas[l]).sum(1)
-                g_delta[l] = ge.mul_(cc)
-                gx_write[l] = torch.bmm(gwn.transpose(1, 2), deltas[l] * cc).neg_()
+                ge = torch.bmm(gwn, xs[l])  # −∂/∂E
+                g_c -= (ge * deltas[l]).sum(1)
+                g_delta[l] = ge.mul_(-cc)
+                gx_write[l] = torch.bmm(gwn.transpose(1, 2), es[l])
             if momentum and gsn is not None:
                 g_skeep += _bdot(gsn, ss[l])
                 gs[l] = gsn * s_keep.view(-1, 1, 1) if gs[l] is None else \
                     gs[l].addcmul_(gsn, s_keep.view(-1, 1, 1))
-                gf = torch.bmm(gsn, xs[l]).neg_()  # ∂/∂F
-                g_d += (gf * deltas[l]).sum(1)
-                g_delta[l] = gf.mul_(dd) if g_delta[l] is None else g_delta[l].addcmul_(gf, dd)
-                gxf = torch.bmm(gsn.transpose(1, 2), deltas[l] * dd)
-                gx_write[l] = gxf.neg_() if gx_write[l] is None else gx_write[l].sub_(gxf)
+                gf = torch.bmm(gsn, xs[l])  # −∂/∂F
+                g_d -= (gf * deltas[l]).sum(1)
+                g_delta[l] = gf.mul_(-dd) if g_delta[l] is None else \
+                    g_delta[l].addcmul_(gf, dd, value=-1.0)
+                if gx_write[l] is None:
+                    gx_write[l] = torch.bmm(gsn.transpose(1, 2), fs[l])
+                else:
+                    gx_write[l].baddbmm_(gsn.transpose(1, 2), fs[l])
 
         # the inner gradient's chain: δ_l = silu_bw(P_l, Z_l), P_l = W_{l+1}ᵀ δ_{l+1}
         gz_delta = [None] * depth  # ∂/∂Z_l through silu'(Z_l) in δ_l
@@ -184,11 +190,12 @@ class TitansChunk(torch.autograd.Function):
         for l in range(last, -1, -1):
             if gamma is not None:
                 add_w(l, gamma, xs[l])
-                gx = torch.bmm(ws[l].transpose(1, 2), gamma)
-                if gx_write[l] is not None:
-                    gx.add_(gx_write[l])
+                if gx_write[l] is not None:  # W_lᵀ γ − (−∂/∂X_l of the write)
+                    gx = torch.baddbmm(gx_write[l], ws[l].transpose(1, 2), gamma, beta=-1.0)
+                else:
+                    gx = torch.bmm(ws[l].transpose(1, 2), gamma)
             else:
-                gx = gx_write[l]
+                gx = None if gx_write[l] is None else gx_write[l].neg_()
             if l == 0:
                 g_k = gx
                 break
