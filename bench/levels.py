@@ -254,8 +254,10 @@ def titans_vs_peer(configs, repeats, device) -> None:
         # C = 16 (the level's default chunk), 0.025 at C = 64 (0.1 there diverges to NaN at
         # d = 256 and at T = 2048, and timing NaN arithmetic measures nothing useful).
         eta = 0.1 * 16 / c
+        # conv 0: titans-pytorch has no short convolution (ours keeps its output norm and gate,
+        # which cannot be switched off; the peer has pre-norms and a LayerNorm in its memory)
         ours = TitansLevel({"id": "titans", "kind": "titans", "period": c, "depth": 2,
-                            "expansion": 4, "objective": "l2",
+                            "expansion": 4, "objective": "l2", "conv": 0,
                             "optimizer": {"name": "momentum", "eta": eta, "alpha": 0.9}},
                            d_model=d, heads=1).to(device)
         peer = NeuralMemory(dim=d, chunk_size=c).to(device)
@@ -437,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
         level_table(dims, lengths, batch, heads, repeats, device)
     if "titans" in only:
         print("\n== titans vs titans-pytorch 0.5.5 NeuralMemory(dim=d, chunk_size=C): one head, "
-              "depth-2 memory d -> 4d -> d on both sides (ours: expansion 4, momentum)")
+              "depth-2 memory d -> 4d -> d on both sides (ours: expansion 4, momentum, conv 0)")
         titans_vs_peer(titans, repeats, device)
     if "transformer" in only:
         print(f"\n== transformer preset (attention -> mlp(null)) x 2 vs a plain pre-norm "
