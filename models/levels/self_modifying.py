@@ -268,8 +268,7 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         reads: list[Tensor] = []
         sq_norms: list[Tensor] = []
         last_write = state["last_write"]
-        # depth 1, DGD, no momentum (every preset): one fused node per chunk
-        fused = self.depth == 1 and self.erase and not self.use_momentum
+        fused = self.fused
         if fused and full:
             per_seq = lambda t: t.expand(b, *t.shape).reshape(n_seq, *t.shape[1:])
             gates = (per_seq(self.readout[0]), per_seq(self.readout_bias[0]),
@@ -307,6 +306,12 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
             state, split, t_new, write_norms, last_write, self._unflat(weights, b, h),
             self._unflat(moms, b, h) if self.use_momentum else None, history)
 
+    @property
+    def fused(self) -> bool:
+        """Depth 1, DGD, no momentum (every preset): each chunk is one fused node
+        (models/levels/self_modifying_chunk.py) instead of the autograd path of ``_write``."""
+        return self.depth == 1 and self.erase and not self.use_momentum
+
     def _output(self, o: Tensor, b: int) -> Tensor:
         """Reads ``o [B·H, T, dh]`` -> the level's output ``[B, T, d_model]``."""
         return self.to_out(merge_heads(o.reshape(b, self.heads, -1, self.head_dim)))
@@ -330,8 +335,14 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         the C×C coefficient and erase matrices of a chunk (8·heads·C, five times more for the
         per-memory hidden keys of depth 2), and per chunk one copy of every memory (three with
         momentum), ``⌈T/C⌉`` chunks spread over the T tokens. Fitted to the tensors autograd
-        actually saves (tests/models/test_level_api.py checks it)."""
+        actually saves (tests/models/test_level_api_kinds.py checks it). The fused chunk node
+        keeps less: 33·d (inputs, queries, the memories' outputs on the inputs, keys and values,
+        the solve's right-hand side and solution) and 4·heads·C (the C×C decay, Gram and
+        triangular matrices)."""
         d, c = self.d_model, self.chunk
+        if self.fused:
+            copies = math.ceil(seq_len / c) * sum(p.numel() for p in self.memory_init)
+            return 33 * d + 4 * self.heads * c + math.ceil(copies / max(seq_len, 1))
         per = 40 * d + 72 * d * (self.depth - 1)
         per += 8 * self.heads * c * (1 + len(MEMORIES) * (self.depth - 1))
         copies = math.ceil(seq_len / c) * sum(p.numel() for p in self.memory_init)

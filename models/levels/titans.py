@@ -214,15 +214,17 @@ class TitansLevel(ChunkedMemoryLevel):
     def activation_floats_per_token(self, seq_len: int) -> int:
         """Kept for the backward pass, per token: input, norm, output (3·d), q, k, v through
         projection, convolution, activation and norm, the pending copies, the gates and the
-        output's norm and gate (19·d together), each hidden layer's pre-activation,
-        activation and backward factors for the keys' and the queries' passes through the
-        memory (6·(depth−1)·expansion·d), and two copies of the memory (and of the momentum)
-        per chunk: the write's input and the stacked read anchors (``⌈T/C⌉`` chunks, spread
-        over the T tokens). Checked against the tensors autograd actually saves
-        (tests/models/test_level_api.py)."""
+        output's norm and gate (19·d together); per hidden layer of the memory, what the fused
+        chunk node keeps (models/levels/titans_chunk.py): the keys' pre-activation, activation,
+        backpropagated surprise and its input, the write's scaled surprise (and its momentum
+        twin), the queries' pre-activation and activation (6, or 8 with momentum,
+        ·expansion·d); and per chunk one copy of the memory (and of the momentum), its anchor
+        (``⌈T/C⌉`` chunks, spread over the T tokens). Checked against the tensors autograd
+        actually saves (tests/models/test_level_api_kinds.py)."""
         d = self.d_model
-        per = 22 * d + 6 * (self.depth - 1) * self.expansion * d
-        copies = 2 * math.ceil(seq_len / self.chunk) * self._memory_floats()
+        hidden_terms = 8 if self.use_momentum else 6
+        per = 22 * d + hidden_terms * (self.depth - 1) * self.expansion * d
+        copies = math.ceil(seq_len / self.chunk) * self._memory_floats()
         copies *= 2 if self.use_momentum else 1
         return per + math.ceil(copies / max(seq_len, 1))
 
