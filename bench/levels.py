@@ -3,7 +3,9 @@
 Run ``.venv/bin/python bench/levels.py`` (``--quick`` for small settings). What it prints and
 why is in bench/README.md. Every ratio is measured in one process with both sides interleaved
 (warm-up first, medians of several repeats), under the same allocator settings; each ratio
-line reads ``<what> vs <baseline> [config]: N.NNx`` (> 1: <what> is faster).
+line reads ``<what> vs <baseline> [config]: N.NNx`` (> 1: <what> is faster), and the level
+table and the summary are printed as README.md's markdown tables. One file on purpose (over the
+usual length): a benchmark is copied to another machine and run as it is.
 """
 from __future__ import annotations
 

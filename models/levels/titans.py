@@ -21,9 +21,10 @@ cites Mehta et al. 2023; we use the form of Gated DeltaNet / flash-linear-attent
 the chunk start (the anchor) and the memory is written once, when the chunk completes; tokens
 inside a chunk read the anchor (C = 1: the exact recurrence ``o_t = M_{t−1}(q_t)``). The
 momentum and the decay inside the chunk collapse to coefficients (models/chunked.py), so the
-only sequential loop is over chunks, and a chunk costs one forward of its keys through the
-anchor, one analytic backward and one fused batched-matmul write per layer; the reads of all
-chunks then run as one batched pass over the stacked anchors.
+only sequential loop is over chunks. A chunk is one autograd node with a hand-written backward
+(models/levels/titans_chunk.py): its keys and its queries through the anchor (the inner
+gradient and the chunk's read), the analytic backward of the inner gradient, and one
+batched-matmul write per layer.
 
 Choices (documented here, visible in the inspector through the registry):
 - one memory per head, of the head dimension ``dh = d_model / heads``; hidden width
@@ -48,9 +49,9 @@ from torch import Tensor, nn
 from nlstudio.models.chunked import collapse_end, mlp_forward
 from nlstudio.models.levels.base import State
 from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
-from nlstudio.models.levels.titans_chunk import TitansChunk
 from nlstudio.models.levels.common import (CausalConv1d, OutputNormGate, l2_normalize,
                                            split_heads)
+from nlstudio.models.levels.titans_chunk import TitansChunk
 
 
 class TitansLevel(ChunkedMemoryLevel):
@@ -155,6 +156,7 @@ class TitansLevel(ChunkedMemoryLevel):
             end = collapse_end(log_keep.view(n_mem, full, c), theta.view(n_mem, full, c),
                                None if log_mu is None else log_mu.view(n_mem, full, c))
             ends = end.unbind(1)
+
             def chunks(z: Tensor) -> tuple[Tensor, ...]:  # feature-major views per chunk
                 return z[:, :done].view(n_mem, full, c, dh).transpose(-1, -2).unbind(1)
 
