@@ -33,10 +33,10 @@ from nlstudio.models.levels.common import check_level_shape, tensor_floats
 
 @dataclass
 class ChunkSplit:
-    """A call's tokens, with the pending ones of earlier calls in front: ``xs [B, n, ·]`` (or
-    a tuple of such, see :meth:`ChunkedMemoryLevel._chunks`)
-    (``n = pending + new``), ``full`` complete chunks (``done = full·C`` tokens) and ``rest``
-    tokens left pending."""
+    """A call's tokens, with the pending ones of earlier calls in front: ``xs [B, n, ·]`` (a
+    tuple of such when :meth:`ChunkedMemoryLevel._chunks` was given a tuple; ``n = pending +
+    new``), ``full`` complete chunks (``done = full·C`` tokens) and ``rest`` tokens left
+    pending."""
 
     xs: Tensor | tuple[Tensor, ...]
     pending: int

@@ -39,7 +39,11 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(b, t, h * dh)
 
 
-def l2_normalize(x: Tensor, eps: float = 1e-6) -> Tensor:
+#: l2_normalize's floor on the norm (the fused self-modifying chunk node uses the same)
+L2_EPS = 1e-6
+
+
+def l2_normalize(x: Tensor, eps: float = L2_EPS) -> Tensor:
     """``x / max(‖x‖, eps)`` along the last dimension (differentiable, zero-safe)."""
     return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
 

@@ -81,11 +81,10 @@ from nlstudio.models.chunked import (chunk_write, collapse, collapse_end, silu_g
                                      write_plain)
 from nlstudio.models.levels.base import State
 from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
-from nlstudio.models.levels.common import CausalConv1d, l2_normalize, merge_heads, split_heads
+from nlstudio.models.levels.common import (L2_EPS, CausalConv1d, l2_normalize, merge_heads,
+                                           split_heads)
 from nlstudio.models.levels.self_modifying_chunk import SelfModifyingChunk
 
-#: l2_normalize's floor on the norm (the fused chunk node uses the same)
-L2_EPS = 1e-6
 
 def dgd_write(w: Tensor, mom: Tensor | None, u: Tensor, key: Tensor, eta: Tensor,
               log_alpha: Tensor, log_mu: Tensor | None = None

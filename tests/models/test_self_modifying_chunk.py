@@ -4,7 +4,8 @@ memory, the read and the gradients of every input (memory, inputs, queries, read
 import pytest
 import torch
 
-from nlstudio.models.levels.self_modifying import L2_EPS, SelfModifyingLevel
+from nlstudio.models.levels.common import L2_EPS
+from nlstudio.models.levels.self_modifying import SelfModifyingLevel
 from nlstudio.models.levels.self_modifying_chunk import SelfModifyingChunk
 
 F64 = torch.float64
