@@ -4,7 +4,8 @@
 
 Each preset at its own size (batch, sequence length, model) from its project file; both sides
 run the same outer step (AdamW, gradient clipping) on the same batches, interleaved in rounds,
-medians kept. Prints one ``graphed vs eager tokens/s [preset]: N.NNx`` line per preset.
+medians kept. Prints one ``graphed vs eager tokens/s [preset]: N.NNx`` line per preset, then
+the table of README.md's GPU section (markdown, paste as it is).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device("cuda")
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}")
+    rows = []
     for name in args.presets:
         path = preset_paths()[name]
         project = load_project(path)
@@ -74,9 +76,26 @@ def main(argv: list[str] | None = None) -> int:
               f"{project.model.d_model}: graphed {tokens / g / 1e3:.1f}k tok/s, eager "
               f"{tokens / e / 1e3:.1f}k tok/s" + (f" (capture failed: {note})" if note else ""))
         print(f"graphed vs eager tokens/s [{name}]: {e / g:.2f}x")
+        rows.append((name, train.batch_size, train.seq_len, project.model.d_model,
+                     tokens / e, tokens / g))
         del sides, batches
         torch.cuda.empty_cache()
+    print_table(rows)
     return 0
+
+
+def print_table(rows: list[tuple[str, int, int, int, float, float]]) -> None:
+    """README.md's table: ``(preset, batch, tokens, d_model, eager tok/s, graph tok/s)`` rows."""
+    if not rows:
+        return
+    dims = sorted({r[3] for r in rows})
+    head = f"batch × tokens, d_model {dims[0]}" if len(dims) == 1 else "batch × tokens, d_model"
+    print(f"\n| preset ({head}) | eager | CUDA graph | graph vs eager |")
+    print("|---|---:|---:|---:|")
+    for name, batch, seq, d, eager, graph in rows:
+        size = f"{batch} × {seq}" + ("" if len(dims) == 1 else f", {d}")
+        print(f"| `{name}` ({size}) | {eager / 1e3:.1f}k tok/s | {graph / 1e3:.1f}k tok/s | "
+              f"{graph / eager:.2f}× |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Run ``.venv/bin/python bench/levels.py`` (``--quick`` for small settings). What it prints and
 why is in bench/README.md. Every ratio is measured in one process with both sides interleaved
 (warm-up first, medians of several repeats), under the same allocator settings; each ratio
-line reads ``<what> vs <baseline> [config]: N.NNx`` (> 1: <what> is faster).
+line reads ``<what> vs <baseline> [config]: N.NNx`` (> 1: <what> is faster), and the level
+table and the summary are printed as README.md's markdown tables. One file on purpose (over the
+usual length): a benchmark is copied to another machine and run as it is.
 """
 from __future__ import annotations
 
@@ -32,6 +34,13 @@ from torch import Tensor, nn  # noqa: E402
 
 KINDS = ("attention", "linear_attention", "delta", "titans", "self_modifying", "mlp")
 VOCAB = 256
+#: the clock of every timing: "wall" (time.perf_counter, the default) or "cpu"
+#: (time.process_time: this process's CPU time, steadier than wall time on a loaded machine
+#: with one torch thread; see bench/README.md)
+CLOCK = {"fn": time.perf_counter}
+#: what the sections measured, for the summary (README's tables)
+RESULTS: dict[str, dict] = {"levels": {}, "titans": {}, "transformer": {}, "nsam": {},
+                            "growth": None}
 
 
 # ------------------------------------------------------------------------------------------
@@ -55,10 +64,10 @@ def race(contenders: dict[str, Callable[[], None]], repeats: int, device: torch.
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             sync(device)
-            t0 = time.perf_counter()
+            t0 = CLOCK["fn"]()
             contenders[name]()
             sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(CLOCK["fn"]() - t0)
     return {n: statistics.median(v) for n, v in times.items()}
 
 
@@ -219,11 +228,16 @@ def level_table(dims, lengths, batch, heads, repeats, device) -> None:
             rates[k].append(fmt_rate(batch * t / secs[k]))
         del steps
         free()
-    heads_row = [f"d={d} T={t}" for d, t in configs]
-    width = max(len(h) for h in heads_row) + 2
-    print(f"  {'kind':<18}" + "".join(f"{h:>{width}}" for h in heads_row))
-    for k, row in rates.items():
-        print(f"  {k:<18}" + "".join(f"{r:>{width}}" for r in row))
+    RESULTS["levels"] = rates
+    print_markdown_table([f"d={d} T={t}" for d, t in configs], rates)
+
+
+def print_markdown_table(columns: list[str], rows: dict[str, list[str]]) -> None:
+    """The level table as README.md shows it (markdown, right-aligned numbers)."""
+    print(f"| {'kind':<16} |" + "".join(f" {c} |" for c in columns))
+    print(f"|{'-' * 18}|" + "".join(f"{'-' * (len(c) + 1)}:|" for c in columns))
+    for k, row in rows.items():
+        print(f"| {k:<16} |" + "".join(f" {r:>{len(c)}} |" for r, c in zip(row, columns)))
 
 
 def titans_vs_peer(configs, repeats, device) -> None:
@@ -238,15 +252,27 @@ def titans_vs_peer(configs, repeats, device) -> None:
     for d, t, c, b, note in configs:
         torch.manual_seed(0)
         x = torch.randn(b, t, d, device=device)
+        # A chunk's write sums C tokens' gradients, so the step scales as 1/C: eta 0.1 at
+        # C = 16 (the level's default chunk), 0.025 at C = 64 (0.1 there diverges to NaN at
+        # d = 256 and at T = 2048, and timing NaN arithmetic measures nothing useful).
+        eta = 0.1 * 16 / c
+        # conv 0: titans-pytorch has no short convolution (ours keeps its output norm and gate,
+        # which cannot be switched off; the peer has pre-norms and a LayerNorm in its memory)
         ours = TitansLevel({"id": "titans", "kind": "titans", "period": c, "depth": 2,
-                            "expansion": 4, "objective": "l2",
-                            "optimizer": {"name": "momentum", "eta": 0.1, "alpha": 0.9}},
+                            "expansion": 4, "objective": "l2", "conv": 0,
+                            "optimizer": {"name": "momentum", "eta": eta, "alpha": 0.9}},
                            d_model=d, heads=1).to(device)
         peer = NeuralMemory(dim=d, chunk_size=c).to(device)
+        with torch.no_grad():
+            finite = {name: bool(torch.isfinite(m(x)[0]).all()) for name, m in
+                      (("ours", ours), ("titans-pytorch", peer))}
         secs = race({"ours": level_step(ours, x), "peer": level_step(peer, x)}, repeats, device)
         config = f"d={d} T={t} C={c}" + (f" B={b}" if note else "")
-        print(f"  ours {fmt_rate(b * t / secs['ours'])} tok/s, titans-pytorch "
-              f"{fmt_rate(b * t / secs['peer'])} tok/s{'  (' + note + ')' if note else ''}")
+        bad = [name for name, ok in finite.items() if not ok]
+        print(f"  ours {fmt_rate(b * t / secs['ours'])} tok/s (eta {eta:g}), titans-pytorch "
+              f"{fmt_rate(b * t / secs['peer'])} tok/s{'  (' + note + ')' if note else ''}"
+              + (f"  WARNING: non-finite outputs from {', '.join(bad)}" if bad else ""))
+        RESULTS["titans"][(d, t, c)] = secs["peer"] / secs["ours"]
         print(ratio_line("titans", "titans-pytorch", config, secs["peer"] / secs["ours"]))
         del ours, peer, x
         free()
@@ -265,6 +291,7 @@ def transformer_vs_sdpa(dims, lengths, batch, heads, repeats, device) -> None:
                         repeats, device)
             print(f"  transformer preset {fmt_rate(batch * t / secs['ours'])} tok/s, "
                   f"sdpa stack {fmt_rate(batch * t / secs['plain'])} tok/s")
+            RESULTS["transformer"][(d, t)] = secs["plain"] / secs["ours"]
             print(ratio_line("transformer", "sdpa-stack", f"d={d} T={t}",
                              secs["plain"] / secs["ours"]))
             del ours, plain
@@ -292,6 +319,7 @@ def nsam_efficiency(dims, t, batch, heads, repeats, device, gemm_n: int) -> None
         print(f"  nsam {fmt_rate(batch * t / secs['nsam'])} tok/s, {flops / 1e9:.2f} GFLOP per "
               f"step, {achieved / 1e9:.1f} GFLOP/s; gemm {gemm_n}x{gemm_n} "
               f"{peak / 1e9:.1f} GFLOP/s")
+        RESULTS["nsam"][d] = achieved / peak
         print(ratio_line("nsam", "gemm peak", f"d={d} T={t}", achieved / peak))
         del model, step
         free()
@@ -309,7 +337,50 @@ def nsam_growth(d, lengths, batch, heads, repeats, device) -> None:
     print("  time/token: " + ", ".join(f"T={t} {per_token[t] * 1e6:.1f} us" for t in lengths))
     doublings = math.log2(lengths[-1] / lengths[0])
     growth = (per_token[lengths[-1]] / per_token[lengths[0]]) ** (1 / doublings)
+    RESULTS["growth"] = (growth, lengths[0], lengths[-1])
     print(f"nsam time/token growth per 2x T [d={d}]: {growth:.2f}x")
+
+
+def summary() -> None:
+    """The ratio table of README.md's "Measured" section, from what this run measured."""
+    rows = []
+
+    def span(values) -> str:
+        lo, hi = min(values), max(values)
+        return f"{lo:.2f}×" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}× – {hi:.2f}×"
+
+    def mark(ok: bool) -> str:
+        return "✓" if ok else "✗"
+
+    titans = RESULTS["titans"]
+    dims = sorted({d for d, _, _ in titans})
+    lengths = sorted({t for _, t, _ in titans})
+    for c in sorted({c for _, _, c in titans}):
+        vals = [r for (_, _, cc), r in titans.items() if cc == c]
+        what = (f"titans level vs `titans_pytorch.NeuralMemory` 0.5.5, C = {c}"
+                + (" (our default)" if c == 16 else "")
+                + f", d ∈ {{{', '.join(map(str, dims))}}}, T ∈ {{{', '.join(map(str, lengths))}}}")
+        rows.append((what, span(vals), f"≥ 2× {mark(min(vals) >= 2.0)}"))
+    if RESULTS["transformer"]:
+        vals = list(RESULTS["transformer"].values())
+        rows.append(("Transformer preset vs a plain SDPA block stack", span(vals),
+                     f"≥ 1.0× (within noise: ≥ 0.95×) {mark(min(vals) >= 0.95)}"))
+    if RESULTS["nsam"]:
+        vals = RESULTS["nsam"]
+        rows.append(("NSAM preset's achieved FLOP/s vs this machine's float32 GEMM peak",
+                     ", ".join(f"{v:.2f}× (d={d})" for d, v in vals.items()),
+                     f"≥ 0.30× {mark(min(vals.values()) >= 0.30)}"))
+    if RESULTS["growth"]:
+        g, t0, t1 = RESULTS["growth"]
+        rows.append((f"NSAM time per token, growth per doubling of T ({t0} → {t1})",
+                     f"{g:.2f}×", f"≤ 1.10× {mark(g <= 1.10)}"))
+    if not rows:
+        return
+    print("\n== summary: README.md's ratio table")
+    print("| ratio | measured | target |")
+    print("|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 # ------------------------------------------------------------------------------------------
@@ -327,7 +398,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="run only these sections")
     p.add_argument("--system-allocator", action="store_true",
                    help="do not set the glibc allocator variables (see bench/README.md)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time (default) or this process's CPU time (steadier on a loaded "
+                        "machine; CPU only)")
     args = p.parse_args(argv)
+    if args.clock == "cpu":
+        if args.device != "cpu":
+            p.error("--clock cpu measures CPU time: use it with --device cpu")
+        CLOCK["fn"] = time.process_time
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     only = set(args.only or ("levels", "titans", "transformer", "nsam"))
@@ -354,14 +432,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     print(f"allocator: {alloc}")
-    print(f"forward+backward, medians of {repeats} interleaved rounds after a warm-up of 2 calls each")
+    print(f"forward+backward, medians of {repeats} interleaved rounds after a warm-up of 2 calls "
+          f"each, {args.clock} clock")
+    print(f"load average at start: {load()}")
 
     if "levels" in only:
         print(f"\n== level kinds: tokens/s, batch {batch}, {heads} heads, registry defaults")
         level_table(dims, lengths, batch, heads, repeats, device)
     if "titans" in only:
         print("\n== titans vs titans-pytorch 0.5.5 NeuralMemory(dim=d, chunk_size=C): one head, "
-              "depth-2 memory d -> 4d -> d on both sides (ours: expansion 4, momentum)")
+              "depth-2 memory d -> 4d -> d on both sides (ours: expansion 4, momentum, conv 0)")
         titans_vs_peer(titans, repeats, device)
     if "transformer" in only:
         print(f"\n== transformer preset (attention -> mlp(null)) x 2 vs a plain pre-norm "
@@ -374,6 +454,15 @@ def main(argv: list[str] | None = None) -> None:
         nsam_efficiency(dims, t, batch, heads, repeats, device, gemm_n)
         print(f"\n== nsam time per token as T doubles (d={dims[0]}, batch {batch})")
         nsam_growth(dims[0], growth_lengths, batch, heads, repeats, device)
+    summary()
+    print(f"load average at end: {load()}")
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" ({os.cpu_count()} CPUs)"
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

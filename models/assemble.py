@@ -273,10 +273,13 @@ class NestedModel(nn.Module):
         learn = targets is not None and bool(learning)
         first = self.order.index(self.task_levels[0])
         prefix, suffix = self.order[:first], self.order[first:]
-        parts, norms = [], {lid: [] for lid in self.order}
+        parts, norms = [], {lid: [] for lid in suffix}
+        # Levels before the first task level do not read what the task levels write: they run
+        # once over the whole call (with the outer graph if any), and each segment reads its
+        # slice of their outputs (a stream cut anywhere gives the same outputs and states).
+        prefix_outs, states = self._run(prefix, {INPUT: h0}, states, ablation, {})
         for s, e in segments:
-            # Levels before the first task level run once, with the outer graph if any.
-            outs, states = self._run(prefix, {INPUT: h0[:, s:e]}, states, ablation, {})
+            outs = {k: v[:, s:e] for k, v in prefix_outs.items()}
             if outer_grad or not learn:
                 logits, new_states = self._pass(None, states, ablation, self._fast(states),
                                                 suffix, outs)
@@ -295,7 +298,7 @@ class NestedModel(nn.Module):
                     states[lid] = close(states[lid])
             parts.append(logits)
             if len(segments) > 1:
-                for lid in self.order:
+                for lid in suffix:
                     norms[lid].append(states[lid].get("write_norms"))
         if len(segments) > 1:
             for lid, pieces in norms.items():

@@ -33,11 +33,12 @@ from nlstudio.models.levels.common import check_level_shape, tensor_floats
 
 @dataclass
 class ChunkSplit:
-    """A call's tokens, with the pending ones of earlier calls in front: ``xs [B, n, ·]``
-    (``n = pending + new``), ``full`` complete chunks (``done = full·C`` tokens) and ``rest``
-    tokens left pending."""
+    """A call's tokens, with the pending ones of earlier calls in front: ``xs [B, n, ·]`` (a
+    tuple of such when :meth:`ChunkedMemoryLevel._chunks` was given a tuple; ``n = pending +
+    new``), ``full`` complete chunks (``done = full·C`` tokens) and ``rest`` tokens left
+    pending."""
 
-    xs: Tensor
+    xs: Tensor | tuple[Tensor, ...]
     pending: int
     n: int
     full: int
@@ -88,13 +89,21 @@ class ChunkedMemoryLevel(Level):
         b = x.shape[0]
         return x.new_zeros(b, 0, self.d_model), {**state, "write_norms": x.new_zeros(0)}
 
-    def _chunks(self, new: Tensor, state: State) -> ChunkSplit:
-        """The pending tokens of earlier calls followed by ``new``, cut into chunks."""
+    def _chunks(self, new: Tensor | tuple[Tensor, ...], state: State) -> ChunkSplit:
+        """The pending tokens of earlier calls followed by ``new``, cut into chunks. ``new``
+        may be a tuple of tensors ``[B, T, ·]`` that a pending token keeps side by side (the
+        state's ``pending`` holds them concatenated along the last dim); ``xs`` is then the
+        tuple, each with its pending tokens in front (separate tensors, so autograd never
+        slices a concatenation apart)."""
+        parts = new if isinstance(new, tuple) else (new,)
         pending = state["pending"]
         p = pending.shape[1]
-        xs = torch.cat((pending.to(new.dtype), new), dim=1) if p else new
-        n = p + new.shape[1]
+        n = p + parts[0].shape[1]
+        if p:
+            pend = pending.to(parts[0].dtype).split([z.shape[-1] for z in parts], dim=-1)
+            parts = tuple(torch.cat((a, z), dim=1) for a, z in zip(pend, parts))
         full, rest = divmod(n, self.chunk)
+        xs = parts if isinstance(new, tuple) else parts[0]
         return ChunkSplit(xs, p, n, full, rest, full * self.chunk)
 
     def _write_norm_series(self, per_chunk: Tensor | None, split: ChunkSplit, t_new: int,
@@ -118,7 +127,8 @@ class ChunkedMemoryLevel(Level):
             "write_norms": write_norms,
             "last_write": last_write,
             self.memory_key: weights,
-            "pending": split.xs[:, split.done:],
+            "pending": (torch.cat([z[:, split.done:] for z in split.xs], dim=-1)
+                        if isinstance(split.xs, tuple) else split.xs[:, split.done:]),
             "conv": conv_history,
         }
         if self.use_momentum:

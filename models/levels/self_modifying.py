@@ -81,7 +81,10 @@ from nlstudio.models.chunked import (chunk_write, collapse, collapse_end, silu_g
                                      write_plain)
 from nlstudio.models.levels.base import State
 from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
-from nlstudio.models.levels.common import CausalConv1d, l2_normalize, merge_heads, split_heads
+from nlstudio.models.levels.common import (L2_EPS, CausalConv1d, l2_normalize, merge_heads,
+                                           split_heads)
+from nlstudio.models.levels.self_modifying_chunk import SelfModifyingChunk
+
 
 def dgd_write(w: Tensor, mom: Tensor | None, u: Tensor, key: Tensor, eta: Tensor,
               log_alpha: Tensor, log_mu: Tensor | None = None
@@ -264,13 +267,23 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         reads: list[Tensor] = []
         sq_norms: list[Tensor] = []
         last_write = state["last_write"]
+        fused = self.fused
+        if fused and full:
+            per_seq = lambda t: t.expand(b, *t.shape).reshape(n_seq, *t.shape[1:])
+            gates = (per_seq(self.readout[0]), per_seq(self.readout_bias[0]),
+                     per_seq(self.readout[1]), per_seq(self.readout_bias[1]))
         if full:
             xcs = xh[:, :done].view(n_seq, full, c, dh).unbind(1)
             qcs = q[:, :done].view(n_seq, full, c, dh).unbind(1)
             mus = (log_mu[:, :done].view(n_seq, full, c).unbind(1) if log_mu is not None
                    else [None] * full)
             for j in range(full):
-                new_w, new_m, read = self._write(weights, moms, xcs[j], qcs[j], mus[j])
+                if fused:
+                    w_new, read = SelfModifyingChunk.apply(self.eta, weights[0], xcs[j], qcs[j],
+                                                           *gates, L2_EPS)
+                    new_w, new_m = [w_new], moms
+                else:
+                    new_w, new_m, read = self._write(weights, moms, xcs[j], qcs[j], mus[j])
                 reads.append(read)
                 with torch.no_grad():  # the probes follow the main memory M_mem
                     changes = [a[:, :, MEM] - b_[:, :, MEM] for a, b_ in
@@ -291,6 +304,12 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         return y, self._next_state(
             state, split, t_new, write_norms, last_write, self._unflat(weights, b, h),
             self._unflat(moms, b, h) if self.use_momentum else None, history)
+
+    @property
+    def fused(self) -> bool:
+        """Depth 1, DGD, no momentum (every preset): each chunk is one fused node
+        (models/levels/self_modifying_chunk.py) instead of the autograd path of ``_write``."""
+        return self.depth == 1 and self.erase and not self.use_momentum
 
     def _output(self, o: Tensor, b: int) -> Tensor:
         """Reads ``o [B·H, T, dh]`` -> the level's output ``[B, T, d_model]``."""
@@ -315,8 +334,14 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         the C×C coefficient and erase matrices of a chunk (8·heads·C, five times more for the
         per-memory hidden keys of depth 2), and per chunk one copy of every memory (three with
         momentum), ``⌈T/C⌉`` chunks spread over the T tokens. Fitted to the tensors autograd
-        actually saves (tests/models/test_level_api.py checks it)."""
+        actually saves (tests/models/test_level_api_kinds.py checks it). The fused chunk node
+        keeps less: 33·d (inputs, queries, the memories' outputs on the inputs, keys and values,
+        the solve's right-hand side and solution) and 4·heads·C (the C×C decay, Gram and
+        triangular matrices)."""
         d, c = self.d_model, self.chunk
+        if self.fused:
+            copies = math.ceil(seq_len / c) * sum(p.numel() for p in self.memory_init)
+            return 33 * d + 4 * self.heads * c + math.ceil(copies / max(seq_len, 1))
         per = 40 * d + 72 * d * (self.depth - 1)
         per += 8 * self.heads * c * (1 + len(MEMORIES) * (self.depth - 1))
         copies = math.ceil(seq_len / c) * sum(p.numel() for p in self.memory_init)

@@ -21,9 +21,10 @@ cites Mehta et al. 2023; we use the form of Gated DeltaNet / flash-linear-attent
 the chunk start (the anchor) and the memory is written once, when the chunk completes; tokens
 inside a chunk read the anchor (C = 1: the exact recurrence ``o_t = M_{t−1}(q_t)``). The
 momentum and the decay inside the chunk collapse to coefficients (models/chunked.py), so the
-only sequential loop is over chunks, and a chunk costs one forward of its keys through the
-anchor, one analytic backward and one fused batched-matmul write per layer; the reads of all
-chunks then run as one batched pass over the stacked anchors.
+only sequential loop is over chunks. A chunk is one autograd node with a hand-written backward
+(models/levels/titans_chunk.py): its keys and its queries through the anchor (the inner
+gradient and the chunk's read), the analytic backward of the inner gradient, and one
+batched-matmul write per layer.
 
 Choices (documented here, visible in the inspector through the registry):
 - one memory per head, of the head dimension ``dh = d_model / heads``; hidden width
@@ -45,11 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nlstudio.models.chunked import collapse_end, mlp_backward, mlp_forward, write_plain
+from nlstudio.models.chunked import collapse_end, mlp_forward
 from nlstudio.models.levels.base import State
 from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import (CausalConv1d, OutputNormGate, l2_normalize,
                                            split_heads)
+from nlstudio.models.levels.titans_chunk import TitansChunk
 
 
 class TitansLevel(ChunkedMemoryLevel):
@@ -132,10 +134,10 @@ class TitansLevel(ChunkedMemoryLevel):
         # q, k, v of the new tokens; a pending token keeps its input (for the gates) and its
         # q, k, v (so the convolution sees every token exactly once)
         qkv, history = self._qkv(x, state["conv"])
-        split = self._chunks(torch.cat((x, qkv), dim=-1), state)
+        split = self._chunks((x, qkv), state)
         p, n, full, rest, done = split.pending, split.n, split.full, split.rest, split.done
-        xs = split.xs[..., :self.d_model]
-        q, k, v = split.xs[..., self.d_model:].chunk(3, dim=-1)
+        xs, qkv = split.xs
+        q, k, v = qkv.chunk(3, dim=-1)
         q, k, v = self._heads(q, True), self._heads(k, True), self._heads(v, False)
         weights = [w.reshape(n_mem, *w.shape[2:]) for w in state["weights"]]
         moms = ([m.reshape(n_mem, *m.shape[2:]) for m in state["momentum"]]
@@ -146,52 +148,50 @@ class TitansLevel(ChunkedMemoryLevel):
                 state, split, t_new, x.new_zeros(t_new), state["last_write"], state["weights"],
                 state.get("momentum"), history, wrote=False)
 
-        anchors = [[w] for w in weights]  # per layer: the memory after each chunk write
+        reads: list[Tensor] = []  # [N, C, dh] per chunk (and the rest)
+        sq_norms: list[Tensor] = []  # per chunk: ‖M_after − M_before‖² over all layers, [N]
+        last_write = state["last_write"]
         if full:
             log_keep, theta, log_mu = self._gates(xs[:, :done])
             end = collapse_end(log_keep.view(n_mem, full, c), theta.view(n_mem, full, c),
                                None if log_mu is None else log_mu.view(n_mem, full, c))
             ends = end.unbind(1)
-            ks = k[:, :done].view(n_mem, full, c, dh).unbind(1)
-            vs = v[:, :done].view(n_mem, full, c, dh).unbind(1)
-            # the only sequential part: gradients at the anchor, then the chunk's write
-            for j in range(full):
-                out, trace = mlp_forward(weights, ks[j], self.residual)
-                g = out - vs[j] if self.objective == "l2" else -vs[j]
-                deltas = mlp_backward(weights, trace, g)
-                new_w, new_m = [], []
-                for l in range(self.depth):
-                    w_l, m_l = write_plain(weights[l], moms[l], deltas[l], trace.inputs[l],
-                                           ends[j])
-                    new_w.append(w_l)
-                    new_m.append(m_l)
-                    anchors[l].append(w_l)
-                weights, moms = new_w, new_m
 
-        # Reads: every token reads the anchor of its chunk (read before write); all chunks in
-        # one batched pass over the stacked anchors.
-        n_read = full + (1 if rest else 0)
-        stacked = [torch.stack(a[:n_read], dim=1) for a in anchors]  # [N, n_read, o, i]
-        q_pad = F.pad(q, (0, 0, 0, n_read * c - n)).view(n_mem * n_read, c, dh)
-        o = mlp_forward([w.view(n_mem * n_read, *w.shape[2:]) for w in stacked], q_pad,
-                        self.residual)[0]
-        o = o.view(n_mem, n_read * c, dh)[:, p:n]  # pending tokens were read by an earlier call
-        y = self._output(o, x)
+            def chunks(z: Tensor) -> tuple[Tensor, ...]:  # feature-major views per chunk
+                return z[:, :done].view(n_mem, full, c, dh).transpose(-1, -2).unbind(1)
+
+            l2 = self.objective == "l2"
+            # the inner gradient is g = M(k) − v = Z_out + (k − v) for ℓ2, −v for dot
+            bias = (k - v if self.residual else -v) if l2 else -v
+            ks, qs, bs = chunks(k), chunks(q), chunks(bias)
+            # the only sequential part: per chunk one node (models/levels/titans_chunk.py) that
+            # takes the gradients at the anchor, writes, and reads the anchor with the chunk's
+            # queries (read before write)
+            for j in range(full):
+                e = ends[j]
+                outs = TitansChunk.apply(l2, e.keep, e.from_s0, e.s_keep, e.grad, e.s_grad,
+                                         ks[j], bs[j], qs[j], *weights,
+                                         *(moms if self.use_momentum else ()))
+                new_w = list(outs[:self.depth])
+                new_m = list(outs[self.depth:-1]) if self.use_momentum else moms
+                reads.append(outs[-1])
+                with torch.no_grad():  # the change of the whole memory (all layers, all heads)
+                    sq_norms.append(sum(torch.linalg.vector_norm(a - b_, dim=(-2, -1)).square()
+                                        for a, b_ in zip(new_w, weights)))
+                    if j == full - 1:
+                        last_write = new_w[0][0] - weights[0][0]
+                weights, moms = new_w, new_m
+        if full:
+            read = torch.cat(reads, dim=1) if full > 1 else reads[0]
+            reads = [read + q[:, :done] if self.residual else read]
+        if rest:  # the tokens of the incomplete chunk read the last write's result
+            reads.append(mlp_forward(weights, q[:, done:n], self.residual)[0])
+        o = torch.cat(reads, dim=1) if len(reads) > 1 else reads[0]
+        y = self._output(o[:, p:], x)  # pending tokens were read by an earlier call
 
         per_chunk = None
-        last_write = state["last_write"]
-        if full:
-            with torch.no_grad():  # the change of the whole memory (all layers, all heads)
-                sq = 0.0
-                for l, a in enumerate(anchors):
-                    norms = [torch.linalg.vector_norm(stacked[l][:, 1:] - stacked[l][:, :-1],
-                                                      dim=(-2, -1))]  # [N, n_read − 1]
-                    if n_read == full:  # the last write's result was not read in this call
-                        norms.append(torch.linalg.vector_norm(a[-1] - a[-2], dim=(-2, -1))
-                                     .unsqueeze(1))
-                    sq = sq + torch.cat(norms, dim=1).square()
-                last_write = anchors[0][-1][0] - anchors[0][-2][0]
-                per_chunk = sq.view(b, h, full).sum(1).sqrt().mean(0)
+        if full:  # [full, N] -> per chunk: the norm over heads, averaged over the batch
+            per_chunk = torch.stack(sq_norms).view(full, b, h).sum(-1).sqrt().mean(-1)
         write_norms = self._write_norm_series(per_chunk, split, t_new, x)
         return y, self._next_state(
             state, split, t_new, write_norms, last_write,
@@ -216,15 +216,17 @@ class TitansLevel(ChunkedMemoryLevel):
     def activation_floats_per_token(self, seq_len: int) -> int:
         """Kept for the backward pass, per token: input, norm, output (3·d), q, k, v through
         projection, convolution, activation and norm, the pending copies, the gates and the
-        output's norm and gate (19·d together), each hidden layer's pre-activation,
-        activation and backward factors for the keys' and the queries' passes through the
-        memory (6·(depth−1)·expansion·d), and two copies of the memory (and of the momentum)
-        per chunk: the write's input and the stacked read anchors (``⌈T/C⌉`` chunks, spread
-        over the T tokens). Checked against the tensors autograd actually saves
-        (tests/models/test_level_api.py)."""
+        output's norm and gate (19·d together); per hidden layer of the memory, what the fused
+        chunk node keeps (models/levels/titans_chunk.py): the keys' pre-activation, activation,
+        backpropagated surprise and its input, the write's scaled surprise (and its momentum
+        twin), the queries' pre-activation and activation (6, or 8 with momentum,
+        ·expansion·d); and per chunk one copy of the memory (and of the momentum), its anchor
+        (``⌈T/C⌉`` chunks, spread over the T tokens). Checked against the tensors autograd
+        actually saves (tests/models/test_level_api_kinds.py)."""
         d = self.d_model
-        per = 22 * d + 6 * (self.depth - 1) * self.expansion * d
-        copies = 2 * math.ceil(seq_len / self.chunk) * self._memory_floats()
+        hidden_terms = 8 if self.use_momentum else 6
+        per = 22 * d + hidden_terms * (self.depth - 1) * self.expansion * d
+        copies = math.ceil(seq_len / self.chunk) * self._memory_floats()
         copies *= 2 if self.use_momentum else 1
         return per + math.ceil(copies / max(seq_len, 1))
 
