@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from nlstudio.models.graph import INPUT, OUTPUT, checked_order, reachable, successors
 from nlstudio.models.levels import LEVEL_CLASSES, LevelProbe
+from nlstudio.models.levels.cms_reads import ChunkGradient, TaskRead
 
 IGNORE_INDEX = -100
 
@@ -210,18 +211,19 @@ class NestedModel(nn.Module):
         """The logits of ``inputs`` read from ``states``, which stay as they are (nothing is
         committed: the new states are dropped). ``inputs`` must not cross a write position of a
         task level (every write due has been made, and :meth:`_commit_end` stops before)."""
-        return self._pass(self.embed(inputs), dict(states), ablation, self._fast(states))[0]
+        return self._pass(self.embed(inputs), dict(states), ablation,
+                          self._fast(states, inputs.shape[1]))[0]
 
-    def _fast(self, states: dict) -> dict[str, dict[str, Tensor]]:
-        """The weights every task level reads now (``W0 + Δ``, with the outer graph)."""
-        return {lid: self.levels[lid].fast_weights(states[lid]) for lid in self.task_levels}
+    def _fast(self, states: dict, steps: int) -> dict[str, TaskRead]:
+        """How every task level reads ``steps`` tokens now (``W0 + Δ``, with the outer graph)."""
+        return {lid: self.levels[lid].task_read(states[lid], steps) for lid in self.task_levels}
 
     def _head(self, h: Tensor) -> Tensor:
         h = self.final_norm(h)
         return F.linear(h, self.embed.weight) if self.tied else self.head(h)
 
     def _pass(self, h0: Tensor, states: dict, ablation: _Ablation,
-              fast: dict[str, dict[str, Tensor]], order: list[str] | None = None,
+              fast: dict[str, TaskRead], order: list[str] | None = None,
               outs: dict[str, Tensor] | None = None) -> tuple[Tensor, dict]:
         """Logits of one pass of ``order`` (default: every level) over ``h0`` (or on top of
         the outputs ``outs`` of the levels before it)."""
@@ -237,7 +239,7 @@ class NestedModel(nn.Module):
         return total
 
     def _run(self, order: list[str], outs: dict[str, Tensor], states: dict,
-             ablation: _Ablation, fast: dict[str, dict[str, Tensor]]
+             ablation: _Ablation, fast: dict[str, TaskRead]
              ) -> tuple[dict[str, Tensor], dict]:
         """Runs ``order`` (a topologically ordered run of levels) on top of ``outs``."""
         outs, states = dict(outs), dict(states)
@@ -262,6 +264,17 @@ class NestedModel(nn.Module):
 
     def _segmented(self, h0: Tensor, t0: int, targets: Tensor | None, states: dict,
                    ablation: _Ablation) -> tuple[Tensor, dict]:
+        """The call cut into segments at the task levels' write positions.
+
+        Levels before the first task level (the prefix) do not read what the task levels write:
+        they run once over the whole call, with the outer graph if any. The rest (the suffix)
+        runs segment by segment on a graph cut at the prefix's outputs (the *inner* pass: the
+        segment's logits, its inner gradients, the states), and every task level whose period
+        is reached writes. With an outer graph, the suffix then runs once more over the whole
+        call from the states it started with (the *outer* pass), each task level reading every
+        piece of the call with the weights its inner pass read there
+        (models/levels/cms_reads.py): its logits are those of the inner passes, with the graph
+        the outer backward needs, and the writes stay out of that graph."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError("CMS levels with the 'task' objective learn from gradients of the "
                                "model's loss while reading; run them under torch.no_grad(), "
@@ -273,60 +286,93 @@ class NestedModel(nn.Module):
         learn = targets is not None and bool(learning)
         first = self.order.index(self.task_levels[0])
         prefix, suffix = self.order[:first], self.order[first:]
-        parts, norms = [], {lid: [] for lid in suffix}
-        # Levels before the first task level do not read what the task levels write: they run
-        # once over the whole call (with the outer graph if any), and each segment reads its
-        # slice of their outputs (a stream cut anywhere gives the same outputs and states).
         prefix_outs, states = self._run(prefix, {INPUT: h0}, states, ablation, {})
+        start = states
+        cut = {k: v.detach() for k, v in prefix_outs.items()}
+        states = {**states, **{lid: _detach(states[lid]) for lid in suffix}}
+        weights = {lid: self.levels[lid].task_weights(states[lid]) for lid in self.task_levels}
+        read = {lid: [] for lid in self.task_levels}  # per segment: the weights each one read
+        sums = {lid: self.levels[lid].open_gradient(states[lid]) for lid in learning} \
+            if learn else {}
+        parts, norms = [], {lid: [] for lid in suffix}
         for s, e in segments:
-            outs = {k: v[:, s:e] for k, v in prefix_outs.items()}
-            if outer_grad or not learn:
-                logits, new_states = self._pass(None, states, ablation, self._fast(states),
-                                                suffix, outs)
-            if learn:
-                grads, inner_logits, inner_states = self._inner_grads(
-                    suffix, outs, states, targets[:, s:e], learning, ablation)
-                if not outer_grad:
-                    logits, new_states = inner_logits, inner_states
-                for lid in learning:
-                    new_states[lid] = self.levels[lid].accumulate(new_states[lid], grads[lid])
-            states = new_states
+            tape = {lid: [] for lid in sums}
+            fast = {lid: TaskRead(((0, e - s),), {n: (w,) for n, w in weights[lid].items()},
+                                  outer=False, tape=tape.get(lid))
+                    for lid in self.task_levels}
+            for lid in self.task_levels:
+                read[lid].append(weights[lid])
+            outs = {k: v[:, s:e] for k, v in cut.items()}
+            with torch.enable_grad() if learn else torch.no_grad():
+                logits, states = self._pass(None, states, ablation, fast, suffix, outs)
+                if learn:
+                    self._inner_grads(logits, targets[:, s:e], tape, sums)
             for lid in self.task_levels:
                 level = self.levels[lid]
-                if level.write_due(states[lid]):
-                    close = level.skip_write if lid in ablation.freeze else level.write
-                    states[lid] = close(states[lid])
-            parts.append(logits)
+                if not level.write_due(states[lid]):
+                    continue
+                if lid in ablation.freeze:
+                    states[lid] = level.skip_write(states[lid])
+                elif lid in sums:
+                    states[lid], weights[lid] = level.task_write(
+                        states[lid], sums[lid].total(states[lid]["grad"]), weights[lid],
+                        clear=False)
+                else:
+                    states[lid], weights[lid] = level.task_write(
+                        states[lid], states[lid]["grad"], weights[lid])
+            parts.append(logits.detach())
             if len(segments) > 1:
                 for lid in suffix:
                     norms[lid].append(states[lid].get("write_norms"))
+        for lid, total in sums.items():  # the sum of the chunk still open, dense again
+            states[lid] = {**states[lid], "grad": total.total(states[lid]["grad"])}
         if len(segments) > 1:
             for lid, pieces in norms.items():
                 if all(p is not None for p in pieces):
                     states[lid] = {**states[lid], "write_norms": torch.cat(pieces)}
-        return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), states
+        if not outer_grad:
+            return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), states
+        fast = {lid: self._runs(segments, read[lid]) for lid in self.task_levels}
+        # the outer pass only reads: its task-level states are dropped (the inner pass wrote),
+        # so they run frozen (no keys kept); the other levels' states carry the outer graph
+        outer = _Ablation(ablation.silence, ablation.freeze | set(self.task_levels))
+        logits, outer_states = self._pass(None, start, outer, fast, suffix, prefix_outs)
+        for lid in suffix:
+            if lid not in fast:
+                states[lid] = outer_states[lid]
+        return logits, states
 
-    def _inner_grads(self, suffix: list[str], outs: dict[str, Tensor], states: dict,
-                     targets: Tensor, learning: list[str], ablation: _Ablation
-                     ) -> tuple[dict[str, dict[str, Tensor | None]], Tensor, dict]:
-        """The gradient of a segment's summed cross-entropy w.r.t. the fast weights of the
-        ``learning`` task levels, on a graph cut at the first task level's input (autograd then
-        walks only this segment's downstream graph, not everything upstream since the start
-        of the call, which made the cost grow with T²). Also returns that pass's logits and
-        states, detached (the segment's result when there is no outer graph)."""
-        with torch.enable_grad():
-            fast = {lid: {n: w.detach() for n, w in ws.items()}
-                    for lid, ws in self._fast(states).items()}
-            for lid in learning:
-                fast[lid] = {n: w.requires_grad_() for n, w in fast[lid].items()}
-            cut = {k: v.detach() for k, v in outs.items()}
-            logits, inner_states = self._pass(None, _detach(states), ablation, fast, suffix, cut)
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
-                                   ignore_index=IGNORE_INDEX, reduction="sum")
-            flat = [w for lid in learning for w in fast[lid].values()]
-            grads = iter(torch.autograd.grad(loss, flat, allow_unused=True))
-            grads = {lid: {n: next(grads) for n in fast[lid]} for lid in learning}
-        return grads, logits.detach(), _detach(inner_states)
+    @staticmethod
+    def _runs(segments: list[tuple[int, int]], read: list[dict]) -> TaskRead:
+        """One read of the whole call: consecutive segments that read the same weights merge
+        into one run."""
+        runs, weights = [], []
+        for (s, e), w in zip(segments, read):
+            if weights and weights[-1] is w:
+                runs[-1] = (runs[-1][0], e)
+            else:
+                runs.append((s, e))
+                weights.append(w)
+        return TaskRead(tuple(runs), {n: tuple(w[n] for w in weights) for n in weights[0]},
+                        outer=True)
+
+    def _inner_grads(self, logits: Tensor, targets: Tensor, tape: dict[str, list],
+                     sums: dict[str, ChunkGradient]) -> None:
+        """Adds to ``sums`` the gradient of a segment's summed cross-entropy w.r.t. the fast
+        weights of the learning task levels. The inner pass ran on a graph cut at the first
+        task level's input, so autograd walks only this segment's downstream graph (not
+        everything upstream since the start of the call, which made the cost grow with T²);
+        it stops at each level's pre-activation and output, and the weight gradients are their
+        outer products with the layers' inputs (models/levels/cms_reads.py)."""
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+        taps = [(lid, entry) for lid in tape for entry in tape[lid]]
+        if not taps or not loss.requires_grad:
+            return
+        wanted = [t for _, entry in taps for t in entry[:2]]
+        grads = torch.autograd.grad(loss, wanted, allow_unused=True)
+        for i, (lid, entry) in enumerate(taps):
+            self.levels[lid].task_gradient(entry, grads[2 * i], grads[2 * i + 1], sums[lid])
 
 
 class _Ablation(NamedTuple):

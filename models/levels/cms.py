@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from nlstudio.models.chunked import mlp_backward, mlp_forward
 from nlstudio.models.levels.base import Level, LevelProbe, State
+from nlstudio.models.levels.cms_reads import ChunkGradient, TaskRead, linear_runs
 
 WEIGHTS = ("w1", "w2")
 
@@ -145,6 +146,37 @@ class MLPLevel(Level):
         """The tensors the forward reads, ``W0 + Δ`` per sequence (``[B, ...]``)."""
         return {"w1": self.w1 + state["delta"]["w1"], "w2": self.w2 + state["delta"]["w2"]}
 
+    def task_weights(self, state: State) -> dict[str, Tensor | None]:
+        """What a ``task`` read uses (models/levels/cms_reads.py): ``W0 + Δ`` per sequence,
+        detached, or None while Δ is zero (no write yet: ``W0`` itself is read)."""
+        if state["updates"] == 0:
+            return {n: None for n in WEIGHTS}
+        return {n: getattr(self, n).detach() + state["delta"][n] for n in WEIGHTS}
+
+    def task_read(self, state: State, steps: int, *, tape: list | None = None) -> TaskRead:
+        """One read of ``steps`` tokens with the weights in ``state`` (the inner pass: a
+        ``tape`` receives what the inner gradient needs, and the reads do not reach ``W0``)."""
+        weights = self.task_weights(state)
+        return TaskRead(((0, steps),), {n: (w,) for n, w in weights.items()},
+                        outer=tape is None, tape=tape)
+
+    def open_gradient(self, state: State) -> ChunkGradient:
+        """The gradient summed over the open chunk, to be added to (nothing dense while no
+        token of that chunk has been read since the last write: the sum is zero)."""
+        empty = state["t"] == state["chunks"] * self.period
+        return ChunkGradient(None if empty else state["grad"])
+
+    def task_gradient(self, entry: tuple, d_z1: Tensor | None, d_y: Tensor | None,
+                      into: ChunkGradient) -> None:
+        """Adds the inner gradient of one tape ``entry`` (``(z1, y, x, σ(z1))``) to ``into``
+        as factors: ``∂L/∂W1 = Σ_t δ1_t x_tᵀ``, ``∂L/∂W2 = Σ_t δ2_t σ(z1_t)ᵀ`` with
+        ``δ1 = d_z1``, ``δ2 = d_y`` (None: the loss does not reach it, a zero gradient)."""
+        _, _, x, hidden = entry
+        if d_z1 is not None:
+            into.add("w1", d_z1.detach(), x)
+        if d_y is not None:
+            into.add("w2", d_y.detach(), hidden)
+
     def write_due(self, state: State) -> bool:
         """Whether the stream has reached a multiple of C whose chunk is not closed yet."""
         return self.period is not None and state["t"] // self.period > state["chunks"]
@@ -163,31 +195,47 @@ class MLPLevel(Level):
         The norm of the write lands on the last token of the current ``write_norms``: the write
         happens once that token (the chunk's last) has been read.
         """
+        return self.task_write(state, state["grad"])[0]
+
+    def task_write(self, state: State, grad: dict[str, Tensor],
+                   current: dict[str, Tensor | None] | None = None, *, clear: bool = True
+                   ) -> tuple[State, dict[str, Tensor]]:
+        """:meth:`write` with the chunk's summed gradient ``grad`` given; also returns the new
+        weights ``W0 + Δ`` (detached for ``task``: what the next reads use). ``current``: the
+        weights as :meth:`task_weights` gave them (saves rebuilding ``W0 + Δ``). ``clear=False``
+        leaves the state's gradient sum as it is (the model keeps the sum itself until the end
+        of its call, models/assemble.py), else it is reset to zeros."""
         detach = self.objective == "task"
-        delta, opt_state, grad, keys = state["delta"], state["opt"], state["grad"], state["keys"]
-        new_delta, new_opt, new_grad, sq = {}, {}, {}, 0.0
+        delta, opt_state, keys = state["delta"], state["opt"], state["keys"]
+        new_delta, new_opt, new_w, sq = {}, {}, {}, 0.0
         last_write = None
         for name in WEIGHTS:
             w0 = getattr(self, name)
             if detach:
                 w0 = w0.detach()
-            current = w0 + delta[name]
+            cur = None if current is None else current[name]
+            if cur is None:  # Δ = 0 (task_weights' None) is read as W0 for every sequence
+                cur = w0 + delta[name]
             key = keys[name] if self.uses_key else None
-            new, new_opt[name] = self.optimizer.step(current, grad[name], opt_state[name], key=key)
+            new, new_opt[name] = self.optimizer.step(cur, grad[name], opt_state[name], key=key)
             if detach:
                 new = new.detach()
-            change = (new - current).detach()
+            change = (new - cur).detach()
             sq = sq + change.flatten(1).pow(2).sum(1)
             if name == "w1":
                 last_write = change[0]
             new_delta[name] = new - w0
-            new_grad[name] = torch.zeros_like(grad[name]).detach()
+            new_w[name] = new
         norms = state["write_norms"].clone()
         if norms.numel():
             norms[-1] = sq.sqrt().mean().to(norms.dtype)
-        return {**state, "delta": new_delta, "opt": new_opt, "grad": new_grad,
+        grad_sum = state["grad"]
+        if clear:
+            grad_sum = {n: torch.zeros_like(g).detach() for n, g in grad_sum.items()}
+        return {**state, "delta": new_delta, "opt": new_opt, "grad": grad_sum,
                 "keys": {n: k[:, :0] for n, k in keys.items()}, "updates": state["updates"] + 1,
-                "chunks": state["chunks"] + 1, "last_write": last_write, "write_norms": norms}
+                "chunks": state["chunks"] + 1, "last_write": last_write,
+                "write_norms": norms}, new_w
 
     def skip_write(self, state: State) -> State:
         """Closes a chunk that ended while frozen: no write (Δ and the optimizer's state stay),
@@ -217,9 +265,9 @@ class MLPLevel(Level):
         return state
 
     def forward(self, x: Tensor, state: State | None = None, *, frozen: bool = False,
-                fast: dict[str, Tensor] | None = None) -> tuple[Tensor, State]:
-        """``fast``: the weights to read (objective ``task``: the model supplies them, so that
-        it can take the inner gradient w.r.t. them); ``frozen``: see the module docstring."""
+                fast: TaskRead | None = None) -> tuple[Tensor, State]:
+        """``fast``: how to read (objective ``task``: the model supplies it, see
+        models/levels/cms_reads.py); ``frozen``: see the module docstring."""
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         t0, steps = state["t"], x.shape[1]
@@ -266,17 +314,28 @@ class MLPLevel(Level):
         return f"{base}, objective={self.objective}, optimizer={self.optimizer.name}"
 
     # -- internals ----------------------------------------------------------------------------
-    def _forward_task(self, x: Tensor, state: State, fast: dict[str, Tensor] | None,
+    def _forward_task(self, x: Tensor, state: State, fast: TaskRead | None,
                       norms: Tensor, frozen: bool) -> tuple[Tensor, State]:
+        """Reads as ``fast`` says (None: with the state's weights). A read with the outer graph
+        that the model drives may span writes (its runs give each piece its weights; the model
+        keeps the states of its inner pass instead); any other read must not."""
         t0, steps, c = state["t"], x.shape[1], self.period
-        if self.write_due(state) or (steps and t0 // c != (t0 + steps - 1) // c):
+        if (fast is None or not fast.outer) and (
+                self.write_due(state) or (steps and t0 // c != (t0 + steps - 1) // c)):
             raise ValueError(
                 f"level {self.level_id!r} (objective 'task', period {c}) cannot read tokens "
                 f"[{t0}, {t0 + steps}) in one call: its weights change at every multiple of {c} "
                 f"with the model's loss, so it must be driven by NestedModel (or by "
                 f"accumulate()/write() between calls split at multiples of {c})")
-        w = fast if fast is not None else self.fast_weights(state)
-        y, hidden = mlp_read(x, w["w1"], w["w2"])
+        if fast is None:  # driven by hand: one read with the state's weights, outer graph
+            fast = self.task_read(state, steps)
+        z1 = linear_runs(x, self.w1, fast.runs, fast.weights["w1"], fast.outer)
+        if fast.tape is not None and not z1.requires_grad:
+            z1.requires_grad_()  # the first learning level of an inner pass: δ1 starts here
+        hidden = F.silu(z1)
+        y = linear_runs(hidden, self.w2, fast.runs, fast.weights["w2"], fast.outer)
+        if fast.tape is not None:
+            fast.tape.append((z1, y, x.detach(), hidden.detach()))
         new = {**state, "t": t0 + steps, "write_norms": norms}
         if self.uses_key and not frozen:
             keys = state["keys"]

@@ -1,0 +1,116 @@
+"""How a CMS level with the ``task`` objective reads and learns inside ``NestedModel``.
+
+A task level's weights are ``W = W0 + Δ`` per sequence, with Δ written exactly at multiples of
+C and never differentiated through (models/levels/cms.py). NestedModel cuts a call into
+segments at the write positions and runs two kinds of pass over them (models/assemble.py):
+
+- the *inner* pass, segment by segment: the reads use ``W`` as a plain, detached tensor (no
+  graph to ``W0``) and leave on a :class:`TaskRead`'s ``tape`` what the inner gradient needs:
+  the pre-activation ``z1 = W1 x``, the output ``y = W2 σ(z1)`` and the two layers' inputs (their
+  keys). With ``δ1 = ∂L/∂z1`` and ``δ2 = ∂L/∂y`` the chunk's gradient is
+  ``∂L/∂W1 = Σ_t δ1_t x_tᵀ`` and ``∂L/∂W2 = Σ_t δ2_t σ(z1_t)ᵀ`` (per sequence), which
+  :class:`ChunkGradient` keeps as these factors and multiplies out once per write, one batched
+  matmul over the chunk's tokens (instead of a dense ``[B, h, d]`` gradient per segment);
+- the *outer* pass, once over the whole call: :func:`linear_runs` reads each run of tokens with
+  the weights that held there, and its backward gives ``∂/∂x`` and ``∂/∂W0`` only (Δ is
+  detached). ``∂/∂W0 = Σ_{b,t} g_{b,t} x_{b,t}ᵀ`` is one matmul over all the call's tokens; the
+  per-sequence ``∂/∂W`` that ``(W0 + Δ) x`` under autograd would build (and then sum over the
+  batch) is never formed.
+
+A run whose Δ is still zero (``updates == 0``: no write yet, e.g. the first chunk of a fresh
+stream) reads ``W0`` itself, one matrix for the whole batch.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Runs = tuple[tuple[int, int], ...]
+
+
+class TaskRead(NamedTuple):
+    """What a task level reads in one pass of the model.
+
+    ``runs``: pieces ``[s, e)`` of the pass's tokens (together all of them, in order);
+    ``weights``: per weight name, one entry per run: the per-sequence ``W0 + Δ`` (``[B, ...]``,
+    detached) or None where Δ = 0 (``W0`` is read); ``outer``: the reads carry the outer graph to
+    ``x`` and ``W0`` (else they reach ``x`` only); ``tape``: in the inner pass, a list the level
+    appends ``(z1, y, x, σ(z1))`` to."""
+
+    runs: Runs
+    weights: dict[str, tuple[Tensor | None, ...]]
+    outer: bool
+    tape: list | None = None
+
+
+def linear_runs(x: Tensor, w0: Tensor, runs: Runs, ws: tuple[Tensor | None, ...],
+                outer: bool) -> Tensor:
+    """``y_t = W x_t`` for ``x [B, T, d_in]``, with ``W`` the run's per-sequence weight
+    ``[B, d_out, d_in]`` (None: ``w0 [d_out, d_in]``). ``outer``: differentiable w.r.t. ``x`` and
+    ``w0`` (:class:`_RunsLinear`); otherwise w.r.t. ``x`` only."""
+    if outer and torch.is_grad_enabled() and (x.requires_grad or w0.requires_grad):
+        return _RunsLinear.apply(x, w0, runs, *ws)
+    return _read(x, w0.detach(), runs, ws)
+
+
+def _read(x: Tensor, w0: Tensor, runs: Runs, ws: tuple[Tensor | None, ...]) -> Tensor:
+    pieces = [F.linear(x[:, s:e], w0) if w is None else x[:, s:e] @ w.mT
+              for (s, e), w in zip(runs, ws)]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+
+
+class _RunsLinear(torch.autograd.Function):
+    """:func:`linear_runs` with the outer graph: gradients to ``x`` and ``W0``, none to the
+    detached per-sequence weights (a write is not differentiated through)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w0: Tensor, runs: Runs, *ws: Tensor | None) -> Tensor:
+        ctx.runs, ctx.dense = runs, [w is not None for w in ws]
+        ctx.save_for_backward(x, w0, *[w for w in ws if w is not None])
+        return _read(x, w0, runs, ws)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, w0, *dense = ctx.saved_tensors
+        grad_x = grad_w0 = None
+        if ctx.needs_input_grad[0]:
+            it = iter(dense)
+            pieces = [g[:, s:e] @ (next(it) if is_dense else w0)
+                      for (s, e), is_dense in zip(ctx.runs, ctx.dense)]
+            grad_x = pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+        if ctx.needs_input_grad[1]:
+            grad_w0 = g.reshape(-1, g.shape[-1]).mT @ x.reshape(-1, x.shape[-1])
+        return grad_x, grad_w0, None, *[None] * len(ctx.dense)
+
+
+class ChunkGradient:
+    """The inner gradient summed since the last write, per weight: a dense part (what a
+    previous call left in ``state["grad"]``, or None: zero) plus factors ``(δ, k)`` whose
+    product ``Σ δᵀ k`` is formed only when :meth:`total` is asked (at a write, or at the end of
+    the call)."""
+
+    def __init__(self, dense: dict[str, Tensor] | None):
+        self.dense = dense
+        self.factors: dict[str, list[tuple[Tensor, Tensor]]] = {}
+
+    def add(self, name: str, delta: Tensor, key: Tensor) -> None:
+        self.factors.setdefault(name, []).append((delta, key))
+
+    def total(self, like: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The dense sums (shaped as ``like``); afterwards the sum restarts from zero."""
+        out = {}
+        for name, ref in like.items():
+            base = None if self.dense is None else self.dense[name]
+            pairs = self.factors.get(name, [])
+            if pairs:
+                delta = pairs[0][0] if len(pairs) == 1 else torch.cat([p[0] for p in pairs], 1)
+                key = pairs[0][1] if len(pairs) == 1 else torch.cat([p[1] for p in pairs], 1)
+                prod = delta.mT @ key
+                out[name] = prod if base is None else base + prod
+            else:
+                out[name] = torch.zeros_like(ref) if base is None else base
+        self.dense, self.factors = None, {}
+        return out
