@@ -315,8 +315,7 @@ class NestedModel(nn.Module):
                     states[lid] = level.skip_write(states[lid])
                 elif lid in sums:
                     states[lid], weights[lid] = level.task_write(
-                        states[lid], sums[lid].total(states[lid]["grad"]), weights[lid],
-                        clear=False)
+                        states[lid], sums[lid], weights[lid], clear=False)
                 else:
                     states[lid], weights[lid] = level.task_write(
                         states[lid], states[lid]["grad"], weights[lid])

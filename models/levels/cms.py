@@ -59,7 +59,8 @@ from torch import Tensor, nn
 
 from nlstudio.models.chunked import mlp_backward, mlp_forward
 from nlstudio.models.levels.base import Level, LevelProbe, State
-from nlstudio.models.levels.cms_reads import ChunkGradient, TaskRead, linear_runs
+from nlstudio.models.levels.cms_reads import (ChunkGradient, TaskRead, factored_sq_norm,
+                                               linear_runs)
 
 WEIGHTS = ("w1", "w2")
 
@@ -197,35 +198,55 @@ class MLPLevel(Level):
         """
         return self.task_write(state, state["grad"])[0]
 
-    def task_write(self, state: State, grad: dict[str, Tensor],
+    def task_write(self, state: State, grad: dict[str, Tensor] | ChunkGradient,
                    current: dict[str, Tensor | None] | None = None, *, clear: bool = True
                    ) -> tuple[State, dict[str, Tensor]]:
-        """:meth:`write` with the chunk's summed gradient ``grad`` given; also returns the new
-        weights ``W0 + Δ`` (detached for ``task``: what the next reads use). ``current``: the
-        weights as :meth:`task_weights` gave them (saves rebuilding ``W0 + Δ``). ``clear=False``
-        leaves the state's gradient sum as it is (the model keeps the sum itself until the end
-        of its call, models/assemble.py), else it is reset to zeros."""
+        """:meth:`write` with the chunk's summed gradient ``grad`` given (dense, or as the
+        model's :class:`ChunkGradient`, which this consumes); also returns the new weights
+        ``W0 + Δ`` (detached for ``task``: what the next reads use). ``current``: the weights
+        as :meth:`task_weights` gave them (saves rebuilding ``W0 + Δ``). ``clear=False`` leaves
+        the state's gradient sum as it is (the model keeps the sum itself until the end of its
+        call, models/assemble.py), else it is reset to zeros.
+
+        SGD with a factored sum takes the step as one batched matmul,
+        ``W⁺ = W − η Σ_t δ_t k_tᵀ`` (the sum is never formed), and the write's norm
+        ``η ‖Σ_t δ_t k_tᵀ‖`` from the factors' Gram matrices."""
         detach = self.objective == "task"
         delta, opt_state, keys = state["delta"], state["opt"], state["keys"]
         new_delta, new_opt, new_w, sq = {}, {}, {}, 0.0
         last_write = None
+        factored = isinstance(grad, ChunkGradient)
+        sgd = self.optimizer.name == "sgd" and detach
         for name in WEIGHTS:
             w0 = getattr(self, name)
             if detach:
                 w0 = w0.detach()
             cur = None if current is None else current[name]
-            if cur is None:  # Δ = 0 (task_weights' None) is read as W0 for every sequence
-                cur = w0 + delta[name]
-            key = keys[name] if self.uses_key else None
-            new, new_opt[name] = self.optimizer.step(cur, grad[name], opt_state[name], key=key)
-            if detach:
-                new = new.detach()
-            change = (new - cur).detach()
-            sq = sq + change.flatten(1).pow(2).sum(1)
-            if name == "w1":
-                last_write = change[0]
+            pair = grad.factored(name) if factored and sgd else None
+            if pair is not None:  # SGD on Σ δᵀk, Δ = 0 read as W0 itself (broadcast)
+                eta = self.optimizer.hp["eta"]
+                base = w0 if cur is None else cur
+                new = torch.baddbmm(base, pair[0].mT, pair[1], alpha=-eta)
+                new_opt[name] = opt_state[name]
+                sq = sq + eta * eta * factored_sq_norm(*pair)
+                if name == "w1":
+                    last_write = new[0] - (base if cur is None else base[0])
+            else:
+                if cur is None:  # Δ = 0 (task_weights' None) is read as W0 for every sequence
+                    cur = w0 + delta[name]
+                g = grad.dense_of(name, delta[name]) if factored else grad[name]
+                key = keys[name] if self.uses_key else None
+                new, new_opt[name] = self.optimizer.step(cur, g, opt_state[name], key=key)
+                if detach:
+                    new = new.detach()
+                change = (new - cur).detach()
+                sq = sq + change.flatten(1).pow(2).sum(1)
+                if name == "w1":
+                    last_write = change[0]
             new_delta[name] = new - w0
             new_w[name] = new
+        if factored:
+            grad.clear()
         norms = state["write_norms"].clone()
         if norms.numel():
             norms[-1] = sq.sqrt().mean().to(norms.dtype)

@@ -89,8 +89,7 @@ class _RunsLinear(torch.autograd.Function):
 class ChunkGradient:
     """The inner gradient summed since the last write, per weight: a dense part (what a
     previous call left in ``state["grad"]``, or None: zero) plus factors ``(δ, k)`` whose
-    product ``Σ δᵀ k`` is formed only when :meth:`total` is asked (at a write, or at the end of
-    the call)."""
+    product ``Σ δᵀ k`` is formed only when asked (at a write, or at the end of the call)."""
 
     def __init__(self, dense: dict[str, Tensor] | None):
         self.dense = dense
@@ -99,18 +98,38 @@ class ChunkGradient:
     def add(self, name: str, delta: Tensor, key: Tensor) -> None:
         self.factors.setdefault(name, []).append((delta, key))
 
+    def factored(self, name: str) -> tuple[Tensor, Tensor] | None:
+        """``(δ [B, n, d_out], k [B, n, d_in])`` over the chunk's tokens when the sum is exactly
+        ``Σ δᵀ k`` (no dense part, at least one token); None otherwise."""
+        pairs = self.factors.get(name)
+        if self.dense is not None or not pairs:
+            return None
+        if len(pairs) == 1:
+            return pairs[0]
+        return torch.cat([p[0] for p in pairs], 1), torch.cat([p[1] for p in pairs], 1)
+
+    def dense_of(self, name: str, like: Tensor) -> Tensor:
+        """The sum for ``name`` as one tensor shaped as ``like``."""
+        base = None if self.dense is None else self.dense[name]
+        pairs = self.factors.get(name)
+        if not pairs:
+            return torch.zeros_like(like) if base is None else base
+        delta = pairs[0][0] if len(pairs) == 1 else torch.cat([p[0] for p in pairs], 1)
+        key = pairs[0][1] if len(pairs) == 1 else torch.cat([p[1] for p in pairs], 1)
+        return delta.mT @ key if base is None else torch.baddbmm(base, delta.mT, key)
+
     def total(self, like: dict[str, Tensor]) -> dict[str, Tensor]:
         """The dense sums (shaped as ``like``); afterwards the sum restarts from zero."""
-        out = {}
-        for name, ref in like.items():
-            base = None if self.dense is None else self.dense[name]
-            pairs = self.factors.get(name, [])
-            if pairs:
-                delta = pairs[0][0] if len(pairs) == 1 else torch.cat([p[0] for p in pairs], 1)
-                key = pairs[0][1] if len(pairs) == 1 else torch.cat([p[1] for p in pairs], 1)
-                prod = delta.mT @ key
-                out[name] = prod if base is None else base + prod
-            else:
-                out[name] = torch.zeros_like(ref) if base is None else base
-        self.dense, self.factors = None, {}
+        out = {name: self.dense_of(name, ref) for name, ref in like.items()}
+        self.clear()
         return out
+
+    def clear(self) -> None:
+        self.dense, self.factors = None, {}
+
+
+def factored_sq_norm(delta: Tensor, key: Tensor) -> Tensor:
+    """``‖Σ_t δ_t k_tᵀ‖²_F`` per sequence without forming the sum:
+    ``Σ_{s,t} (δ_s·δ_t)(k_s·k_t)`` from two ``n × n`` Gram matrices (summed in float64)."""
+    gram = (delta @ delta.mT).double() * (key @ key.mT).double()
+    return gram.sum((-2, -1)).clamp_min(0).to(delta.dtype)
