@@ -294,7 +294,7 @@ class NestedModel(nn.Module):
         read = {lid: [] for lid in self.task_levels}  # per segment: the weights each one read
         sums = {lid: self.levels[lid].open_gradient(states[lid]) for lid in learning} \
             if learn else {}
-        parts, norms = [], {lid: [] for lid in suffix}
+        parts, norms, wrote = [], {lid: [] for lid in suffix}, set()
         for s, e in segments:
             tape = {lid: [] for lid in sums}
             fast = {lid: TaskRead(((0, e - s),), {n: (w,) for n, w in weights[lid].items()},
@@ -313,18 +313,19 @@ class NestedModel(nn.Module):
                     continue
                 if lid in ablation.freeze:
                     states[lid] = level.skip_write(states[lid])
-                elif lid in sums:
+                else:  # Δ is set from the weights once, after the loop
+                    grad = sums[lid] if lid in sums else states[lid]["grad"]
                     states[lid], weights[lid] = level.task_write(
-                        states[lid], sums[lid], weights[lid], clear=False)
-                else:
-                    states[lid], weights[lid] = level.task_write(
-                        states[lid], states[lid]["grad"], weights[lid])
+                        states[lid], grad, weights[lid], clear=lid not in sums, settle=False)
+                    wrote.add(lid)
             parts.append(logits.detach())
             if len(segments) > 1:
                 for lid in suffix:
                     norms[lid].append(states[lid].get("write_norms"))
         for lid, total in sums.items():  # the sum of the chunk still open, dense again
             states[lid] = {**states[lid], "grad": total.total(states[lid]["grad"])}
+        for lid in wrote:
+            states[lid] = self.levels[lid].settle(states[lid], weights[lid])
         if len(segments) > 1:
             for lid, pieces in norms.items():
                 if all(p is not None for p in pieces):

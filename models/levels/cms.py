@@ -199,14 +199,16 @@ class MLPLevel(Level):
         return self.task_write(state, state["grad"])[0]
 
     def task_write(self, state: State, grad: dict[str, Tensor] | ChunkGradient,
-                   current: dict[str, Tensor | None] | None = None, *, clear: bool = True
-                   ) -> tuple[State, dict[str, Tensor]]:
+                   current: dict[str, Tensor | None] | None = None, *, clear: bool = True,
+                   settle: bool = True) -> tuple[State, dict[str, Tensor]]:
         """:meth:`write` with the chunk's summed gradient ``grad`` given (dense, or as the
         model's :class:`ChunkGradient`, which this consumes); also returns the new weights
         ``W0 + Δ`` (detached for ``task``: what the next reads use). ``current``: the weights
         as :meth:`task_weights` gave them (saves rebuilding ``W0 + Δ``). ``clear=False`` leaves
         the state's gradient sum as it is (the model keeps the sum itself until the end of its
-        call, models/assemble.py), else it is reset to zeros.
+        call, models/assemble.py), else it is reset to zeros. ``settle=False`` leaves Δ as it
+        was: the caller keeps the returned weights and sets Δ from them with :meth:`settle`
+        before the state leaves its hands (one subtraction per call instead of per write).
 
         SGD with a factored sum takes the step as one batched matmul,
         ``W⁺ = W − η Σ_t δ_t k_tᵀ`` (the sum is never formed), and the write's norm
@@ -243,7 +245,8 @@ class MLPLevel(Level):
                 sq = sq + change.flatten(1).pow(2).sum(1)
                 if name == "w1":
                     last_write = change[0]
-            new_delta[name] = new - w0
+            if settle:
+                new_delta[name] = new - w0
             new_w[name] = new
         if factored:
             grad.clear()
@@ -253,10 +256,15 @@ class MLPLevel(Level):
         grad_sum = state["grad"]
         if clear:
             grad_sum = {n: torch.zeros_like(g).detach() for n, g in grad_sum.items()}
-        return {**state, "delta": new_delta, "opt": new_opt, "grad": grad_sum,
+        return {**state, "delta": new_delta if settle else delta, "opt": new_opt,
+                "grad": grad_sum,
                 "keys": {n: k[:, :0] for n, k in keys.items()}, "updates": state["updates"] + 1,
                 "chunks": state["chunks"] + 1, "last_write": last_write,
                 "write_norms": norms}, new_w
+
+    def settle(self, state: State, weights: dict[str, Tensor]) -> State:
+        """``state`` with Δ = ``weights − W0`` (the weights :meth:`task_write` returned)."""
+        return {**state, "delta": {n: w - getattr(self, n).detach() for n, w in weights.items()}}
 
     def skip_write(self, state: State) -> State:
         """Closes a chunk that ended while frozen: no write (Δ and the optimizer's state stay),
