@@ -59,8 +59,8 @@ from torch import Tensor, nn
 
 from nlstudio.models.chunked import mlp_backward, mlp_forward
 from nlstudio.models.levels.base import Level, LevelProbe, State
-from nlstudio.models.levels.cms_reads import (ChunkGradient, TaskRead, factored_sq_norm,
-                                               linear_runs)
+from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, TaskRead,
+                                               factored_sq_norm, linear_runs)
 
 WEIGHTS = ("w1", "w2")
 
@@ -225,15 +225,22 @@ class MLPLevel(Level):
                 w0 = w0.detach()
             cur = None if current is None else current[name]
             pair = grad.factored(name) if factored and sgd else None
-            if pair is not None:  # SGD on Σ δᵀk, Δ = 0 read as W0 itself (broadcast)
+            if pair is not None:  # SGD: W⁺ = W − η Σ δᵀk, kept as factors up to the fold rank
                 eta = self.optimizer.hp["eta"]
-                base = w0 if cur is None else cur
-                new = torch.baddbmm(base, pair[0].mT, pair[1], alpha=-eta)
+                p, k = -eta * pair[0], pair[1]
+                if isinstance(cur, Factored):
+                    new = Factored(cur.anchor, torch.cat((cur.p, p), 1), torch.cat((cur.k, k), 1))
+                else:
+                    new = Factored(cur, p, k)
+                if settle or new.p.shape[1] >= self.fold_rank(w0):
+                    new = new.dense(w0)
                 new_opt[name] = opt_state[name]
                 sq = sq + eta * eta * factored_sq_norm(*pair)
                 if name == "w1":
-                    last_write = new[0] - (base if cur is None else base[0])
+                    last_write = p[0].mT @ k[0]
             else:
+                if isinstance(cur, Factored):
+                    cur = cur.dense(w0)
                 if cur is None:  # Δ = 0 (task_weights' None) is read as W0 for every sequence
                     cur = w0 + delta[name]
                 g = grad.dense_of(name, delta[name]) if factored else grad[name]
@@ -262,9 +269,24 @@ class MLPLevel(Level):
                 "chunks": state["chunks"] + 1, "last_write": last_write,
                 "write_norms": norms}, new_w
 
-    def settle(self, state: State, weights: dict[str, Tensor]) -> State:
+    def settle(self, state: State, weights: dict[str, Tensor | Factored]) -> State:
         """``state`` with Δ = ``weights − W0`` (the weights :meth:`task_write` returned)."""
-        return {**state, "delta": {n: w - getattr(self, n).detach() for n, w in weights.items()}}
+        delta = {}
+        for name, w in weights.items():
+            w0 = getattr(self, name).detach()
+            if isinstance(w, Factored) and w.anchor is None:
+                delta[name] = w.p.mT @ w.k  # Δ = pᵀk exactly, W0 never added
+            else:
+                delta[name] = (w.dense(w0) if isinstance(w, Factored) else w) - w0
+        return {**state, "delta": delta}
+
+    @staticmethod
+    def fold_rank(w0: Tensor) -> int:
+        """Factor tokens after which SGD writes are folded into a dense anchor: a quarter of
+        the weight's smaller side (a factored read then costs at most ~1/4·(1/d_in + 1/d_out)
+        of the dense one's flops per factor token on top, while writes and reads of dense
+        weights, which are bound by memory traffic, happen that many times less often)."""
+        return max(1, min(w0.shape) // 4)
 
     def skip_write(self, state: State) -> State:
         """Closes a chunk that ended while frozen: no write (Δ and the optimizer's state stay),

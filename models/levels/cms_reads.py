@@ -31,59 +31,142 @@ from torch import Tensor
 Runs = tuple[tuple[int, int], ...]
 
 
+class Factored(NamedTuple):
+    """A fast weight kept as ``W = A + pᵀ k`` per sequence: the anchor ``A`` (``[B, d_out,
+    d_in]``, or None: ``W0``) plus the SGD writes made since it, ``p [B, r, d_out]`` (``−η δ``)
+    and ``k [B, r, d_in]`` (their keys), r tokens in all. A read costs ``x Aᵀ + (x kᵀ) p``:
+    the memory traffic of one dense weight, and no dense weight is written per write; the level
+    folds the factors into a new anchor once r reaches its fold rank (models/levels/cms.py)."""
+
+    anchor: Tensor | None
+    p: Tensor
+    k: Tensor
+
+    def dense(self, w0: Tensor) -> Tensor:
+        """``A + pᵀ k`` as one tensor (``A`` = ``w0`` where there is no anchor)."""
+        return torch.baddbmm(w0 if self.anchor is None else self.anchor, self.p.mT, self.k)
+
+
+Weight = Tensor | Factored | None
+
+
 class TaskRead(NamedTuple):
     """What a task level reads in one pass of the model.
 
     ``runs``: pieces ``[s, e)`` of the pass's tokens (together all of them, in order);
     ``weights``: per weight name, one entry per run: the per-sequence ``W0 + Δ`` (``[B, ...]``,
-    detached) or None where Δ = 0 (``W0`` is read); ``outer``: the reads carry the outer graph to
-    ``x`` and ``W0`` (else they reach ``x`` only); ``tape``: in the inner pass, a list the level
-    appends ``(z1, y, x, σ(z1))`` to."""
+    detached, dense or :class:`Factored`) or None where Δ = 0 (``W0`` is read); ``outer``: the
+    reads carry the outer graph to ``x`` and ``W0`` (else they reach ``x`` only); ``tape``: in the
+    inner pass, a list the level appends ``(z1, y, x, σ(z1))`` to."""
 
     runs: Runs
-    weights: dict[str, tuple[Tensor | None, ...]]
+    weights: dict[str, tuple[Weight, ...]]
     outer: bool
     tape: list | None = None
 
 
-def linear_runs(x: Tensor, w0: Tensor, runs: Runs, ws: tuple[Tensor | None, ...],
+def linear_runs(x: Tensor, w0: Tensor, runs: Runs, ws: tuple[Weight, ...],
                 outer: bool) -> Tensor:
     """``y_t = W x_t`` for ``x [B, T, d_in]``, with ``W`` the run's per-sequence weight
-    ``[B, d_out, d_in]`` (None: ``w0 [d_out, d_in]``). ``outer``: differentiable w.r.t. ``x`` and
-    ``w0`` (:class:`_RunsLinear`); otherwise w.r.t. ``x`` only."""
+    (dense ``[B, d_out, d_in]``, :class:`Factored`, or None: ``w0 [d_out, d_in]``). ``outer``:
+    differentiable w.r.t. ``x`` and ``w0`` (:class:`_RunsLinear`); otherwise w.r.t. ``x``
+    only."""
     if outer and torch.is_grad_enabled() and (x.requires_grad or w0.requires_grad):
-        return _RunsLinear.apply(x, w0, runs, *ws)
-    return _read(x, w0.detach(), runs, ws)
+        groups = _groups(runs, ws)
+        tensors = [t for g in groups for t in (g.anchor, g.p, g.k)]
+        return _RunsLinear.apply(x, w0, tuple(g.spec for g in groups), *tensors)
+    if len(runs) == 1:  # one read of all of x (no slice: its backward would copy)
+        return _read(x, w0.detach(), ws[0])
+    return torch.cat([_read(x[:, s:e], w0.detach(), w) for (s, e), w in zip(runs, ws)], 1)
 
 
-def _read(x: Tensor, w0: Tensor, runs: Runs, ws: tuple[Tensor | None, ...]) -> Tensor:
-    pieces = [F.linear(x[:, s:e], w0) if w is None else x[:, s:e] @ w.mT
-              for (s, e), w in zip(runs, ws)]
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+def _read(x: Tensor, w0: Tensor, w: Weight) -> Tensor:
+    anchor = w.anchor if isinstance(w, Factored) else w
+    y = F.linear(x, w0) if anchor is None else x @ anchor.mT
+    if isinstance(w, Factored):
+        y = y + (x @ w.k.mT) @ w.p
+    return y
+
+
+class _Group(NamedTuple):
+    """Consecutive runs that read one anchor: ``spec = (start, end, ((s, e, r), ...))`` with r
+    the factor tokens run ``[s, e)`` sees; ``p``, ``k``: the last run's factors (every run's are
+    a prefix of them: factors are only appended until the next anchor)."""
+
+    spec: tuple
+    anchor: Tensor | None
+    p: Tensor | None
+    k: Tensor | None
+
+
+def _groups(runs: Runs, ws: tuple[Weight, ...]) -> list[_Group]:
+    groups: list[list] = []
+    for (s, e), w in zip(runs, ws):
+        anchor = w.anchor if isinstance(w, Factored) else w
+        if not groups or groups[-1][2] is not anchor:
+            groups.append([s, e, anchor, [], None])
+        group = groups[-1]
+        group[1] = e
+        group[3].append((s, e, w.p.shape[1] if isinstance(w, Factored) else 0))
+        if isinstance(w, Factored):
+            group[4] = w
+    return [_Group((s, e, tuple(parts)), anchor, last and last.p, last and last.k)
+            for s, e, anchor, parts, last in groups]
 
 
 class _RunsLinear(torch.autograd.Function):
     """:func:`linear_runs` with the outer graph: gradients to ``x`` and ``W0``, none to the
-    detached per-sequence weights (a write is not differentiated through)."""
+    detached per-sequence weights (a write is not differentiated through).
+
+    Per group of runs on one anchor ``A`` (None: ``W0``) with factors ``p, k``:
+    ``Y = X Aᵀ + ((X kᵀ) ⊙ M) p`` with ``M[t, s] = 1`` where factor token s was written before
+    token t's run; backward ``∂X = G A + ((G pᵀ) ⊙ M) k`` and ``∂W0 = Σ Gᵀ X`` over every token
+    (only the anchor part reads W0: the factors are writes). Slicing happens here, outside
+    autograd: a slice under autograd would give every piece a gradient as large as the call's.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, w0: Tensor, runs: Runs, *ws: Tensor | None) -> Tensor:
-        ctx.runs, ctx.dense = runs, [w is not None for w in ws]
-        ctx.save_for_backward(x, w0, *[w for w in ws if w is not None])
-        return _read(x, w0, runs, ws)
+    def forward(ctx, x: Tensor, w0: Tensor, specs: tuple, *tensors: Tensor | None) -> Tensor:
+        ctx.specs, ctx.present = specs, [t is not None for t in tensors]
+        ctx.save_for_backward(x, w0, *[t for t in tensors if t is not None])
+        pieces = []
+        for (s, e, parts), (anchor, p, k) in zip(specs, _triples(tensors)):
+            xs = x[:, s:e]
+            y = F.linear(xs, w0) if anchor is None else xs @ anchor.mT
+            if p is not None:
+                y = y.baddbmm_((xs @ k.mT) * _mask(parts, s, e, p), p)
+            pieces.append(y)
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, w0, *dense = ctx.saved_tensors
+        x, w0, *saved = ctx.saved_tensors
+        it = iter(saved)
+        tensors = [next(it) if present else None for present in ctx.present]
         grad_x = grad_w0 = None
         if ctx.needs_input_grad[0]:
-            it = iter(dense)
-            pieces = [g[:, s:e] @ (next(it) if is_dense else w0)
-                      for (s, e), is_dense in zip(ctx.runs, ctx.dense)]
+            pieces = []
+            for (s, e, parts), (anchor, p, k) in zip(ctx.specs, _triples(tensors)):
+                gs = g[:, s:e]
+                gx = gs @ w0 if anchor is None else gs @ anchor
+                if p is not None:
+                    gx = gx.baddbmm_((gs @ p.mT) * _mask(parts, s, e, p), k)
+                pieces.append(gx)
             grad_x = pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
         if ctx.needs_input_grad[1]:
             grad_w0 = g.reshape(-1, g.shape[-1]).mT @ x.reshape(-1, x.shape[-1])
-        return grad_x, grad_w0, None, *[None] * len(ctx.dense)
+        return grad_x, grad_w0, None, *[None] * len(tensors)
+
+
+def _triples(tensors) -> list[tuple]:
+    return [tuple(tensors[i:i + 3]) for i in range(0, len(tensors), 3)]
+
+
+def _mask(parts: tuple, s: int, e: int, p: Tensor) -> Tensor:
+    """``M [e − s, r]``: token t (of run ``[a, b)`` seeing r_run factor tokens) reads factor
+    token j when ``j < r_run``."""
+    rank = torch.cat([torch.full((b - a, 1), r, device=p.device) for a, b, r in parts])
+    return (torch.arange(p.shape[1], device=p.device) < rank).to(p.dtype)
 
 
 class ChunkGradient:
