@@ -9,9 +9,11 @@ CMS levels with the ``task`` objective learn in context from the model's own los
 processed in segments whose boundaries are the write positions (multiples of those levels'
 periods, in stream coordinates); after each segment the gradient of that segment's summed
 cross-entropy w.r.t. the fast weights it read is accumulated (detached: writes are not
-differentiated through), and every level whose period is reached writes. The concatenated
-segment logits are the logits of one pass, so the outer backward of the whole sequence's loss
-is unchanged. With no such level the forward is one pass.
+differentiated through), and every level whose period is reached writes. With an outer graph
+the levels from the first task level on then run once more over the whole call, each task
+level reading every piece with the weights it had there: the same logits as the segments', with
+the graph of one pass, so the outer backward of the whole sequence's loss is unchanged
+(:meth:`NestedModel._segmented`). With no such level the forward is one pass.
 
 Streams: the state a call returns continues the stream in the next call, and a stream cut
 anywhere gives the logits and the final state of one call. Without explicit targets the target

@@ -28,9 +28,12 @@ momentum.)
 Objectives (the inner loss whose gradient f is):
 
 - ``task``: the model's own cross-entropy on the chunk's targets. A level cannot compute that
-  alone, so the model drives it through :meth:`MLPLevel.fast_weights`, ``forward(..., fast=)``,
-  :meth:`MLPLevel.accumulate`, :meth:`MLPLevel.write_due` and :meth:`MLPLevel.write`; the
-  write is not differentiated through (Δ is detached), the reads are.
+  alone, so the model drives it (models/assemble.py) through :meth:`MLPLevel.task_read` /
+  ``forward(..., fast=)``, :meth:`MLPLevel.task_gradient`, :meth:`MLPLevel.write_due`,
+  :meth:`MLPLevel.task_write` and :meth:`MLPLevel.settle` (by hand: :meth:`MLPLevel.accumulate`
+  and :meth:`MLPLevel.write`); the write is not differentiated through (Δ is detached), the
+  reads are. How the reads, the inner gradients and SGD's writes avoid a dense per-sequence
+  weight per segment: models/levels/cms_reads.py.
 - ``l2`` / ``dot``: a local associative objective on learned projections ``k = Wk x``,
   ``v = Wv x`` of the level input: ``Σ_t ‖M(k_t) − v_t‖²`` or ``−Σ_t ⟨M(k_t), v_t⟩`` with
   ``M = W2 σ(W1 ·)``. The level computes it itself in closed form, chunk by chunk, and the writes

@@ -213,6 +213,5 @@ class ChunkGradient:
 
 def factored_sq_norm(delta: Tensor, key: Tensor) -> Tensor:
     """``‖Σ_t δ_t k_tᵀ‖²_F`` per sequence without forming the sum:
-    ``Σ_{s,t} (δ_s·δ_t)(k_s·k_t)`` from two ``n × n`` Gram matrices (summed in float64)."""
-    gram = (delta @ delta.mT).double() * (key @ key.mT).double()
-    return gram.sum((-2, -1)).clamp_min(0).to(delta.dtype)
+    ``Σ_{s,t} (δ_s·δ_t)(k_s·k_t)`` from two ``n × n`` Gram matrices."""
+    return ((delta @ delta.mT) * (key @ key.mT)).sum((-2, -1)).clamp_min(0)
