@@ -192,6 +192,22 @@ def nsam_spec(d: int, heads: int) -> dict:
             "edges": [[a, b] for a, b in zip(ids, ids[1:])]}
 
 
+def nsam_variant(spec: dict, part: str) -> dict:
+    """The NSAM shape without one part, to see where its time goes: ``no task`` (the CMS
+    levels frozen, period null: no in-context learning from the loss) or ``no self_modifying``
+    (that level removed, the chain joined around it)."""
+    levels = spec["levels"]
+    if part == "no task":
+        levels = [{**{k: v for k, v in lv.items() if k not in ("objective", "optimizer")},
+                   "period": None} if lv.get("objective") == "task" else lv for lv in levels]
+    elif part == "no self_modifying":
+        levels = [lv for lv in levels if lv["kind"] != "self_modifying"]
+    else:
+        raise ValueError(part)
+    ids = ["input"] + [lv["id"] for lv in levels] + ["output"]
+    return {**spec, "levels": levels, "edges": [[a, b] for a, b in zip(ids, ids[1:])]}
+
+
 def default_spec(kind: str) -> dict:
     from nlstudio.models.registry import kind_info
 
@@ -304,41 +320,68 @@ def gemm_step(n: int, device: torch.device) -> Callable[[], None]:
     return lambda: torch.mm(a, b)
 
 
-def nsam_efficiency(dims, t, batch, heads, repeats, device, gemm_n: int) -> None:
+NSAM_PARTS = ("no task", "no self_modifying")
+
+
+def nsam_efficiency(dims, t, batch, heads, repeats, device, gemm_n: int,
+                    parts: bool = False) -> None:
+    """``parts``: also times the NSAM shape without its task objective and without its
+    self-modifying level, interleaved in the same rounds (where the step's time goes)."""
     from nlstudio.models import build_model
 
     gemm_flops = 2 * gemm_n ** 3
     for d in dims:
         torch.manual_seed(0)
         tokens = torch.randint(0, VOCAB, (batch, t), device=device)
-        model = build_model(nsam_spec(d, heads), vocab_size=VOCAB).to(device)
-        step = lm_step(model, tokens)
-        flops = count_flops(step)
-        secs = race({"nsam": step, "gemm": gemm_step(gemm_n, device)}, repeats, device)
-        achieved, peak = flops / secs["nsam"], gemm_flops / secs["gemm"]
-        print(f"  nsam {fmt_rate(batch * t / secs['nsam'])} tok/s, {flops / 1e9:.2f} GFLOP per "
-              f"step, {achieved / 1e9:.1f} GFLOP/s; gemm {gemm_n}x{gemm_n} "
+        spec = nsam_spec(d, heads)
+        model = build_model(spec, vocab_size=VOCAB).to(device)
+        steps = {"nsam": lm_step(model, tokens)}
+        for part in NSAM_PARTS if parts else ():
+            steps[part] = lm_step(build_model(nsam_variant(spec, part), vocab_size=VOCAB)
+                                  .to(device), tokens)
+        flops = {name: count_flops(step) for name, step in steps.items()}
+        secs = race({**steps, "gemm": gemm_step(gemm_n, device)}, repeats, device)
+        achieved, peak = flops["nsam"] / secs["nsam"], gemm_flops / secs["gemm"]
+        print(f"  nsam {fmt_rate(batch * t / secs['nsam'])} tok/s, {flops['nsam'] / 1e9:.2f} "
+              f"GFLOP per step, {achieved / 1e9:.1f} GFLOP/s; gemm {gemm_n}x{gemm_n} "
               f"{peak / 1e9:.1f} GFLOP/s")
+        for part in NSAM_PARTS if parts else ():
+            print(f"  nsam, {part}: {secs[part] * 1e3:.0f} ms per step against "
+                  f"{secs['nsam'] * 1e3:.0f} ms, {flops[part] / 1e9:.2f} GFLOP, "
+                  f"{flops[part] / secs[part] / 1e9:.1f} GFLOP/s")
         RESULTS["nsam"][d] = achieved / peak
         print(ratio_line("nsam", "gemm peak", f"d={d} T={t}", achieved / peak))
-        del model, step
+        del model, steps
         free()
 
 
-def nsam_growth(d, lengths, batch, heads, repeats, device) -> None:
+def nsam_growth(d, lengths, batch, heads, repeats, device, parts: bool = False) -> None:
+    """``parts``: the same for the NSAM shape without its self-modifying level (same rounds)."""
     from nlstudio.models import build_model
 
     torch.manual_seed(0)
-    model = build_model(nsam_spec(d, heads), vocab_size=VOCAB).to(device)
-    steps = {t: lm_step(model, torch.randint(0, VOCAB, (batch, t), device=device))
-             for t in lengths}
+    spec = nsam_spec(d, heads)
+    models = {"nsam": build_model(spec, vocab_size=VOCAB).to(device)}
+    if parts:
+        models["no self_modifying"] = build_model(nsam_variant(spec, "no self_modifying"),
+                                                  vocab_size=VOCAB).to(device)
+    steps = {}
+    for t in lengths:
+        tokens = torch.randint(0, VOCAB, (batch, t), device=device)
+        steps.update({(name, t): lm_step(m, tokens) for name, m in models.items()})
     secs = race(steps, repeats, device)
-    per_token = {t: secs[t] / (batch * t) for t in lengths}
-    print("  time/token: " + ", ".join(f"T={t} {per_token[t] * 1e6:.1f} us" for t in lengths))
     doublings = math.log2(lengths[-1] / lengths[0])
-    growth = (per_token[lengths[-1]] / per_token[lengths[0]]) ** (1 / doublings)
-    RESULTS["growth"] = (growth, lengths[0], lengths[-1])
-    print(f"nsam time/token growth per 2x T [d={d}]: {growth:.2f}x")
+    for name in models:
+        per_token = {t: secs[name, t] / (batch * t) for t in lengths}
+        growth = (per_token[lengths[-1]] / per_token[lengths[0]]) ** (1 / doublings)
+        what = "" if name == "nsam" else f" ({name})"
+        print(f"  time/token{what}: " + ", ".join(f"T={t} {per_token[t] * 1e6:.1f} us"
+                                               for t in lengths))
+        if name == "nsam":
+            RESULTS["growth"] = (growth, lengths[0], lengths[-1])
+            print(f"nsam time/token growth per 2x T [d={d}]: {growth:.2f}x")
+        else:
+            print(f"  growth per 2x T{what}: {growth:.2f}x")
 
 
 def summary() -> None:
@@ -398,6 +441,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="run only these sections")
     p.add_argument("--system-allocator", action="store_true",
                    help="do not set the glibc allocator variables (see bench/README.md)")
+    p.add_argument("--parts", action="store_true",
+                   help="nsam section: also time the NSAM shape without its task objective and "
+                        "without its self-modifying level (where the time goes)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time (default) or this process's CPU time (steadier on a loaded "
                         "machine; CPU only)")
@@ -451,9 +497,9 @@ def main(argv: list[str] | None = None) -> None:
         t = lengths[0]
         print(f"\n== nsam preset (self_modifying(8) -> mlp(16) -> mlp(64) -> mlp(null)): "
               f"counted matmul FLOPs per second vs a {gemm_n}x{gemm_n} float32 GEMM, batch {batch}")
-        nsam_efficiency(dims, t, batch, heads, repeats, device, gemm_n)
+        nsam_efficiency(dims, t, batch, heads, repeats, device, gemm_n, args.parts)
         print(f"\n== nsam time per token as T doubles (d={dims[0]}, batch {batch})")
-        nsam_growth(dims[0], growth_lengths, batch, heads, repeats, device)
+        nsam_growth(dims[0], growth_lengths, batch, heads, repeats, device, args.parts)
     summary()
     print(f"load average at end: {load()}")
 
