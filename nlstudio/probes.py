@@ -356,10 +356,13 @@ def content_stream(task, sequences: int = CONTENT_SEQUENCES,
     return inputs, targets
 
 
-def measure_content(model, inputs, targets) -> dict[str, ContentRate]:
+def measure_content(model, inputs, targets, freeze: Iterable[str] = (),
+                    grid: int | None = None) -> dict[str, ContentRate]:
     """Every level's :class:`ContentRate` on the streams ``inputs [B, T]`` (or features
-    ``[B, T, F]``) with their ``targets [B, T]``, in model order (module docstring). The
-    model is put in eval mode; its parameters do not change."""
+    ``[B, T, F]``) with their ``targets [B, T]``, in model order (module docstring).
+    ``freeze``: levels whose writes stop (the model's freeze ablation); ``grid``: tokens per
+    call (default :func:`write_grid`; 1 reads after every token). The model is put in eval
+    mode; its parameters do not change."""
     import torch
 
     from nlstudio.inspect_trace import Readouts
@@ -371,7 +374,8 @@ def measure_content(model, inputs, targets) -> dict[str, ContentRate]:
     targets = targets.to(p.device)
     batch, tokens = int(inputs.shape[0]), int(inputs.shape[1])
     order = list(model.order)
-    grid = write_grid(model, tokens)
+    grid = write_grid(model, tokens) if grid is None else max(1, int(grid))
+    freeze = tuple(freeze)
     with torch.no_grad():
         state = model.init_state(batch)
         readouts = Readouts(model, batch)
@@ -383,7 +387,8 @@ def measure_content(model, inputs, targets) -> dict[str, ContentRate]:
         start_updates = dict(updates)
         for start in range(0, tokens, grid):
             end = min(start + grid, tokens)
-            _, state = model(inputs[:, start:end], state, targets=targets[:, start:end])
+            _, state = model(inputs[:, start:end], state, targets=targets[:, start:end],
+                             freeze=freeze)
             for lid in measured:
                 now = int(state["levels"][lid]["updates"])
                 if now != updates[lid]:  # only a write changes the memory
