@@ -267,17 +267,19 @@ def _print_content(rates: dict) -> None:
         return
     print(f"content rate (how fast what each level returns changes; {first.sequences} held-out "
           f"streams of {first.tokens} tokens; nlstudio.probes defines it)")
+    lag = max((int(r.lags[-1]) for r in rates.values() if len(r.lags)), default=0)
     print(f"{'level':<16} {'kind':<16} {'designed':>9} {'content':>26} {'turnover':>10} "
-          f"{'writes/token':>13}")
+          f"{f'replaced@{lag}':>13} {'writes/token':>13}")
     for lid, rate in rates.items():
         turnover = ("–" if math.isnan(rate.turnover) else "never" if math.isinf(rate.turnover)
                     else f"{rate.turnover:.1f}")
         if rate.bound:
             turnover = f"> {2 * int(rate.lags[-1])}"
         writes = "–" if math.isnan(rate.writes_per_token) else f"{rate.writes_per_token:.4f}"
+        share = f"{float(rate.drift[-1]):.3f}" if len(rate.lags) else "–"
         print(f"{printable(lid, 16):<16} {printable(rate.kind, 16):<16} "
               f"{probes.frequency_text(rate.designed):>9} {probes.content_text(rate):>26} "
-              f"{turnover:>10} {writes:>13}")
+              f"{turnover:>10} {share:>13} {writes:>13}")
 
 
 def _presets() -> int:

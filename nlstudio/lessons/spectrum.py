@@ -103,7 +103,8 @@ def describe_level(level: LevelRate, content: ev.ContentRate | None = None) -> s
                 f"changed ({_writes(rate)})")
     if rate.bound:
         return (f"{level.level_id}: designed {designed}; content {probes.content_text(rate)}: "
-                f"not half replaced within {rate.tokens // 2} tokens ({_writes(rate)})")
+                f"{100 * float(rate.drift[-1]):.0f} % replaced after {int(rate.lags[-1])} "
+                f"tokens ({_writes(rate)})")
     return (f"{level.level_id}: designed {designed}; content {probes.content_text(rate)}: "
             f"turned over in {rate.turnover:.0f} tokens ({_writes(rate)})")
 
