@@ -32,8 +32,9 @@ from nlstudio import events as ev
 from nlstudio import probes
 from nlstudio.widgets import theme
 from nlstudio.widgets.format import grouped
-from nlstudio.widgets.plots.base import PlotDock, parametric, pen, show_in_layout, style_plot
+from nlstudio.widgets.plots.base import PlotDock, parametric, pen, style_plot
 
+UNBOUNDED = 16_777_215.0  # QWIDGETSIZE_MAX: no maximum height
 EDGE = 0.7  # decades between the last finite decade and the "0" / "∞" edge positions
 INF_POS = EDGE  # log10(1) = 0 is the fastest finite frequency (a write every token)
 STRIP_TITLE = ("● designed 1/C    ◇ content (measured; ◁ slower than)    "
@@ -300,9 +301,11 @@ class SpectrumDock(PlotDock):
     def _show_plot(self) -> None:
         """The drift plot only once there is a measurement (no made-up axes before)."""
         shown = self.has_data()
-        if self._drift_shown != shown:
+        if self._drift_shown != shown:  # kept in the layout (a plot taken out is orphaned)
             self._drift_shown = shown
-            show_in_layout(self.view.ci, self.drift, 1, 0, shown)
+            self.drift.setMaximumHeight(UNBOUNDED if shown else 0)
+            self.drift.setVisible(shown)
+            self.view.ci.layout.setRowStretchFactor(1, 2 if shown else 0)
 
     def _take(self, snap: ev.Snapshot) -> None:
         self.step = snap.step
