@@ -9,6 +9,8 @@ changes. Only the lesson's own, unedited copy of a preset is replaced without as
 user switches presets with the box ticked."""
 from __future__ import annotations
 
+import html
+
 from PySide6.QtWidgets import QButtonGroup, QCheckBox, QRadioButton, QWidget
 
 from nlstudio.lessons import spectrum as core
@@ -186,8 +188,8 @@ class SpectrumView(LessonView):
         self.step_text.setText(f"{n} batch{'es' if n > 1 else ''} · {n * core.BATCH} "
                                f"streams of {last.tokens} tokens")
         pooled = self.core.pooled()
-        lines = "<br>".join(core.describe_level(lv, pooled.get(lid))
-                            for lid, lv in last.levels.items())
+        lines = "<br>".join(html.escape(core.describe_level(lv, pooled.get(lid)))
+                            for lid, lv in last.levels.items())  # "< 1/512" is not a tag
         self.status.setText(f"<b>{core.PRESETS[self.core.preset]}</b> (untrained), designed "
                             f"frequency vs measured content frequency:<br>{lines}"
                             f"{self.canvas_note}")

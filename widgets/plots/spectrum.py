@@ -9,9 +9,9 @@ Top strip, one row per level (colours follow the level order, as in every other 
   rate"): how fast what the level *returns* on fixed probe inputs is replaced along a
   held-out stream. A left-pointing triangle is an upper bound (never half replaced within
   the stream: slower than that); attention's diamond sits at ∞ ("re-reads"), with no curve;
-- thin bar: the write *schedule*, writes per token in the latest snapshot. It says when a
-  level writes, not what changes (a level written every C tokens sits at 1/C whatever it
-  writes), so it is drawn apart and labelled so.
+- small bar under the row: the write *schedule*, writes per token in the latest snapshot (or
+  on the measured streams). It says when a level writes, not what changes (a level written
+  every C tokens sits at 1/C whatever it writes), so it is drawn apart and labelled so.
 
 Bottom: the drift D(Δ), the share of a level's content replaced after a lag of Δ tokens, per
 level on a log lag axis; ν is read where a curve crosses ½ (τ½, marked; τ = 2·τ½). The content
@@ -164,7 +164,7 @@ class SpectrumDock(PlotDock):
         for lv in self.levels:
             designed = pg.ScatterPlotItem(size=11)
             content = pg.ScatterPlotItem(size=17)  # rings the designed dot when they agree
-            schedule = pg.ScatterPlotItem(size=14, symbol="|")
+            schedule = pg.ScatterPlotItem(size=9, symbol="|")
             label = pg.TextItem("", anchor=(0.0, 0.5))
             curve = pg.PlotDataItem(connect="finite")
             half = pg.ScatterPlotItem(size=8, symbol="o")
@@ -247,8 +247,8 @@ class SpectrumDock(PlotDock):
                 writes = rate.writes_per_token
             if writes is None or not parametric(lv["kind"]):
                 items.schedule.setData([], [])
-            else:
-                items.schedule.setData([freq_position(writes, self.low_decade)], [y])
+            else:  # just under the row: its own series, never hidden by the dots
+                items.schedule.setData([freq_position(writes, self.low_decade)], [y - 0.3])
             if rate is not None and len(rate.lags):
                 drift = rate.drift
                 items.curve.setData(np.log10(rate.lags.astype(float)), drift)
@@ -350,7 +350,7 @@ class SpectrumDock(PlotDock):
             items.designed.setPen(pg.mkPen(p.plot_background, width=1))
             items.content.setBrush(pg.mkBrush(None))
             items.content.setPen(pg.mkPen(color, width=1.8))
-            items.schedule.setPen(pen(color, 1.2, alpha=150))
+            items.schedule.setPen(pen(color, 2.0, alpha=170))
             items.schedule.setBrush(pg.mkBrush(None))
             items.label.setColor(QColor(p.plot_foreground))
             items.curve.setPen(pen(color, 1.6))
