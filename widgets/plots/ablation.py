@@ -52,7 +52,7 @@ class AblationDock(PlotDock):
             "the answer to \"which level holds this memory\"). Silence: its output is zeroed "
             "(what the rest of the model depends on, including what later levels compute "
             "from it).")
-        self.kind_combo.currentIndexChanged.connect(lambda _i: self._kind_changed())
+        self.kind_combo.currentIndexChanged.connect(lambda _i: self._select())
         self.toolbar.insertWidget(0, self.kind_combo)
         self.tables: dict[str, tuple] = {}  # kind -> (step, names, delays, table)
         self.kind = probes.ABLATION_KINDS[0]  # shown: the chosen kind, or the one measured
@@ -99,6 +99,7 @@ class AblationDock(PlotDock):
             np.zeros((0, 0)), np.zeros(0)
         self.step = None
         self.note = ""
+        self.setWindowTitle(self.title.replace("&", "&&"))
         self.levels.reset()
         self.set_message(self.empty_text)
         self.mark_dirty()
@@ -130,9 +131,6 @@ class AblationDock(PlotDock):
             step = max(r[0] for r in rows if (r[4] if len(r) > 4 else "silence") == kind)
             names, delays, table = probes.delay_table(rows, step, ablation=kind)
             self.set_table(step, names, delays, table, kind)
-
-    def _kind_changed(self) -> None:
-        self._select()
 
     def _select(self) -> None:
         """Show the chosen kind's table, or the other one with a note saying why."""
