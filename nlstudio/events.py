@@ -92,11 +92,15 @@ class ContentRate:
 
     @property
     def drift(self) -> np.ndarray:
-        """D(Δ) per lag: the share of the content replaced after Δ tokens (0 where there is
-        no content at all)."""
-        energy = np.asarray(self.energy, dtype=np.float64)
+        """D(Δ) per lag: the share of the content replaced after Δ tokens."""
+        return self.drift_of(self.replaced, self.energy)
+
+    @staticmethod
+    def drift_of(replaced, energy) -> np.ndarray:
+        """D = replaced / energy (0 where there is no content at all)."""
+        energy = np.asarray(energy, dtype=np.float64)
         out = np.zeros(energy.shape)
-        np.divide(self.replaced, energy, out=out, where=energy > 0)
+        np.divide(np.asarray(replaced, dtype=np.float64), energy, out=out, where=energy > 0)
         return out
 
     @property

@@ -262,14 +262,6 @@ def drift_sums(contents: np.ndarray, index: np.ndarray, max_lag: int
     return replaced, energy
 
 
-def drift_of(replaced: np.ndarray, energy: np.ndarray) -> np.ndarray:
-    """D(Δ) = replaced / energy (0 where there is no content)."""
-    energy = np.asarray(energy, dtype=np.float64)
-    out = np.zeros(energy.shape)
-    np.divide(replaced, energy, out=out, where=energy > 0)
-    return out
-
-
 def half_lag(lags: np.ndarray, drift: np.ndarray, half: float = HALF) -> float | None:
     """τ½: the first lag where the drift reaches ``half``, interpolated linearly between
     integer lags (D(0) = 0); None when it never does."""
@@ -288,7 +280,7 @@ def content_rate(kind: str, period: int | None, lags, replaced, energy, *,
     lags = np.asarray(lags, dtype=np.int64)
     replaced = np.asarray(replaced, dtype=np.float64)
     energy = np.asarray(energy, dtype=np.float64)
-    drift = drift_of(replaced, energy)
+    drift = ContentRate.drift_of(replaced, energy)
     tau_half = half_lag(lags, drift)
     if tau_half is not None:
         turnover, bound = 2.0 * tau_half, False
