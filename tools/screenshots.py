@@ -27,7 +27,8 @@ os.environ.setdefault("XDG_CONFIG_HOME", os.path.join(SCRATCH, "config"))
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ.get("NLSTUDIO_SHOTS_OUT") or ROOT / "docs" / "images")
-SIZE = (1440, 900)
+SIZE = (1440, 900)  # the editor shots
+LIVE_SIZE = (1920, 1080)  # a live run: four plots side by side in the default layout
 
 
 def _app():
@@ -90,9 +91,10 @@ def editor() -> None:
 
 
 def scaled() -> None:
-    """The NSAM editor at 150 % (a separate process: the scale factor is read at start-up)."""
+    """The NSAM editor at 150 % on a 1920×1200 screen, 1280×800 logical pixels (a separate
+    process: the scale factor is read at start-up)."""
     env = dict(os.environ, QT_SCALE_FACTOR="1.5", NLSTUDIO_SHOTS_OUT=str(OUT))
-    code = ("import runpy; m = runpy.run_path(%r); m['_app'](); w = m['_window']((1200, 760)); "
+    code = ("import runpy; m = runpy.run_path(%r); m['_app'](); w = m['_window']((1280, 800)); "
             "w.open_preset('nsam_kv_stream'); m['_settle'](600); "
             "m['_save'](w, 'editor_nsam@150.png'); w.document.undo_stack.setClean(); w.close()"
             % str(Path(__file__)))
@@ -121,9 +123,10 @@ def _finish(window) -> None:
 
 
 def live() -> None:
-    """A live run of the default project: every plot with data."""
+    """A live run of the default project: every plot with data (the ablation is the tab
+    behind the forgetting curves at this size)."""
     _app()
-    window = _window()
+    window = _window(LIVE_SIZE)
     window.open_preset("nsam_kv_stream")
     _short_run(window, "live")
     _save(window, "live_run.png")
@@ -135,14 +138,21 @@ def live() -> None:
 
 def _inspect_current(window, length: int = 96):
     """Run → Inspect Model on the run the window shows, a fresh example of its task traced,
-    the scrubber two thirds along."""
+    the scrubber at a fact the model recalls (the most confident right prediction in the
+    second half; two thirds along if there is none), the inspector at the size it opens at."""
+    import numpy as np
+
     window.actions["run.inspect"].trigger()
     inspector = window.inspectors.windows[-1]
-    inspector.resize(1280, 820)
     inspector.length.setValue(length)
     inspector.new_example()
     _wait_until(lambda: inspector.trace is not None and not inspector.busy)
-    inspector.set_position(2 * len(inspector.trace) // 3)
+    trace = inspector.trace
+    half = len(trace) // 2
+    right = trace.top_ids[half:, 0] == trace.targets[half:]
+    confidence = np.where(right, trace.top_probs[half:, 0], -1.0)
+    inspector.set_position(half + int(np.argmax(confidence)) if right.any()
+                           else 2 * len(trace) // 3)
     _settle(500)
     return inspector
 
@@ -207,9 +217,10 @@ def sizes() -> None:
 
 
 def layout() -> None:
-    """The default layout at both sizes: the project alone, during a short run, after it,
-    with Run → Inspect Model open, and after a switch to the dark theme and back to light
-    (for checking the layout, not for the README)."""
+    """The default layout at both sizes: the project alone, during a short run, after it
+    (with the plots behind tabs raised, and a level selected), with Run → Inspect Model
+    open, and after a switch to the dark theme and back to light (for checking the layout,
+    not for the README)."""
     _app()
     for size in ((1280, 800), (1600, 1000)):
         tag = f"{size[0]}x{size[1]}"
@@ -222,6 +233,15 @@ def layout() -> None:
         _save(window, f"layout_{tag}_2_live.png")
         _finish(window)
         _save(window, f"layout_{tag}_3_done.png")
+        plots = window.training.plots
+        for tab in (plots.matrices, plots.ablation):  # the plots behind tabs, shown
+            tab.raise_()
+        _settle(800)
+        _save(window, f"layout_{tag}_3_tabs.png")
+        window.scene.select_only(["fast"])
+        _settle(300)
+        _save(window, f"layout_{tag}_3_level.png")
+        window.scene.clearSelection()
         shown = _inspect_current(window)
         _save(shown, f"layout_{tag}_4_inspector.png")
         shown.close()

@@ -36,7 +36,7 @@ LAYOUT_VERSION = 3
 GEOMETRY_KEY = "layout/geometry"
 STATE_KEY = "layout/state"
 ROW_PANEL_WIDTH = 360  # px: the narrowest a plot is legible at (axis labels, legends, ticks)
-COLUMN_WIDTH = (384, 480)  # px: the right column, 30 % of the window within these
+COLUMN_WIDTH = (340, 480)  # px: the right column, 30 % of the window within these
 ROW_HEIGHT = (260, 400)  # px: the bottom row, 36 % of the window within these (a plot and
 #                          two rows of memory matrices legible; the canvas keeps the rest)
 
