@@ -144,10 +144,10 @@ class MainWindow(ProjectFiles, QMainWindow):
                   tab_with: QDockWidget | None = None, fold_into: QDockWidget | None = None,
                   share: float = 1.0) -> None:
         """Place an existing QDockWidget (with a unique objectName; an ampersand in its title
-        written "&&") in ``slot`` of the default layout, or as a tab behind ``tab_with`` (or, in the bottom row, behind ``fold_into``
-        when the row is too narrow for it; ``share``: of the row's width, relative to the
-        others: ``window_layout``); adds its toggle to View → Panels. Calling it again for
-        the same dock moves it to the new slot."""
+        written "&&") in ``slot`` of the default layout, or as a tab behind ``tab_with``; in
+        the bottom row, behind ``fold_into`` when the row is too narrow for it, ``share`` of
+        the row's width relative to the others (``window_layout``). Adds its toggle to View
+        → Panels. Calling it again for the same dock moves it to the new slot."""
         if dock.objectName() == "":
             raise ValueError("a panel needs an objectName (its place is saved under it)")
         if dock not in [p.dock for p in self.layout_manager.panels]:

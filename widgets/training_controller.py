@@ -26,7 +26,9 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QToolButton
 from nlstudio.graph import levels_in_order
 from nlstudio.run_state import RunState
 from nlstudio.runs import RunError, is_run_dir, latest_checkpoint, read_status
+from nlstudio.widgets import theme
 from nlstudio.widgets.compare_runs import CompareRuns
+from nlstudio.widgets.dialogs import toolbar_icon
 from nlstudio.widgets.export_actions import ExportActions
 from nlstudio.widgets.folder_dialog import choose_folder
 from nlstudio.widgets.live_training import LOCK_REASON, LiveTraining, parameter_count
@@ -65,9 +67,9 @@ class TrainingController(QObject):
             host, title, start)
         self.exports = ExportActions(host, self.plots, lambda: self.run_dir,
                                      lambda title, start: self.ask_directory(title, start), self)
-        self._pause_icon = None
         self._create_actions()
         self.live_run.stateChanged.connect(self._sync)
+        theme.manager().themeChanged.connect(self._sync)
         self.live_run.stateChanged.connect(self.stateChanged)
         self.live_run.runStarted.connect(self._on_run_started)
         self.live_run.runStarted.connect(self.runStarted)
@@ -143,12 +145,9 @@ class TrainingController(QObject):
         paused = state == RunState.PAUSED
         self.pause_action.setEnabled(live and not stopping)
         self.pause_action.setText("&Resume" if paused else "&Pause")
-        if paused and self._pause_icon is None:
-            self._pause_icon = self.pause_action.icon()
-            self.pause_action.setIcon(self.run_action.icon())  # ▶ resumes
-        elif not paused and self._pause_icon is not None:
-            self.pause_action.setIcon(self._pause_icon)
-            self._pause_icon = None
+        # ▶ resumes. In the theme's colours: this runs on a theme change too, after the
+        # window drew its toolbar icons (Qt calls slots in the order they were connected).
+        self.pause_action.setIcon(toolbar_icon("run" if paused else "pause", theme.current()))
         self.pause_action.setToolTip("Resume training (F6)" if paused
                                      else "Pause training at the end of this step (F6)")
         self.stop_action.setEnabled(live and not stopping)

@@ -19,7 +19,7 @@ width a graph needs to be legible at 1280×800. A panel may instead be a tab of 
 (``tab_with``): it is placed behind it, and its host stays in front. A panel of the bottom row
 may ``fold_into`` another: it sits beside the others when the row gives every panel at least
 :data:`ROW_PANEL_WIDTH`, else it is a tab behind that panel (the last added fold first). So the
-plots stay legible at 1280×800 (three side by side) and a wider window shows more of them.
+plots stay legible at 1280×800 (two side by side) and a wider window shows more of them.
 
 Saved state carries :data:`LAYOUT_VERSION`: a state saved by an older layout is not restored
 (the default layout applies), so a changed default reaches users who never moved a panel.
@@ -187,9 +187,6 @@ class WindowLayout:
                 below = [min(max(_height(d, across), int(0.2 * column)), int(0.4 * column))
                          for d in docks[1:]]
                 w.resizeDocks(docks, [column - sum(below), *below], vertical)
-                # Qt scales the sizes to the room it has (separators, bars): set the panels
-                # below once more, alone, so that the first absorbs the difference.
-                w.resizeDocks(docks[1:], below, vertical)
 
     # ---- between sessions ---------------------------------------------------------------------
     def restore(self) -> bool:
