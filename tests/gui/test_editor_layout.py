@@ -85,6 +85,33 @@ def test_the_inspector_is_whole_at_first_sight(open_app, qtbot, size):
         assert not plot.visibleRegion().isEmpty() or window.tabifiedDockWidgets(plot)
 
 
+@pytest.mark.parametrize("size, side_by_side", [((1280, 800), 2), ((1600, 1000), 3),
+                                                ((1920, 1080), 4)])
+def test_the_training_panel_and_the_plots_have_room(open_app, qtbot, size, side_by_side):
+    """Issue 16: the training panel was ~190 px tall in a 340 px column and scrolled; four
+    plots abreast under the canvas were ~220 px wide and the memory matrices ~55 px squares.
+    The panel shows every row without scrolling, with and without its run banner; as many
+    plots as are legible stand side by side, the others are tabs behind them."""
+    window = open_app(size)
+    training, plots = window.training, window.training.plots
+    qtbot.waitUntil(lambda: not training.dock.visibleRegion().isEmpty())
+    QCoreApplication.processEvents()
+    scroll = training.dock.widget()
+    for locked in (False, True):  # a run shows the banner
+        training.panel.set_locked(locked)
+        QCoreApplication.processEvents()
+        assert scroll.verticalScrollBar().maximum() == 0, (size, locked)
+        assert scroll.horizontalScrollBar().maximum() == 0, (size, locked)
+    training.panel.set_locked(False)
+    shown = [d for d in plots.docks if not d.visibleRegion().isEmpty()]
+    assert len(shown) == side_by_side
+    assert plots.loss in shown and plots.spectrum in shown  # the spectrum is never behind
+    assert all(d.width() >= 300 and d.height() >= 250 for d in shown), [
+        (d.objectName(), d.width(), d.height()) for d in shown]
+    for dock in plots.docks:
+        assert dock in shown or window.tabifiedDockWidgets(dock), dock.objectName()
+
+
 def test_reset_layout_puts_every_panel_back(open_app, qtbot):
     window = open_app()
     docks = [window.inspector_dock, window.palette_dock, window.training.dock,
