@@ -168,6 +168,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                           "cms_slow.optimizer": {"name": "sgd", "eta": 0.03},
                           "edges": PARALLEL}),
     "parallel": ("the preset's CMS levels in parallel after the fast level", {"edges": PARALLEL}),
+    "parallel_mid_dgd_slow0.01": ("CMS mid (DGD η 0.01) and slow (SGD η 0.01) in parallel",
+                                  {"cms_mid.optimizer": {"name": "dgd", "eta": 0.01},
+                                   "cms_slow.optimizer": {"name": "sgd", "eta": 0.01},
+                                   "edges": PARALLEL}),
     "long512": ("streams of 512 tokens (batch 4), 256 keys: delays up to 384",
                 {"train.seq_len": 512, "train.batch_size": 4, "task.num_keys": 256}),
 }
