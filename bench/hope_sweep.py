@@ -37,16 +37,55 @@ REPEATS = 4
 CACHE = Path(os.environ.get("HOPE_CACHE", lab.RESULTS / "hope_sweep"))
 
 
+#: Experimental code changes a variant may ask for (``"code": name``), applied at run time to
+#: a copy of the method, never to the file: what a fix in models/ would do, measured before
+#: anyone writes it. ``normalize_v``: the self-modifying level's values L2-normalised like its
+#: keys, so that each memory's transition ``αI + η'(v − k)kᵀ`` stays bounded for η' ≤ 1.
+CODE_PATCHES = {
+    "normalize_v": ("nlstudio.models.levels.self_modifying", "SelfModifyingLevel", "_write",
+                    "v = y[:, V, :, :c].transpose(1, 2)",
+                    "v = l2_normalize(y[:, V, :, :c].transpose(1, 2))"),
+}
+
+
+def apply_code_patch(name: str | None):
+    """Replaces the method named by ``CODE_PATCHES[name]`` with its patched copy (this
+    process only) and returns a function that puts the original back; raises when the line to
+    change is no longer in the source."""
+    if name is None:
+        return lambda: None
+    import importlib
+    import inspect
+    import textwrap
+
+    module_name, cls_name, method, old, new = CODE_PATCHES[name]
+    module = importlib.import_module(module_name)
+    cls = getattr(module, cls_name)
+    source = textwrap.dedent(inspect.getsource(getattr(cls, method)))
+    if old not in source:
+        raise RuntimeError(f"code patch {name!r}: {old!r} is not in {cls_name}.{method}")
+    namespace = dict(vars(module))
+    exec(compile(source.replace(old, new), f"<patched {cls_name}.{method}>", "exec"), namespace)
+    original = cls.__dict__[method]
+    setattr(cls, method, namespace[method])
+    return lambda: setattr(cls, method, original)
+
+
 def patched(base: dict, patch: dict) -> dict:
     """``patch`` keys: ``level.key[.sub]`` (a level's option, e.g. ``fast.optimizer.eta``),
     ``task.key``, ``train.key``; ``drop``: level ids removed (their edges bridged); ``insert``:
-    ``(after_id, level_dict)`` inserted after a level."""
+    ``(after_id, level_dict)`` inserted after a level; ``edges``: the whole edge list."""
     doc = copy.deepcopy(base)
     levels = {l["id"]: l for l in doc["model"]["levels"]}
     for key, value in patch.items():
+        if key == "code":
+            continue  # applied to the process by apply_code_patch, recorded in the result
         if key == "drop":
             for lid in value:
                 _drop(doc, lid)
+            continue
+        if key == "edges":
+            doc["model"]["edges"] = [list(e) for e in value]
             continue
         if key == "insert":
             after, level = value
@@ -79,6 +118,9 @@ def _insert(doc: dict, after: str, level: dict) -> None:
     doc["model"]["levels"].insert(pos, level)
 
 
+PARALLEL = [["input", "fast"], ["fast", "cms_mid"], ["fast", "cms_slow"], ["cms_mid", "frozen"],
+            ["cms_slow", "frozen"], ["frozen", "output"]]
+
 #: name -> (what it asks, patch of the base preset)
 VARIANTS: dict[str, tuple[str, dict]] = {
     "base": ("the preset as shipped", {}),
@@ -103,13 +145,41 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                 {"cms_mid.optimizer": {"name": "dgd", "eta": 0.01}}),
     "mid_dgd_eta0.002": ("CMS mid with DGD, η 0.002",
                          {"cms_mid.optimizer": {"name": "dgd", "eta": 0.002}}),
+    # round 3: the self-modifying level with L2-normalised values (an experimental code change)
+    "vnorm_eta0.1": ("[code: v L2-normalised] self-modifying η 0.1",
+                     {"code": "normalize_v", "fast.optimizer.eta": 0.1}),
+    "vnorm_eta1": ("[code: v L2-normalised] self-modifying η 1",
+                   {"code": "normalize_v", "fast.optimizer.eta": 1.0}),
+    "vnorm_eta1_c4": ("[code: v L2-normalised] self-modifying η 1, chunk 4",
+                      {"code": "normalize_v", "fast.optimizer.eta": 1.0, "fast.period": 4}),
+    # round 4: give each level something only it can hold
+    "vnorm_eta1_no_mid": ("[code: v L2-normalised] η 1, without the mid CMS level (the "
+                          "self-modifying level must hold d < 64 itself)",
+                          {"code": "normalize_v", "fast.optimizer.eta": 1.0,
+                           "drop": ["cms_mid"]}),
+    "mid_dgd_slow0.03": ("CMS mid with DGD η 0.01 (forgets), CMS slow SGD η 0.03 (keeps)",
+                         {"cms_mid.optimizer": {"name": "dgd", "eta": 0.01},
+                          "cms_slow.optimizer": {"name": "sgd", "eta": 0.03}}),
+    # round 6: CMS levels side by side (arXiv Eq. 74, "independent"): slow reads what fast
+    # wrote, not mid's answer, and both feed the frozen MLP
+    "parallel_mid_dgd": ("CMS mid (DGD η 0.01, forgets) and slow (SGD η 0.03, keeps) in "
+                         "parallel after the fast level",
+                         {"cms_mid.optimizer": {"name": "dgd", "eta": 0.01},
+                          "cms_slow.optimizer": {"name": "sgd", "eta": 0.03},
+                          "edges": PARALLEL}),
+    "parallel": ("the preset's CMS levels in parallel after the fast level", {"edges": PARALLEL}),
+    "parallel_mid_dgd_slow0.01": ("CMS mid (DGD η 0.01) and slow (SGD η 0.01) in parallel",
+                                  {"cms_mid.optimizer": {"name": "dgd", "eta": 0.01},
+                                   "cms_slow.optimizer": {"name": "sgd", "eta": 0.01},
+                                   "edges": PARALLEL}),
     "long512": ("streams of 512 tokens (batch 4), 256 keys: delays up to 384",
                 {"train.seq_len": 512, "train.batch_size": 4, "task.num_keys": 256}),
 }
 
 
 def run_key(name: str, doc: dict, seed: int, steps: int) -> str:
-    return f"{name}-s{seed}-{steps}-" + lab.doc_hash(doc, seed, steps)
+    return f"{name}-s{seed}-{steps}-" + lab.doc_hash(doc, seed, steps,
+                                                     VARIANTS[name][1].get("code"))
 
 
 def one(name: str, base: str, seed: int, steps: int, lr: float | None) -> dict:
@@ -119,10 +189,20 @@ def one(name: str, base: str, seed: int, steps: int, lr: float | None) -> dict:
     hit = lab.cached(CACHE, key)
     if hit is not None:
         return hit
+    restore = apply_code_patch(VARIANTS[name][1].get("code"))
     t0 = time.time()
-    out = lab.train(doc)
-    result = {"variant": name, "what": VARIANTS[name][0], "seed": seed, "steps": steps,
-              "doc": doc, "diverged": out["diverged"], "final_loss": out["final_loss"],
+    try:
+        out = lab.train(doc)
+        result = _measure(name, seed, steps, doc, out)
+    finally:
+        restore()
+    result["wall_seconds"] = time.time() - t0
+    return lab.store(CACHE, key, result)
+
+
+def _measure(name: str, seed: int, steps: int, doc: dict, out: dict) -> dict:
+    result = {"variant": name, "code_patch": VARIANTS[name][1].get("code"),
+              "what": VARIANTS[name][0], "seed": seed, "steps": steps, "doc": doc, "diverged": out["diverged"], "final_loss": out["final_loss"],
               "train_seconds": out["seconds"]}
     if out["diverged"] is None:
         net, task = out["model"], out["task"]
@@ -133,8 +213,7 @@ def one(name: str, base: str, seed: int, steps: int, lr: float | None) -> dict:
         result.update(lab.ablations(task, net, levels, repeats=REPEATS))
         result["rows"] = lab.forgetting_rows(task, net)
         result["rows_frozen"] = {lid: _rows_frozen(task, net, lid) for lid in levels}
-    result["wall_seconds"] = time.time() - t0
-    return lab.store(CACHE, key, result)
+    return result
 
 
 def _rows_frozen(task, net, lid: str) -> dict:

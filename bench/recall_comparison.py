@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -43,6 +44,9 @@ import os  # noqa: E402
 CACHE = Path(os.environ.get("RECALL_CACHE", lab.RESULTS / "recall_comparison"))
 TASK_FROM = "nsam_kv_stream"  # task and batch shape shared by every model
 VAL_SEED = 100
+#: linear learning-rate warm-up, the same for every model (without it the windowed Transformer
+#: stays in a positional shortcut for thousands of steps: bench/README.md)
+WARMUP = 200
 THRESHOLD = 0.9
 PROBE_DELAYS = (16, 64)
 
@@ -54,6 +58,25 @@ def _kv_stream(doc: dict) -> dict:
     for key in ("batch_size", "seq_len", "grad_clip", "warmup"):
         doc["train"][key] = base["train"][key]
     doc["train"]["optimizer"] = dict(base["train"]["optimizer"])
+    return doc
+
+
+def _transformer() -> dict:
+    doc = _kv_stream(lab.preset_doc("transformer_kv_stream"))
+    # display settings only (they do not change training); kept at the values the first runs
+    # of this comparison were cached under, so that their cache stays valid
+    doc["train"].update(log_every=10, eval_every=25)
+    return doc
+
+
+def _windowed(window: int | None) -> dict:
+    """``transformer_window_kv_stream`` on the comparison's task, with the given window (None:
+    the preset's own)."""
+    doc = _kv_stream(lab.preset_doc("transformer_window_kv_stream"))
+    if window is not None:
+        for lvl in doc["model"]["levels"]:
+            if "window" in lvl:
+                lvl["window"] = window
     return doc
 
 
@@ -75,8 +98,8 @@ def _titans_blocks() -> dict:
 
 def _hybrid() -> dict:
     """NSAM with windowed attention, as the paper's HOPE-Attention: the NSAM preset with its
-    self-modifying level replaced by a 16-token sliding-window attention (conv 4); the CMS
-    levels (16, 64) and the frozen MLP stay."""
+    self-modifying level replaced by the windowed baseline's attention (window 32, conv 4); the
+    CMS levels (16, 64) and the frozen MLP stay."""
     doc = lab.preset_doc("nsam_kv_stream")
     swa = next(l for l in lab.preset_doc("transformer_window_kv_stream")["model"]["levels"]
                if l["kind"] == "attention")
@@ -90,40 +113,64 @@ def _hybrid() -> dict:
     return doc
 
 
-MODELS = {
+#: How each model is built from the presets (``--pin-models`` runs these and writes the result).
+BUILDERS = {
     "nsam": lambda: lab.preset_doc("nsam_kv_stream"),
-    "transformer": lambda: _kv_stream(lab.preset_doc("transformer_kv_stream")),
-    "transformer_w16": lambda: _kv_stream(lab.preset_doc("transformer_window_kv_stream")),
+    "transformer": _transformer,
+    "transformer_w16": lambda: _windowed(16),
+    "transformer_w32": lambda: _windowed(None),
     "deltanet": lambda: _kv_stream(lab.preset_doc("deltanet")),
     "titans": lambda: _kv_stream(_titans_blocks()),
     "hybrid": lambda: _hybrid(),
 }
+
+#: The models compared, pinned: the project documents of the runs reported, kept beside the
+#: script so that later edits of a preset (its description, its own task or training) neither
+#: change what the comparison measures nor invalidate its cache. ``--pin-models`` rebuilds them
+#: from the presets (then rerun the sweep).
+PINNED = Path(__file__).resolve().parent / "recall_models.json"
+
+
+def _pinned(model: str):
+    def build() -> dict:
+        return copy.deepcopy(json.loads(PINNED.read_text())[model])
+    return build
+
+
+MODELS = {m: _pinned(m) for m in BUILDERS}
 TITLES = {
     "nsam": "NSAM (HOPE: self-modifying C=8, CMS 16/64, frozen MLP)",
     "transformer": "Transformer, full attention (conv 4)",
     "transformer_w16": "Transformer, window 16 (conv 4)",
+    "transformer_w32": "Transformer, window 32 (conv 4; the transformer_window_kv_stream preset)",
     "deltanet": "DeltaNet (2 blocks, conv 4)",
     "titans": "Titans LMM (2 blocks, C=8, conv 4)",
-    "hybrid": "HOPE-Attention: window-16 attention (conv 4), CMS 16/64, frozen MLP",
+    "hybrid": "HOPE-Attention: window-32 attention (conv 4), CMS 16/64, frozen MLP",
 }
 
 
 # ---- one run ----------------------------------------------------------------------------------
-def run_key(model: str, doc: dict, lr: float, seed: int, steps: int, eval_every: int,
+def training_doc(doc: dict, lr: float, seed: int, steps: int) -> dict:
+    """The comparison's training recipe on ``doc``: same batches, steps and warm-up for all."""
+    doc = lab.with_training(doc, lr=lr, seed=seed, steps=steps)
+    doc["train"]["warmup"] = WARMUP
+    return doc
+
+
+def run_key(model: str, lr: float, seed: int, steps: int, eval_every: int,
             validation: bool) -> str:
-    return f"{model}-lr{lr:g}-s{seed}-{steps}-" + lab.doc_hash(doc, lr, seed, steps, eval_every,
-                                                               validation)
+    doc = training_doc(MODELS[model](), lr, seed, steps)
+    return f"{model}-lr{lr:g}-s{seed}-{steps}-" + lab.doc_hash(doc, eval_every, validation)
 
 
 def one_run(model: str, lr: float, seed: int, steps: int, eval_every: int,
             validation: bool) -> dict:
     lab.one_thread()
-    base = MODELS[model]()
-    key = run_key(model, base, lr, seed, steps, eval_every, validation)
+    key = run_key(model, lr, seed, steps, eval_every, validation)
     hit = lab.cached(CACHE, key)
     if hit is not None:
         return hit
-    doc = lab.with_training(base, lr=lr, seed=seed, steps=steps)
+    doc = training_doc(MODELS[model](), lr, seed, steps)
 
     def on_eval(step, net, task):
         if validation:
@@ -146,6 +193,8 @@ def one_run(model: str, lr: float, seed: int, steps: int, eval_every: int,
         result["recall"] = lab.recall(task, net)
         if not validation:
             result["rows"] = lab.forgetting_rows(task, net)
+            # which memory level stores (freeze) and which the model depends on (silence)
+            result["ablations"] = lab.ablations(task, net, lab.memory_levels(net))
     result = lab.store(CACHE, key, result)
     print(f"done {model} lr={lr:g} seed={seed}{' (validation)' if validation else ''}: "
           f"{_mean_recall(result):.3f} in {result['wall_seconds']:.0f} s", flush=True)
@@ -196,7 +245,7 @@ def steps_to(result: dict, delay: int, threshold: float = THRESHOLD) -> int | No
 
 def report(models: list[str], lrs: list[float], seeds: list[int], steps: int,
            eval_every: int) -> str:
-    val = {m: [lab.cached(CACHE, run_key(m, MODELS[m](), lr, VAL_SEED, steps, eval_every, True))
+    val = {m: [lab.cached(CACHE, run_key(m, lr, VAL_SEED, steps, eval_every, True))
                for lr in lrs] for m in models}
     lines = [f"## kv_stream recall, {steps} steps (batch 8 × 256), seeds {seeds}, "
              f"lr chosen on seed {VAL_SEED} from {lrs}\n"]
@@ -212,7 +261,7 @@ def report(models: list[str], lrs: list[float], seeds: list[int], steps: int,
             for lr in lrs) + " |")
         if best is None:
             continue
-        runs = [lab.cached(CACHE, run_key(m, MODELS[m](), best, s, steps, eval_every, False))
+        runs = [lab.cached(CACHE, run_key(m, best, s, steps, eval_every, False))
                 for s in seeds]
         runs = [r for r in runs if r is not None and r.get("recall")]
         if not runs:
@@ -299,13 +348,20 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--report", action="store_true", help="only print tables from the cache")
     parser.add_argument("--params", action="store_true", help="only print parameter counts")
+    parser.add_argument("--pin-models", action="store_true",
+                        help="rebuild bench/recall_models.json from the presets and stop")
     args = parser.parse_args()
     lab.one_thread()
+    if args.pin_models:
+        PINNED.write_text(json.dumps({m: b() for m, b in BUILDERS.items()}, indent=1,
+                                     ensure_ascii=False, sort_keys=True))
+        print(f"wrote {PINNED}")
+        return
     if args.params:
         for m in args.models:
             doc = MODELS[m]()

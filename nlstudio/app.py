@@ -68,22 +68,10 @@ def create_main_window(settings=None, runs_root=None):
     from nlstudio.widgets.main_window import MainWindow
     from nlstudio.widgets.trace_menu import install_inspector
     from nlstudio.widgets.training_controller import install_training
-    from nlstudio.widgets.window_layout import PanelSlot
 
     window = MainWindow(settings)
-    training = install_training(window, runs_root)
+    install_training(window, runs_root)  # the training panel and the plots (place_docks)
     install_lessons(window)  # Help → Lessons and the welcome page
     install_inspector(window)  # Run → Inspect Model: the memory inspector
-    # Default places of the training side's panels that it did not place itself: the run
-    # panel under the Inspector, the plots in one row under the canvas (the memory matrices
-    # as a tab of the spectrum).
-    plots = training.plots
-    for dock, slot, tab_with in (
-            (training.dock, PanelSlot.RIGHT, None),
-            *((dock, PanelSlot.BOTTOM, None)
-              for dock in (plots.loss, plots.spectrum, plots.forgetting, plots.ablation)),
-            (plots.matrices, PanelSlot.BOTTOM, plots.spectrum)):
-        if window.panel_slot(dock) is None:
-            window.add_panel(dock, slot, tab_with)
-    window.restore_layout()
+    window.restore_layout()  # every panel exists now
     return window

@@ -215,6 +215,7 @@ class _ProgressBar:
 
 def _eval(args) -> int:
     invalid = _invalid_types()
+    from nlstudio import probes
     from nlstudio.runs import load_run, load_weights_into
     from nlstudio.trainer import measure_recall, resolve_device
 
@@ -235,15 +236,50 @@ def _eval(args) -> int:
     for row in rows:
         print(f"{printable(row.task, 24):<24} {row.metric:.4f}")
     delays, ablations = measure_recall(task, model, device, list(getattr(model, "order", [])))
-    full = next((by[""] for by in ablations.values() if "" in by), None)
-    for kind, by_level in ablations.items():  # one table per ablation kind
-        what = {"silence": "silenced", "freeze": "frozen"}.get(kind, kind)
-        print(f"recall by delay (tokens since the fact was seen); rows: level {what}")
-        print(f"{what:<24} " + " ".join(f"{d:>6}" for d in delays))
-        table = {"": full, **{k: v for k, v in by_level.items() if k}} if full else by_level
-        for name, values in table.items():
-            print(f"{name or 'none':<24} " + " ".join(f"{v:6.3f}" for v in values))
+    _print_ablations(delays, ablations)
+    _print_content(probes.content_rates(model, task, device))
     return ExitCode.OK
+
+
+def _print_ablations(delays, ablations: dict) -> None:
+    """One table per ablation kind, freeze first, each headed by what it measures."""
+    from nlstudio import probes
+
+    for kind in probes.ABLATION_KINDS:
+        by_level = ablations.get(kind)
+        if not by_level:
+            continue
+        what = probes.ABLATION_VERB[kind]
+        print(f"recall by delay (tokens since the fact was seen), each level {what} in turn "
+              f"({kind}: {probes.ABLATION_MEANING[kind]})")
+        print(f"{'level ' + what:<24} " + " ".join(f"{d:>6}" for d in delays))
+        for name, values in by_level.items():
+            label = "none (full model)" if not name else printable(name, 24)
+            print(f"{label:<24} " + " ".join(f"{v:6.3f}" for v in values))
+
+
+def _print_content(rates: dict) -> None:
+    """Designed frequency beside the measured content frequency, per level."""
+    from nlstudio import probes
+
+    first = next(iter(rates.values()), None)
+    if first is None:
+        return
+    print(f"content rate (how fast what each level returns changes; {first.sequences} held-out "
+          f"streams of {first.tokens} tokens; nlstudio.probes defines it)")
+    lag = max((int(r.lags[-1]) for r in rates.values() if len(r.lags)), default=0)
+    print(f"{'level':<16} {'kind':<16} {'designed':>9} {'content':>26} {'turnover':>10} "
+          f"{f'replaced@{lag}':>13} {'writes/token':>13}")
+    for lid, rate in rates.items():
+        turnover = ("–" if math.isnan(rate.turnover) else "never" if math.isinf(rate.turnover)
+                    else f"{rate.turnover:.1f}")
+        if rate.bound:
+            turnover = f"> {2 * int(rate.lags[-1])}"
+        writes = "–" if math.isnan(rate.writes_per_token) else f"{rate.writes_per_token:.4f}"
+        share = f"{float(rate.drift[-1]):.3f}" if len(rate.lags) else "–"
+        print(f"{printable(lid, 16):<16} {printable(rate.kind, 16):<16} "
+              f"{probes.frequency_text(rate.designed):>9} {probes.content_text(rate):>26} "
+              f"{turnover:>10} {share:>13} {writes:>13}")
 
 
 def _presets() -> int:

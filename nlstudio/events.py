@@ -54,6 +54,10 @@ class MetricsRow:
 
 @dataclass(frozen=True)
 class LevelSnapshot:
+    """What a level holds after a forward pass. ``write_norms``/``updates``/``spectrum`` are
+    its write *schedule* (when it writes, and how hard): a level written every C tokens peaks
+    at 1/C whatever it writes. How fast its content changes is :class:`ContentRate`."""
+
     kind: str
     period: int | None  # None: frozen (or non-parametric for attention)
     frequency: float  # designed update frequency in updates/token: inf, 1/C or 0
@@ -65,17 +69,66 @@ class LevelSnapshot:
 
 
 @dataclass(frozen=True)
+class ContentRate:
+    """How fast what one level returns changes, measured on a held-out stream (definitions:
+    ``nlstudio.probes``, "Content rate"). ``replaced[i]`` and ``energy[i]`` are the sums
+    behind the drift at lag ``lags[i]`` (``drift = replaced / energy``): measurements of more
+    streams pool by adding them (``probes.pool_content``)."""
+
+    kind: str
+    period: int | None
+    designed: float  # the designed update frequency: inf, 1/C or 0
+    frequency: float  # measured content frequency ν = 1/τ per token: inf = re-reads its
+    #                   context (attention), 0 = never changed; an upper bound when ``bound``
+    turnover: float  # τ = 2·τ½ in tokens (inf: never changed or never half replaced)
+    bound: bool  # never half replaced within the lags measured: ν < frequency
+    lags: np.ndarray  # int64 [L]: 1 … the longest lag measured
+    replaced: np.ndarray  # float64 [L]: Σ ‖C_{t+Δ} − C_t‖²
+    energy: np.ndarray  # float64 [L]: Σ (‖C_t‖² + ‖C_{t+Δ}‖²)
+    writes_per_token: float  # the write schedule on the same stream (updates / tokens)
+    tokens: int  # tokens per stream
+    sequences: int  # streams measured
+    note: str = ""  # why a parametric level was not measured (its read() is missing)
+
+    @property
+    def drift(self) -> np.ndarray:
+        """D(Δ) per lag: the share of the content replaced after Δ tokens."""
+        return self.drift_of(self.replaced, self.energy)
+
+    @staticmethod
+    def drift_of(replaced, energy) -> np.ndarray:
+        """D = replaced / energy (0 where there is no content at all)."""
+        energy = np.asarray(energy, dtype=np.float64)
+        out = np.zeros(energy.shape)
+        np.divide(np.asarray(replaced, dtype=np.float64), energy, out=out, where=energy > 0)
+        return out
+
+    @property
+    def rereads(self) -> bool:
+        """Attention: nothing is written; the context itself is re-read at every token."""
+        return bool(np.isinf(self.frequency))
+
+    @property
+    def measured(self) -> bool:
+        return self.rereads or len(self.lags) > 0
+
+
+@dataclass(frozen=True)
 class Snapshot:
     run_id: str
     step: int
     levels: dict[str, LevelSnapshot]
+    content: dict[str, ContentRate] = field(default_factory=dict)  # where measured
 
 
 @dataclass(frozen=True)
 class Evaluation:
     """Rows written to eval.csv (metric of every sub-task seen so far) and, where the task
-    has a notion of delay, recall by delay (delay.csv) for the full model and with each level
-    silenced (``recall``) or frozen (``frozen``, where computed)."""
+    has a notion of delay, recall by delay (delay.csv) for the full model (key ``""``) and with
+    each level silenced (``recall``: output zeroed, what the model depends on) or frozen
+    (``frozen``: writes stopped, output kept, what the level stores; parametric levels only;
+    empty in runs that did not measure it). ``content``: each level's content rate at this
+    step (``probes.content_rates``; empty where not measured)."""
 
     run_id: str
     step: int
@@ -84,6 +137,7 @@ class Evaluation:
     delays: tuple[int, ...] = ()
     recall: dict[str, tuple[float, ...]] = field(default_factory=dict)  # "" = full model
     frozen: dict[str, tuple[float, ...]] = field(default_factory=dict)  # level -> recall
+    content: dict[str, ContentRate] = field(default_factory=dict)
 
     @property
     def ablations(self) -> dict[str, dict[str, tuple[float, ...]]]:

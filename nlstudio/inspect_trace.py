@@ -241,14 +241,16 @@ def probe_inputs(model, count: int = PROBE_COUNT, seed: int = PROBE_SEED
         return {lid: model.norms[lid](raw) for lid in model.order}
 
 
-class _Readout:
-    """Per level: the read-out on the probes after the previous position, and its movement
-    ``‖R_t − R_{t−1}‖ / max(‖R_t‖, ‖R_{t−1}‖)`` (0 when the memory did not change; at most 2;
-    1 when it starts from an empty memory)."""
+class Readouts:
+    """Each level's read-out on the fixed probes (``level.read``) for states of ``batch``
+    sequences: ``[batch, count, d_model]`` float32, None for a non-parametric level (and for
+    a kind whose ``read`` is not implemented: ``notes`` says why). Shared by the inspector's
+    read-out movement and the content rate of ``nlstudio.probes``."""
 
-    def __init__(self, model, probes: dict[str, torch.Tensor]):
-        self.model, self.probes = model, probes
-        self.previous: dict[str, torch.Tensor | None] = {}
+    def __init__(self, model, batch: int = 1, probes: dict[str, torch.Tensor] | None = None):
+        probes = probe_inputs(model) if probes is None else probes
+        self.model = model
+        self.probes = {lid: p.expand(batch, *p.shape[1:]) for lid, p in probes.items()}
         self.notes: dict[str, str] = {}
 
     def read(self, lid: str, level_state) -> torch.Tensor | None:
@@ -261,6 +263,16 @@ class _Readout:
             self.notes[lid] = f"read-out not measured: {exc}"
             return None
         return None if out is None else out.detach().float()
+
+
+class _Readout(Readouts):
+    """Per level: the read-out on the probes after the previous position, and its movement
+    ``‖R_t − R_{t−1}‖ / max(‖R_t‖, ‖R_{t−1}‖)`` (0 when the memory did not change; at most 2;
+    1 when it starts from an empty memory)."""
+
+    def __init__(self, model, probes: dict[str, torch.Tensor]):
+        super().__init__(model, 1, probes)
+        self.previous: dict[str, torch.Tensor | None] = {}
 
     def start(self, states: dict) -> None:
         self.previous = {lid: self.read(lid, states[lid]) for lid in self.model.order}
@@ -379,5 +391,5 @@ class _Distinct:
 
 
 __all__ = ["TraceInput", "token_sequence", "text_sequence", "example_sequence", "LevelTrace", "Trace",
-           "compute_trace", "token_labels", "probe_inputs", "TraceCancelled", "IGNORE",
+           "compute_trace", "token_labels", "probe_inputs", "Readouts", "TraceCancelled", "IGNORE",
            "TOP_K", "MAX_TRACE_TOKENS"]

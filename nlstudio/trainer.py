@@ -418,20 +418,23 @@ class Trainer:
         rows = [(r.task, float(r.metric))
                 for r in self.task.evaluate(model, self.device, step=step)]
         delays, ablations = measure_recall(self.task, model, self.device, self.level_ids)
+        content = probes.content_rates(model, self.task, self.device)
         model.train()
         event = ev.Evaluation(self.run_id, step, tuple(rows), self.task.metric_name,
                               tuple(delays), ablations.get("silence", {}),
-                              ablations.get("freeze", {}))
+                              ablations.get("freeze", {}), content)
         writer.write_eval(step, rows, delays, event.ablations)
         self._publish(event)
 
 
 def measure_recall(task, model, device, level_ids) -> tuple[tuple[int, ...], dict]:
-    """Recall by delay for the full model and under each ablation the probes compute:
-    ``(delays, {"silence": {"": full, level: recall, ...}})`` (what delay.csv stores and
-    ``nlstudio eval`` prints, one table per ablation kind)."""
-    delays, recall = probes.recall_by_delay_with_ablation(task, model, device, level_ids)
-    return tuple(delays), ({"silence": recall} if recall else {})
+    """Recall by delay for the full model and under both ablations:
+    ``(delays, {"silence": {"": full, level: recall, ...}, "freeze": {"": full, ...}})``
+    (silence: each level's output zeroed, what the model depends on; freeze: its in-context
+    writes stopped, its output kept, what it stores; parametric levels only). What delay.csv
+    stores and ``nlstudio eval`` prints, one table per ablation kind."""
+    delays, tables = probes.recall_by_delay_ablations(task, model, device, level_ids)
+    return tuple(delays), tables
 
 
 def _try(action) -> None:

@@ -1,9 +1,12 @@
 """Regenerates the README's screenshots from the real app (offscreen Qt).
 
     .venv/bin/python tools/screenshots.py            # all of them into docs/images/
-    .venv/bin/python tools/screenshots.py editor     # only some: editor, scaled, live, lessons
-    .venv/bin/python tools/screenshots.py --out /tmp/shots sizes   # elsewhere; `sizes`: the
-                                                     # editor at 1280×800 and 1600×1000
+    .venv/bin/python tools/screenshots.py editor     # only some: editor, scaled, live,
+                                                     # inspector, lessons
+    .venv/bin/python tools/screenshots.py --out /tmp/shots sizes layout   # elsewhere; the
+        # checks that are not README images: `sizes` (the editor at 1280×800 and 1600×1000),
+        # `layout` (the same sizes during and after a short run, with Run → Inspect Model
+        # open, and after a theme switch)
 
 Every picture is the real window: presets opened through the GUI, a real (short) training
 run, the real lessons. Look at each PNG after regenerating it.
@@ -24,7 +27,8 @@ os.environ.setdefault("XDG_CONFIG_HOME", os.path.join(SCRATCH, "config"))
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ.get("NLSTUDIO_SHOTS_OUT") or ROOT / "docs" / "images")
-SIZE = (1440, 900)
+SIZE = (1440, 900)  # the editor shots
+LIVE_SIZE = (1920, 1080)  # a live run: four plots side by side in the default layout
 
 
 def _app():
@@ -87,40 +91,84 @@ def editor() -> None:
 
 
 def scaled() -> None:
-    """The NSAM editor at 150 % (a separate process: the scale factor is read at start-up)."""
+    """The NSAM editor at 150 % on a 1920×1200 screen, 1280×800 logical pixels (a separate
+    process: the scale factor is read at start-up)."""
     env = dict(os.environ, QT_SCALE_FACTOR="1.5", NLSTUDIO_SHOTS_OUT=str(OUT))
-    code = ("import runpy; m = runpy.run_path(%r); m['_app'](); w = m['_window']((1200, 760)); "
+    code = ("import runpy; m = runpy.run_path(%r); m['_app'](); w = m['_window']((1280, 800)); "
             "w.open_preset('nsam_kv_stream'); m['_settle'](600); "
             "m['_save'](w, 'editor_nsam@150.png'); w.document.undo_stack.setClean(); w.close()"
             % str(Path(__file__)))
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
-def live() -> None:
-    """A live run of the default project: every plot with data."""
-    _app()
-    from nlstudio.project import load_preset, project_to_dict
-
-    window = _window()
-    window.open_preset("nsam_kv_stream")
-    doc = project_to_dict(load_preset("nsam_kv_stream"))
-    steps = 40
+def _short_run(window, name: str, steps: int = 40) -> Path:
+    """Starts a short run of the window's project; returns once it is 3/4 done with a few
+    evaluations written (every plot has data)."""
+    training = window.training
     window.document.edit("Shorter run for the screenshot", lambda d: d["train"].update(
         steps=steps, eval_every=10, log_every=2))
-    out = Path(SCRATCH) / "live"
-    window.training.start(out=str(out))
-    progress = lambda: (window.training.last_progress.step  # noqa: E731
-                        if getattr(window.training, "last_progress", None) else 0)
+    out = Path(SCRATCH) / name
+    training.start(out=str(out))
+    progress = lambda: training.last_progress.step if training.last_progress else 0  # noqa
     _wait_until(lambda: (out / "eval.csv").exists()
                 and len((out / "eval.csv").read_text().splitlines()) > 20
                 and progress() >= 0.75 * steps)
     _settle(800)
+    return out
+
+
+def _finish(window) -> None:
+    _wait_until(lambda: not window.training.live)
+    _settle(600)
+
+
+def live() -> None:
+    """A live run of the default project: every plot with data (the ablation is the tab
+    behind the forgetting curves at this size)."""
+    _app()
+    window = _window(LIVE_SIZE)
+    window.open_preset("nsam_kv_stream")
+    _short_run(window, "live")
     _save(window, "live_run.png")
     window.training.stop()
-    _wait_until(lambda: not window.training.live)
+    _finish(window)
     window.document.undo_stack.setClean()
     window.close()
-    del doc
+
+
+def _inspect_current(window, length: int = 96):
+    """Run → Inspect Model on the run the window shows, a fresh example of its task traced,
+    the scrubber at a fact the model recalls (the most confident right prediction in the
+    second half; two thirds along if there is none), the inspector at the size it opens at."""
+    import numpy as np
+
+    window.actions["run.inspect"].trigger()
+    inspector = window.inspectors.windows[-1]
+    inspector.length.setValue(length)
+    inspector.new_example()
+    _wait_until(lambda: inspector.trace is not None and not inspector.busy)
+    trace = inspector.trace
+    half = len(trace) // 2
+    right = trace.top_ids[half:, 0] == trace.targets[half:]
+    confidence = np.where(right, trace.top_probs[half:, 0], -1.0)
+    inspector.set_position(half + int(np.argmax(confidence)) if right.any()
+                           else 2 * len(trace) // 3)
+    _settle(500)
+    return inspector
+
+
+def inspector() -> None:
+    """The memory inspector on a briefly trained run of the default project."""
+    _app()
+    window = _window()
+    window.open_preset("nsam_kv_stream")
+    _short_run(window, "inspected", steps=60)
+    _finish(window)
+    shown = _inspect_current(window)
+    _save(shown, "inspector.png")
+    shown.close()
+    window.document.undo_stack.setClean()
+    window.close()
 
 
 def lessons() -> None:
@@ -134,19 +182,19 @@ def lessons() -> None:
         lesson.resize(1280, 820)
         _wait_until(lambda: not lesson.busy())
         nxt = lesson.findChild(QAbstractButton, f"lesson{number}Next")
-        for _ in {3: 90, 5: 2}.get(number, 3) * [None]:
-            if nxt is not None and nxt.isEnabled():
-                nxt.click()
-                _wait_until(lambda: not lesson.busy())
+        # lesson 5 opens on its first stage: step it to its last (until Next is disabled)
+        for _ in {3: 90, 5: 100}.get(number, 3) * [None]:
+            if nxt is None or not nxt.isEnabled():
+                break
+            nxt.click()
+            _wait_until(lambda: not lesson.busy())
         _settle(500)
         _save(lesson, f"lesson_{number}.png")
         lesson.close()
-    window.lessons.show_welcome()
+    welcome = window.lessons.show_welcome()
     _settle(300)
-    welcome = window.lessons.welcome if hasattr(window.lessons, "welcome") else None
-    if welcome is not None:
-        _save(welcome, "welcome.png")
-        welcome.close()
+    _save(welcome, "welcome.png")
+    welcome.close()
     window.document.undo_stack.setClean()
     window.close()
 
@@ -168,12 +216,53 @@ def sizes() -> None:
         window.close()
 
 
-SHOTS = {"editor": editor, "scaled": scaled, "live": live, "lessons": lessons, "sizes": sizes}
+def layout() -> None:
+    """The default layout at both sizes: the project alone, during a short run, after it
+    (with the plots behind tabs raised, and a level selected), with Run → Inspect Model
+    open, and after a switch to the dark theme and back to light (for checking the layout,
+    not for the README)."""
+    _app()
+    for size in ((1280, 800), (1600, 1000)):
+        tag = f"{size[0]}x{size[1]}"
+        window = _window(size)
+        window.open_preset("nsam_kv_stream")
+        _wait_until(lambda: not window.parameters.busy())
+        _settle()
+        _save(window, f"layout_{tag}_1_project.png")
+        _short_run(window, f"layout-{tag}")
+        _save(window, f"layout_{tag}_2_live.png")
+        _finish(window)
+        _save(window, f"layout_{tag}_3_done.png")
+        plots = window.training.plots
+        for tab in (plots.matrices, plots.ablation):  # the plots behind tabs, shown
+            tab.raise_()
+        _settle(800)
+        _save(window, f"layout_{tag}_3_tabs.png")
+        window.scene.select_only(["fast"])
+        _settle(300)
+        _save(window, f"layout_{tag}_3_level.png")
+        window.scene.clearSelection()
+        shown = _inspect_current(window)
+        _save(shown, f"layout_{tag}_4_inspector.png")
+        shown.close()
+        window.set_theme("dark")
+        _settle(600)
+        _save(window, f"layout_{tag}_5_dark.png")
+        window.set_theme("light")
+        _settle(600)
+        _save(window, f"layout_{tag}_6_light.png")
+        window.document.undo_stack.setClean()
+        window.close()
+
+
+SHOTS = {"editor": editor, "scaled": scaled, "live": live, "inspector": inspector,
+         "lessons": lessons, "sizes": sizes, "layout": layout}
+CHECKS = ("sizes", "layout")  # not README images: only when named
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["--out"] and len(args) > 1:
         OUT = Path(args[1]).absolute()
         args = args[2:]
-    for key in args or [k for k in SHOTS if k != "sizes"]:
+    for key in args or [k for k in SHOTS if k not in CHECKS]:
         SHOTS[key]()

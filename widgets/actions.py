@@ -1,17 +1,21 @@
-"""The one registry of QActions: menus, the toolbar, shortcuts and tests all share it.
+"""The one registry of QActions: menus, the toolbar, shortcuts and tests all share it; and
+the places in the main window where other parts put theirs (:class:`MenuPlace`).
 
     actions = window.actions
     actions["run.start"].triggered.connect(...)     # ids: "<menu>.<verb>"
-    actions.add("plots.export", "Export plots…", shortcut="Ctrl+E", tip="…")
+    export = actions.add("run.export_all", "Export…", shortcut="Ctrl+E", tip="…")
+    window.add_actions(MenuPlace.FILE_EXPORT, [export])
 
 Every action gets the objectName ``action_<id with dots as underscores>`` (``action_run_start``).
 """
 from __future__ import annotations
 
-from typing import Iterator
+from enum import Enum
+from typing import Iterator, Sequence
 
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtWidgets import QWidget
 
 Shortcut = str | QKeySequence.StandardKey | None
 
@@ -94,3 +98,29 @@ def add_window_actions(a: ActionRegistry) -> None:
     a.add("help.shortcuts", "&Keyboard and Mouse", shortcut=std.HelpContents,
           tip="Every shortcut, and the mouse on the canvas")
     a.add("help.about", "&About NL Studio", tip="Version and credits")
+
+
+class MenuPlace(str, Enum):
+    """Where the training side, the inspector and the lessons put their actions
+    (``MainWindow.add_actions(place, actions)``). The window owns its menus' order; other
+    parts name a place, never a neighbouring action."""
+
+    FILE_OPEN = "file.open"  # File: right after Open…, in its group
+    FILE_EXPORT = "file.export"  # File: a group of its own before Quit
+    RUN_CONTROL = "run.control"  # Run menu and toolbar: after Stop, in the Run/Pause/Stop group
+    RUN = "run"  # Run: a group of its own at the end
+    PANELS = "panels"  # View → Panels: a group of its own at the end
+    HELP = "help"  # Help: a group of its own at the top (e.g. a submenu's menuAction())
+
+
+def insert_actions(widget: QWidget, actions: Sequence[QAction], before: QAction | None, *,
+                   separator_before: bool = False, separator_after: bool = False) -> None:
+    """Insert ``actions`` into a QMenu or QToolBar before ``before`` (None: at the end), with
+    a separator on either side where asked (never two in a row, never one at an edge)."""
+    items = widget.actions()
+    at = items.index(before) if before in items else len(items)
+    if separator_before and at and not items[at - 1].isSeparator():
+        widget.insertSeparator(before)
+    widget.insertActions(before, list(actions))
+    if separator_after and before is not None and not before.isSeparator():
+        widget.insertSeparator(before)

@@ -72,6 +72,7 @@ _ICONS = {
     "fit": '<path d="M4 9V4h5M15 4h5v5M20 15v5h-5M9 20H4v-5"/>',
     "run": '<path d="M7 4l13 8-13 8z" fill="currentColor"/>',
     "pause": '<path d="M7 4h3v16H7zM14 4h3v16h-3z" fill="currentColor"/>',
+    "continue": '<path d="M5 4v16"/><path d="M9 4l11 8-11 8z" fill="currentColor"/>',  # |▶
     "stop": '<rect x="5" y="5" width="14" height="14" rx="1.5" fill="currentColor"/>',
 }
 

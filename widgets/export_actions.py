@@ -46,7 +46,8 @@ class ExportActions(QObject):
     def export_model(self, dest: str | os.PathLike | None = None) -> list[Path]:
         run_dir = self.run_dir()
         if run_dir is None:
-            self.host.error("Nothing to export", "Train a model or open a run folder first.")
+            self.host.dialogs.error("Nothing to export",
+                                    "Train a model or open a run folder first.")
             return []
         return self.export(_Export(
             ask="Export the model into a folder", done="Model exported",
@@ -87,12 +88,12 @@ class ExportActions(QObject):
         try:
             written = what.write(folder)
         except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback
-            self.host.show_message(f"Export failed: {user_message(exc)}")
-            self.host.error("Export failed", user_message(exc))
+            self.host.show_status(f"Export failed: {user_message(exc)}")
+            self.host.dialogs.error("Export failed", user_message(exc))
             return []
-        self.host.show_message(f"{what.done}: {folder}")
+        self.host.show_status(f"{what.done}: {folder}")
         self.exported.emit(list(written))
-        self.host.info(what.done, what.describe(folder, written))
+        self.host.dialogs.info(what.done, what.describe(folder, written))
         return written
 
 

@@ -138,7 +138,7 @@ class LiveTraining(QObject):
         self._set_state(RunState.RUNNING)
         session.start()
         self.runStarted.emit(str(self.run_dir))
-        self.host.show_message(f"Training {trainer.doc.get('name') or 'the model'} → "
+        self.host.show_status(f"Training {trainer.doc.get('name') or 'the model'} → "
                                f"{self.run_dir}")
         return True
 
@@ -236,17 +236,17 @@ class LiveTraining(QObject):
         self._lock(False)
         if isinstance(result, str):  # the worker caught what the trainer could not report
             self.panel.show_status(f"Training failed: {result}", error=True)
-            self.host.show_message("Training failed")
+            self.host.show_status("Training failed")
         elif result.reason == EndReason.FAILED:
             self.panel.show_status(f"Training failed at step {grouped(result.step)}: "
                                    f"{result.message}\nThe run folder keeps everything up to "
                                    f"the last good step.", error=True)
-            self.host.show_message(f"Training failed at step {result.step}")
+            self.host.show_status(f"Training failed at step {result.step}")
         elif result.reason == EndReason.STOPPED:
             self.panel.show_status(f"Stopped at step {grouped(result.step)}. Continue trains "
                                    "this run on from there; Run starts a new one.")
             self.panel.status.setToolTip(f"Headless: nlstudio train --resume {result.run_dir}")
-            self.host.show_message(f"Stopped at step {result.step}")
+            self.host.show_status(f"Stopped at step {result.step}")
         else:
             took = format_duration(self.last_progress.elapsed_s if self.last_progress
                                    else math.nan)
@@ -257,7 +257,7 @@ class LiveTraining(QObject):
                     f"Finished step {grouped(result.step)} (steps {grouped(first + 1)}–"
                     f"{grouped(result.step)} in {took})")
             self.panel.show_status(f"{done}; final loss {loss}.")
-            self.host.show_message(f"Training finished: {result.run_dir}")
+            self.host.show_status(f"Training finished: {result.run_dir}")
         if not isinstance(result, str):
             self.panel.set_progress(result.step, self.panel.progress.maximum())
         self._set_state(RunState.IDLE)
@@ -273,8 +273,8 @@ class LiveTraining(QObject):
         self.panel.set_locked(locked)
 
     def _error(self, title: str, text: str) -> None:
-        self.host.show_message(f"{title}: {text.splitlines()[0] if text else ''}")
-        self.host.error(title, text)
+        self.host.show_status(f"{title}: {text.splitlines()[0] if text else ''}")
+        self.host.dialogs.error(title, text)
 
 
 def parameter_count(doc: dict, task=None, base_dir=None) -> int | None:

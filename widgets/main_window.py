@@ -2,17 +2,19 @@
 (right column), menus and a toolbar built from one action registry, a status bar with the
 graph's problems and the model's parameter count.
 
-What the training side and the lessons use (nothing else; no ``getattr`` probing)::
+What the training side, the inspector and the lessons use (nothing else; no ``getattr``
+probing). The training side's share is the protocol ``training_host.TrainingHost``, which this
+window implements itself::
 
     window.document                        # the Document: snapshot(), changed, set_locked(...)
     window.actions["run.start"]            # the ActionRegistry (ids: add_window_actions);
     window.actions.add("run.export", ...)  #   add your own the same way
     window.dialogs                         # error / info / question / ask_save_changes / ...
     window.settings                        # the QSettings of this window
-    window.menu("file")                    # the QMenu "file", "edit", "view", "run", "help" or
-                                           #   "panels" (View → Panels)
-    window.add_actions("file", actions, after="file.open")   # insert into a menu (or before=)
-    window.add_dock(widget, "Training", "trainingDock", PanelSlot.RIGHT)  # a new panel
+    window.add_actions(MenuPlace.RUN, actions)   # into a menu, at a named place
+    window.menu("help")                    # a QMenu by name: file, edit, view, run, help, panels
+    window.place_docks(panel, plots)       # the training panel and the plot docks, in place
+    window.add_dock(widget, "Title", "titleDock", PanelSlot.RIGHT)  # any other new panel
     window.add_panel(dock, PanelSlot.BOTTOM, tab_with=None)  # an existing QDockWidget
     window.panel_slot(dock)                # its slot, None if not placed yet
     window.set_training_available(True)    # run.start then follows validity and the lock
@@ -20,27 +22,31 @@ What the training side and the lessons use (nothing else; no ``getattr`` probing
     window.add_path_opener(accepts, open)  # open_path(p) asks accepts(p) first, then open(p)
     window.show_status("Saved", 4000)      # a transient status-bar message
     window.restore_layout()                # once every panel exists (create_main_window)
+    window.training / .lessons / .inspectors   # the parts installed (None until they are)
+
+Enabled states: ``run.start`` is the window's (the document is valid and not locked, and a
+training side handles it); every other run action is the training side's.
 
 Panels go into the default layout's slots (``window_layout.PanelSlot``): View → Reset Layout
-puts them back there; the window's geometry and dock state are remembered between sessions.
+puts every one back there (the training docks included); the window's geometry and dock state
+are remembered between sessions.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QShowEvent
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QToolBar, QWidget
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QWidget
 
 from nlstudio import __version__
 from nlstudio import project as core
-from nlstudio.catalog import KINDS
 from nlstudio.widgets import theme
-from nlstudio.widgets.actions import ActionRegistry, add_window_actions
+from nlstudio.widgets.actions import ActionRegistry, MenuPlace, add_window_actions
 from nlstudio.widgets.canvas import commands
 from nlstudio.widgets.canvas.view import GraphView
-from nlstudio.widgets.dialogs import Dialogs, toolbar_icon
+from nlstudio.widgets.dialogs import Dialogs
 from nlstudio.widgets.document import Document
 from nlstudio.widgets.inspector import Inspector
 from nlstudio.widgets.palette import Palette
@@ -50,6 +56,13 @@ from nlstudio.widgets.recovery import RecoveryStore
 from nlstudio.widgets.shortcuts_help import shortcuts_html
 from nlstudio.widgets.status_bar import StatusIndicators
 from nlstudio.widgets.window_layout import PanelSlot, WindowLayout
+from nlstudio.widgets.window_menus import WindowMenus
+
+if TYPE_CHECKING:  # the parts installed later (they import this module, not the reverse)
+    from nlstudio.widgets.lessons import LessonManager
+    from nlstudio.widgets.plots.dock import PlotSet
+    from nlstudio.widgets.trace_menu import InspectorManager
+    from nlstudio.widgets.training_controller import TrainingController
 
 DEFAULT_SIZE = (1280, 800)  # the smallest size the default layout is made for
 
@@ -63,10 +76,12 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.settings = settings if settings is not None else QSettings()
         self.dialogs = Dialogs(self)
         self.recovery = RecoveryStore()
-        # Lists kept public for code written before add_close_guard/add_path_opener.
-        self.close_guards: list[Callable[[], bool]] = []
-        self.path_openers: list[tuple[Callable[[str], bool], Callable[[str], bool]]] = []
-        self.menus: dict[str, QMenu] = {}
+        # The parts installed after the editor (nlstudio.app.create_main_window).
+        self.training: TrainingController | None = None
+        self.lessons: LessonManager | None = None
+        self.inspectors: InspectorManager | None = None
+        self._close_guards: list[Callable[[], bool]] = []
+        self._path_openers: list[tuple[Callable[[str], bool], Callable[[str], bool]]] = []
         self._training_available = False
         self._shown_once = False
         theme.manager().apply(str(self.settings.value("theme", "system")))
@@ -91,9 +106,14 @@ class MainWindow(ProjectFiles, QMainWindow):
 
         self.actions = ActionRegistry(self)
         self._create_actions()
-        self._create_menus()
+        self.menus = WindowMenus(self)
+        self.toolbar = self.menus.toolbar
+        self.recent_menu, self.presets_menu = self.menus.recent, self.menus.presets
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self._fill_presets_menu()
+        for dock in (self.palette_dock, self.inspector_dock):
+            self.menu("panels").addAction(dock.toggleViewAction())
         self.layout_manager.add(self.palette_dock, PanelSlot.TOP)
-        self._create_toolbar()
         self.indicators = StatusIndicators(self)
         # the status bar's permanent labels, by name
         self.count_label = self.indicators.levels
@@ -113,23 +133,26 @@ class MainWindow(ProjectFiles, QMainWindow):
                  slot: PanelSlot = PanelSlot.BOTTOM, tab_with: QDockWidget | None = None
                  ) -> QDockWidget:
         """A new panel holding ``widget`` (``object_name`` keeps its place between sessions),
-        placed in ``slot`` of the default layout; its toggle goes to View → Panels."""
-        dock = self._dock(widget, title, object_name)
+        placed in ``slot`` of the default layout; its toggle goes to View → Panels. ``title``
+        is plain text ("Run & stats")."""
+        # A dock's title is also its toggle's text: "&&" shows one ampersand in both.
+        dock = self._dock(widget, title.replace("&", "&&"), object_name)
         self.add_panel(dock, slot, tab_with)
         return dock
 
     def add_panel(self, dock: QDockWidget, slot: PanelSlot,
-                  tab_with: QDockWidget | None = None) -> None:
-        """Place an existing QDockWidget (with a unique objectName) in ``slot`` of the default
-        layout, or as a tab behind ``tab_with``; adds its toggle to View → Panels. Calling it
-        again for the same dock moves it to the new slot."""
+                  tab_with: QDockWidget | None = None, fold_into: QDockWidget | None = None,
+                  share: float = 1.0) -> None:
+        """Place an existing QDockWidget (with a unique objectName; an ampersand in its title
+        written "&&") in ``slot`` of the default layout, or as a tab behind ``tab_with``; in
+        the bottom row, behind ``fold_into`` when the row is too narrow for it, ``share`` of
+        the row's width relative to the others (``window_layout``). Adds its toggle to View
+        → Panels. Calling it again for the same dock moves it to the new slot."""
         if dock.objectName() == "":
             raise ValueError("a panel needs an objectName (its place is saved under it)")
         if dock not in [p.dock for p in self.layout_manager.panels]:
-            toggle = dock.toggleViewAction()
-            toggle.setText(dock.windowTitle().replace("&", "&&"))  # "Loss & metric": no mnemonic
-            self.menus["panels"].addAction(toggle)
-        self.layout_manager.add(dock, slot, tab_with)
+            self.menu("panels").addAction(dock.toggleViewAction())
+        self.layout_manager.add(dock, slot, tab_with, fold_into, share)
 
     def panel_slot(self, dock: QDockWidget) -> PanelSlot | None:
         """Where ``dock`` goes in the default layout (None: not placed with add_panel)."""
@@ -137,42 +160,41 @@ class MainWindow(ProjectFiles, QMainWindow):
 
     def menu(self, name: str) -> QMenu:
         """The menu ``name``: "file", "edit", "view", "run", "help" or "panels"."""
-        return self.menus[name]
+        return self.menus.menu(name)
 
-    def add_actions(self, menu: str, actions: list[QAction], *, after: str | None = None,
-                    before: str | None = None) -> None:
-        """Insert ``actions`` into ``menu`` as a group of their own (with a separator): after
-        the action ``after`` or before the action ``before`` (ids of the registry), else at
-        the end."""
-        target = self.menus[menu]
-        items = target.actions()
-        anchor = self.actions.get(after or before or "")
-        if anchor not in items:
-            target.addSeparator()
-            target.addActions(actions)
-            return
-        index = items.index(anchor) + (1 if after else 0)
-        if before and index and items[index - 1].isSeparator():
-            index -= 1  # before the separator that opens the anchor's group
-        at = items[index] if index < len(items) else None
-        if at is None:
-            target.addSeparator()
-            target.addActions(actions)
-        else:
-            target.insertActions(at, actions)
-            target.insertSeparator(actions[0] if before else at)
+    def add_actions(self, place: MenuPlace, actions: Sequence[QAction]) -> None:
+        """Put ``actions`` at ``place`` (:class:`~nlstudio.widgets.actions.MenuPlace`);
+        RUN_CONTROL puts them on the toolbar too, after Stop."""
+        self.menus.add(place, actions)
+
+    def place_docks(self, panel: QDockWidget, plots: PlotSet) -> None:
+        """The training side's docks in the default layout (View → Reset Layout puts them
+        back there): the run panel under the Inspector, the plots in one row under the
+        canvas: loss, forgetting, spectrum, memory matrices, ablation. Where the row is too
+        narrow for that many legible plots, the ablation folds behind the forgetting curves,
+        then the matrices behind the spectrum, then the forgetting curves behind the loss:
+        two side by side at 1280×800, three at 1600×1000, four at 1920 px wide. The
+        spectrum, which averages the snapshots it is shown, stays in front of the matrices,
+        which show only the newest; their place is wider, for the matrices' squares."""
+        self.add_panel(panel, PanelSlot.RIGHT)
+        self.add_panel(plots.loss, PanelSlot.BOTTOM)
+        self.add_panel(plots.forgetting, PanelSlot.BOTTOM, fold_into=plots.loss)
+        self.add_panel(plots.spectrum, PanelSlot.BOTTOM)
+        self.add_panel(plots.matrices, PanelSlot.BOTTOM, fold_into=plots.spectrum, share=1.3)
+        self.add_panel(plots.ablation, PanelSlot.BOTTOM, fold_into=plots.forgetting)
 
     def add_close_guard(self, guard: Callable[[], bool]) -> None:
         """``guard()`` runs when the window is about to close; False keeps it open."""
-        self.close_guards.append(guard)
+        self._close_guards.append(guard)
 
     def add_path_opener(self, accepts: Callable[[str], bool],
                         opener: Callable[[str], bool]) -> None:
         """``open_path(p)`` (``nlstudio PATH``, recent files) calls ``opener(p)`` when
         ``accepts(p)``, before trying ``p`` as a project file. Later openers are asked first."""
-        self.path_openers.insert(0, (accepts, opener))
+        self._path_openers.insert(0, (accepts, opener))
 
     def show_status(self, text: str, ms: int = 6000) -> None:
+        """A transient message in the status bar."""
         self.statusBar().showMessage(text, ms)
 
     def restore_layout(self) -> bool:
@@ -215,73 +237,6 @@ class MainWindow(ProjectFiles, QMainWindow):
             self.theme_group.addAction(action)
             action.triggered.connect(lambda _c=False, n=name: self.set_theme(n))
 
-    def _create_menus(self) -> None:
-        a = self.actions
-        bar = self.menuBar()
-        file_menu = self._menu(bar, "file", "&File")
-        file_menu.addActions([a["file.new"], a["file.open"]])
-        self.recent_menu = file_menu.addMenu("Open &Recent")
-        self.recent_menu.setObjectName("recentMenu")
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
-        self.presets_menu = file_menu.addMenu("New from &Preset")
-        self.presets_menu.setObjectName("presetsMenu")
-        self.presets_menu.setToolTipsVisible(True)
-        self._fill_presets_menu()
-        file_menu.addSeparator()
-        file_menu.addActions([a["file.save"], a["file.save_as"]])
-        file_menu.addSeparator()
-        file_menu.addAction(a["file.quit"])
-
-        edit_menu = self._menu(bar, "edit", "&Edit")
-        edit_menu.addActions([a["edit.undo"], a["edit.redo"]])
-        edit_menu.addSeparator()
-        add_menu = edit_menu.addMenu("&Add Level")
-        add_menu.setObjectName("addLevelMenu")
-        for kind, info in KINDS.items():
-            action = add_menu.addAction(theme.kind_icon(kind), info.title)
-            action.setObjectName(f"action_add_{kind}")
-            action.setStatusTip(info.summary)
-            action.triggered.connect(lambda _c=False, k=kind: self.view.add_level(k))
-        edit_menu.addActions([a["edit.delete"], a["edit.select_all"]])
-
-        view_menu = self._menu(bar, "view", "&View")
-        view_menu.addActions([a["view.zoom_in"], a["view.zoom_out"], a["view.fit"]])
-        view_menu.addSeparator()
-        theme_menu = view_menu.addMenu("&Theme")
-        theme_menu.setObjectName("themeMenu")
-        theme_menu.addActions(self.theme_group.actions())
-        self.panels_menu = self._menu(view_menu, "panels", "&Panels")
-        for dock in (self.palette_dock, self.inspector_dock):
-            self.panels_menu.addAction(dock.toggleViewAction())
-        view_menu.addAction(a["view.reset_layout"])
-
-        self.run_menu = self._menu(bar, "run", "&Run")
-        self.run_menu.addActions([a["run.start"], a["run.pause"], a["run.stop"]])
-
-        help_menu = self._menu(bar, "help", "&Help")
-        help_menu.addActions([a["help.shortcuts"], a["help.about"]])
-
-    def _menu(self, parent, name: str, title: str) -> QMenu:
-        menu = parent.addMenu(title)
-        menu.setObjectName(f"{name}Menu")
-        self.menus[name] = menu
-        return menu
-
-    def _create_toolbar(self) -> None:
-        a = self.actions
-        bar = QToolBar("Main toolbar", self)
-        bar.setObjectName("mainToolBar")
-        bar.setMovable(False)
-        for group in (("file.new", "file.open", "file.save"), ("edit.undo", "edit.redo",
-                                                              "edit.delete"),
-                      ("view.zoom_out", "view.zoom_in", "view.fit"),
-                      ("run.start", "run.pause", "run.stop")):
-            for action_id in group:
-                bar.addAction(a[action_id])
-            bar.addSeparator()
-        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
-        self.toolbar = bar
-
     def _connect(self) -> None:
         a, doc = self.actions, self.document
         a["file.new"].triggered.connect(self.new_project)
@@ -308,13 +263,13 @@ class MainWindow(ProjectFiles, QMainWindow):
         doc.cleanChanged.connect(self._clean_changed)
         stack.indexChanged.connect(self._write_recovery)
         doc.changed.connect(self._update_title)
-        doc.faultsChanged.connect(self.update_run_actions)
-        doc.validityChanged.connect(self.update_run_actions)
+        doc.faultsChanged.connect(self._update_run_start)
+        doc.validityChanged.connect(self._update_run_start)
         doc.lockedChanged.connect(self._update_edit_actions)
-        doc.editRefused.connect(self._show_message)
+        doc.editRefused.connect(self.show_status)
         doc.loaded.connect(self._fit_later)
         self.scene.selectionChanged.connect(self._selection_changed)
-        self.view.statusMessage.connect(self._show_message)
+        self.view.statusMessage.connect(self.show_status)
         self.palette.addRequested.connect(self.view.add_level)
         theme.manager().themeChanged.connect(self._refresh_icons)
         self.parameters.counted.connect(self.inspector.show_parameter_count)
@@ -323,9 +278,6 @@ class MainWindow(ProjectFiles, QMainWindow):
     def _clean_changed(self, _clean: bool = True) -> None:
         self._update_title()
         self._write_recovery()
-
-    def _show_message(self, text: str) -> None:
-        self.statusBar().showMessage(text, 6000)
 
     def _fit_later(self) -> None:
         QTimer.singleShot(0, self.view, self.view.show_readable)
@@ -336,14 +288,7 @@ class MainWindow(ProjectFiles, QMainWindow):
                                              Qt.DockWidgetArea.BottomDockWidgetArea))
 
     def _refresh_icons(self, _palette: object = None) -> None:
-        p = theme.current()
-        for action_id, icon in (("file.new", "new"), ("file.open", "open"),
-                                ("file.save", "save"), ("edit.undo", "undo"),
-                                ("edit.redo", "redo"), ("edit.delete", "delete"),
-                                ("view.zoom_in", "zoom_in"), ("view.zoom_out", "zoom_out"),
-                                ("view.fit", "fit"), ("run.start", "run"),
-                                ("run.pause", "pause"), ("run.stop", "stop")):
-            self.actions[action_id].setIcon(toolbar_icon(icon, p))
+        self.menus.refresh_icons()
         self.scene.update()
         self.view.ruler.update()
 
@@ -353,11 +298,13 @@ class MainWindow(ProjectFiles, QMainWindow):
         self.setWindowModified(not self.document.is_clean)
 
     def set_training_available(self, available: bool) -> None:
-        """Called by the training panel once it handles run.start."""
+        """Called by the training side once it handles run.start."""
         self._training_available = available
-        self.update_run_actions()
+        self._update_run_start()
 
-    def update_run_actions(self, *_args: object) -> None:
+    def _update_run_start(self, *_args: object) -> None:
+        """Run's enabled state and tip (the window's; the other run actions are the
+        training side's): a valid document that no run has locked."""
         run = self.actions["run.start"]
         valid = self.document.is_valid
         if self._training_available:
@@ -380,7 +327,7 @@ class MainWindow(ProjectFiles, QMainWindow):
             action.setEnabled(can and not locked)
             action.setText(f"{label} {text}" if text else label)
         self.palette.list.setEnabled(not locked)
-        self.update_run_actions()
+        self._update_run_start()
 
     def _selection_changed(self) -> None:
         self.inspector.show_selection(self.scene.selected_level_ids(), self.scene.selected_edges())
@@ -413,12 +360,13 @@ class MainWindow(ProjectFiles, QMainWindow):
         super().showEvent(event)
         if not self._shown_once:
             self._shown_once = True
+            self.layout_manager.shown()
             self.view.show_readable()
             if not _testing():
                 QTimer.singleShot(0, self, self.check_recovery)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
-        for guard in self.close_guards:
+        for guard in self._close_guards:
             if not guard():
                 event.ignore()
                 return

@@ -50,7 +50,7 @@ class OpenedRun(QObject):
         try:
             view = RunView(path, self.plots, self)
         except RunError as exc:
-            self.host.error("Cannot open run", str(exc))
+            self.host.dialogs.error("Cannot open run", str(exc))
             return False
         self.close()
         self.view = view
@@ -61,14 +61,14 @@ class OpenedRun(QObject):
         except Exception as exc:  # noqa: BLE001 - a damaged run folder: one clear message
             self.view = None
             view.close()
-            self.host.error("Cannot open run", user_message(exc))
+            self.host.dialogs.error("Cannot open run", user_message(exc))
             return False
         self.panel.reset()
         self.panel.set_run_folder(str(path))
         self.panel.set_device("another process" if view.following else "–")
         self.panel.set_parameters(parameter_count(view.doc))
         self._on_status(view.status or read_status(path))
-        self.host.show_message(f"Opened run {path}")
+        self.host.show_status(f"Opened run {path}")
         self.changed.emit()
         return True
 

@@ -1,6 +1,6 @@
 """The File menu's half of the main window: new, open, save, presets, recent files and crash
 recovery. :class:`ProjectFiles` is a mixin of ``MainWindow``: it uses the window's
-``document``, ``dialogs``, ``settings``, ``recovery``, ``scene``, ``path_openers``,
+``document``, ``dialogs``, ``settings``, ``recovery``, ``scene``, ``_path_openers``,
 ``recent_menu`` and ``presets_menu``, and ``statusBar()``.
 """
 from __future__ import annotations
@@ -56,10 +56,10 @@ class ProjectFiles:
         return self.open_path(path)
 
     def open_path(self, path: str) -> bool:
-        """Open a project file (``nlstudio PROJECT``); ``path_openers`` may claim other paths
-        first (e.g. run folders)."""
+        """Open a project file (``nlstudio PROJECT``); the window's path openers
+        (``add_path_opener``) may claim other paths first (e.g. run folders)."""
         path = str(path)
-        for accepts, handler in self.path_openers:
+        for accepts, handler in self._path_openers:
             if accepts(path):
                 return bool(handler(path))
         if Path(path).is_dir():

@@ -1,26 +1,32 @@
 """Run → Inspect Model / Inspect Saved Model…: opens :class:`InspectorWindow` on a model.
 
-``install_inspector(window)`` adds the two actions to the main window's Run menu and keeps the
-open inspectors (``window.inspectors``): windows of their own, owned by the main window, whose
-background work is cancelled and joined when the main window closes or the application quits
-(as the lessons do). The current run is the training
-controller's ``run_dir`` (the live run's folder, or the run opened with File → Open Run): the
-inspector loads the newest weights saved there.
+``install_inspector(window)`` adds the two actions to the main window's Run menu (a group of
+their own, ``MenuPlace.RUN``) and keeps the open inspectors (``window.inspectors``): windows of
+their own, owned by the main window, whose background work is cancelled and joined when the
+main window closes (a close guard) or the application quits (as the lessons do). The current
+run is ``window.training.run_dir`` (the run the plots show: the live or last trained run, or the
+run opened with File → Open Run): the inspector loads the newest weights saved there.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QApplication, QFileDialog
 
 from nlstudio import generation as gen
+from nlstudio.widgets.actions import MenuPlace
 from nlstudio.widgets.trace_window import InspectorWindow
+
+if TYPE_CHECKING:
+    from nlstudio.widgets.main_window import MainWindow
 
 
 class InspectorManager(QObject):
-    def __init__(self, window) -> None:
+    def __init__(self, window: "MainWindow") -> None:
         super().__init__(window)
         self.setObjectName("inspectorManager")
         self.window = window
@@ -30,8 +36,9 @@ class InspectorManager(QObject):
             window, title, start)
 
     def current_run(self) -> Path | None:
-        """The training controller's run folder (live or opened), None without one."""
-        training = getattr(self.window, "training", None)  # absent: no training side
+        """The run the training side shows (live, last trained or opened), None without one
+        (or without a training side)."""
+        training = self.window.training
         run_dir = training.run_dir if training is not None else None
         return Path(run_dir) if run_dir else None
 
@@ -79,9 +86,9 @@ class InspectorManager(QObject):
         self.window.dialogs.error("Memory inspector", text)
 
 
-def install_inspector(window) -> InspectorManager:
-    """Adds Run → Inspect Model and Run → Inspect Saved Model… to ``window`` (a MainWindow:
-    its actions, ``add_actions``, ``add_close_guard`` and ``dialogs``); returns the manager
+def install_inspector(window: "MainWindow") -> InspectorManager:
+    """Adds Run → Inspect Model and Run → Inspect Saved Model… to ``window`` (its actions,
+    ``add_actions``, ``add_close_guard``, ``dialogs`` and ``training``); returns the manager
     (kept as ``window.inspectors``)."""
     manager = InspectorManager(window)
     window.inspectors = manager
@@ -93,7 +100,7 @@ def install_inspector(window) -> InspectorManager:
                    tip="The memory inspector on a run folder or an exported model")
     current.triggered.connect(lambda _c=False: manager.inspect_current())
     folder.triggered.connect(lambda _c=False: manager.inspect_folder())
-    window.add_actions("run", [current, folder])
+    window.add_actions(MenuPlace.RUN, [current, folder])
     window.add_close_guard(manager.stop_background_work)
     app = QApplication.instance()
     if app is not None:

@@ -9,8 +9,8 @@ run actions wired to the four jobs, each in its own module:
 
     controller = install_training(window)      # once, after the window is built
 
-The window is reached only through ``training_host.TrainingHost`` (``MainWindowHost`` adapts
-today's ``MainWindow``). Which run the plots show is decided here: the live run, else the last
+The window is reached only through ``training_host.TrainingHost``, which ``MainWindow``
+implements. Which run the plots show is decided here: the live run, else the last
 run trained, else an opened run folder; loading another project clears it (the run stays on
 disk: File → Open Run shows it again).
 """
@@ -21,12 +21,14 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
-from PySide6.QtWidgets import QApplication, QFileDialog, QMainWindow, QToolButton
+from PySide6.QtWidgets import QApplication, QFileDialog, QToolButton
 
 from nlstudio.graph import levels_in_order
 from nlstudio.run_state import RunState
-from nlstudio.runs import CHECKPOINT_FILE, is_run_dir, read_status
+from nlstudio.runs import RunError, is_run_dir, latest_checkpoint, read_status
+from nlstudio.widgets import theme
 from nlstudio.widgets.compare_runs import CompareRuns
+from nlstudio.widgets.dialogs import toolbar_icon
 from nlstudio.widgets.export_actions import ExportActions
 from nlstudio.widgets.folder_dialog import choose_folder
 from nlstudio.widgets.live_training import LOCK_REASON, LiveTraining, parameter_count
@@ -34,7 +36,7 @@ from nlstudio.widgets.opened_run import OpenedRun, interrupted
 from nlstudio.widgets.plots.dock import PlotSet
 from nlstudio.widgets.run_location import RunLocation
 from nlstudio.widgets.run_view import RunView
-from nlstudio.widgets.training_host import MenuPlace, TrainingHost, as_host
+from nlstudio.widgets.training_host import MenuPlace, TrainingHost
 from nlstudio.widgets.training_panel import TrainingDock
 from nlstudio.widgets.worker import TrainingSession, warm_up_torch
 
@@ -47,29 +49,27 @@ class TrainingController(QObject):
     runEnded = Signal(object)  # RunResult, or an error message (str)
     exported = Signal(list)  # paths written by the last export
 
-    def __init__(self, window: QMainWindow | TrainingHost,
+    def __init__(self, host: TrainingHost,
                  runs_root: str | os.PathLike | None = None) -> None:
-        host = as_host(window)
-        super().__init__(host.main_window)
+        super().__init__(host)  # the host is the main window (a QMainWindow)
         self.setObjectName("trainingController")
         self.host = host
-        self.window = host.main_window
         self.runs = RunLocation(host.settings, runs_root)
-        self.dock = TrainingDock(self.window)
+        self.dock = TrainingDock(host)
         self.panel = self.dock.panel
         self.plots = PlotSet(self)
         self.live_run = LiveTraining(host, self.panel, self.plots, self.runs, self)
         self.opened = OpenedRun(host, self.panel, self.plots, self)
         self.compare = CompareRuns(self.plots, self)
         # A folder chooser that tests can replace: (title, start) -> path or "".
-        self.ask_directory = lambda title, start: choose_folder(self.window, title, start)
+        self.ask_directory = lambda title, start: choose_folder(host, title, start)
         self.ask_existing_directory = lambda title, start: QFileDialog.getExistingDirectory(
-            self.window, title, start)
+            host, title, start)
         self.exports = ExportActions(host, self.plots, lambda: self.run_dir,
                                      lambda title, start: self.ask_directory(title, start), self)
-        self._pause_icon = None
         self._create_actions()
         self.live_run.stateChanged.connect(self._sync)
+        theme.manager().themeChanged.connect(self._sync)
         self.live_run.stateChanged.connect(self.stateChanged)
         self.live_run.runStarted.connect(self._on_run_started)
         self.live_run.runStarted.connect(self.runStarted)
@@ -145,12 +145,9 @@ class TrainingController(QObject):
         paused = state == RunState.PAUSED
         self.pause_action.setEnabled(live and not stopping)
         self.pause_action.setText("&Resume" if paused else "&Pause")
-        if paused and self._pause_icon is None:
-            self._pause_icon = self.pause_action.icon()
-            self.pause_action.setIcon(self.run_action.icon())  # ▶ resumes
-        elif not paused and self._pause_icon is not None:
-            self.pause_action.setIcon(self._pause_icon)
-            self._pause_icon = None
+        # ▶ resumes. In the theme's colours: this runs on a theme change too, after the
+        # window drew its toolbar icons (Qt calls slots in the order they were connected).
+        self.pause_action.setIcon(toolbar_icon("run" if paused else "pause", theme.current()))
         self.pause_action.setToolTip("Resume training (F6)" if paused
                                      else "Pause training at the end of this step (F6)")
         self.stop_action.setEnabled(live and not stopping)
@@ -211,9 +208,13 @@ class TrainingController(QObject):
         if state != RunState.STOPPED and not interrupted(status, False):
             return None
         step, total = status.get("step", 0), status.get("total_steps", 0)
-        if not (run_dir / CHECKPOINT_FILE).is_file() or not total or step >= total:
+        if not total or step >= total:
             return None
-        return run_dir
+        try:  # the runs package's own reading of its checkpoints (folders, or the old file)
+            checkpoint = latest_checkpoint(run_dir)
+        except RunError:  # a damaged newest checkpoint: nothing to continue from
+            return None
+        return run_dir if checkpoint is not None and checkpoint.step < total else None
 
     # ---- the live run ------------------------------------------------------------------------
     def start(self, steps: int | None = None, out: str | os.PathLike | None = None) -> bool:
@@ -244,7 +245,7 @@ class TrainingController(QObject):
         self.live_run.stop()
 
     def _on_run_started(self, _run_dir: str) -> None:
-        self.dock.raise_()  # the panel shares a tab with the inspector, read-only now
+        self.dock.raise_()  # in front, should the user have tabbed it behind another panel
         self._count_timer.stop()  # the run's own count is shown
 
     # ---- run folders ---------------------------------------------------------------------------
@@ -259,8 +260,8 @@ class TrainingController(QObject):
         if self.live_run.live:
             added = self.compare_runs([path])
             if added:
-                self.host.show_message(f"Training is running: {path.name} is shown as a "
-                                       "compared run")
+                self.host.show_status(f"Training is running: {path.name} is shown as a "
+                                      "compared run", 8000)
             return added
         return self.opened.open(path)
 
@@ -276,9 +277,9 @@ class TrainingController(QObject):
             paths = [path]
         added, problems = self.compare.add_all(paths)
         if problems:
-            self.host.error("Cannot compare", "\n".join(problems))
+            self.host.dialogs.error("Cannot compare", "\n".join(problems))
         if added:
-            self.host.show_message("Comparing with " + ", ".join(added))
+            self.host.show_status("Comparing with " + ", ".join(added), 8000)
         return bool(added)
 
     def clear_comparison(self) -> None:
@@ -293,7 +294,7 @@ class TrainingController(QObject):
                 return False
         self.runs.choose(folder)
         self.panel.set_runs_root(str(self.runs.root()))
-        self.host.show_message(f"New runs go to {self.runs.root()}")
+        self.host.show_status(f"New runs go to {self.runs.root()}", 8000)
         return True
 
     # ---- the document --------------------------------------------------------------------------
@@ -357,8 +358,8 @@ class TrainingController(QObject):
         if not self.live_run.live:
             self.opened.close()
             return True
-        if not self.host.question("Training is running", "A run is training. Stop it (the "
-                                  "run folder stays resumable) and close?"):
+        if not self.host.dialogs.question("Training is running", "A run is training. Stop it "
+                                          "(the run folder stays resumable) and close?"):
             return False
         self.shutdown()
         return True
@@ -372,10 +373,11 @@ class TrainingController(QObject):
 SWITCH_INTERVAL_S = 0.001
 
 
-def install_training(window: QMainWindow | TrainingHost,
+def install_training(window: TrainingHost,
                      runs_root: str | os.PathLike | None = None) -> TrainingController:
     """Attach the training panel, the plot docks, the run/open/compare/export actions and the
-    close guard to ``window``; returns the controller (kept as ``window.training``).
+    close guard to ``window`` (the MainWindow); returns the controller (kept as
+    ``window.training``).
     ``runs_root``: where runs go (default: the user's choice, else the app's data folder)."""
     # The training thread runs Python between its torch calls; with the default 5 ms switch
     # interval the GUI thread can wait that long for the interpreter lock at each of the many
@@ -383,24 +385,20 @@ def install_training(window: QMainWindow | TrainingHost,
     # ms, bench/gui.py) at no cost in tokens/s.
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     controller = TrainingController(window, runs_root)
-    host = controller.host
-    host.place_docks(controller.dock, controller.plots)
-    host.add_actions(MenuPlace.PANELS,
-                     [controller.dock.toggleViewAction(), *controller.plots.toggle_actions()])
-    a = host.actions
-    host.add_actions(MenuPlace.RUN_CONTROL, [a["run.continue"]])
-    host.add_actions(MenuPlace.RUN, [a["run.open_run"], a["run.compare"],
-                                     a["run.clear_compare"], a["run.runs_folder"]])
-    host.add_actions(MenuPlace.FILE_OPEN, [a["run.open_run"]])
-    host.add_actions(MenuPlace.FILE_EXPORT, [a["run.export_model"], a["run.export_plots"]])
-    host.add_path_opener(is_run_dir, controller.open_run)
-    host.add_close_guard(controller.can_close)
+    window.place_docks(controller.dock, controller.plots)  # their toggles join View → Panels
+    a = window.actions
+    window.add_actions(MenuPlace.RUN_CONTROL, [a["run.continue"]])
+    window.add_actions(MenuPlace.RUN, [a["run.open_run"], a["run.compare"],
+                                       a["run.clear_compare"], a["run.runs_folder"]])
+    window.add_actions(MenuPlace.FILE_OPEN, [a["run.open_run"]])
+    window.add_actions(MenuPlace.FILE_EXPORT, [a["run.export_model"], a["run.export_plots"]])
+    window.add_path_opener(is_run_dir, controller.open_run)
+    window.add_close_guard(controller.can_close)
     app = QApplication.instance()
     if app is not None:
         app.aboutToQuit.connect(controller.shutdown)
-    host.restore_layout()
-    host.set_training_available(True)
-    controller.window.training = controller
+    window.set_training_available(True)
+    window.training = controller
     # torch's lazy initialisation (~150 ms holding the GIL) on the GUI thread, once the
     # window is up, instead of in the first run's thread.
     QTimer.singleShot(0, warm_up_torch)

@@ -117,8 +117,8 @@ class TrainingPanel(QWidget):
         super().__init__(parent)
         self.setObjectName("trainingPanel")
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 6, 8, 6)
-        layout.setSpacing(6)
+        layout.setContentsMargins(8, 4, 8, 4)
+        layout.setSpacing(4)
 
         self.banner = QLabel(LOCK_TEXT)
         self.banner.setObjectName("editLockBanner")
@@ -126,33 +126,31 @@ class TrainingPanel(QWidget):
         self.banner.setVisible(False)
         layout.addWidget(self.banner)
 
-        top = QHBoxLayout()
-        top.setSpacing(4)
+        # The buttons on one row, the progress under them at full width: its text ("step
+        # 1 234 / 5 000") is never squeezed by the buttons in a narrow column.
+        buttons = QHBoxLayout()
+        buttons.setSpacing(4)
         self.run_button = self._button("trainingRunButton", "Run")
         self.pause_button = self._button("trainingPauseButton", "Pause")
         self.stop_button = self._button("trainingStopButton", "Stop")
         self.continue_button = self._button("trainingContinueButton", "Continue")
         for b in (self.run_button, self.pause_button, self.stop_button, self.continue_button):
-            top.addWidget(b)
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        layout.addLayout(buttons)
         self.progress = QProgressBar()
         self.progress.setObjectName("trainingProgress")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("no run")
         self.progress.setTextVisible(True)
-        self.progress.setMinimumWidth(90)
-        top.addWidget(self.progress, 1)
-        layout.addLayout(top)
+        layout.addWidget(self.progress)
         self.status = QLabel("Ready. Press Run to train the model on its task.")
         self.status.setObjectName("trainingStatus")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # The status first: when the dock is short, the numbers below scroll, not it.
         layout.addWidget(self.status)
-        line = QFrame()
-        line.setFrameShape(QFrame.Shape.HLine)
-        line.setObjectName("trainingSeparator")
-        layout.addWidget(line)
 
         grid = QGridLayout()
         grid.setContentsMargins(0, 0, 0, 0)
@@ -180,6 +178,7 @@ class TrainingPanel(QWidget):
             grid.addWidget(value, row, 2 * col + 1)
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
+        layout.addSpacing(2)
         layout.addLayout(grid)
 
         # Where the run is written: its folder (a link that opens it), or where new runs go.
@@ -219,6 +218,18 @@ class TrainingPanel(QWidget):
         self._show_location()
         self.apply_theme(theme.current())
         theme.manager().themeChanged.connect(self.apply_theme)
+
+    def height_for(self, width: int) -> int:
+        """The height the panel needs at ``width``, with room for the lock banner, which
+        appears when a run starts (the window's layout sizes the dock before that)."""
+        self.ensurePolished()  # style sheets (the banner's padding) count before it is shown
+        layout = self.layout()
+        height = layout.totalHeightForWidth(width)
+        if self.banner.isHidden():
+            margins = layout.contentsMargins()
+            inner = width - margins.left() - margins.right()
+            height += self.banner.heightForWidth(inner) + layout.spacing()
+        return height
 
     # ---- building --------------------------------------------------------------------------
     def _button(self, name: str, text: str) -> QToolButton:
@@ -379,3 +390,9 @@ class TrainingDock(QDockWidget):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(self.panel)
         self.setWidget(scroll)
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt API
+        """What the window's layout gives this dock in its column: the panel's height at
+        that width (wrapped status text included), its banner's room, the title bar."""
+        title = self.sizeHint().height() - self.widget().sizeHint().height()
+        return self.panel.height_for(width) + max(title, 0)

@@ -1,150 +1,132 @@
 """Lesson 1: a Transformer has two timescales, an NSAM a spectrum.
 
 Each level of a preset sits at its designed update frequency (``probes.designed_frequency``:
-∞ for attention, 1/C for a level written every C tokens, 0 for a frozen one). The lesson also
-MEASURES it: one forward pass of the untrained preset model (its own task, a batch drawn by the
-task) records every level's per-token write norms, and ``probes.power_spectrum`` turns them
-into a power spectrum. A level written every C tokens peaks at 1/C (and its harmonics k/C);
-a frozen level writes nothing; attention appends to its context at every token.
+∞ for attention, 1/C for a level written every C tokens, 0 for a frozen one). Beside it the
+lesson MEASURES how fast what the level *returns* changes, with the code path a run's
+evaluations use (``probes.content_rates``, definitions in ``nlstudio.probes``): held-out
+streams of the preset's own task are fed one token per call, each level is read on 32 fixed
+probe inputs after every token, and its content frequency ν = 1/τ is how fast that read-out is
+replaced (τ: the turnover time, twice the lag after which half of it is replaced). A level that
+replaced all it holds at every write would measure ν = 1/C; writes that replace only part of
+it measure less; attention writes nothing and re-reads its context (∞); a frozen level never
+changes (0). The model measured is the preset's *untrained* model (its initial weights, seed
+0): what the architecture does before learning; a run's Spectrum dock shows the same
+measurement of the trained model at every evaluation.
 
-    m = measure("nsam")                 # a SpectrumMeasurement
-    m.levels["cms_mid"].peak            # 0.0625 = 1/16
-    m.snapshot                          # an events.Snapshot, what the spectrum plot draws
+    m = measure("nsam")                 # a RateMeasurement of one batch of streams
+    m.levels["cms_mid"].designed        # 0.0625 = 1/16
+    m.levels["cms_mid"].content         # an events.ContentRate (.frequency, .bound, .drift)
 
-    lesson = SpectrumLesson("nsam")     # the lesson's core: one measured batch per step
-    lesson.next(); lesson.next()        # batches 1 and 2 (the view shows their mean)
+    lesson = SpectrumLesson("nsam")     # the lesson's core: one batch of streams per step
+    lesson.next(); lesson.next()        # batches 1 and 2
+    lesson.pooled()                     # {level: ContentRate} over every batch measured
     lesson.select("transformer")        # another preset: its measurements start over
 """
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from nlstudio import events as ev
 from nlstudio import probes
 from nlstudio.build import build_model, build_task
 from nlstudio.models.registry import kind_info
+from nlstudio.probes import frequency_text  # noqa: F401 (the lesson's texts use it)
 from nlstudio.project import load_preset, project_to_dict
 
 PRESETS = {"transformer": "Transformer", "nsam": "NSAM (HOPE)"}
 SEQ_LEN = 512  # long enough for 8 writes of a level with C = 64
-BATCH = 2
-PEAK_SHARE = 0.9  # the fundamental: the lowest frequency within 90 % of the highest power
+BATCH = 2  # held-out streams per step
 
 
 @dataclass(frozen=True)
-class LevelSpectrum:
+class LevelRate:
+    """One level: its designed frequency and its measured content rate."""
+
     level_id: str
     kind: str
     period: int | None
     designed: float  # updates per token: inf, 1/C or 0
-    writes: int  # writes in the measured sequence
-    tokens: int
-    write_norms: np.ndarray  # [tokens]
-    freqs: np.ndarray  # cycles per token (DC left out)
-    power: np.ndarray
-    peak: float | None  # the measured fundamental frequency; None when nothing was written
+    content: ev.ContentRate
 
     @property
     def writes_per_token(self) -> float:
-        return self.writes / self.tokens if self.tokens else 0.0
+        return self.content.writes_per_token
 
 
 @dataclass(frozen=True)
-class SpectrumMeasurement:
+class RateMeasurement:
     preset: str
     batch_index: int
     tokens: int
-    levels: dict[str, LevelSpectrum]  # in model order
-    snapshot: ev.Snapshot
+    levels: dict[str, LevelRate]  # in model order
 
 
-def fundamental(freqs: np.ndarray, power: np.ndarray, share: float = PEAK_SHARE
-                ) -> float | None:
-    """The lowest frequency whose power is within ``share`` of the maximum (a write every C
-    tokens puts equal power at every k/C, so this is 1/C); None for a flat-zero spectrum."""
-    freqs, power = np.asarray(freqs, float), np.asarray(power, float)
-    if power.size == 0 or not np.isfinite(power).all() or power.max() <= 0:
-        return None
-    return float(freqs[np.argmax(power >= share * power.max())])
-
-
-def levels_of(measurement: SpectrumMeasurement) -> list[dict]:
+def levels_of(measurement: RateMeasurement) -> list[dict]:
     """``[{"id", "kind", "period"}, ...]`` in model order (what the spectrum plot takes)."""
     return [{"id": lv.level_id, "kind": lv.kind, "period": lv.period}
             for lv in measurement.levels.values()]
 
 
 def measure(preset: str, batch_index: int = 0, seq_len: int = SEQ_LEN, batch_size: int = BATCH,
-            seed: int = 0) -> SpectrumMeasurement:
-    """One forward pass of the untrained ``preset`` model on the task's batch ``batch_index``
-    (sequences of ``seq_len``), and every level's measured spectrum."""
+            seed: int = 0) -> RateMeasurement:
+    """The content rates of the untrained ``preset`` model on held-out streams of its task
+    (``seq_len`` tokens, examples ``batch_index·batch_size`` onwards)."""
     doc = project_to_dict(load_preset(preset))
     doc["train"]["seq_len"] = int(seq_len)
     task = build_task(doc)
     torch.manual_seed(int(seed))
     model = build_model(doc, task)
-    model.eval()
-    batch = task.batch(int(batch_index), int(batch_size))
-    with torch.no_grad():
-        _, state = model(batch.inputs, None, targets=batch.targets)
-    specs = {lv["id"]: lv for lv in doc["model"]["levels"]}
-    snaps = probes.level_snapshots(model, state, specs)
-    tokens = int(batch.inputs.shape[1])
-    levels: dict[str, LevelSpectrum] = {}
-    for lid, snap in snaps.items():
-        norms = snap.write_norms if snap.write_norms is not None else np.zeros(tokens, np.float32)
-        freqs, power = snap.spectrum if snap.spectrum is not None else (np.zeros(0), np.zeros(0))
-        levels[lid] = LevelSpectrum(
-            level_id=lid, kind=snap.kind, period=snap.period, designed=snap.frequency,
-            writes=int(snap.updates), tokens=tokens, write_norms=np.asarray(norms),
-            freqs=np.asarray(freqs), power=np.asarray(power),
-            peak=fundamental(freqs, power) if int(np.count_nonzero(norms)) else None)
-    snapshot = ev.Snapshot(f"lesson1:{preset}", int(batch_index), snaps)
-    return SpectrumMeasurement(preset, int(batch_index), tokens, levels, snapshot)
+    rates = probes.content_rates(model, task, sequences=int(batch_size),
+                                 max_tokens=int(seq_len),
+                                 first=int(batch_index) * int(batch_size))
+    levels = {lid: LevelRate(lid, rate.kind, rate.period, rate.designed, rate)
+              for lid, rate in rates.items()}
+    tokens = next(iter(rates.values())).tokens if rates else 0
+    return RateMeasurement(preset, int(batch_index), tokens, levels)
 
 
-def frequency_text(freq: float | None) -> str:
-    """'∞', '0', '1/16' or '0.3' for a frequency in updates per token."""
-    if freq is None:
-        return "–"
-    if math.isinf(freq):
-        return "∞"
-    if freq <= 0:
-        return "0"
-    inverse = 1.0 / freq
-    if abs(inverse - round(inverse)) < 1e-6:
-        return "1" if round(inverse) == 1 else f"1/{round(inverse)}"
-    return f"{freq:.3g}"
-
-
-def describe_level(level: LevelSpectrum) -> str:
-    """One line: designed vs measured."""
+def describe_level(level: LevelRate, content: ev.ContentRate | None = None) -> str:
+    """One line: designed beside measured (``content``: pooled over batches, default the
+    level's own)."""
+    rate = content or level.content
     designed = frequency_text(level.designed)
     if not kind_info(level.kind).parametric:
-        return (f"{level.level_id}: designed ∞ (re-reads its context); appended to its "
-                f"context at all {level.tokens} tokens")
-    if level.peak is None:
-        return f"{level.level_id}: designed {designed}; measured: no writes (frozen)"
-    return (f"{level.level_id}: designed {designed}; measured peak {frequency_text(level.peak)}, "
-            f"{level.writes} writes in {level.tokens} tokens")
+        return (f"{level.level_id}: designed ∞; measured ∞: it writes nothing and re-reads "
+                f"its context at every token")
+    if rate.note:
+        return f"{level.level_id}: designed {designed}; content not measured ({rate.note})"
+    if rate.frequency <= 0:
+        return (f"{level.level_id}: designed {designed}; content 0: what it returns never "
+                f"changed ({_writes(rate)})")
+    if rate.bound:
+        return (f"{level.level_id}: designed {designed}; content {probes.content_text(rate)}: "
+                f"{100 * float(rate.drift[-1]):.0f} % replaced after {int(rate.lags[-1])} "
+                f"tokens ({_writes(rate)})")
+    return (f"{level.level_id}: designed {designed}; content {probes.content_text(rate)}: "
+            f"turned over in {rate.turnover:.0f} tokens ({_writes(rate)})")
+
+
+def _writes(rate: ev.ContentRate) -> str:
+    writes = rate.writes_per_token
+    if writes <= 0:
+        return "no writes"
+    return f"writes {frequency_text(writes)} of tokens"
 
 
 class SpectrumLesson:
     """Lesson 1's core (a :class:`nlstudio.lessons.LessonCore`): the measured batches of one
-    preset. Each ``next()`` measures one more task batch; the first batch is the lesson's
-    start, so ``back()`` and ``reset()`` keep it.
+    preset. Each ``next()`` measures one more batch of held-out streams; the first batch is
+    the lesson's start, so ``back()`` and ``reset()`` keep it.
 
-    ``next()`` runs one forward pass and may be called from a worker thread; a measurement
+    ``next()`` runs the measurement and may be called from a worker thread; a measurement
     that finishes after ``select()`` switched the preset is dropped, never mixed in."""
 
     def __init__(self, preset: str = "transformer") -> None:
         self._lock = threading.Lock()
-        self.measurements: list[SpectrumMeasurement] = []
+        self.measurements: list[RateMeasurement] = []
         self.select(preset)
 
     def select(self, preset: str) -> None:
@@ -165,11 +147,19 @@ class SpectrumLesson:
         return False  # there is always another batch
 
     @property
-    def current(self) -> SpectrumMeasurement | None:
+    def current(self) -> RateMeasurement | None:
         measurements = self.measurements
         return measurements[-1] if measurements else None
 
-    def next(self) -> SpectrumMeasurement | None:
+    def pooled(self) -> dict[str, ev.ContentRate]:
+        """Each level's content rate over every batch measured (``probes.pool_content``)."""
+        measurements = list(self.measurements)
+        if not measurements:
+            return {}
+        return {lid: probes.pool_content(m.levels[lid].content for m in measurements)
+                for lid in measurements[0].levels}
+
+    def next(self) -> RateMeasurement | None:
         """Measure the next batch; None if the preset changed while it was measured."""
         with self._lock:
             preset, index, measurements = self.preset, len(self.measurements), self.measurements
@@ -180,7 +170,7 @@ class SpectrumLesson:
             self.measurements = [*measurements, result]
             return result
 
-    def back(self) -> SpectrumMeasurement | None:
+    def back(self) -> RateMeasurement | None:
         with self._lock:
             if len(self.measurements) > 1:
                 self.measurements = self.measurements[:-1]
@@ -191,5 +181,5 @@ class SpectrumLesson:
             self.measurements = self.measurements[:1]
 
 
-__all__ = ["SpectrumLesson", "PRESETS", "LevelSpectrum", "SpectrumMeasurement", "measure",
-           "fundamental", "frequency_text", "describe_level", "levels_of"]
+__all__ = ["SpectrumLesson", "PRESETS", "LevelRate", "RateMeasurement", "measure",
+           "frequency_text", "describe_level", "levels_of"]

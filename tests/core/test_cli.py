@@ -52,6 +52,10 @@ def test_train_then_eval(tmp_path, project_file):
     result = run_cli("eval", out, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "mqar" in result.stdout and "recall" in result.stdout
+    # the content rate of every level, designed beside measured
+    assert "content rate (how fast what each level returns changes" in result.stdout
+    slow = next(ln for ln in result.stdout.splitlines() if ln.startswith("slow "))
+    assert "0 (never changes)" in slow  # frozen by design: its content never changes
 
 
 def test_invalid_project_exits_2_with_one_line_naming_the_field(tmp_path, tiny_project):
@@ -207,8 +211,14 @@ def test_eval_of_an_exported_model_reports_the_weights_step(tmp_path, tiny_proje
     result = run_cli("eval", exported, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "(step 4)" in result.stdout.splitlines()[0]
-    assert result.stdout.count("recall by delay") == 1  # silence ablations only, today
-    assert "rows: level silenced" in result.stdout
+    text = result.stdout
+    assert text.count("recall by delay") == 2  # both ablations, each with its meaning
+    freeze = text.index("each level frozen in turn (freeze: writes stopped, output kept")
+    silence = text.index("each level silenced in turn (silence: output zeroed")
+    assert freeze < silence  # what each level stores first
+    for start in (freeze, silence):
+        rows = text[start:].splitlines()[2:5]
+        assert [r.split()[0] for r in rows] == ["none", "fast", "slow"]
     header = (out / "delay.csv").read_text().splitlines()[0]
     assert header == "step,ablation,level,delay,recall"
 

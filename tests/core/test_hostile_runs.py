@@ -77,7 +77,8 @@ def to_legacy(src: Path, dest: Path) -> Path:
     old = ["step,silenced,delay,recall"]
     for line in lines[1:]:
         step, ablation, level, delay, recall = line.split(",")
-        old.append(",".join([step, level or "none", delay, recall]))
+        if ablation != "freeze":  # the older layout measured silence only
+            old.append(",".join([step, level or "none", delay, recall]))
     (dest / "delay.csv").write_text("\n".join(old) + "\n")
     return dest
 
@@ -424,7 +425,8 @@ def test_skipped_rows_are_counted_never_fatal(templates, tmp_path):
 
 def test_legacy_folders_load_evaluate_and_resume_exactly(templates, tmp_path):
     """A run folder of the older layout opens, evaluates and resumes; the resumed rows are
-    those of one uninterrupted run (old delay.csv rows read as silence rows)."""
+    those of one uninterrupted run (old delay.csv rows read as silence rows), less the freeze
+    rows of the steps the older run had evaluated before freeze was measured."""
     straight = tmp_path / "straight"
     train(copy.deepcopy(PROJECT), out=straight, steps=12, snapshots=False)
     folder = shutil.copytree(templates["legacy"], tmp_path / "legacy")
@@ -432,8 +434,12 @@ def test_legacy_folders_load_evaluate_and_resume_exactly(templates, tmp_path):
     assert run.checkpoint.legacy and run.checkpoint_step == 8
     assert {r.ablation for r in run.delay_rows} == {"none", "silence"}
     assert Trainer(resume=folder, steps=12, snapshots=False).run().reason == "completed"
-    for name in ("eval.csv", "delay.csv"):
-        assert (folder / name).read_text() == (straight / name).read_text(), name
+    assert (folder / "eval.csv").read_text() == (straight / "eval.csv").read_text()
+    expected_delay = [line for line in (straight / "delay.csv").read_text().splitlines()
+                      if not (",freeze," in line and int(line.split(",")[0]) <= 8)]
+    assert (folder / "delay.csv").read_text().splitlines() == expected_delay
+    assert {r.ablation for r in load_run(folder).delay_rows if r.step == 12} == {
+        "none", "silence", "freeze"}
     resumed, expected = load_run(folder), load_run(straight)
     for column in ("step", "loss", "metric", "fast.updates"):
         assert list(resumed.metrics[column]) == list(expected.metrics[column]), column

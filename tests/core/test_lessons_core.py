@@ -1,7 +1,7 @@
 """The lessons' computations (Qt-free), on the real code path: one registry and one protocol for
 every core, lesson 2's proximal step is the SGD step, lesson 4's levels are GD steps to float64
 precision, lesson 3's optimizers take distinct paths and keep memories of the expected shapes,
-lesson 1's measured spectrum peaks at 1/C, and lesson 5 trains the real NSAM kv_stream model
+lesson 1 measures each level's content rate beside its design, and lesson 5 trains the real NSAM kv_stream model
 through the trainer and measures per-level recall by delay on the weights it saved."""
 from __future__ import annotations
 
@@ -192,19 +192,37 @@ def test_continual_regression_runs_and_steps_back():
 
 
 # ---- lesson 1 -----------------------------------------------------------------------------------
-def test_measured_spectrum_peaks_at_one_over_c():
+def test_lesson_1_measures_the_content_rate_beside_the_design():
+    """The numbers come from ``probes.content_rates`` on the untrained preset model: the
+    designed 1/C beside the measured content frequency, the write schedule apart."""
     m = spectrum.measure("nsam")
     periods = {lid: lv.period for lid, lv in m.levels.items()}
     cms = {lid: c for lid, c in periods.items() if c is not None}
     assert cms == {"fast": 8, "cms_mid": 16, "cms_slow": 64}
     for lid, c in cms.items():
         level = m.levels[lid]
-        assert level.peak == pytest.approx(1.0 / c), lid
         assert level.designed == pytest.approx(1.0 / c)
-        assert level.writes == m.tokens // c
-        assert np.count_nonzero(level.write_norms) == m.tokens // c
-    assert m.levels["frozen"].peak is None and m.levels["frozen"].designed == 0.0
-    assert set(m.snapshot.levels) == set(m.levels)
+        assert level.writes_per_token == pytest.approx(1.0 / c)  # the schedule, apart
+        rate = level.content
+        assert rate.tokens == m.tokens == spectrum.SEQ_LEN and rate.sequences == spectrum.BATCH
+        assert len(rate.lags) == m.tokens // 2 and float(rate.drift.max()) > 0  # it changes
+        # untrained, no level replaces what it holds as fast as its schedule writes
+        assert rate.frequency < 1.0 / c, lid
+    frozen = m.levels["frozen"]
+    assert frozen.designed == 0.0 and frozen.content.frequency == 0.0
+    assert "never changed" in spectrum.describe_level(frozen)
+    # the same measurement as a run's evaluation makes, on the same streams
+    from nlstudio import probes
+    from nlstudio.build import build_model, build_task
+    from nlstudio.project import load_preset, project_to_dict
+
+    doc = project_to_dict(load_preset("nsam"))
+    doc["train"]["seq_len"] = spectrum.SEQ_LEN
+    task = build_task(doc)
+    torch.manual_seed(0)
+    again = probes.content_rates(build_model(doc, task), task, sequences=spectrum.BATCH,
+                                 max_tokens=spectrum.SEQ_LEN)
+    np.testing.assert_allclose(again["cms_mid"].replaced, m.levels["cms_mid"].content.replaced)
 
 
 def test_transformer_sits_at_the_two_extremes():
@@ -213,21 +231,12 @@ def test_transformer_sits_at_the_two_extremes():
     assert kinds == {"attention", "mlp"}
     for lv in m.levels.values():
         if lv.kind == "attention":
-            assert math.isinf(lv.designed) and lv.writes == m.tokens
+            assert math.isinf(lv.designed) and lv.content.rereads
+            assert len(lv.content.lags) == 0  # no made-up series
+            assert "re-reads its context" in spectrum.describe_level(lv)
         else:
-            assert lv.designed == 0.0 and lv.peak is None
+            assert lv.designed == 0.0 and lv.content.frequency == 0.0
     assert spectrum.frequency_text(1 / 16) == "1/16"
-    assert "no writes" in spectrum.describe_level(m.levels["ffn1"])
-
-
-def test_fundamental_of_a_spike_train():
-    series = np.zeros(256)
-    series[31::32] = 1.0 + np.random.default_rng(0).random(8)
-    from nlstudio import probes
-
-    freqs, power = probes.power_spectrum(series)
-    assert spectrum.fundamental(freqs, power) == pytest.approx(1 / 32)
-    assert spectrum.fundamental(freqs, np.zeros_like(power)) is None
 
 
 def test_lesson_1_core_steps_by_batches_and_drops_a_stale_measurement():
@@ -237,8 +246,11 @@ def test_lesson_1_core_steps_by_batches_and_drops_a_stale_measurement():
     assert first.preset == "nsam" and first.batch_index == 0 and lesson.step_count == 1
     second = lesson.next()
     assert second.batch_index == 1 and lesson.current is second
-    assert not np.array_equal(second.levels["cms_mid"].write_norms,
-                              first.levels["cms_mid"].write_norms)  # another batch
+    assert not np.array_equal(second.levels["cms_mid"].content.replaced,
+                              first.levels["cms_mid"].content.replaced)  # other streams
+    pooled = lesson.pooled()["cms_mid"]
+    np.testing.assert_allclose(pooled.replaced, first.levels["cms_mid"].content.replaced
+                               + second.levels["cms_mid"].content.replaced)
     lesson.back()
     assert lesson.current is first
     lesson.back()  # the first batch is the start: it stays

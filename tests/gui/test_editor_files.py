@@ -134,7 +134,7 @@ def test_a_missing_file_from_the_command_line_is_named_by_its_full_path(window, 
 
 def test_open_path_dispatches_to_registered_openers(window, tmp_path):
     seen = []
-    window.path_openers.append((os.path.isdir, lambda p: seen.append(p) or True))
+    window.add_path_opener(os.path.isdir, lambda p: seen.append(p) or True)
     assert window.open_path(str(tmp_path))
     assert seen == [str(tmp_path)]
 

@@ -17,6 +17,7 @@ from nlstudio.widgets import parameter_count
 from nlstudio.widgets.canvas import items
 from nlstudio.widgets.canvas.view import READABLE_ZOOM
 from nlstudio.widgets.format import grouped
+from nlstudio.widgets.actions import MenuPlace
 from nlstudio.widgets.main_window import MainWindow
 from nlstudio.widgets.window_layout import STATE_KEY, PanelSlot
 
@@ -84,24 +85,64 @@ def test_the_inspector_is_whole_at_first_sight(open_app, qtbot, size):
         assert not plot.visibleRegion().isEmpty() or window.tabifiedDockWidgets(plot)
 
 
+@pytest.mark.parametrize("size, side_by_side", [((1280, 800), 2), ((1600, 1000), 3),
+                                                ((1920, 1080), 4)])
+def test_the_training_panel_and_the_plots_have_room(open_app, qtbot, size, side_by_side):
+    """Issue 16: the training panel was ~190 px tall in a 340 px column and scrolled; four
+    plots abreast under the canvas were ~220 px wide and the memory matrices ~55 px squares.
+    The panel shows every row without scrolling, with and without its run banner; as many
+    plots as are legible stand side by side, the others are tabs behind them."""
+    window = open_app(size)
+    training, plots = window.training, window.training.plots
+    qtbot.waitUntil(lambda: not training.dock.visibleRegion().isEmpty())
+    QCoreApplication.processEvents()
+    scroll = training.dock.widget()
+    for locked in (False, True):  # a run shows the banner
+        training.panel.set_locked(locked)
+        QCoreApplication.processEvents()
+        assert scroll.verticalScrollBar().maximum() == 0, (size, locked)
+        assert scroll.horizontalScrollBar().maximum() == 0, (size, locked)
+    training.panel.set_locked(False)
+    shown = [d for d in plots.docks if not d.visibleRegion().isEmpty()]
+    assert len(shown) == side_by_side
+    assert plots.loss in shown and plots.spectrum in shown  # the spectrum is never behind
+    assert all(d.width() >= 300 and d.height() >= 250 for d in shown), [
+        (d.objectName(), d.width(), d.height()) for d in shown]
+    for dock in plots.docks:
+        assert dock in shown or window.tabifiedDockWidgets(dock), dock.objectName()
+
+
 def test_reset_layout_puts_every_panel_back(open_app, qtbot):
     window = open_app()
     docks = [window.inspector_dock, window.palette_dock, window.training.dock,
              *window.training.plots.docks]
     qtbot.waitUntil(lambda: window.inspector_dock.height() > 0)
-    default = {d.objectName(): (window.dockWidgetArea(d), d.geometry()) for d in docks}
+    QCoreApplication.processEvents()  # the sizes set on first show (layout_manager.shown)
+
+    def where(dock):
+        """Its area, its tab group and, when it is in front, its size."""
+        tabs = {d.objectName() for d in window.tabifiedDockWidgets(dock)}
+        front = not dock.visibleRegion().isEmpty()
+        return (window.dockWidgetArea(dock), tabs, front,
+                (dock.width(), dock.height()) if front else None)
+
+    default = {d.objectName(): where(d) for d in docks}
+    assert sum(front for _, _, front, _ in default.values()) == 5  # the rest are tabs
     window.inspector_dock.hide()
     window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, window.training.dock)
     window.tabifyDockWidget(window.training.dock, window.palette_dock)
     window.training.plots.loss.setFloating(True)
+    window.training.plots.matrices.raise_()
     window.actions["view.reset_layout"].trigger()
     QCoreApplication.processEvents()
     for dock in docks:
-        area, geometry = default[dock.objectName()]
+        area, tabs, front, size = default[dock.objectName()]
+        now = where(dock)
         assert dock.isVisible() and not dock.isFloating(), dock.objectName()
-        assert window.dockWidgetArea(dock) == area, dock.objectName()
-        assert abs(dock.width() - geometry.width()) <= 2, dock.objectName()
-        assert abs(dock.height() - geometry.height()) <= 2, dock.objectName()
+        assert now[:3] == (area, tabs, front), (dock.objectName(), now, default)
+        if size is not None:
+            assert abs(now[3][0] - size[0]) <= 2 and abs(now[3][1] - size[1]) <= 2, (
+                dock.objectName(), now, size)
     assert window.tabifiedDockWidgets(window.inspector_dock) == []
     assert window.actions["view.reset_layout"] in window.menu("view").actions()
 
@@ -162,12 +203,13 @@ def test_panels_of_other_parts_go_where_they_are_placed(qtbot, tmp_path, monkeyp
     assert "Run && stats" in texts  # an & in a title is text, not a mnemonic
     with pytest.raises(ValueError):
         window.add_panel(type(below)("nameless"), PanelSlot.LEFT)
-    # menus by name, actions inserted as a group
+    # menus by name, actions put at named places
     new = window.actions.add("file.export_all", "Export All")
-    window.add_actions("file", [new], before="file.quit")
+    window.add_actions(MenuPlace.FILE_EXPORT, [new])
     items_ = window.menu("file").actions()
     quit_index = items_.index(window.actions["file.quit"])
     assert items_.index(new) < quit_index and items_[items_.index(new) - 1].isSeparator()
+    assert items_[items_.index(new) + 1].isSeparator()  # a group of its own
     _close(window)
 
 

@@ -221,7 +221,7 @@ def test_run_menu_opens_the_current_run_or_says_why_not(qtbot, tmp_path, runs, f
         assert window.actions["run.inspect"] in window.menu("run").actions()
         window.actions["run.inspect"].trigger()
         assert window.dialogs.errors and "first" in window.dialogs.errors[-1][1]
-        controller.run_dir = runs["charlm"]
+        assert controller.open_run(runs["charlm"])  # File → Open Run: the run shown
         window.actions["run.inspect"].trigger()
         assert len(manager.windows) == 1 and manager.windows[0].loaded.path == runs["charlm"]
         manager.ask_directory = lambda title, start: str(tmp_path)

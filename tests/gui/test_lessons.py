@@ -113,23 +113,31 @@ def test_lesson_1_measures_without_touching_the_canvas(studio, qtbot):
     assert not view.canvas_box.isChecked() and view.canvas_box.isEnabled()
     transformer = {lv.id for lv in core.load_preset("transformer").levels}
     assert set(view.spectrum.items) == transformer and view.spectrum.has_data()
-    assert "appended to its context" in view.status.text()
+    assert "re-reads its context" in view.status.text()
+    assert view.spectrum.content["attn1"].rereads
     assert set(scene.nodes) == before and studio.document.path is None
 
     with qtbot.waitSignal(view.stepped, timeout=JOB_TIMEOUT_MS):
         view.findChild(type(view.radios["nsam"]), "lesson1Nsam").click()
-    assert "measured peak 1/16" in view.status.text()
-    assert "measured peak 1/64" in view.status.text()
+    # designed beside measured, the numbers of the real measurement (core.describe_level)
+    status = view.status.text()
+    assert "cms_mid: designed 1/16; content " in status
+    assert "cms_slow: designed 1/64; content " in status
+    assert "frozen: designed 0; content 0" in status
     assert set(scene.nodes) == before
     assert not [c for c in dialogs.calls if c[0] in ("question", "ask_save_changes")]
-    first = view.spectrum.spectra["cms_mid"][1].copy()
+    first = view.spectrum.content["cms_mid"]
+    assert first is not None and len(first.lags) and "untrained" in view.spectrum.message.text()
+    x, _ = view.spectrum.items["cms_mid"].curve.getData()
+    assert len(x) == len(first.lags)  # the drift curve it comes from
 
-    click(view, qtbot, "Next")  # another batch: the mean spectrum moves
+    click(view, qtbot, "Next")  # another batch: the pooled measurement moves
     assert len(view.core.measurements) == 2 and "2 batches" in view.step_text.text()
-    assert not np.allclose(view.spectrum.spectra["cms_mid"][1], first)
+    assert not np.allclose(view.spectrum.content["cms_mid"].replaced, first.replaced)
+    assert view.spectrum.content["cms_mid"].sequences == 2 * first.sequences
     click(view, qtbot, "Back")
     assert view.core.step_count == 1
-    np.testing.assert_allclose(view.spectrum.spectra["cms_mid"][1], first)
+    np.testing.assert_allclose(view.spectrum.content["cms_mid"].replaced, first.replaced)
     click(view, qtbot, "Next")
     click(view, qtbot, "Reset")
     assert view.core.step_count == 1

@@ -1,6 +1,8 @@
 """The plot docks on synthetic trainer events: every plot receives data and updates its items
 in place, hidden docks skip redraws, the redraw rate is bounded, smoothing touches only the
-displayed copy, the spectrum places ∞ and 0 at the edges, and exports read back."""
+displayed copy, the spectrum places ∞ and 0 at the edges and the measured content beside the
+designed frequency, the ablation dock switches between freeze and silence, and exports read
+back."""
 from __future__ import annotations
 
 import csv
@@ -48,12 +50,34 @@ def snapshot(step, seed=0, run_id="r1"):
     })
 
 
+LAGS = np.arange(1, 33)
+
+
+def content_rate(kind, period, drift=None):
+    """A ContentRate with drift ``drift`` (an array over LAGS; None: attention)."""
+    if drift is None:
+        return probes.rereading_rate(kind, period, 64, 2, 1.0)
+    writes = 0.0 if period is None else 1.0 / period
+    return probes.content_rate(kind, period, LAGS, np.asarray(drift, float), np.ones(len(LAGS)),
+                               writes_per_token=writes, tokens=64, sequences=2)
+
+
+def content(scale=1.0):
+    return {"attn": content_rate("attention", None),
+            "fast": content_rate("self_modifying", 8, np.minimum(LAGS / 16 * scale, 1.0)),
+            "mid": content_rate("mlp", 16, LAGS / 200),      # never half replaced: a bound
+            "frozen": content_rate("mlp", None, np.zeros(len(LAGS)))}
+
+
 def evaluation(step, run_id="r1", scale=1.0):
     return ev.Evaluation(run_id, step, (("mapping 0", 0.5 * scale), ("mapping 1", 0.7 * scale)),
                          "recall", (4, 8, 16),
                          {"": (0.9, 0.6, 0.3), "attn": (0.1, 0.5, 0.3),
                           "fast": (0.8, 0.2, 0.3), "mid": (0.9, 0.6, 0.05),
-                          "frozen": (0.9, 0.6, 0.3)})
+                          "frozen": (0.9, 0.6, 0.3)},
+                         {"": (0.9, 0.6, 0.3), "fast": (0.9, 0.55, 0.3),
+                          "mid": (0.2, 0.1, 0.05), "frozen": (0.9, 0.6, 0.3)},
+                         content(scale))
 
 
 def rows(start, n, run_id="r1"):
@@ -117,10 +141,21 @@ def test_every_plot_receives_data_and_updates_in_place(plots):
     assert len(loss_item.getData()[1]) == 10
     assert not np.array_equal(image.image, first["image"])
     assert len(task_item.getData()[1]) == 2
-    # ablation = full model minus silenced, per delay, with level names on the y axis
+    # ablation = full model minus ablated, per delay, with level names on the y axis: freeze
+    # by default (parametric levels only), silence on demand
+    assert plots.ablation.kind == "freeze" and "freeze" in plots.ablation.windowTitle()
+    np.testing.assert_allclose(plots.ablation.drop[0], [0.0, 0.05, 0.0], atol=1e-6)
+    ticks = plots.ablation.plot.getAxis("left")._tickLevels[0]
+    assert [t[1] for t in ticks] == ["fast", "mid", "frozen"]
+    assert plots.ablation.plot.getAxis("left").labelText == "level frozen"
+    plots.ablation.choose("silence")
+    draw(plots)
+    assert plots.ablation.kind == "silence" and "silence" in plots.ablation.windowTitle()
     np.testing.assert_allclose(plots.ablation.drop[1], [0.1, 0.4, 0.0], atol=1e-6)
     ticks = plots.ablation.plot.getAxis("left")._tickLevels[0]
     assert [t[1] for t in ticks] == ["attn", "fast", "mid", "frozen"]
+    assert plots.ablation.plot.getAxis("left").labelText == "level silenced"
+    assert "silenced" in plots.ablation.message.text()
     # attention has no matrices; a frozen level has no write
     assert plots.matrices.cells[("attn", "memory")].data is None
     assert plots.matrices.cells[("frozen", "write")].data is None
@@ -217,23 +252,50 @@ def test_smoothing_changes_only_the_displayed_copy(plots):
 
 
 def test_spectrum_places_attention_at_infinity_and_frozen_at_zero(plots):
-    plots.apply(snapshot(1), [])
+    plots.apply(snapshot(1), [evaluation(1)])
     draw(plots)
-    low = plots.spectrum.low_decade
-    xs = {lid: plots.spectrum.items[lid].designed.getData()[0][0] for lid in
+    spectrum = plots.spectrum
+    low = spectrum.low_decade
+    xs = {lid: spectrum.items[lid].designed.getData()[0][0] for lid in
           ("attn", "fast", "mid", "frozen")}
     assert xs["attn"] == INF_POS
     assert xs["frozen"] == freq_position(0.0, low) < xs["mid"] < xs["fast"] < xs["attn"]
     assert xs["fast"] == pytest.approx(math.log10(1 / 8))
-    ticks = dict((round(v, 6), t) for v, t in plots.spectrum.power.getAxis("bottom")._tickLevels[0])
+    ticks = dict((round(v, 6), t) for v, t in spectrum.strip.getAxis("bottom")._tickLevels[0])
     assert ticks[round(INF_POS, 6)] == "∞" and ticks[round(low - 0.7, 6)] == "0"
-    # the measured spectrum of a level written every 8 tokens peaks at 1/8 (log-log)
-    x, y = plots.spectrum.items["fast"].curve.getData()
-    assert len(x) and x[np.argmax(y)] == pytest.approx(math.log10(1 / 8))
-    # frozen: no writes, no curve; measured writes per token match the design
-    fx, _ = plots.spectrum.items["frozen"].curve.getData()
-    assert fx is None or len(fx) == 0
-    assert plots.spectrum.measured_freq["fast"] == pytest.approx(1 / 8)
+    # measured content beside the design: fast's drift Δ/16 reaches ½ at 8: ν = 1/16
+    cx = {lid: spectrum.items[lid].content.getData()[0] for lid in xs}
+    assert cx["fast"][0] == pytest.approx(math.log10(1 / 16))
+    assert cx["attn"][0] == INF_POS  # re-reads: at ∞, with no drift curve
+    ax, _ = spectrum.items["attn"].curve.getData()
+    assert ax is None or len(ax) == 0
+    assert cx["frozen"][0] == freq_position(0.0, low)  # never changes: 0
+    # mid never reaches ½ within 32 lags: an upper bound 1/64, drawn as a triangle
+    assert cx["mid"][0] == pytest.approx(math.log10(1 / 64))
+    assert spectrum.items["mid"].content.opts["symbol"] == "t3"
+    assert spectrum.items["fast"].content.opts["symbol"] == "d"
+    assert "< 1/64" in spectrum.items["mid"].label.toPlainText()
+    assert "re-reads" in spectrum.items["attn"].label.toPlainText()
+    # the drift curve and the half-replacement mark of fast
+    x, y = spectrum.items["fast"].curve.getData()
+    np.testing.assert_allclose(y, np.minimum(LAGS / 16, 1.0))
+    hx, hy = spectrum.items["fast"].half.getData()
+    assert hx[0] == pytest.approx(math.log10(8)) and hy[0] == 0.5
+    # the write schedule stays its own series: writes per token from the snapshot
+    assert spectrum.schedule["fast"] == pytest.approx(1 / 8)
+    sx, _ = spectrum.items["fast"].schedule.getData()
+    assert sx[0] == pytest.approx(math.log10(1 / 8))
+    assert "step 1" in spectrum.message.text() and "held-out" in spectrum.message.text()
+
+
+def test_spectrum_before_any_evaluation_shows_no_drift_axes(plots):
+    plots.apply(snapshot(1), [])
+    draw(plots)
+    assert not plots.spectrum.has_data() and not plots.spectrum.drift.isVisible()
+    assert "evaluation" in plots.spectrum.message.text()
+    plots.apply(None, [evaluation(2)])
+    draw(plots)
+    assert plots.spectrum.has_data() and plots.spectrum.drift.isVisible()
 
 
 def test_mailbox_coalesces_and_drops_other_runs():
@@ -267,8 +329,14 @@ def test_export_reads_back_light_from_dark(plots, tmp_path):
         assert plots.loss.view.backgroundBrush().color().lightness() < 80  # screen stays dark
         with open(tmp_path / "plots" / "ablation.csv") as fh:
             table = list(csv.DictReader(fh))
-        fast8 = next(r for r in table if r["level_silenced"] == "fast" and r["delay"] == "8")
-        assert float(fast8["recall_lost"]) == pytest.approx(0.4)
+        fast8 = {r["ablation"]: r for r in table if r["level"] == "fast" and r["delay"] == "8"}
+        assert float(fast8["silence"]["recall_lost"]) == pytest.approx(0.4)
+        assert float(fast8["freeze"]["recall_lost"]) == pytest.approx(0.05)
+        with open(tmp_path / "plots" / "spectrum.csv") as fh:
+            table = list(csv.DictReader(fh))
+        fast = [r for r in table if r["level"] == "fast"]
+        assert len(fast) == len(LAGS) and float(fast[0]["content_frequency"]) == \
+            pytest.approx(1 / 16)
         with open(tmp_path / "plots" / "matrices.csv") as fh:
             assert sum(1 for _ in fh) == 1 + 64 * 2 + 32 * 16 * 2 + 32 * 16
     finally:
@@ -406,3 +474,23 @@ def test_png_export_legend_is_in_proportion_to_the_svg(plots, tmp_path):
                    if image.pixelColor(x, y).lightness() < 150)
 
     assert 0.75 < ink(png) / max(ink(svg), 1) < 1.33, (ink(png), ink(svg))
+
+
+def test_an_old_run_without_freeze_shows_silence_and_says_so(plots):
+    """delay.csv of a run written before freeze was measured: silence rows only."""
+    from nlstudio.runs import DelayRow
+
+    old = [DelayRow(5, "none", 8, 0.9, "none"), DelayRow(5, "fast", 8, 0.2, "silence"),
+           DelayRow(5, "none", 16, 0.6, "none"), DelayRow(5, "fast", 16, 0.6, "silence")]
+    plots.ablation.set_delay_rows(old)
+    draw(plots)
+    assert plots.ablation.chosen == "freeze" and plots.ablation.kind == "silence"
+    np.testing.assert_allclose(plots.ablation.drop, [[0.7, 0.0]], atol=1e-6)
+    assert "freeze was not measured" in plots.ablation.message.text()
+    assert plots.ablation.plot.getAxis("left").labelText == "level silenced"
+    # rows with both kinds: freeze shown, no note
+    plots.ablation.set_delay_rows(old + [DelayRow(5, "fast", 8, 0.85, "freeze"),
+                                         DelayRow(5, "fast", 16, 0.6, "freeze")])
+    draw(plots)
+    assert plots.ablation.kind == "freeze" and "not measured" not in plots.ablation.message.text()
+    np.testing.assert_allclose(plots.ablation.drop, [[0.05, 0.0]], atol=1e-6)

@@ -15,6 +15,8 @@ from nlstudio.widgets.main_window import MainWindow
 from nlstudio.widgets.training_controller import install_training
 from nlstudio.widgets.worker import running_threads
 
+EVERY_PLOT_SHOWN = (2400, 900)  # px: the window size whose default layout shows every plot
+
 
 def tiny_doc(steps: int, fast_optimizer: dict | None = None) -> dict:
     doc = core.project_to_dict(core.load_preset("nsam_kv_stream"))
@@ -49,7 +51,9 @@ def studio(qtbot, tmp_path, monkeypatch, fake_dialogs):
     window.dialogs = fake_dialogs()
     qtbot.addWidget(window)
     controller = install_training(window, runs_root=tmp_path / "runs")
-    window.resize(1280, 800)
+    # Wide enough for all five plots side by side (narrower windows fold some into tabs,
+    # which draw only when raised): these tests follow the data into every plot.
+    window.resize(*EVERY_PLOT_SHOWN)
     window.show()
     qtbot.waitExposed(window)
     yield window, controller

@@ -20,8 +20,11 @@ from nlstudio.runs import MODEL_FILE, PROJECT_FILE, read_status
 from nlstudio.widgets.format import grouped
 from nlstudio.widgets.main_window import MainWindow
 from nlstudio.widgets.training_controller import LOCK_REASON, install_training
+from nlstudio.widgets.training_host import TrainingHost
 from nlstudio.widgets.training_panel import format_duration
 from nlstudio.widgets.worker import running_threads
+
+EVERY_PLOT_SHOWN = (2400, 900)  # px: the window size whose default layout shows every plot
 
 
 def shrink(doc: dict, steps: int) -> None:
@@ -40,7 +43,9 @@ def studio(qtbot, tmp_path, monkeypatch, fake_dialogs):
     window.dialogs = fake_dialogs()
     qtbot.addWidget(window)
     controller = install_training(window, runs_root=tmp_path / "runs")
-    window.resize(1280, 800)
+    # Wide enough for all five plots side by side (narrower windows fold some into tabs,
+    # which draw only when raised): these tests follow the data into every plot.
+    window.resize(*EVERY_PLOT_SHOWN)
     window.show()
     qtbot.waitExposed(window)
     window.document.load(core.project_to_dict(core.load_preset("nsam_kv_stream")))
@@ -391,19 +396,29 @@ def test_another_project_clears_the_previous_projects_results(studio, qtbot):
     assert c.plots.loss.has_data()
 
 
-def test_memory_matrices_are_readable_squares_at_the_default_size(studio, qtbot):
-    """They were thin strips at 1280×800 until the dock was resized."""
+@pytest.mark.parametrize("size", [(1280, 800), (1600, 1000)])
+def test_memory_matrices_are_readable_squares_at_the_default_size(studio, qtbot, size):
+    """They were thin strips at 1280×800 until the dock was resized, then ~55 px squares in
+    a corner: in the default layout (a tab behind the spectrum at these sizes) every level's
+    memory and latest write are squares of at least 64 px."""
     window, c = studio
+    window.resize(*size)
+    window.reset_layout()
+    matrices = c.plots.matrices
+    assert window.tabifiedDockWidgets(matrices) == [c.plots.spectrum]
+    matrices.raise_()
     set_steps(window, 5)
     with qtbot.waitSignal(c.runEnded, timeout=60000):
         assert c.start()
-    matrices = c.plots.matrices
     qtbot.waitUntil(lambda: matrices.has_data() and not matrices.dirty, timeout=10000)
-    for lid in ("fast", "cms_mid"):  # a 16×16 memory, a 64×16 weight
-        cell = matrices.cells[(lid, "memory")]
-        rect = cell.image.mapRectToScene(cell.image.boundingRect())
-        assert rect.width() == pytest.approx(rect.height(), rel=0.03), (lid, rect)
-        assert rect.width() >= 48, (lid, rect)  # readable
+    for lid in ("fast", "cms_mid", "cms_slow", "frozen"):  # 16×16 memories, 64×16 weights
+        for which in ("memory", "write"):
+            cell = matrices.cells[(lid, which)]
+            if cell.data is None:  # the frozen level writes nothing: no image, a note
+                continue
+            rect = cell.image.mapRectToScene(cell.image.boundingRect())
+            assert rect.width() == pytest.approx(rect.height(), rel=0.03), (lid, which, rect)
+            assert rect.width() >= 64, (lid, which, rect)  # readable
 
 
 def test_parameter_count_in_the_training_panel(studio, qtbot):
@@ -455,7 +470,30 @@ def test_export_into_a_new_folder_typed_in_the_chooser(studio, qtbot, tmp_path):
     assert written and all(p.parent == tmp_path / "brand new" for p in written)
 
 
+def test_the_window_is_the_training_host_and_places_its_actions(studio):
+    """One interface: MainWindow implements TrainingHost itself (no adapter), and the
+    training side's actions sit where MenuPlace says, Continue on the toolbar after Stop."""
+    window, c = studio
+    assert isinstance(window, TrainingHost) and c.host is window and window.training is c
+    a = window.actions
+    assert window.menu("run").actions()[:4] == [a["run.start"], a["run.pause"], a["run.stop"],
+                                                a["run.continue"]]
+    bar = window.toolbar.actions()
+    assert bar[bar.index(a["run.stop"]) + 1] is a["run.continue"]
+    assert not a["run.continue"].icon().isNull()
+    file_menu = window.menu("file").actions()
+    assert file_menu[file_menu.index(a["file.open"]) + 1] is a["run.open_run"]
+    quit_at = file_menu.index(a["file.quit"])
+    assert file_menu[quit_at - 3:quit_at] == [a["run.export_model"], a["run.export_plots"],
+                                               file_menu[quit_at - 1]]
+    assert file_menu[quit_at - 1].isSeparator() and file_menu[quit_at - 4].isSeparator()
+    toggles = [t for t in window.menu("panels").actions() if not t.isSeparator()]
+    docks = [c.dock, *c.plots.docks]
+    assert all(toggles.count(d.toggleViewAction()) == 1 for d in docks)
+    assert all(window.panel_slot(d) is not None for d in docks)  # Reset Layout places them
+
+
 def test_panels_menu_names_the_loss_dock_with_its_ampersand(studio):
     window, c = studio
-    names = [a.iconText() for a in window.panels_menu.actions() if not a.isSeparator()]
+    names = [a.iconText() for a in window.menu("panels").actions() if not a.isSeparator()]
     assert "Loss & metric" in names and "Training" in names

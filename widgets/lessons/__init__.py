@@ -21,12 +21,18 @@ import os
 import sys
 import traceback
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QMenu, QWidget
 
 from nlstudio.app import DEFAULT_PRESET
 from nlstudio.lessons import LESSONS, lesson_info
+from nlstudio.widgets.actions import MenuPlace
 from nlstudio.widgets.lessons.welcome import WelcomeDialog, wants_welcome
+
+if TYPE_CHECKING:
+    from nlstudio.widgets.main_window import MainWindow
 
 
 def view_class(number: int) -> type:
@@ -38,7 +44,7 @@ def view_class(number: int) -> type:
 class LessonManager(QObject):
     """Opens each lesson once per window and stops their background work on close."""
 
-    def __init__(self, window) -> None:
+    def __init__(self, window: "MainWindow") -> None:
         super().__init__(window)
         self.setObjectName("lessonManager")
         self.window = window
@@ -85,21 +91,14 @@ class LessonManager(QObject):
         return True
 
 
-def install_lessons(window, show_welcome: bool | None = None) -> LessonManager:
-    """Add Help → Lessons (and the welcome page) to ``window``; returns the manager, also
+def install_lessons(window: "MainWindow", show_welcome: bool | None = None) -> LessonManager:
+    """Add Help → Lessons (and the welcome page) to ``window``: a submenu at the top of Help,
+    and a close guard that joins the lessons' background work; returns the manager, also
     kept as ``window.lessons``."""
     manager = LessonManager(window)
     window.lessons = manager
-    help_menu = window.menuBar().findChild(QMenu, "helpMenu")
-    if help_menu is None:
-        help_menu = window.menuBar().addMenu("&Help")
-        help_menu.setObjectName("helpMenu")
-    menu = QMenu("&Lessons", help_menu)
+    menu = QMenu("&Lessons", window.menu("help"))
     menu.setObjectName("lessonsMenu")
-    first = help_menu.actions()[0] if help_menu.actions() else None
-    help_menu.insertMenu(first, menu)
-    if first is not None:
-        help_menu.insertSeparator(first)
     for info in LESSONS:
         action = window.actions.add(f"lesson.{info.number}", f"&{info.number}  {info.title}",
                                     tip=info.summary)
@@ -110,7 +109,8 @@ def install_lessons(window, show_welcome: bool | None = None) -> LessonManager:
                                  tip="The lessons and the default project")
     welcome.triggered.connect(manager.show_welcome)
     menu.addAction(welcome)
-    window.close_guards.append(manager.stop_background_work)
+    window.add_actions(MenuPlace.HELP, [menu.menuAction()])
+    window.add_close_guard(manager.stop_background_work)
     if show_welcome is None:
         quiet = os.environ.get("NLSTUDIO_TESTING") or os.environ.get("NLSTUDIO_SCREENSHOT")
         show_welcome = not quiet and wants_welcome(window.settings)

@@ -1,12 +1,15 @@
 """Lesson 1 view: the Transformer's two timescales against the NSAM's spectrum, in the spectrum
-plot (each level's designed frequency and the measured power spectrum of its writes) and, if the
-user asks for it, on the main window's canvas (its vertical axis is the update frequency).
+plot (each level's designed frequency beside the measured frequency of its content, and the
+drift curves it comes from) and, if the user asks for it, on the main window's canvas (its
+vertical axis is the update frequency).
 
 The canvas holds the user's project: "Open it on the canvas" is off by default and replacing
 the project shown there always asks first (with "No" keeping it), whether or not it has unsaved
 changes. Only the lesson's own, unedited copy of a preset is replaced without asking when the
 user switches presets with the box ticked."""
 from __future__ import annotations
+
+import html
 
 from PySide6.QtWidgets import QButtonGroup, QCheckBox, QRadioButton, QWidget
 
@@ -23,16 +26,22 @@ class SpectrumView(LessonView):
         return ("A Transformer has two timescales only: attention re-reads its context at "
                 "every token (frequency ∞) and its MLPs are frozen after training (frequency 0). "
                 "An NSAM fills the middle with levels written every 8, 16 and 64 tokens. The "
-                "plot places each level at its designed frequency and also measures it, from "
-                "the write norms of one forward pass of the untrained model on its task; the "
-                "main window's canvas places the levels the same way.")
+                "plot places each level at its designed frequency 1/C (dot) and beside it the "
+                "frequency of its content, measured (diamond): held-out streams of the task go "
+                "through the untrained model one token per call, each level is read on 32 "
+                "fixed probe inputs after every token, and the content frequency is 1/τ, τ "
+                "being twice the lag after which half of that read-out has been replaced "
+                "(lower panel). A level that replaced everything at each write would sit on "
+                "its dot; writes that change a little sit to the left. The bars are the write "
+                "schedule, which says when a level writes, not what changes. A run's Spectrum "
+                "dock measures the trained model the same way at every evaluation.")
 
     def __init__(self, host: QWidget | None = None) -> None:
         super().__init__(host)
         self.core = core.SpectrumLesson("transformer")
         self.canvas_note = ""
         self._canvas_copy: dict | None = None  # the preset this lesson put on the canvas
-        self._drawn: list[core.SpectrumMeasurement] = []  # what the spectrum dock holds
+        self._drawn: list[core.RateMeasurement] = []  # what the spectrum dock holds
         self.preset_group = QButtonGroup(self)
         self.radios: dict[str, QRadioButton] = {}
         for name, label in core.PRESETS.items():
@@ -56,8 +65,8 @@ class SpectrumView(LessonView):
         self.controls.addWidget(self.canvas_box)
         self.controls.addSpacing(12)
         self.step_buttons("Another batch ▶")
-        self.next_button.setToolTip("Measure one more task batch; the plot shows the mean "
-                                    "spectrum of the batches measured (Right)")
+        self.next_button.setToolTip("Measure another batch of held-out streams; the plot "
+                                    "pools every batch measured (Right)")
         self.step_text = self.step_label()
         self.controls.addStretch(1)
 
@@ -130,8 +139,9 @@ class SpectrumView(LessonView):
         if not busy:
             self.back_button.setEnabled(self.core.step_count > 1)
         if busy:
-            self.status.setText(f"Measuring {core.PRESETS[self.core.preset]}: one forward "
-                                f"pass on batch {self.core.step_count + 1}…")
+            self.status.setText(f"Measuring {core.PRESETS[self.core.preset]}: batch "
+                                f"{self.core.step_count + 1} of held-out streams, one token "
+                                "per call…")
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().showEvent(event)
@@ -140,16 +150,23 @@ class SpectrumView(LessonView):
 
     # ---- drawing ---------------------------------------------------------------------------------
     def _sync_dock(self) -> None:
-        """The dock holds the mean spectrum of exactly the core's measurements."""
+        """The dock holds the content pooled over exactly the core's measurements."""
         measurements = list(self.core.measurements)
-        if measurements[:len(self._drawn)] != self._drawn or not measurements:
+        if len(measurements) == len(self._drawn) and all(
+                a is b for a, b in zip(measurements, self._drawn)):
+            return
+        if not measurements:
             self.spectrum.clear()
             self._drawn = []
-        for m in measurements[len(self._drawn):]:
-            self.spectrum.set_levels(core.levels_of(m))
-            self.spectrum.show_snapshot(m.snapshot)
-            self._draw_dock()
-            self._drawn.append(m)
+            return
+        last = measurements[-1]
+        self.spectrum.set_levels(core.levels_of(last))
+        n = len(measurements)
+        self.spectrum.show_content(
+            None, self.core.pooled(),
+            source=f"{n * core.BATCH} held-out streams of {last.tokens} tokens "
+                   f"({n} batch{'es' if n > 1 else ''}), untrained model")
+        self._drawn = measurements
 
     def _draw_dock(self) -> None:
         self.spectrum.dirty = False
@@ -168,13 +185,14 @@ class SpectrumView(LessonView):
                                 f"{self.canvas_note}")
             self.changed()
             return
-        self.spectrum.set_message(
-            f"Power spectrum of each level's write norms, mean of {n} batch"
-            f"{'es' if n > 1 else ''} of {last.tokens} tokens; dashed: the designed 1/C.")
-        self.step_text.setText(f"{n} batch{'es' if n > 1 else ''} · {last.tokens} tokens each")
-        lines = "<br>".join(core.describe_level(lv) for lv in last.levels.values())
-        self.status.setText(f"<b>{core.PRESETS[self.core.preset]}</b>, measured on batch "
-                            f"{last.batch_index + 1}:<br>{lines}{self.canvas_note}")
+        self.step_text.setText(f"{n} batch{'es' if n > 1 else ''} · {n * core.BATCH} "
+                               f"streams of {last.tokens} tokens")
+        pooled = self.core.pooled()
+        lines = "<br>".join(html.escape(core.describe_level(lv, pooled.get(lid)))
+                            for lid, lv in last.levels.items())  # "< 1/512" is not a tag
+        self.status.setText(f"<b>{core.PRESETS[self.core.preset]}</b> (untrained), designed "
+                            f"frequency vs measured content frequency:<br>{lines}"
+                            f"{self.canvas_note}")
         self.changed()
 
     def apply_theme(self, palette: theme.Palette) -> None:

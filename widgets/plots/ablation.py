@@ -1,11 +1,17 @@
-"""Which level holds a memory at which delay: the recall lost when each level is silenced
-(full model minus silenced, ``probes.ablation_drop``), as a level × delay heatmap with level
-names on the y axis, delays on the x axis and the value written in every cell."""
+"""Which level holds a memory at which delay: the recall lost when each level is ablated
+(full model minus ablated, ``probes.ablation_drop``), as a level × delay heatmap with level
+names on the y axis, delays on the x axis and the value written in every cell.
+
+Two ablations, chosen in the dock (freeze by default; the dock's title, plot title and axes
+say which one is shown): *freeze* (the level's in-context writes stopped, its output kept:
+what it stores) and *silence* (its output zeroed: what the model depends on). Runs written
+before freeze was measured have silence only: they show it, with a note saying so."""
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QFont, QFontMetricsF
+from PySide6.QtWidgets import QComboBox
 
 from nlstudio import probes
 from nlstudio.widgets import theme
@@ -30,12 +36,27 @@ def evaluation_table(delays, recall: dict[str, tuple[float, ...]], level_order=(
 class AblationDock(PlotDock):
     key = "ablation"
     title = "Ablation"
-    empty_text = ("Recall lost when each level is silenced, per delay: appears at the first "
-                  "evaluation of a task with delays.")
+    empty_text = ("Recall lost when each level is frozen (writes stopped) or silenced (output "
+                  "zeroed), per delay: appears at the first evaluation of a task with delays.")
     max_hz = 10.0
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
+        self.kind_combo = QComboBox()
+        self.kind_combo.setObjectName("ablationKindCombo")
+        for kind in probes.ABLATION_KINDS:
+            self.kind_combo.addItem(f"{kind.capitalize()}: {probes.ABLATION_MEANING[kind]}",
+                                    kind)
+        self.kind_combo.setToolTip(
+            "Freeze: the level keeps its output, its in-context writes stop (what it stores: "
+            "the answer to \"which level holds this memory\"). Silence: its output is zeroed "
+            "(what the rest of the model depends on, including what later levels compute "
+            "from it).")
+        self.kind_combo.currentIndexChanged.connect(lambda _i: self._select())
+        self.toolbar.insertWidget(0, self.kind_combo)
+        self.tables: dict[str, tuple] = {}  # kind -> (step, names, delays, table)
+        self.kind = probes.ABLATION_KINDS[0]  # shown: the chosen kind, or the one measured
+        self.note = ""  # why the chosen kind is not the one shown
         self.plot: pg.PlotItem = self.view.addPlot(row=0, col=0)
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
@@ -64,37 +85,76 @@ class AblationDock(PlotDock):
         self.set_message(self.empty_text)
 
     # ---- data in ---------------------------------------------------------------------------
+    @property
+    def chosen(self) -> str:
+        """The ablation kind the user chose (freeze by default)."""
+        return self.kind_combo.currentData() or probes.ABLATION_KINDS[0]
+
+    def choose(self, kind: str) -> None:
+        self.kind_combo.setCurrentIndex(self.kind_combo.findData(kind))
+
     def clear(self) -> None:
+        self.tables = {}
         self.names, self.delays, self.drop, self.full = [], np.zeros(0, np.int64), \
             np.zeros((0, 0)), np.zeros(0)
         self.step = None
+        self.note = ""
+        self.setWindowTitle(self.title.replace("&", "&&"))
         self.levels.reset()
         self.set_message(self.empty_text)
         self.mark_dirty()
 
-    def set_table(self, step: int, names: list[str], delays, table: np.ndarray) -> None:
-        """A recall table as ``probes.delay_table`` gives it (row 0 = "none", the full model)."""
-        levels, drop = probes.ablation_drop(list(names), np.asarray(table, dtype=float))
+    def set_table(self, step: int, names: list[str], delays, table: np.ndarray,
+                  ablation: str = "silence") -> None:
+        """A recall table as ``probes.delay_table`` gives it (row 0 = "none", the full model)
+        for one ablation kind."""
+        levels, _ = probes.ablation_drop(list(names), np.asarray(table, dtype=float))
         if not levels:
             return
-        # Rows in model order (delay.csv sorts them by name).
-        rank = {lid: i for i, lid in enumerate(self.level_order)}
-        order = sorted(range(len(levels)), key=lambda i: (rank.get(levels[i], len(rank)), i))
-        levels, drop = [levels[i] for i in order], drop[order]
-        table = np.asarray(table, dtype=float)
-        self.step = int(step)
-        self.names = levels
-        self.delays = np.asarray(delays, dtype=np.int64)
-        self.drop = np.ascontiguousarray(drop, dtype=np.float32)
-        self.full = np.asarray(table, dtype=float)[0]
-        self.mark_dirty()
+        self.tables[ablation] = (int(step), list(names), np.asarray(delays, dtype=np.int64),
+                                 np.asarray(table, dtype=float))
+        self._select()
+
+    def set_evaluation(self, event) -> None:
+        """Both tables of a live ``Evaluation`` (freeze where the run measured it)."""
+        for kind, recall in (("silence", event.recall), ("freeze", event.frozen)):
+            if event.delays and recall and "" in recall:
+                names, delays, table = evaluation_table(event.delays, recall, self.level_order)
+                self.set_table(event.step, names, delays, table, kind)
 
     def set_delay_rows(self, delay_rows) -> None:
+        """delay.csv rows (both formats): each ablation kind's table at its latest step."""
         rows = list(delay_rows)
         if not rows:
             return
-        names, delays, table = probes.delay_table(rows)
-        self.set_table(max(r[0] for r in rows), names, delays, table)
+        for kind in probes.ablations_measured(rows):
+            step = max(r[0] for r in rows if (r[4] if len(r) > 4 else "silence") == kind)
+            names, delays, table = probes.delay_table(rows, step, ablation=kind)
+            self.set_table(step, names, delays, table, kind)
+
+    def _select(self) -> None:
+        """Show the chosen kind's table, or the other one with a note saying why."""
+        chosen = self.chosen
+        if chosen in self.tables:
+            kind, self.note = chosen, ""
+        elif self.tables:
+            kind = next(k for k in probes.ABLATION_KINDS if k in self.tables)
+            self.note = f"{chosen} was not measured in this run; showing {kind}"
+        else:
+            return
+        self.kind = kind
+        step, names, delays, table = self.tables[kind]
+        levels, drop = probes.ablation_drop(names, table)
+        # Rows in model order (delay.csv sorts them by name).
+        rank = {lid: i for i, lid in enumerate(self.level_order)}
+        order = sorted(range(len(levels)), key=lambda i: (rank.get(levels[i], len(rank)), i))
+        self.step = step
+        self.names = [levels[i] for i in order]
+        self.delays = delays
+        self.drop = np.ascontiguousarray(drop[order], dtype=np.float32)
+        self.full = table[0]
+        self.setWindowTitle(f"{self.title} · {kind}".replace("&", "&&"))
+        self.mark_dirty()
 
     def has_data(self) -> bool:
         return self.drop.size > 0
@@ -131,7 +191,13 @@ class AblationDock(PlotDock):
             label.setPos(j + 0.5, i + 0.5)
             label.setColor(QColor(p.plot_foreground))
             label.setVisible(fits)
-        self.set_message(f"Recall lost per level silenced (step {grouped(self.step)})")
+        what = probes.ABLATION_VERB[self.kind]
+        self.plot.setTitle(f"recall lost when a level is {what} "
+                           f"({probes.ABLATION_MEANING[self.kind]})",
+                           color=self.palette_.plot_foreground, size="8pt")
+        self.plot.setLabel("left", f"level {what}", color=self.palette_.plot_foreground)
+        note = f" · {self.note}" if self.note else ""
+        self.set_message(f"Recall lost per level {what} (step {grouped(self.step)}){note}")
 
     def _show_plot(self) -> None:
         """Axes only around a table: no made-up (inverted, −0.4…0.4) axes before one."""
@@ -164,12 +230,17 @@ class AblationDock(PlotDock):
 
     # ---- export --------------------------------------------------------------------------
     def csv_table(self) -> tuple[list[str], list[list]]:
-        header = ["step", "level_silenced", "delay", "recall_full", "recall_silenced",
+        """Every measured kind's table (not only the one shown)."""
+        header = ["step", "ablation", "level", "delay", "recall_full", "recall_ablated",
                   "recall_lost"]
         rows: list[list] = []
-        for i, name in enumerate(self.names):
-            for j, delay in enumerate(self.delays.tolist()):
-                lost = float(self.drop[i, j])
-                full = float(self.full[j])
-                rows.append([self.step, name, int(delay), full, full - lost, lost])
+        for kind in probes.ABLATION_KINDS:
+            if kind not in self.tables:
+                continue
+            step, names, delays, table = self.tables[kind]
+            levels, drop = probes.ablation_drop(names, table)
+            for i, name in enumerate(levels):
+                for j, delay in enumerate(delays.tolist()):
+                    full, lost = float(table[0, j]), float(drop[i, j])
+                    rows.append([step, kind, name, int(delay), full, full - lost, lost])
         return header, rows

@@ -9,7 +9,7 @@ from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QDockWidget, QMainWindow
 
 from nlstudio import events as ev
-from nlstudio.widgets.plots.ablation import AblationDock, evaluation_table
+from nlstudio.widgets.plots.ablation import AblationDock
 from nlstudio.widgets.plots.base import PlotDock, RedrawScheduler
 from nlstudio.widgets.plots.forgetting import ForgettingDock
 from nlstudio.widgets.plots.loss import LossDock
@@ -67,9 +67,8 @@ class PlotSet(QObject):
         full = event.recall.get("") if event.recall else None
         self.forgetting.add_evaluation(event.step, event.rows, event.delays, full)
         if event.delays and full is not None:
-            names, delays, table = evaluation_table(event.delays, event.recall,
-                                                    self.level_order)
-            self.ablation.set_table(event.step, names, delays, table)
+            self.ablation.set_evaluation(event)
+        self.spectrum.show_content(event.step, event.content)
 
     # ---- layout ----------------------------------------------------------------------------
     def arrange(self, window: QMainWindow, beside: QDockWidget | None = None) -> None:

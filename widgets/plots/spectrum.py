@@ -1,19 +1,26 @@
-"""The spectrum: every level placed at its update frequency on one log axis, and the measured
-power spectrum of each level's per-token write-norm series.
+"""The spectrum: every level at its designed update frequency beside the measured frequency
+of its content, on one log axis, and the drift curves the content frequency comes from.
 
-Top strip: each level at its designed frequency 1/C (filled dot) and at the frequency it was
-measured to write at in the last sequence, writes/token (open diamond). Attention sits at the
-right edge, "∞" (its context is re-read at every token, nothing is written); frozen levels at
-the left edge, "0" (learned only by pre-training). Bottom: the power spectrum (log-log) of each
-level's write norms, with its designed frequency as a dashed line: a level written every C
-tokens peaks at k/C. One sequence's spectrum is noisy, so the curve is the mean of the
-spectra of the last few snapshots (``AVERAGE_SNAPSHOTS``). Colours follow the level order, as
-in every other plot.
+Top strip, one row per level (colours follow the level order, as in every other plot):
+
+- filled dot: the designed frequency 1/C (attention at the right edge, "∞": it re-reads its
+  context at every token and writes nothing; frozen levels at the left edge, "0");
+- open diamond: the measured content frequency ν = 1/τ (``nlstudio.probes``, "Content
+  rate"): how fast what the level *returns* on fixed probe inputs is replaced along a
+  held-out stream. A left-pointing triangle is an upper bound (never half replaced within
+  the stream: slower than that); attention's diamond sits at ∞ ("re-reads"), with no curve;
+- small bar under the row: the write *schedule*, writes per token in the latest snapshot (or
+  on the measured streams). It says when a level writes, not what changes (a level written
+  every C tokens sits at 1/C whatever it writes), so it is drawn apart and labelled so.
+
+Bottom: the drift D(Δ), the share of a level's content replaced after a lag of Δ tokens, per
+level on a log lag axis; ν is read where a curve crosses ½ (τ½, marked; τ = 2·τ½). The content
+is measured at every evaluation of a run (``Evaluation.content``), from a run folder's saved
+weights (``Snapshot.content``), or by lesson 1.
 """
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,13 +31,14 @@ from PySide6.QtGui import QColor
 from nlstudio import events as ev
 from nlstudio import probes
 from nlstudio.widgets import theme
-from nlstudio.widgets.format import grouped, plural
+from nlstudio.widgets.format import grouped
 from nlstudio.widgets.plots.base import PlotDock, parametric, pen, style_plot
 
+UNBOUNDED = 16_777_215.0  # QWIDGETSIZE_MAX: no maximum height
 EDGE = 0.7  # decades between the last finite decade and the "0" / "∞" edge positions
 INF_POS = EDGE  # log10(1) = 0 is the fastest finite frequency (a write every token)
-AVERAGE_SNAPSHOTS = 8
-EMPTY_DECADES = (-3, 1)  # the power axis before any data: 10⁻³ … 10
+STRIP_TITLE = ("● designed 1/C    ◇ content (measured; ◁ slower than)    "
+               "| write schedule (writes/token)")
 
 
 def freq_position(freq: float, low_decade: int) -> float:
@@ -51,57 +59,64 @@ def frequency_ticks(low_decade: int) -> list[list[tuple[float, str]]]:
     return [major, minor]
 
 
+def lag_ticks(max_lag: int) -> list[list[tuple[float, str]]]:
+    """Lags 1, 2, 4, … on the log axis of the drift plot."""
+    lags, lag = [], 1
+    while lag <= max(1, max_lag):
+        lags.append(lag)
+        lag *= 2
+    return [[(math.log10(v), grouped(v)) for v in lags], []]
+
+
 @dataclass
 class _LevelItems:
     designed: pg.ScatterPlotItem
-    measured: pg.ScatterPlotItem
+    content: pg.ScatterPlotItem
+    schedule: pg.ScatterPlotItem
     label: pg.TextItem
-    curve: pg.PlotDataItem
-    line: pg.InfiniteLine
+    curve: pg.PlotDataItem  # the drift D(Δ)
+    half: pg.ScatterPlotItem  # τ½ on the half line
     placed: tuple | None = None  # (low decade, level count) the static items were set for
-    shown_measured: float | None = None
 
 
 class SpectrumDock(PlotDock):
     key = "spectrum"
     title = "Spectrum"
-    empty_text = ("Levels are placed at their update frequency; the measured spectrum appears "
-                  "with a live run.")
-    max_hz = 5.0  # each curve is a mean over the last snapshots: it moves slowly
+    empty_text = ("Levels sit at their designed update frequency; the measured content "
+                  "frequency appears at the first evaluation of a run.")
+    max_hz = 5.0
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.low_decade = -3
         self.levels: list[dict] = []
         self.items: dict[str, _LevelItems] = {}
-        self.spectra: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # shown: freqs, mean power
-        self.history: dict[str, deque] = {}  # the last spectra of each level
-        self.measured_freq: dict[str, float] = {}
-        self.step: int | None = None
+        self.content: dict[str, ev.ContentRate] = {}  # the latest measurement
+        self.content_step: int | None = None
+        self.content_source = ""  # what it was measured on, in words (the message line)
+        self.schedule: dict[str, float] = {}  # writes per token in the latest snapshot
+        self.step: int | None = None  # of the latest snapshot
         self._pending: ev.Snapshot | None = None
+        self._max_lag = 1
+        self._drift_shown = True
 
         self.strip: pg.PlotItem = self.view.addPlot(row=0, col=0)
-        self.power: pg.PlotItem = self.view.addPlot(row=1, col=0)
-        self.view.ci.layout.setRowStretchFactor(0, 2)
-        self.view.ci.layout.setRowStretchFactor(1, 3)
-        self.power.setXLink(self.strip)
-        self.power.setLogMode(x=False, y=True)
-        self.power.enableAutoRange(y=False)
-        self._decades: tuple[int, int] | None = None  # the power axis range, in decades
-        self.power.setYRange(*EMPTY_DECADES, padding=0.02)  # whole decades before any data
-        self._title = ""
-        self._depth = -1
-        for plot in (self.strip, self.power):
+        self.drift: pg.PlotItem = self.view.addPlot(row=1, col=0)
+        self.view.ci.layout.setRowStretchFactor(0, 3)
+        self.view.ci.layout.setRowStretchFactor(1, 2)
+        for plot in (self.strip, self.drift):
             plot.setMenuEnabled(False)
             plot.setMouseEnabled(x=False, y=False)
             plot.hideButtons()
-        self.strip.getAxis("bottom").setStyle(showValues=False)
-        self.strip.setTitle("● designed 1/C   ◇ measured", color=self.palette_.muted,
-                            size="8pt")
         self.strip.getAxis("left").setStyle(showValues=False)
         self.strip.getAxis("left").setWidth(40)
-        self.power.getAxis("left").setWidth(40)
-        self.power.setLabel("bottom", "frequency (per token)")
+        self.strip.setLabel("bottom", "frequency (per token)")
+        self.drift.getAxis("left").setWidth(40)
+        self.drift.setLabel("bottom", "lag Δ (tokens)")
+        self.drift.setLabel("left", "replaced")
+        self.drift.setYRange(0, 1.05, padding=0)
+        self.half_line = pg.InfiniteLine(pos=probes.HALF, angle=0, movable=False)
+        self.drift.addItem(self.half_line, ignoreBounds=True)
         self.frozen_band = pg.LinearRegionItem(movable=False)
         self.inf_band = pg.LinearRegionItem(movable=False)
         for band in (self.frozen_band, self.inf_band):
@@ -112,8 +127,20 @@ class SpectrumDock(PlotDock):
                                     "pre-training")
         self.inf_band.setToolTip("frequency ∞: attention re-reads its context at every token "
                                  "and writes nothing")
+        self.strip.setToolTip(
+            "Dot: designed frequency 1/C. Diamond: measured content frequency ν = 1/τ, how fast "
+            "what the level returns on fixed probe inputs is replaced along a held-out stream "
+            "(a triangle: slower than that, not half replaced within the stream). Bar: the "
+            "write schedule, writes per token, which says when a level writes, not what "
+            "changes.")
+        self.drift.setToolTip(
+            "D(Δ): the share of each level's content (its read-out minus that of its initial "
+            "memory) replaced after Δ tokens. It crosses ½ at τ½; the content frequency is "
+            "ν = 1/(2·τ½), so a level that replaces all it holds every C tokens measures 1/C.")
         self._set_axis()
+        self._set_lag_axis(1)
         self.apply_theme(self.palette_)
+        self._show_plot()
         self.set_message(self.empty_text)
 
     # ---- data in ---------------------------------------------------------------------------
@@ -125,154 +152,193 @@ class SpectrumDock(PlotDock):
             return
         self.levels = norm
         for items in self.items.values():
-            for item in (items.designed, items.measured, items.label):
+            for item in (items.designed, items.content, items.schedule, items.label):
                 self.strip.removeItem(item)
-            self.power.removeItem(items.curve)
-            self.power.removeItem(items.line)
+            self.drift.removeItem(items.curve)
+            self.drift.removeItem(items.half)
         self.items.clear()
-        self.spectra.clear()
-        self.history.clear()
-        self.measured_freq.clear()
+        self.content.clear()
+        self.schedule.clear()
         for lv in self.levels:
-            f = probes.designed_frequency(lv["kind"], lv["period"])
-            if 0 < f < math.inf:
-                self._extend_decades(f)
-        for i, lv in enumerate(self.levels):
+            self._extend_decades(probes.designed_frequency(lv["kind"], lv["period"]))
+        for lv in self.levels:
             designed = pg.ScatterPlotItem(size=11)
-            measured = pg.ScatterPlotItem(size=17, symbol="d")  # rings the designed dot
+            content = pg.ScatterPlotItem(size=17)  # rings the designed dot when they agree
+            schedule = pg.ScatterPlotItem(size=9, symbol="|")
             label = pg.TextItem("", anchor=(0.0, 0.5))
             curve = pg.PlotDataItem(connect="finite")
-            line = pg.InfiniteLine(angle=90, movable=False)
-            for item in (designed, measured, label):
+            half = pg.ScatterPlotItem(size=8, symbol="o")
+            for item in (schedule, designed, content, label):
                 self.strip.addItem(item)
-            self.power.addItem(curve)
-            self.power.addItem(line, ignoreBounds=True)
-            self.items[lv["id"]] = _LevelItems(designed, measured, label, curve, line)
+            self.drift.addItem(curve)
+            self.drift.addItem(half)
+            self.items[lv["id"]] = _LevelItems(designed, content, schedule, label, curve, half)
         self._set_axis()
         self._recolor()
         self.mark_dirty()
 
     def clear(self) -> None:
-        self._decades = None
-        self.power.setYRange(*EMPTY_DECADES, padding=0.02)
-        self.spectra.clear()
-        self.history.clear()
-        self.measured_freq.clear()
+        self.content.clear()
+        self.schedule.clear()
+        self.content_step = self.step = None
+        self.content_source = ""
         self._pending = None
-        self.step = None
         self.set_message(self.empty_text)
         self.mark_dirty()
 
     def show_snapshot(self, snapshot: ev.Snapshot) -> None:
+        """The write schedule of a live snapshot (and its content, where it carries one)."""
         if any(lid not in self.items for lid in snapshot.levels):
             self.set_levels([{"id": lid, "kind": s.kind, "period": s.period}
                              for lid, s in snapshot.levels.items()])
         self._pending = snapshot
+        if snapshot.content:
+            self.show_content(snapshot.step, snapshot.content)
+        self.mark_dirty()
+
+    def show_content(self, step: int | None, content: dict[str, ev.ContentRate],
+                     source: str = "") -> None:
+        """The content rates of one measurement (``probes.content_rates``) at ``step``;
+        ``source`` says what it was measured on (default: its held-out streams)."""
+        if not content:
+            return
+        missing = [lid for lid in content if lid not in self.items]
+        if missing:
+            self.set_levels([*self.levels, *({"id": lid, "kind": content[lid].kind,
+                                               "period": content[lid].period}
+                                              for lid in missing)])
+        self.content = dict(content)
+        self.content_step = step
+        first = next(iter(content.values()))
+        self.content_source = source or (f"{first.sequences} held-out streams of "
+                                         f"{grouped(first.tokens)} tokens")
+        for rate in content.values():
+            if 0 < rate.frequency < math.inf:
+                self._extend_decades(rate.frequency)
+            if 0 < rate.writes_per_token < math.inf:
+                self._extend_decades(rate.writes_per_token)
         self.mark_dirty()
 
     def has_data(self) -> bool:
-        return bool(self.spectra)
+        return bool(self.content)
 
     # ---- drawing ---------------------------------------------------------------------------
     def redraw(self) -> None:
         snap, self._pending = self._pending, None
         if snap is not None:
             self._take(snap)
+        self._show_plot()
         n = len(self.levels)
-        span: tuple[int, int] | None = None
+        max_lag = 1
+        top = 1.05
         for i, lv in enumerate(self.levels):
             items = self.items[lv["id"]]
             y = n - i
-            # Positions and labels only change with the levels or the axis: set them then.
+            designed = probes.designed_frequency(lv["kind"], lv["period"])
             placed = (self.low_decade, n)
-            if items.placed != placed:
+            if items.placed != placed:  # positions change only with the levels or the axis
                 items.placed = placed
-                x = freq_position(probes.designed_frequency(lv["kind"], lv["period"]),
-                                  self.low_decade)
-                items.designed.setData([x], [y])
-                items.label.setText(_designed_text(lv))
-                # Labels sit right of their dot in the slow half, left of it in the fast half.
-                left_side = x > (self.low_decade - EDGE + INF_POS) / 2
-                items.label.setAnchor((1.0, 0.5) if left_side else (0.0, 0.5))
-                items.label.setPos(x + (-0.15 if left_side else 0.15), y)
-                items.line.setPos(x)
-                items.shown_measured = None
-            measured = self.measured_freq.get(lv["id"])
-            if not parametric(lv["kind"]):
-                measured = None
-            if measured != items.shown_measured:
-                items.shown_measured = measured
-                if measured is None:
-                    items.measured.setData([], [])
+                items.designed.setData([freq_position(designed, self.low_decade)], [y])
+            rate = self.content.get(lv["id"])
+            self._draw_content(items, rate, y)
+            self._draw_label(items, lv, rate, designed, y)
+            writes = self.schedule.get(lv["id"])
+            if writes is None and rate is not None and not math.isnan(rate.writes_per_token):
+                writes = rate.writes_per_token
+            if writes is None or not parametric(lv["kind"]):
+                items.schedule.setData([], [])
+            else:  # just under the row: its own series, never hidden by the dots
+                items.schedule.setData([freq_position(writes, self.low_decade)], [y - 0.3])
+            if rate is not None and len(rate.lags):
+                drift = rate.drift
+                items.curve.setData(np.log10(rate.lags.astype(float)), drift)
+                max_lag = max(max_lag, int(rate.lags[-1]))
+                top = max(top, float(drift.max()) * 1.05)
+                tau_half = probes.half_lag(rate.lags, drift)
+                if tau_half is None:
+                    items.half.setData([], [])
                 else:
-                    items.measured.setData([freq_position(measured, self.low_decade)], [y])
-            freqs, power = self.spectra.get(lv["id"], (np.zeros(0), np.zeros(0)))
-            keep = (freqs > 0) & (power > 0) & np.isfinite(power)
-            items.curve.setData(np.log10(freqs[keep]), power[keep])
-            if keep.any():
-                lo = math.floor(math.log10(float(power[keep].min())))
-                hi = math.ceil(math.log10(float(power[keep].max())))
-                span = (lo, hi) if span is None else (min(span[0], lo), max(span[1], hi))
-        # The power axis only grows, by whole decades: its ticks stay put while streaming.
-        if span is not None:
-            grown = span if self._decades is None else (min(span[0], self._decades[0]),
-                                                         max(span[1], self._decades[1]))
-            if grown != self._decades:
-                self._decades = grown
-                self.power.setYRange(grown[0], max(grown[1], grown[0] + 1), padding=0.02)
+                    items.half.setData([math.log10(max(tau_half, 1.0))], [probes.HALF])
+            else:
+                items.curve.setData([], [])
+                items.half.setData([], [])
+        if max_lag != self._max_lag:
+            self._set_lag_axis(max_lag)
+        self.drift.setYRange(0, top, padding=0)
         self.strip.setYRange(0.4, n + 0.6, padding=0)
-        depth = max((len(h) for h in self.history.values()), default=0)
-        if self._title != "set":  # a title change relayouts the plots: once per theme
-            self._title = "set"
-            self.power.setTitle("write norms' power", color=self.palette_.plot_foreground,
-                                size="8pt")
-        if self.step is not None:
-            text = f"Step {grouped(self.step)}, mean of {plural(depth, 'snapshot')}"
+        if self.content:
+            text = (f"Content measured at step {grouped(self.content_step)} on "
+                    f"{self.content_source}" if self.content_step is not None else
+                    f"Content measured on {self.content_source}")
             if text != self.message.text():
                 self.set_message(text)
-        if depth != self._depth:
-            self._depth = depth
-            self.power.setToolTip(f"Power spectrum of each level's per-token write norms, "
-                                  f"mean of the last {plural(depth, 'snapshot')}; dashed: designed "
-                                  f"frequency 1/C")
+        elif self.step is not None:
+            self.set_message("Write schedule from the live snapshots; the content frequency "
+                             "is measured at each evaluation.")
+
+    def _draw_content(self, items: _LevelItems, rate: ev.ContentRate | None, y: float) -> None:
+        if rate is None or rate.note or math.isnan(rate.frequency):
+            items.content.setData([], [])
+            return
+        items.content.setData([freq_position(rate.frequency, self.low_decade)], [y],
+                              symbol="t3" if rate.bound else "d")
+
+    def _draw_label(self, items: _LevelItems, lv: dict, rate: ev.ContentRate | None,
+                    designed: float, y: float) -> None:
+        text = f"{lv['id']} · {probes.frequency_text(designed)}"
+        if not parametric(lv["kind"]):
+            text += " · re-reads"
+        elif rate is not None:
+            text += f" → {probes.content_text(rate)}"
+        x = freq_position(designed, self.low_decade)
+        # Labels sit right of their dot in the slow half, left of it in the fast half.
+        left_side = x > (self.low_decade - EDGE + INF_POS) / 2
+        if items.label.toPlainText() != text:
+            items.label.setText(text)
+        items.label.setAnchor((1.0, 0.5) if left_side else (0.0, 0.5))
+        items.label.setPos(x + (-0.15 if left_side else 0.15), y + 0.32)
+
+    def _show_plot(self) -> None:
+        """The drift plot only once there is a measurement (no made-up axes before)."""
+        shown = self.has_data()
+        if self._drift_shown != shown:  # kept in the layout (a plot taken out is orphaned)
+            self._drift_shown = shown
+            self.drift.setMaximumHeight(UNBOUNDED if shown else 0)
+            self.drift.setVisible(shown)
+            self.view.ci.layout.setRowStretchFactor(1, 2 if shown else 0)
 
     def _take(self, snap: ev.Snapshot) -> None:
         self.step = snap.step
         for lid, level in snap.levels.items():
-            if level.spectrum is not None and len(level.spectrum[0]):
-                freqs = np.asarray(level.spectrum[0], dtype=np.float64)
-                power = np.asarray(level.spectrum[1], dtype=np.float64)
-                history = self.history.get(lid)
-                shown = self.spectra.get(lid)
-                if history is None or shown is None or not np.array_equal(shown[0], freqs):
-                    history = self.history[lid] = deque(maxlen=AVERAGE_SNAPSHOTS)
-                history.append(power)
-                self.spectra[lid] = (freqs, np.mean(np.stack(history), axis=0))
-                self._extend_decades(float(freqs[freqs > 0].min()) if np.any(freqs > 0) else 1)
-            else:
-                self.spectra.pop(lid, None)
-                self.history.pop(lid, None)
             tokens = len(level.write_norms) if level.write_norms is not None else 0
             if tokens:
-                self.measured_freq[lid] = level.updates / tokens
+                self.schedule[lid] = level.updates / tokens
+                if level.updates:
+                    self._extend_decades(level.updates / tokens)
             else:
-                self.measured_freq.pop(lid, None)
+                self.schedule.pop(lid, None)
 
     def _extend_decades(self, freq: float) -> None:
+        if not 0 < freq < math.inf:
+            return
         decade = math.floor(math.log10(freq) + 1e-9)
         if decade < self.low_decade:
             self.low_decade = decade
             self._set_axis()
+            for items in self.items.values():
+                items.placed = None
 
     def _set_axis(self) -> None:
-        ticks = frequency_ticks(self.low_decade)
-        for plot in (self.strip, self.power):
-            plot.getAxis("bottom").setTicks(ticks)
+        self.strip.getAxis("bottom").setTicks(frequency_ticks(self.low_decade))
         left, right = self.low_decade - EDGE, INF_POS
         self.strip.setXRange(left - 0.35, right + 0.35, padding=0)
-        self.power.setXRange(left - 0.35, right + 0.35, padding=0)
         self.frozen_band.setRegion((left - 0.35, left + 0.3))
         self.inf_band.setRegion((right - 0.3, right + 0.35))
+
+    def _set_lag_axis(self, max_lag: int) -> None:
+        self._max_lag = max_lag
+        self.drift.getAxis("bottom").setTicks(lag_ticks(max_lag))
+        self.drift.setXRange(-0.05, math.log10(max(2, max_lag)) + 0.05, padding=0)
 
     # ---- theme -------------------------------------------------------------------------------
     def _recolor(self) -> None:
@@ -282,47 +348,49 @@ class SpectrumDock(PlotDock):
             color = p.level_color(i)
             items.designed.setBrush(pg.mkBrush(color))
             items.designed.setPen(pg.mkPen(p.plot_background, width=1))
-            items.measured.setBrush(pg.mkBrush(None))
-            items.measured.setPen(pg.mkPen(color, width=1.6))
+            items.content.setBrush(pg.mkBrush(None))
+            items.content.setPen(pg.mkPen(color, width=1.8))
+            items.schedule.setPen(pen(color, 2.0, alpha=170))
+            items.schedule.setBrush(pg.mkBrush(None))
             items.label.setColor(QColor(p.plot_foreground))
-            items.curve.setPen(pen(color, 1.0, alpha=210))
-            items.line.setPen(pen(color, 1.0, Qt.PenStyle.DashLine, alpha=170))
+            items.curve.setPen(pen(color, 1.6))
+            items.half.setBrush(pg.mkBrush(color))
+            items.half.setPen(pg.mkPen(p.plot_background, width=1))
 
     def apply_theme(self, palette: theme.Palette) -> None:
         super().apply_theme(palette)
         style_plot(self.strip, palette)
-        style_plot(self.power, palette)
-        # No grids: their replay on every frame cost more than the curves; the dashed
-        # designed-frequency lines are the guides that matter here.
+        style_plot(self.drift, palette)
         self.strip.showGrid(x=False, y=False)
-        self.power.showGrid(x=False, y=False)
-        self.strip.setTitle("● designed 1/C   ◇ measured", color=palette.muted, size="8pt")
-        self._title = ""  # redrawn in the new colours
+        self.drift.showGrid(x=False, y=False)
+        self.strip.setTitle(STRIP_TITLE, color=palette.muted, size="8pt")
+        self.drift.setTitle("content replaced after a lag, D(Δ); ν = 1/(2·τ½) where it "
+                            "crosses ½", color=palette.plot_foreground, size="8pt")
+        self.half_line.setPen(pen(palette.muted, 1.0, Qt.PenStyle.DashLine))
         for band, name in ((self.frozen_band, "band_frozen"), (self.inf_band, "band_inf")):
             band.setBrush(pg.mkBrush(palette.qcolor(name, 46)))
         self._recolor()
 
     # ---- export --------------------------------------------------------------------------
     def csv_table(self) -> tuple[list[str], list[list]]:
-        header = ["step", "level", "kind", "period", "designed_frequency",
-                  "measured_writes_per_token", "frequency", "power"]
+        header = ["content_step", "level", "kind", "period", "designed_frequency",
+                  "content_frequency", "content_is_upper_bound", "turnover_tokens",
+                  "writes_per_token", "lag", "replaced_share"]
         rows: list[list] = []
         for lv in self.levels:
             lid = lv["id"]
-            f = probes.designed_frequency(lv["kind"], lv["period"])
+            designed = probes.designed_frequency(lv["kind"], lv["period"])
             period = "" if lv["period"] is None else lv["period"]
-            measured = self.measured_freq.get(lid, "")
-            freqs, power = self.spectra.get(lid, (np.zeros(0), np.zeros(0)))
-            if not len(freqs):
-                rows.append([self.step, lid, lv["kind"], period, f, measured, "", ""])
-            for fr, pw in zip(freqs.tolist(), power.tolist()):
-                rows.append([self.step, lid, lv["kind"], period, f, measured, fr, pw])
+            rate = self.content.get(lid)
+            writes = self.schedule.get(lid, "" if rate is None else rate.writes_per_token)
+            if rate is None:
+                rows.append([self.content_step, lid, lv["kind"], period, designed, "", "", "",
+                             writes, "", ""])
+                continue
+            head = [self.content_step, lid, lv["kind"], period, designed, rate.frequency,
+                    int(rate.bound), rate.turnover, writes]
+            if not len(rate.lags):
+                rows.append(head + ["", ""])
+            for lag, share in zip(rate.lags.tolist(), rate.drift.tolist()):
+                rows.append(head + [lag, share])
         return header, rows
-
-
-def _designed_text(lv: dict) -> str:
-    if not parametric(lv["kind"]):
-        return f"{lv['id']} · ∞"
-    if lv["period"] is None:
-        return f"{lv['id']} · 0"
-    return f"{lv['id']} · 1/{lv['period']}"
