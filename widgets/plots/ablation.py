@@ -44,6 +44,11 @@ class AblationDock(PlotDock):
         super().__init__(parent)
         self.kind_combo = QComboBox()
         self.kind_combo.setObjectName("ablationKindCombo")
+        # Its entries are sentences: sized to them, the combo alone made the dock (and the
+        # Forgetting dock it is a tab of) 560 px wide, squeezing the plots beside it.
+        self.kind_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.kind_combo.setMinimumContentsLength(12)
         for kind in probes.ABLATION_KINDS:
             self.kind_combo.addItem(f"{kind.capitalize()}: {probes.ABLATION_MEANING[kind]}",
                                     kind)

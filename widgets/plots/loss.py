@@ -77,7 +77,7 @@ class LossDock(PlotDock):
         self.smooth_slider.setObjectName("lossSmoothingSlider")
         self.smooth_slider.setRange(0, 99)
         self.smooth_slider.setValue(60)
-        self.smooth_slider.setFixedWidth(110)
+        self.smooth_slider.setFixedWidth(80)
         self.smooth_slider.setToolTip("Exponential moving average of the displayed curves "
                                       "(the data and the exports keep the raw values)")
         self.smooth_label = QLabel()
