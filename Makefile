@@ -10,7 +10,7 @@ run: setup
 	.venv/bin/nlstudio $(PROJECT)
 
 test: setup
-	QT_QPA_PLATFORM=offscreen .venv/bin/pytest -q
+	QT_QPA_PLATFORM=offscreen .venv/bin/pytest -q -n auto
 
 bench: setup
 	.venv/bin/python bench/levels.py
