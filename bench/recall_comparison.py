@@ -283,6 +283,7 @@ def report(models: list[str], lrs: list[float], seeds: list[int], steps: int,
             f"{runs[0]['state_floats']['4096']:,} | "
             + " | ".join(_steps_cell(to[d]) for d in PROBE_DELAYS)
             + f" | {secs[0]:.0f} ± {secs[1]:.0f} |")
+        tables.setdefault("ablations", []).extend(_ablation_lines(m, runs, delays))
         summary["models"][m] = {
             "title": TITLES[m], "lr": best, "n_seeds": len(runs), "params": runs[0]["params"],
             "state_floats": runs[0]["state_floats"],
@@ -314,6 +315,13 @@ def report(models: list[str], lrs: list[float], seeds: list[int], steps: int,
                      + " | train s |")
         lines.append("|---|---|---|---|" + "---|" * len(PROBE_DELAYS) + "---|")
         lines += tables["cost"]
+        if tables.get("ablations"):
+            lines.append("\nAblations (recall by delay with one level frozen: its output kept, "
+                         "its in-context writes stopped, i.e. what it stores; or silenced: its "
+                         "output zeroed, i.e. what the model depends on; mean over seeds):\n")
+            lines.append("| model | ablation | " + " | ".join(f"d={d}" for d in delays) + " |")
+            lines.append("|---|---|" + "---|" * len(delays))
+            lines += tables["ablations"]
     lines.append(f"\nLearning-rate sweep (seed {VAL_SEED}, mean validation recall over the delay "
                  "grid; * = chosen):\n")
     lines.append("| model | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |")
@@ -325,6 +333,20 @@ def report(models: list[str], lrs: list[float], seeds: list[int], steps: int,
     lab.store(out, "recall_comparison", summary)
     (out / "recall_comparison.md").write_text(text)
     return text
+
+
+def _ablation_lines(model: str, runs: list[dict], delays: list[int]) -> list[str]:
+    """One table row per (kind, level) the runs measured: mean recall over the seeds."""
+    lines = []
+    kinds = runs[0].get("ablations") or {}
+    for kind in ("freeze", "silence"):
+        for lid in kinds.get(kind, {}):
+            tables = [r["ablations"][kind][lid] for r in runs
+                      if lid in (r.get("ablations") or {}).get(kind, {})]
+            cells = [lab.mean_sd([t[str(d)] for t in tables])[0] for d in delays]
+            lines.append(f"| {model} | {kind} {lid} | "
+                         + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    return lines
 
 
 def _pm(mean: float, sd: float) -> str:
