@@ -454,7 +454,10 @@ def _pct(x: float) -> str:
 
 
 def _points(x: float) -> str:
-    return "–" if not np.isfinite(x) else f"{100 * abs(x):.0f} points"
+    if not np.isfinite(x):
+        return "–"
+    n = f"{100 * abs(x):.0f}"
+    return f"{n} point" if n == "1" else f"{n} points"
 
 
 def _trained(result: LoopResult) -> str:
