@@ -86,7 +86,7 @@ class DelayResult:
     #: stopped, its output kept: what it stores; written levels only) or "silence" (its output
     #: zeroed: what the model depends on; every level)
     ablation: str = "freeze"
-    questions: int = EVAL_FACTS  # questions scored per delay (kv_stream: one stream of 64)
+    questions: int = EVAL_FACTS  # questions scored per delay (the lesson's kv_stream: 64)
 
 
 @dataclass(frozen=True)
