@@ -8,14 +8,23 @@ outer optimizer, gradient clipping and task batches, into a temporary run folder
 trained weights back from that run folder (``nlstudio.runs.load_run(...).load_model()``) and
 measures:
 
-1. **Forgetting by delay**: ``kv_stream.recall_by_delay``, with every level silenced in turn
-   (``probes.recall_by_delay_with_ablation``): a fact is shown once and asked ``d`` tokens
-   later; where silencing a level drops recall, that level held the fact at that delay.
+1. **Forgetting by delay**: ``kv_stream.recall_by_delay``, with the writes of every level
+   that has any *frozen* in turn (``probes.recall_by_delay_ablations``, kind ``"freeze"``: the
+   level keeps its output, its in-context writes stop): a fact is shown once and asked ``d``
+   tokens later; where freezing a level's writes drops recall, those writes held the fact at
+   that delay. Levels without writes (a frozen MLP, period null; attention) have nothing to
+   freeze and no row. Every "holds"/"stores" the lesson says rests on this table.
+   The same grid with each level *silenced* (its output zeroed) is measured beside it, and
+   only ever called what it is: what the rest of the model *depends on*. Silencing a level
+   also removes everything later levels compute from it, so a level the model depends on
+   need not store anything (``nlstudio.probes``, issue 13).
 2. **The return** (the memory loop): a mapping of facts is shown for one segment, the stream
    moves on through ``g`` segments of other mappings, then the mapping returns. Recall on the
    return's first pass says what was still held; on its second pass, how well it was relearned
    after one more showing, against learning it the first time. Measured for the full model
-   and with each level silenced.
+   and with each level's writes frozen in turn: if a slow level's writes held the mapping,
+   freezing them makes the relearning slower. Eight streams per gap are few: the texts call a
+   difference smaller than :func:`noise` "within noise".
 
 The lesson then tells that story in stages (a :class:`nlstudio.lessons.LessonCore`): stage 0,
 the fact is shown; stages 1 … D, the stream has moved on by each delay in turn; the last stage,
@@ -23,9 +32,14 @@ the mapping returns. :func:`describe_stage` says what is true at each.
 
     lesson = MemoryLoopLesson()
     result = lesson.run(30, LoopJob())           # train 30 steps, then measure (a LoopResult)
-    result.delay.table                           # recall [1 + levels, delays]
+    result.delay.table                           # recall [1 + written levels, delays], frozen
+    result.silenced.table                        # recall [1 + levels, delays], silenced
     lesson.next(); describe_stage(result, lesson.step_count)
     lesson.close()                               # removes the temporary run folder
+
+One file on purpose (over the usual ~450 lines): the measurements and the sentences that read
+them sit together, so that every "holds" the lesson says is next to the table and the noise
+band it rests on.
 """
 from __future__ import annotations
 
@@ -47,6 +61,7 @@ from nlstudio.run_state import EndReason
 from nlstudio.runs import load_run
 from nlstudio.tasks._util import long_tensor
 from nlstudio.tasks.base import IGNORE
+from nlstudio.tasks.kv_stream import EVAL_FACTS
 from nlstudio.trainer import Trainer
 
 FULL = "none"  # the row of the full model (as probes.delay_table names it)
@@ -64,34 +79,47 @@ class LoopConfig:
 
 @dataclass(frozen=True)
 class DelayResult:
-    names: list[str]  # [FULL, *level ids]: which level is silenced in each row
+    names: list[str]  # [FULL, *level ids]: which level is ablated in each row
     delays: np.ndarray  # tokens from a fact's showing to its question
     table: np.ndarray  # recall [len(names), len(delays)]
+    #: which ablation the rows are (``probes.ABLATION_KINDS``): "freeze" (the level's writes
+    #: stopped, its output kept: what it stores; written levels only) or "silence" (its output
+    #: zeroed: what the model depends on; every level)
+    ablation: str = "freeze"
+    questions: int = EVAL_FACTS  # questions scored per delay (the lesson's kv_stream: 64)
 
 
 @dataclass(frozen=True)
 class ReturnResult:
     gaps: np.ndarray  # tokens of other mappings between the fact's segment and its return
-    names: list[str]  # [FULL, *level ids]
+    names: list[str]  # [FULL, *written level ids]: which level's writes are frozen in each row
     first_sight: np.ndarray  # [names, gaps] recall on the 2nd pass of the first showing
     held: np.ndarray  # [names, gaps] recall on the 1st pass of the return
     relearned: np.ndarray  # [names, gaps] recall on the 2nd pass of the return
+    questions: np.ndarray  # [gaps] questions scored per pass (the same for every row)
 
 
 @dataclass(frozen=True)
 class LoopResult:
     trained_steps: int
     loss: float  # the last training batch's loss (nan when untrained)
-    level_ids: list[str]
+    level_ids: list[str]  # every level, in model order
     periods: dict[str, int | None]
-    delay: DelayResult
-    returns: ReturnResult
+    delay: DelayResult  # freeze: which level's writes hold a fact at each delay
+    returns: ReturnResult  # the return, full model and each written level frozen
     untrained: np.ndarray | None = None  # recall by delay of the model before any training
     seconds: float = 0.0
     chance: float = math.nan  # recall of a model that guesses one of the values at random
+    silenced: DelayResult | None = None  # silence: what the model depends on (never "holds")
 
     def row(self, name: str) -> int:
+        """The row of ``name`` (FULL or a written level) in the freeze table."""
         return self.delay.names.index(name)
+
+    @property
+    def written(self) -> list[str]:
+        """The levels with in-context writes (the freeze table's rows after the full model)."""
+        return [n for n in self.delay.names if n != FULL]
 
     @property
     def stages(self) -> int:
@@ -211,12 +239,16 @@ class MemoryLoopLesson:
         return self.trained_steps - start
 
     # ---- measurements ------------------------------------------------------------------------
-    def recall_by_delay(self, model: torch.nn.Module) -> DelayResult:
-        delays, recall = probes.recall_by_delay_with_ablation(self.task, model, "cpu",
-                                                              self.level_ids)
-        names = [FULL, *self.level_ids]
-        table = np.array([recall[""], *[recall[lid] for lid in self.level_ids]], dtype=float)
-        return DelayResult(names, np.asarray(delays, dtype=np.int64), table)
+    def recall_by_delay(self, model: torch.nn.Module, ablation: str = "freeze") -> DelayResult:
+        """Recall by delay of the full model and with each level ablated in turn: "freeze"
+        over the levels with writes (:func:`written_levels`), "silence" over every level."""
+        levels = written_levels(model) if ablation == "freeze" else list(self.level_ids)
+        delays, tables = probes.recall_by_delay_ablations(self.task, model, "cpu", levels,
+                                                          (ablation,))
+        recall = tables[ablation]
+        names = [FULL, *levels]
+        table = np.array([recall[""], *[recall[lid] for lid in levels]], dtype=float)
+        return DelayResult(names, np.asarray(delays, dtype=np.int64), table, ablation)
 
     def return_streams(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Inputs, targets, each row's gap (segments) and a mask code per token: 1 = second pass
@@ -247,30 +279,34 @@ class MemoryLoopLesson:
         return inputs, targets, gaps, codes
 
     def return_test(self, model: torch.nn.Module) -> ReturnResult:
+        """The return, for the full model and with each written level's writes frozen (its
+        output kept): what that level's writes add to holding and relearning the mapping."""
         inputs, targets, gaps, codes = self.return_streams()
-        names = [FULL, *self.level_ids]
+        names = [FULL, *written_levels(model)]
         grid = np.arange(1, self.config.max_gap + 1)
         out = np.zeros((3, len(names), len(grid)))
+        questions = np.array([int(((codes == 3) & (gaps == g)[:, None]).sum()) for g in grid])
         for i, name in enumerate(names):
-            silence = () if name == FULL else (name,)
-            logits = self.task.model_logits(model, long_tensor(inputs),
-                                            long_tensor(targets), "cpu", silence)
+            freeze = () if name == FULL else (name,)
+            logits = self.task.model_logits(model, long_tensor(inputs), long_tensor(targets),
+                                            "cpu", silence=(), freeze=freeze)
             right = logits.argmax(-1).numpy() == targets
             for c in (1, 2, 3):
                 for j, gap in enumerate(grid):
                     mask = (codes == c) & (gaps == gap)[:, None]
                     out[c - 1, i, j] = right[mask].mean() if mask.any() else np.nan
         seg = self.task.params.segment_len
-        return ReturnResult(grid * seg, names, out[0], out[1], out[2])
+        return ReturnResult(grid * seg, names, out[0], out[1], out[2], questions)
 
     def evaluate(self, model: torch.nn.Module) -> LoopResult:
         start = time.perf_counter()
-        delay = self.recall_by_delay(model)
+        delay = self.recall_by_delay(model, "freeze")
+        silenced = self.recall_by_delay(model, "silence")
         returns = self.return_test(model)
         return LoopResult(self.trained_steps, self.loss if self.trained_steps else math.nan,
                           list(self.level_ids), dict(self.periods), delay, returns,
                           self.untrained, time.perf_counter() - start,
-                          chance=1.0 / int(self.task.params.value_vocab))
+                          chance=1.0 / int(self.task.params.value_vocab), silenced=silenced)
 
     def measure_untrained(self) -> np.ndarray:
         """Recall by delay of the full model as built (one model call), once."""
@@ -326,36 +362,102 @@ class MemoryLoopLesson:
 
 
 # ---- reading the results ---------------------------------------------------------------------
-def slowest_level(result: LoopResult) -> str:
-    """The in-context level with the longest period (the slow end of the continuum)."""
-    written = [(p, lid) for lid, p in result.periods.items() if p is not None]
-    return max(written)[1] if written else result.level_ids[-1]
-
-
-def holder(result: LoopResult) -> str:
-    """The level whose silencing costs the most recall, summed over delays."""
-    full = result.delay.table[0]
-    drops = {lid: float(np.nansum(full - result.delay.table[result.row(lid)]))
-             for lid in result.level_ids}
-    return max(drops, key=drops.get)
-
-
-#: A drop in recall smaller than this (5 points) is not called "held by that level".
+#: A drop in recall smaller than this (5 points) is not called "held by that level's writes".
 HOLD_DROP = 0.05
 
 
-def holder_at(result: LoopResult, column: int) -> tuple[str, float]:
-    """The level whose silencing costs the most recall at delay ``delays[column]``, and that
-    drop (full-model recall minus recall with it silenced; ≤ 0 when no level matters)."""
-    table = result.delay.table
-    drops = {lid: float(table[0, column] - table[result.row(lid), column])
-             for lid in result.level_ids}
+def written_levels(model: torch.nn.Module) -> list[str]:
+    """The levels with in-context writes, in model order: parametric with a period. Only
+    their writes can be frozen; a frozen MLP (period null) or attention writes nothing."""
+    return [lid for lid in model.order
+            if model.levels[lid].info.parametric and model.levels[lid].period is not None]
+
+
+def slowest_level(result: LoopResult) -> str | None:
+    """The written level with the longest period (the slow end of the continuum); None when
+    no level writes."""
+    written = [(result.periods.get(lid) or 0, lid) for lid in result.written]
+    return max(written)[1] if written else None
+
+
+def _drops(table: DelayResult) -> dict[str, np.ndarray]:
+    """Recall lost per delay when each level is ablated: full-model row minus its row."""
+    return {name: table.table[0] - table.table[i]
+            for i, name in enumerate(table.names) if name != FULL}
+
+
+def holder_at(result: LoopResult, column: int) -> tuple[str | None, float]:
+    """The level whose frozen writes cost the most recall at delay ``delays[column]``, and
+    that drop (full-model recall minus recall with its writes frozen; ≤ 0 when no level's
+    writes matter). ``(None, nan)`` when no level writes. The drop says "holds" only from
+    :data:`HOLD_DROP` on."""
+    drops = {lid: float(d[column]) for lid, d in _drops(result.delay).items()}
+    if not drops:
+        return None, math.nan
     lid = max(drops, key=drops.get)
     return lid, drops[lid]
 
 
+def noise(p1: float, p2: float, questions: int) -> float:
+    """Two standard errors of the difference of two recall rates measured on ``questions``
+    questions each, as if independent (a rough band: questions of one stream share its
+    state, rows of the same streams are paired). Differences inside it are "within noise"."""
+    if questions <= 0 or not (np.isfinite(p1) and np.isfinite(p2)):
+        return math.inf
+    return 2.0 * math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / questions)
+
+
+def clear_drop(full: float, drop: float, questions: int) -> bool:
+    """A drop in recall that says something: at least :data:`HOLD_DROP` and beyond
+    :func:`noise` (full-model recall against recall with the level ablated)."""
+    return bool(drop >= HOLD_DROP and drop >= noise(full, full - drop, questions))
+
+
+def holder(result: LoopResult) -> str | None:
+    """The level whose writes hold the facts: among the levels whose frozen writes cost a
+    :func:`clear_drop` of recall at some delay, the one that costs the most summed over
+    delays; None when no single level's writes clearly cost recall anywhere."""
+    d, full = result.delay, result.delay.table[0]
+    drops = {lid: drop for lid, drop in _drops(d).items()
+             if any(clear_drop(full[j], drop[j], d.questions) for j in range(len(full)))}
+    if not drops:
+        return None
+    return max(drops, key=lambda lid: float(np.nansum(drops[lid])))
+
+
+def depends_without_holding(result: LoopResult, column: int | None = None
+                            ) -> tuple[str | None, float]:
+    """The level the model clearly depends on most (silencing it costs a :func:`clear_drop`
+    of recall, at delay ``delays[column]`` or, by default, at any delay) among the levels
+    whose writes do not clearly hold the facts there (or that have no writes), and that
+    drop; ``(None, nan)`` when there is none or silence was not measured. What silencing
+    shows and freezing does not: dependence is not storage."""
+    if result.silenced is None:
+        return None, math.nan
+    d, full = result.delay, result.delay.table[0]
+    columns = range(len(full)) if column is None else [column]
+    frozen = _drops(d)
+    best: tuple[str | None, float] = (None, math.nan)
+    for lid, drop in _drops(result.silenced).items():
+        if lid in frozen and any(clear_drop(full[j], frozen[lid][j], d.questions)
+                                 for j in columns):
+            continue
+        for j in columns:
+            if clear_drop(full[j], drop[j], d.questions) and (best[0] is None
+                                                              or drop[j] > best[1]):
+                best = (lid, float(drop[j]))
+    return best
+
+
 def _pct(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{100 * x:.0f} %"
+
+
+def _points(x: float) -> str:
+    if not np.isfinite(x):
+        return "–"
+    n = f"{100 * abs(x):.0f}"
+    return f"{n} point" if n == "1" else f"{n} points"
 
 
 def _trained(result: LoopResult) -> str:
@@ -363,16 +465,29 @@ def _trained(result: LoopResult) -> str:
             if result.trained_steps else "Untrained")
 
 
+def _depends(result: LoopResult, column: int | None) -> str:
+    """The silence sentence: a level the model clearly depends on whose writes do not
+    clearly hold the fact (:func:`depends_without_holding`); empty when there is none."""
+    lid, cost = depends_without_holding(result, column)
+    if lid is None:
+        return ""
+    why = ("but freezing its writes does not clearly cost recall" if lid in result.written
+           else "though it has no writes to hold anything")
+    where = "here" if column is not None else "at some delay"
+    return (f" Silencing {lid} (its output zeroed) costs {_points(cost)} {where}: the model "
+            f"depends on its output, {why}.")
+
+
 def describe_stage(result: LoopResult, stage: int, long_gaps: int = 3) -> str:
     """What is true at ``stage`` of the story, with the numbers measured there: the showing
     (0), the fact ``delays[stage − 1]`` tokens later (1 … D), the return (D + 1: the whole
-    summary, :func:`describe`)."""
+    summary, :func:`describe`). Which level holds the fact rests on the freeze table only."""
     d = result.delay
     if stage <= 0:
         return (f"{_trained(result)}, the model has just been shown a fact once. Next moves "
                 f"the stream on, {d.delays[0]} to {d.delays[-1]} tokens: each level forgets "
-                "at its own rate, and silencing one level at a time shows which one still "
-                "holds the fact.")
+                "at its own rate, and freezing one level's writes at a time (its output kept) "
+                "shows which level's memory still holds the fact.")
     if stage > len(d.delays):
         return describe(result, long_gaps)
     j = stage - 1
@@ -385,44 +500,110 @@ def describe_stage(result: LoopResult, stage: int, long_gaps: int = 3) -> str:
         text += f", no better than guessing a value ({_pct(result.chance)})"
     text += ". "
     lid, drop = holder_at(result, j)
-    if drop >= HOLD_DROP:
-        text += (f"Silencing {lid} costs the most here: recall falls to {_pct(full - drop)}, "
-                 f"so {lid} still holds the fact at this delay.")
+    if lid is None:
+        text += "No level has writes to freeze: nothing here says which level holds it."
+    elif clear_drop(full, drop, d.questions):
+        text += (f"Freezing {lid}'s writes costs the most here: recall falls to "
+                 f"{_pct(full - drop)}, so {lid}'s writes still hold the fact at this delay.")
+    elif drop >= HOLD_DROP:
+        text += (f"Freezing {lid}'s writes costs the most here, {_points(drop)}, but that is "
+                 f"within noise ({d.questions} questions): no single level's writes clearly "
+                 "hold the fact at this delay.")
     else:
-        text += (f"Silencing any one level costs less than {_pct(HOLD_DROP)} here: no "
-                 "single level holds the fact at this delay.")
-    return text
+        text += (f"Freezing any one level's writes costs less than {_points(HOLD_DROP)} here: "
+                 "no single level's writes hold the fact at this delay.")
+    return text + _depends(result, j)
 
 
 def describe(result: LoopResult, long_gaps: int = 3) -> str:
-    """What was measured, in two sentences with the numbers (the return is averaged over the
-    ``long_gaps`` longest gaps: eight streams per gap are noisy one by one)."""
-    d, r = result.delay, result.returns
+    """What was measured, with the numbers: recall by delay, which level's writes hold the
+    facts (freeze), what the model depends on without storing it (silence), and the return
+    (averaged over the ``long_gaps`` longest gaps, with :func:`noise` saying what is within
+    noise: eight streams per gap are few)."""
+    d = result.delay
     full = d.table[0]
-    trained = _trained(result)
     best = int(np.nanargmax(full))
-    main = holder(result)
-    main_row = d.table[result.row(main)]
     before = ("" if result.untrained is None or not result.trained_steps else
               f" (untrained: {_pct(result.untrained[best])})")
-    text = (f"{trained}, a fact seen once is recalled {_pct(full[best])} of the time "
-            f"{d.delays[best]} tokens later{before} and {_pct(full[-1])} after {d.delays[-1]}; "
-            f"silencing {main} drops recall to {_pct(np.nanmean(main_row))} on average, so "
-            f"{main} holds these facts. ")
-    slow = slowest_level(result)
-    i_slow = r.names.index(slow)
+    text = (f"{_trained(result)}, a fact seen once is recalled {_pct(full[best])} of the time "
+            f"{d.delays[best]} tokens later{before} and {_pct(full[-1])} after "
+            f"{d.delays[-1]}. ")
+    main = holder(result)
+    drops = _drops(d)
+    if main is not None:
+        text += (f"Freezing {main}'s writes (its output kept) drops recall to "
+                 f"{_pct(float(np.nanmean(d.table[result.row(main)])))} on average (all "
+                 f"levels: {_pct(float(np.nanmean(full)))}), so {main}'s writes hold these "
+                 "facts")
+        text += _others(result, main) + "."
+    elif drops:
+        text += (f"Freezing any one level's writes costs less than {_points(HOLD_DROP)}, or "
+                 f"less than the noise of {d.questions} questions, at every delay: no single "
+                 "level's writes hold these facts.")
+    else:
+        text += "No level has writes to freeze: nothing here says which level holds them."
+    text += _depends(result, None)
+    return text + " " + _describe_return(result, long_gaps)
+
+
+def _others(result: LoopResult, main: str) -> str:
+    """What freezing each other written level costs: "hold some too" where that is a
+    :func:`clear_drop`, else its largest drop, said to be within noise."""
+    d, full = result.delay, result.delay.table[0]
+    drops = _drops(d)
+    clear, unclear = [], []
+    for lid in result.written:
+        if lid == main:
+            continue
+        worst = max(0.0, float(np.nanmax(drops[lid])))
+        if any(clear_drop(full[j], drops[lid][j], d.questions) for j in range(len(full))):
+            clear.append(f"{lid}'s writes hold some too (freezing them costs up to "
+                         f"{_points(worst)})")
+        else:
+            unclear.append((lid, worst))
+    parts = list(clear)
+    if unclear:
+        costs = ", ".join(f"{lid} {'costs ' if i == 0 else ''}at most {_points(w)}"
+                          for i, (lid, w) in enumerate(unclear))
+        parts.append(f"freezing {costs} (within noise)")
+    return "".join(f"; {p}" for p in parts)
+
+
+def _describe_return(result: LoopResult, long_gaps: int) -> str:
+    """The return, over the ``long_gaps`` longest gaps: held, relearned against the first
+    time, and relearned with the slowest level's writes frozen, each difference against
+    :func:`noise`."""
+    r = result.returns
     tail = slice(max(0, len(r.gaps) - long_gaps), len(r.gaps))
     span = (f"{r.gaps[tail][0]}–{r.gaps[tail][-1]}" if len(r.gaps[tail]) > 1
             else f"{r.gaps[tail][0]}")
+    n = int(np.sum(r.questions[tail]))
     mean = lambda a: float(np.nanmean(a[tail]))  # noqa: E731
-    text += (f"When a mapping returns after {span} tokens, it is recalled "
-             f"{_pct(mean(r.held[0]))} before being shown again and "
-             f"{_pct(mean(r.relearned[0]))} after one more showing (first time: "
-             f"{_pct(mean(r.first_sight[0]))}); with {slow} silenced, "
-             f"{_pct(mean(r.relearned[i_slow]))}.")
-    return text
+    held, relearned, first = mean(r.held[0]), mean(r.relearned[0]), mean(r.first_sight[0])
+    gain = relearned - first
+    if abs(gain) < noise(relearned, first, n):
+        verdict = "no faster than the first time, within noise"
+    else:
+        verdict = f"{_points(gain)} {'above' if gain > 0 else 'below'} the first time"
+    text = (f"When a mapping returns after {span} tokens, it is recalled {_pct(held)} before "
+            f"being shown again and {_pct(relearned)} after one more showing (first time: "
+            f"{_pct(first)}, {verdict}")
+    slow = slowest_level(result)
+    if slow is None or slow not in r.names:
+        return text + f"; {n} questions per pass)."
+    frozen = mean(r.relearned[r.names.index(slow)])
+    lost = relearned - frozen
+    if abs(lost) < noise(relearned, frozen, n):
+        effect = f"within noise of the full model: no sign that {slow}'s writes held it"
+    elif lost > 0:
+        effect = f"{_points(lost)} less: {slow}'s writes held part of it"
+    else:
+        effect = f"{_points(lost)} more: {slow}'s writes did not help relearn it"
+    return text + (f"); with {slow}'s writes frozen, {_pct(frozen)} ({effect}; {n} questions "
+                   "per pass).")
 
 
 __all__ = ["LoopConfig", "MemoryLoopLesson", "LoopResult", "DelayResult", "ReturnResult",
            "LoopJob", "describe", "describe_stage", "slowest_level", "holder", "holder_at",
-           "HOLD_DROP", "FULL"]
+           "depends_without_holding", "written_levels", "noise", "clear_drop", "HOLD_DROP",
+           "FULL"]

@@ -1,10 +1,13 @@
 """The lessons' computations (Qt-free), on the real code path: one registry and one protocol for
 every core, lesson 2's proximal step is the SGD step, lesson 4's levels are GD steps to float64
 precision, lesson 3's optimizers take distinct paths and keep memories of the expected shapes,
-lesson 1 measures each level's content rate beside its design, and lesson 5 trains the real NSAM kv_stream model
-through the trainer and measures per-level recall by delay on the weights it saved."""
+lesson 1 measures each level's content rate beside its design, and lesson 5 trains the real NSAM
+kv_stream model through the trainer, measures per-level recall by delay on the weights it saved
+and says a level's writes hold a fact only where freezing them (not silencing the level) costs
+recall beyond noise."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -15,6 +18,8 @@ import torch
 from nlstudio.lessons import LESSONS, LessonCore, lesson_by_key, lesson_core, lesson_info
 from nlstudio.lessons import associative, attention_gd, memory_loop, optimizers, spectrum
 from nlstudio.runs import load_run
+from nlstudio.tasks import kv_stream
+from nlstudio.tasks.base import IGNORE
 
 
 def test_lesson_cores_need_no_qt(tmp_path):
@@ -298,16 +303,32 @@ def test_memory_loop_trains_through_the_trainer_and_measures_its_weights():
     assert run.steps == 1 and run.checkpoint_step == 1
     assert run.project.train.batch_size == SMALL.batch_size
     model = lesson.trained_model()
+    # attribution rows: the levels with writes, frozen in turn (the frozen MLP writes nothing)
+    assert memory_loop.written_levels(model) == ["fast", "cms_mid", "cms_slow"]
     d = result.delay
-    assert d.names == ["none", "fast", "cms_mid", "cms_slow", "frozen"]
+    assert d.ablation == "freeze" and d.names == ["none", "fast", "cms_mid", "cms_slow"]
+    assert result.written == ["fast", "cms_mid", "cms_slow"]
     assert list(d.delays) == lesson.task.delays()
-    assert d.table.shape == (5, len(d.delays))
+    assert d.table.shape == (4, len(d.delays))
     assert ((d.table >= 0) & (d.table <= 1)).all()
     # the full model's row is the task's own recall_by_delay of the saved weights
     direct = lesson.task.recall_by_delay(model, "cpu")
     np.testing.assert_allclose(d.table[0], [direct[k] for k in d.delays])
-    silenced = lesson.task.recall_by_delay(model, "cpu", silence=("cms_mid",))
+    frozen = lesson.task.recall_by_delay(model, "cpu", freeze=("cms_mid",))
     np.testing.assert_allclose(d.table[d.names.index("cms_mid")],
+                               [frozen[k] for k in d.delays])
+    # each delay's recall is scored on exactly the questions the noise band counts
+    for delay in d.delays:
+        rows = math.ceil(kv_stream.EVAL_FACTS / lesson.task._facts_per_row(int(delay) // 2))
+        _, _, scored = lesson.task.delay_streams(lesson.task.eval_rng(3, int(delay)),
+                                                 int(delay), min(kv_stream.MAX_ROWS, rows))
+        assert int((scored != IGNORE).sum()) == d.questions
+    # silence, measured beside it over every level, is its own, so-named table
+    s = result.silenced
+    assert s.ablation == "silence" and s.names == ["none", *result.level_ids]
+    np.testing.assert_allclose(s.table[0], d.table[0])
+    silenced = lesson.task.recall_by_delay(model, "cpu", silence=("frozen",))
+    np.testing.assert_allclose(s.table[s.names.index("frozen")],
                                [silenced[k] for k in d.delays])
     # ... and the untrained curve is the model before the trainer's first step
     untrained = lesson.task.recall_by_delay(lesson.untrained_model(), "cpu")
@@ -315,9 +336,17 @@ def test_memory_loop_trains_through_the_trainer_and_measures_its_weights():
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(),
                                                      lesson.untrained_model().parameters()))
     r = result.returns
-    assert list(r.gaps) == [32, 64] and r.names == d.names
+    assert list(r.gaps) == [32, 64] and r.names == d.names  # rows: which level is frozen
+    assert list(r.questions) == [SMALL.return_rows * lesson.task.params.pairs_per_mapping] * 2
     for table in (r.first_sight, r.held, r.relearned):
-        assert table.shape == (5, 2) and np.isfinite(table).all()
+        assert table.shape == (4, 2) and np.isfinite(table).all()
+    # the return's rows freeze the level's writes (not silence it)
+    inputs, targets, gaps, codes = lesson.return_streams()
+    logits = lesson.task.model_logits(model, torch.as_tensor(inputs), torch.as_tensor(targets),
+                                      "cpu", freeze=("cms_slow",))
+    right = logits.argmax(-1).numpy() == targets
+    relearned = [right[(codes == 3) & (gaps == g)[:, None]].mean() for g in (1, 2)]
+    np.testing.assert_allclose(r.relearned[r.names.index("cms_slow")], relearned)
     assert memory_loop.slowest_level(result) == "cms_slow"
     assert result.chance == pytest.approx(1 / 16)
     text = memory_loop.describe(result)
@@ -365,18 +394,27 @@ def test_memory_loop_stop_keeps_the_steps_taken_and_train_more_resumes_them():
     lesson.close()
 
 
-def _result(full, silenced, untrained=None, steps=30, chance=1 / 16):
-    """A hand-made LoopResult: recall by delay of the full model and of each level silenced."""
+def _result(full, frozen, untrained=None, steps=30, chance=1 / 16, silenced=None,
+            questions=10_000, periods=None):
+    """A hand-made LoopResult: recall by delay of the full model, of each written level's
+    writes frozen and (optionally) of each level silenced, on ``questions`` questions per
+    delay (many: differences are beyond noise unless a test says otherwise)."""
     delays = np.array([4, 16, 64])
-    ids = list(silenced)
-    table = np.array([full, *silenced.values()], dtype=float)
-    names = ["none", *ids]
+    written = list(frozen)
+    ids = list(dict.fromkeys([*written, *(silenced or {})]))
+    names = ["none", *written]
     grid = np.zeros((len(names), 2)) + 0.5
+    silence = None if silenced is None else memory_loop.DelayResult(
+        ["none", *silenced], delays, np.array([full, *silenced.values()], dtype=float),
+        "silence", questions)
     return memory_loop.LoopResult(
-        steps, 1.5, ids, {lid: 16 * (i + 1) for i, lid in enumerate(ids)},
-        memory_loop.DelayResult(names, delays, table),
-        memory_loop.ReturnResult(np.array([32, 64]), names, grid, grid, grid),
-        None if untrained is None else np.asarray(untrained, float), chance=chance)
+        steps, 1.5, ids, periods or {lid: 16 * (i + 1) for i, lid in enumerate(written)},
+        memory_loop.DelayResult(names, delays, np.array([full, *frozen.values()], dtype=float),
+                                "freeze", questions),
+        memory_loop.ReturnResult(np.array([32, 64]), names, grid, grid, grid,
+                                 np.array([questions, questions])),
+        None if untrained is None else np.asarray(untrained, float), chance=chance,
+        silenced=silence)
 
 
 def test_each_stage_says_what_is_true_there():
@@ -384,22 +422,125 @@ def test_each_stage_says_what_is_true_there():
                      untrained=[0.0, 0.2, 0.1])
     texts = [memory_loop.describe_stage(result, s) for s in range(result.stages)]
     assert len(set(texts)) == len(texts)  # a different text at every stage
-    assert "just been shown" in texts[0]
+    assert "just been shown" in texts[0] and "freezing one level's writes" in texts[0]
     assert "16 tokens after" in texts[2] and "60 %" in texts[2] and "untrained: 20 %" in texts[2]
-    assert "Silencing a costs the most here: recall falls to 10 %" in texts[2]
-    assert "Silencing b costs the most here: recall falls to 5 %" in texts[3]
-    # at 4 tokens the model recalls at chance and silencing changes nothing: it says so
+    assert "Freezing a's writes costs the most here: recall falls to 10 %" in texts[2]
+    assert "Freezing b's writes costs the most here: recall falls to 5 %" in texts[3]
+    # at 4 tokens the model recalls at chance and freezing changes nothing: it says so
     assert "no better than guessing a value (6 %)" in texts[1]
-    assert "no single level holds" in texts[1]
+    assert "no single level's writes hold" in texts[1]
     assert texts[-1] == memory_loop.describe(result)
+    assert not any("ilenc" in t for t in texts)  # no silence table: no silence sentence
 
 
 def test_a_model_whose_levels_do_nothing_has_no_holder_at_any_delay():
     flat = [0.3, 0.3, 0.3]
-    result = _result(flat, {"a": flat, "b": [0.29, 0.31, 0.27]})
+    result = _result(flat, {"a": flat, "b": [0.29, 0.31, 0.27]}, silenced={"a": flat, "b": flat})
+    assert memory_loop.holder(result) is None
     for stage in range(1, len(result.delay.delays) + 1):
         text = memory_loop.describe_stage(result, stage)
-        assert "no single level holds" in text and "still holds" not in text
+        assert "no single level's writes hold" in text and "still hold" not in text
+    assert "no single level's writes hold these facts" in memory_loop.describe(result)
+
+
+def test_a_level_the_model_depends_on_is_not_said_to_hold_the_facts():
+    """Issue 13 finding 2: silencing a level (its output zeroed) also removes what later
+    levels compute from it. Here silencing "fast" costs up to 50 points and the frozen MLP
+    ("mlp", no writes) 40, but freezing fast's writes costs nothing: the lesson must not say
+    that either holds the facts (the attribution by silencing did)."""
+    full = [0.06, 0.6, 0.5]
+    result = _result(full, {"fast": full, "mid": [0.06, 0.58, 0.49]},
+                     silenced={"fast": [0.06, 0.1, 0.2], "mid": full, "mlp": [0.06, 0.3, 0.1]},
+                     periods={"fast": 8, "mid": 16, "mlp": None})
+    assert result.written == ["fast", "mid"] and "mlp" in result.level_ids
+    assert memory_loop.holder(result) is None
+    texts = [memory_loop.describe_stage(result, s) for s in range(result.stages)]
+    for text in texts:
+        assert "fast's writes still hold" not in text and "fast's writes hold" not in text
+        assert "mlp's writes" not in text and "so fast" not in text and "so mlp" not in text
+    assert "Silencing fast (its output zeroed) costs 50 points here: the model depends on " \
+        "its output, but freezing its writes does not clearly cost recall" in texts[2]
+    assert "Silencing mlp (its output zeroed) costs 40 points here" in texts[3]
+    assert "no single level's writes hold the fact at this delay" in texts[2]
+    summary = texts[-1]
+    assert "no single level's writes hold these facts" in summary
+    assert "Silencing fast (its output zeroed) costs 50 points at some delay" in summary
+
+
+def test_a_level_whose_frozen_writes_cost_recall_is_named_as_holding_the_facts():
+    full = [0.06, 0.6, 0.5]
+    result = _result(full, {"fast": [0.06, 0.59, 0.5], "mid": [0.06, 0.2, 0.3]},
+                     silenced={"fast": [0.06, 0.1, 0.1], "mid": [0.06, 0.2, 0.3]})
+    assert memory_loop.holder(result) == "mid"
+    assert memory_loop.holder_at(result, 1) == ("mid", pytest.approx(0.4))
+    text = memory_loop.describe_stage(result, 2)
+    assert "Freezing mid's writes costs the most here: recall falls to 20 %, so mid's " \
+        "writes still hold the fact at this delay." in text
+    assert "Silencing fast (its output zeroed) costs 50 points here" in text  # depends only
+    summary = memory_loop.describe(result)
+    assert "Freezing mid's writes (its output kept) drops recall to 19 % on average" in summary
+    assert "so mid's writes hold these facts; freezing fast costs at most 1 point " \
+        "(within noise)" in summary
+
+
+def test_the_lesson_attributes_its_own_measurement_by_freezing(monkeypatch):
+    """The real measurement path (``evaluate``) on a model whose task says: silencing fast
+    costs 40 points at every delay from 16 on, freezing it nothing; freezing cms_mid's writes
+    costs 30. The lesson's result and texts name cms_mid, never fast."""
+    lesson = memory_loop.MemoryLoopLesson(SMALL)
+    model = lesson.untrained_model()
+    delays = lesson.task.delays()
+
+    def recall(model, device, silence=(), freeze=()):
+        cost = 0.4 * ("fast" in silence) + 0.3 * ("cms_mid" in freeze)
+        return {d: (0.06 if d < 16 else 0.7 - cost) for d in delays}
+
+    monkeypatch.setattr(lesson.task, "recall_by_delay", recall)
+    result = lesson.evaluate(model)
+    assert result.delay.ablation == "freeze" and result.silenced.ablation == "silence"
+    assert memory_loop.holder(result) == "cms_mid"
+    texts = [memory_loop.describe_stage(result, s) for s in range(result.stages)]
+    assert all("fast's writes" not in t and "so fast" not in t for t in texts)
+    assert "so cms_mid's writes still hold the fact" in texts[delays.index(16) + 1]
+    assert "Silencing fast (its output zeroed) costs 40 points here: the model depends on " \
+        "its output" in texts[delays.index(16) + 1]
+    assert "so cms_mid's writes hold these facts" in texts[-1]
+    lesson.close()
+
+
+def test_drops_within_noise_are_called_so():
+    # 64 questions per delay (one kv_stream stream): a 10-point drop at recall 40 % is noise
+    full = [0.06, 0.4, 0.4]
+    result = _result(full, {"a": [0.06, 0.3, 0.4], "b": full}, questions=64)
+    assert memory_loop.noise(0.4, 0.3, 64) > 0.1
+    assert memory_loop.holder(result) is None
+    text = memory_loop.describe_stage(result, 2)
+    assert "Freezing a's writes costs the most here, 10 points, but that is within noise " \
+        "(64 questions)" in text and "still hold" not in text
+    # the same drop on 10 000 questions is a clear one
+    assert memory_loop.holder(_result(full, {"a": [0.06, 0.3, 0.4], "b": full})) == "a"
+
+
+def _with_return(result, first, relearned, frozen, questions):
+    r = result.returns
+    row = lambda full, slow: np.array([[full] * 2] + [[full] * 2] * (len(r.names) - 2)  # noqa
+                                      + [[slow] * 2])
+    return dataclasses.replace(result, returns=dataclasses.replace(
+        r, first_sight=row(first, first), held=row(0.2, 0.2),
+        relearned=row(relearned, frozen), questions=np.array([questions] * 2)))
+
+
+def test_the_return_says_when_the_slow_levels_writes_make_no_difference_beyond_noise():
+    base = _result([0.06, 0.6, 0.5], {"a": [0.06, 0.1, 0.5], "slow": [0.06, 0.6, 0.5]})
+    assert memory_loop.slowest_level(base) == "slow"
+    few = memory_loop.describe(_with_return(base, 0.58, 0.62, 0.59, 64))
+    assert "first time: 58 %, no faster than the first time, within noise" in few
+    assert "with slow's writes frozen, 59 % (within noise of the full model: no sign that " \
+        "slow's writes held it; 128 questions per pass)" in few
+    many = memory_loop.describe(_with_return(base, 0.40, 0.62, 0.45, 5000))
+    assert "first time: 40 %, 22 points above the first time" in many
+    assert "with slow's writes frozen, 45 % (17 points less: slow's writes held part of it" \
+        in many
 
 
 def test_memory_loop_reports_the_trainers_failure():

@@ -333,14 +333,48 @@ def test_lesson_5_trains_in_the_background_and_steps(studio, qtbot):
     assert not running_threads()
     result = view.result
     assert result.trained_steps >= 1
-    assert view.silence_combo.currentData() == "cms_slow"
+    # the return freezes the slowest written level's writes; levels without writes (the
+    # frozen MLP) are not offered
+    assert view.freeze_combo.currentData() == "cms_slow"
+    assert view.freeze_combo.objectName() == "lesson5Freeze"
+    assert [view.freeze_combo.itemData(i) for i in range(view.freeze_combo.count())] == \
+        result.written == ["fast", "cms_mid", "cms_slow"]
+    assert "freezing one level's writes" in view.intro().lower()
+    assert "frozen" in view.delay_plot.titleLabel.text
     for _ in range(result.stages - 1):  # the whole story
         click(view, qtbot, "Next")
     assert "training steps" in view.status.text() and "%" in view.status.text()
-    assert view.ablation.has_data() and view.ablation.names == result.level_ids
+    # the Ablation panel shows freeze (the written levels), and silence (every level) on
+    # request, each titled by what it is
+    assert view.ablation.has_data() and view.ablation.kind == "freeze"
+    assert view.ablation.names == result.written
+    assert "frozen" in view.ablation.plot.titleLabel.text
+    view.ablation.choose("silence")
+    qtbot.waitUntil(lambda: view.ablation.kind == "silence" and not view.ablation.dirty)
+    assert view.ablation.names == result.level_ids
+    assert "silenced" in view.ablation.plot.titleLabel.text
+    view.ablation.choose("freeze")
+    qtbot.waitUntil(lambda: view.ablation.kind == "freeze" and not view.ablation.dirty)
+    # its sentence-long title is clipped by its cell, not widening the heatmap past the panel
+    # (which cut off the last delay and the colour bar)
+    view.resize(1280, 820)
+    qtbot.waitUntil(lambda: view.ablation.view.ci.minimumWidth() <= view.ablation.view.width())
     full = view.delay_curves["none"].getData()[1]
     np.testing.assert_allclose(full, result.delay.table[0])
+    frozen = view.delay_curves["cms_mid"].getData()[1]
+    np.testing.assert_allclose(frozen, result.delay.table[result.row("cms_mid")])
+    assert "frozen" not in view.delay_curves  # the frozen MLP has no writes to freeze
     assert len(view.return_curves["relearned"].getData()[0]) == len(result.returns.gaps)
+    r = result.returns
+    np.testing.assert_allclose(view.return_curves["frozen"].getData()[1],
+                               r.relearned[r.names.index("cms_slow")])
+    labels = [label.text for _, label in view.return_plot.legend.items]
+    assert "… with cms_slow's writes frozen" in labels
+    view.freeze_combo.setCurrentIndex(view.freeze_combo.findData("fast"))
+    np.testing.assert_allclose(view.return_curves["frozen"].getData()[1],
+                               r.relearned[r.names.index("fast")])
+    assert "… with fast's writes frozen" in [label.text for _, label in
+                                             view.return_plot.legend.items]
 
     click(view, qtbot, "Back")  # the return is hidden again
     assert view.return_curves["relearned"].getData()[0] is None or \

@@ -1,6 +1,8 @@
-"""Lesson 5 view: on the real NSAM kv_stream model, recall by delay with each level silenced
-(the level × delay view and one curve per silenced level), then the return of a mapping: what
-was still held, and how fast it is relearned with and without the slow level.
+"""Lesson 5 view: on the real NSAM kv_stream model, recall by delay with each level's writes
+frozen in turn (its output kept: what the level stores; one curve per frozen level, and the
+level × delay view, which also switches to the silence ablation: what the model depends on),
+then the return of a mapping: what was still held, and how fast it is relearned with and
+without the slow level's writes.
 
 The core trains the model through the real trainer in a worker thread (the GUI polls the job's
 progress and never waits for it, except to join it when the window closes, after asking it to
@@ -12,8 +14,10 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QWidget
+from PySide6.QtWidgets import (QComboBox, QGraphicsItem, QHBoxLayout, QLabel, QProgressBar,
+                               QWidget)
 
+from nlstudio import probes
 from nlstudio.lessons import memory_loop as core
 from nlstudio.widgets import theme
 from nlstudio.widgets.lessons.base import LessonView, embed_dock, new_plot, style_plot
@@ -34,15 +38,35 @@ def shared_lesson(config: core.LoopConfig) -> core.MemoryLoopLesson:
     return _SHARED[config]
 
 
+def _clip_title(label: pg.LabelItem) -> None:
+    """Let a plot title be clipped by its cell instead of widening its column (as the
+    lessons' own titles are, ``base._Title``), read from its start. The Ablation dock's title
+    is a sentence (~480 px at 8 pt): as a plain LabelItem it made the heatmap 634 px wide in
+    this ~490 px panel, which cut off its last delay column and its colour bar."""
+
+    def update_min() -> None:
+        pg.LabelItem.updateMin(label)
+        label.setMinimumWidth(10)
+        label.setPreferredWidth(10)
+
+    label.updateMin = update_min
+    label.opts["justify"] = "left"
+    label.setFlag(QGraphicsItem.GraphicsItemFlag.ItemClipsChildrenToShape)
+    update_min()
+
+
 class MemoryLoopView(LessonView):
 
     def intro(self) -> str:
         return ("Facts are shown once; the stream moves on and each level forgets at its own "
-                "rate. Silencing one level at a time shows which level still held a fact after "
-                "a given delay. Then a mapping returns: is it still recalled, and is it "
-                "relearned faster than the first time, with and without the slowest level? "
-                "The default project's NSAM is trained for a few seconds first: untrained, its "
-                "CMS levels already learn in context, but weakly (dotted curve).")
+                "rate. Freezing one level's writes at a time (it keeps its output, stops "
+                "learning in context) shows which level's memory still held a fact after a "
+                "given delay; silencing a level (its output zeroed, in the panel on the right) "
+                "shows only what the model depends on. Then a mapping returns: is it still "
+                "recalled, and is it relearned faster than the first time, with and without "
+                "the slowest level's writes? The default project's NSAM is trained for a few "
+                "seconds first: untrained, its CMS levels already learn in context, but weakly "
+                "(dotted curve).")
 
     def __init__(self, host: QWidget | None = None,
                  config: core.LoopConfig | None = None) -> None:
@@ -65,13 +89,14 @@ class MemoryLoopView(LessonView):
         self.bar.setVisible(False)  # only while training and measuring
         self.controls.addWidget(self.bar)
         self.controls.addStretch(1)
-        self.controls.addWidget(QLabel("on return, silence", self))
-        self.silence_combo = QComboBox(self)
-        self.silence_combo.setObjectName(self.name("Silence"))
-        self.silence_combo.setToolTip("Which level to silence in the return plot")
-        self.silence_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.silence_combo.currentIndexChanged.connect(lambda _i: self._guarded(self.redraw))
-        self.controls.addWidget(self.silence_combo)
+        self.controls.addWidget(QLabel("on return, freeze", self))
+        self.freeze_combo = QComboBox(self)
+        self.freeze_combo.setObjectName(self.name("Freeze"))
+        self.freeze_combo.setToolTip("Which level's writes to freeze in the return plot (it "
+                                     "keeps its output; levels without writes are not listed)")
+        self.freeze_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.freeze_combo.currentIndexChanged.connect(lambda _i: self._guarded(self.redraw))
+        self.controls.addWidget(self.freeze_combo)
         self.poll = QTimer(self)
         self.poll.setObjectName(self.name("ProgressTimer"))
         self.poll.setInterval(POLL_MS)
@@ -83,7 +108,7 @@ class MemoryLoopView(LessonView):
         row.addWidget(self.plots, 3)
         p = self.palette_
         layout = self.plots.ci
-        self.delay_plot = new_plot(layout, 0, 0, p, "recall by delay, one level silenced",
+        self.delay_plot = new_plot(layout, 0, 0, p, "recall by delay, one level's writes frozen",
                                    "recall", "delay since the fact was shown (tokens)")
         self.return_plot = new_plot(layout, 1, 0, p, "when the mapping returns", "recall",
                                     "tokens of other mappings before it returns")
@@ -97,6 +122,7 @@ class MemoryLoopView(LessonView):
         self.return_curves: dict[str, pg.PlotDataItem] = {}
         self.ablation = embed_dock(AblationDock(self), self.redraw)
         self.ablation.setObjectName(self.name("Ablation"))
+        _clip_title(self.ablation.plot.titleLabel)
         row.addWidget(self.ablation, 2)
         self.resize(1240, 760)
         self._show_result(self.core.result if self.core is not None else None)
@@ -120,7 +146,8 @@ class MemoryLoopView(LessonView):
         self.train_button.setEnabled(False)
         self.status.setText(f"Training the NSAM for {steps} steps with the lab's trainer on its "
                             "own task batches, then measuring recall by delay and on return, "
-                            "each level silenced in turn (a few seconds)…")
+                            "each level's writes frozen in turn (and each level silenced, for "
+                            "the panel on the right; a few seconds)…")
 
         def work() -> core.LoopResult | None:
             return shared_lesson(config).run(steps, job)
@@ -167,16 +194,15 @@ class MemoryLoopView(LessonView):
         if result is None:
             self.redraw()
             return
-        current = self.silence_combo.currentData()
-        self.silence_combo.blockSignals(True)
-        self.silence_combo.clear()
-        for lid in result.level_ids:
-            period = result.periods.get(lid)
-            self.silence_combo.addItem(lid + ("" if period is None else f" (every {period})"),
-                                       lid)
-        slow = current if current in result.level_ids else core.slowest_level(result)
-        self.silence_combo.setCurrentIndex(result.level_ids.index(slow))
-        self.silence_combo.blockSignals(False)
+        current = self.freeze_combo.currentData()
+        self.freeze_combo.blockSignals(True)
+        self.freeze_combo.clear()
+        for lid in result.written:
+            self.freeze_combo.addItem(f"{lid} (every {result.periods.get(lid)})", lid)
+        slow = current if current in result.written else core.slowest_level(result)
+        if slow in result.written:
+            self.freeze_combo.setCurrentIndex(result.written.index(slow))
+        self.freeze_combo.blockSignals(False)
         self.ablation.level_order = list(result.level_ids)
         self._make_curves(result)
         self.redraw()
@@ -196,16 +222,16 @@ class MemoryLoopView(LessonView):
         self.delay_curves["none"] = self.delay_plot.plot(
             [], [], name="all levels", pen=pen(p.plot_foreground, 2.6), symbol="o",
             symbolSize=6, symbolBrush=p.plot_foreground)
-        for i, lid in enumerate(result.level_ids):
-            color = p.level_color(i)
+        for lid in result.written:  # colours follow the model order of every level
+            color = p.level_color(result.level_ids.index(lid))
             self.delay_curves[lid] = self.delay_plot.plot(
-                [], [], name=f"{lid} silenced", pen=pen(color, 1.8, Qt.PenStyle.DashLine),
+                [], [], name=f"{lid} frozen", pen=pen(color, 1.8, Qt.PenStyle.DashLine),
                 symbol="o", symbolSize=5, symbolBrush=color)
         for key, label, style, width in (
                 ("first", "first time (2nd pass)", Qt.PenStyle.DotLine, 1.6),
                 ("held", "on return, before re-showing", Qt.PenStyle.SolidLine, 1.2),
                 ("relearned", "on return, after one re-showing", Qt.PenStyle.SolidLine, 2.6),
-                ("silenced", "… with the level silenced", Qt.PenStyle.DashLine, 2.2)):
+                ("frozen", "… with the level's writes frozen", Qt.PenStyle.DashLine, 2.2)):
             self.return_curves[key] = self.return_plot.plot(
                 [], [], name=label, pen=pen(p.plot_foreground, width, style), symbol="o",
                 symbolSize=5)
@@ -227,7 +253,7 @@ class MemoryLoopView(LessonView):
         self.back_button.setEnabled(result is not None and stage > 0)
         self.next_button.setEnabled(result is not None and stage < last)
         self.reset_button.setEnabled(result is not None and stage > 0)
-        self.silence_combo.setEnabled(result is not None)
+        self.freeze_combo.setEnabled(result is not None and bool(result.written))
         if result is None:
             self.step_text.setText("")
             self.changed()
@@ -242,12 +268,17 @@ class MemoryLoopView(LessonView):
                                                untrained[:shown] if untrained is not None
                                                else [])
         if shown:
-            self.ablation.set_table(result.trained_steps, d.names, d.delays[:shown],
-                                    d.table[:, :shown])
+            # Both ablations, freeze shown unless the user picks silence in the panel (its
+            # title and axis say which one is shown).
+            tables = [d] + ([result.silenced] if result.silenced is not None else [])
+            for t in tables:
+                self.ablation.set_table(result.trained_steps, t.names, t.delays[:shown],
+                                        t.table[:, :shown], t.ablation)
             self.ablation.dirty = False
             self.ablation.redraw()
-            self.ablation.set_message(f"Recall lost when a level is silenced (after "
-                                      f"{result.trained_steps} training steps)")
+            kind = self.ablation.kind
+            self.ablation.set_message(f"Recall lost per level {probes.ABLATION_VERB[kind]} "
+                                      f"(after {result.trained_steps} training steps)")
         else:
             self.ablation.clear()
             self.ablation.dirty = False
@@ -269,30 +300,32 @@ class MemoryLoopView(LessonView):
 
     def _draw_return(self, result: core.LoopResult, visible: bool) -> None:
         r = result.returns
-        lid = self.silence_combo.currentData() or core.slowest_level(result)
-        i = r.names.index(lid) if lid in r.names else 0
+        lid = self.freeze_combo.currentData() or core.slowest_level(result)
+        i = r.names.index(lid) if lid in r.names else None
         gaps = r.gaps.astype(float)
         series = {"first": r.first_sight[0], "held": r.held[0], "relearned": r.relearned[0],
-                  "silenced": r.relearned[i]}
+                  "frozen": r.relearned[i] if i is not None else np.zeros(0)}
         p = self.palette_
         color = p.level_color(result.level_ids.index(lid)) if lid in result.level_ids \
             else p.muted
         for key, curve in self.return_curves.items():
-            curve.setData(gaps if visible else [], series[key] if visible else [])
-            c = color if key == "silenced" else (p.muted if key == "first"
-                                                 else p.plot_foreground)
+            shown = visible and len(series[key]) == len(gaps)
+            curve.setData(gaps if shown else [], series[key] if shown else [])
+            c = color if key == "frozen" else (p.muted if key == "first"
+                                               else p.plot_foreground)
             curve.setSymbolBrush(pg.mkBrush(c))
             curve.setSymbolPen(pg.mkPen(c))
             width, style = {"first": (1.6, Qt.PenStyle.DotLine),
                             "held": (1.2, Qt.PenStyle.SolidLine),
                             "relearned": (2.6, Qt.PenStyle.SolidLine),
-                            "silenced": (2.2, Qt.PenStyle.DashLine)}[key]
+                            "frozen": (2.2, Qt.PenStyle.DashLine)}[key]
             curve.setPen(pen(c, width, style))
         legend = self.return_plot.legend
         if legend is not None:
             for sample, label in legend.items:
-                if sample.item is self.return_curves["silenced"]:
-                    label.setText(f"… with {lid} silenced", color=p.plot_foreground)
+                if sample.item is self.return_curves["frozen"]:
+                    label.setText(f"… with {lid}'s writes frozen" if i is not None
+                                  else "… no level writes", color=p.plot_foreground)
 
     def apply_theme(self, palette: theme.Palette) -> None:
         self.plots.setBackground(palette.plot_background)
