@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from nlstudio.models.graph import INPUT, OUTPUT, checked_order, reachable, successors
 from nlstudio.models.levels import LEVEL_CLASSES, LevelProbe
 from nlstudio.models.levels.cms_reads import ChunkGradient, TaskRead
+from nlstudio.models.precision import full_precision
 
 IGNORE_INDEX = -100
 
@@ -372,7 +373,8 @@ class NestedModel(nn.Module):
         if not taps or not loss.requires_grad:
             return
         wanted = [t for _, entry in taps for t in entry[:2]]
-        grads = torch.autograd.grad(loss, wanted, allow_unused=True)
+        with full_precision(loss):  # a backward runs outside autocast (models/precision.py)
+            grads = torch.autograd.grad(loss, wanted, allow_unused=True)
         for i, (lid, entry) in enumerate(taps):
             self.levels[lid].task_gradient(entry, grads[2 * i], grads[2 * i + 1], sums[lid])
 
