@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from nlstudio.models.graph import INPUT, OUTPUT, checked_order, reachable, successors
 from nlstudio.models.levels import LEVEL_CLASSES, LevelProbe
 from nlstudio.models.levels.cms_reads import ChunkGradient, TaskRead
+from nlstudio.models.precision import full_precision, widen
 
 IGNORE_INDEX = -100
 
@@ -151,7 +152,7 @@ class NestedModel(nn.Module):
                  ablation: _Ablation) -> tuple[Tensor, dict]:
         """Reads ``inputs`` from stream position ``t0`` and commits every write they complete:
         logits and the levels' new states."""
-        h0 = self.embed(inputs)
+        h0 = self._embed(inputs)
         if not self.task_levels:
             return self._pass(h0, dict(states), ablation, {})
         return self._segmented(h0, t0, targets, dict(states), ablation)
@@ -176,7 +177,7 @@ class NestedModel(nn.Module):
         pending = state.get("pending")
         steps, t_read = inputs.shape[1], int(state["t"])
         if steps == 0:
-            return self._head(self.embed(inputs)), dict(state)
+            return self._head(self._embed(inputs)), dict(state)
         lead = 0 if pending is None else pending.shape[1]
         tokens = inputs if not lead else torch.cat((pending.to(inputs.device), inputs), 1)
         t0 = t_read - lead  # where the levels' states stand
@@ -213,12 +214,18 @@ class NestedModel(nn.Module):
         """The logits of ``inputs`` read from ``states``, which stay as they are (nothing is
         committed: the new states are dropped). ``inputs`` must not cross a write position of a
         task level (every write due has been made, and :meth:`_commit_end` stops before)."""
-        return self._pass(self.embed(inputs), dict(states), ablation,
+        return self._pass(self._embed(inputs), dict(states), ablation,
                           self._fast(states, inputs.shape[1]))[0]
 
     def _fast(self, states: dict, steps: int) -> dict[str, TaskRead]:
         """How every task level reads ``steps`` tokens now (``W0 + Δ``, with the outer graph)."""
         return {lid: self.levels[lid].task_read(states[lid], steps) for lid in self.task_levels}
+
+    def _embed(self, inputs: Tensor) -> Tensor:
+        """The residual stream's start. Float32 under bf16 autocast too (a feature input's
+        linear projection would make it bfloat16; token embeddings are float32 already), so
+        the residual sums stay float32 (models/precision.py)."""
+        return widen(self.embed(inputs))
 
     def _head(self, h: Tensor) -> Tensor:
         h = self.final_norm(h)
@@ -372,7 +379,8 @@ class NestedModel(nn.Module):
         if not taps or not loss.requires_grad:
             return
         wanted = [t for _, entry in taps for t in entry[:2]]
-        grads = torch.autograd.grad(loss, wanted, allow_unused=True)
+        with full_precision(loss):  # a backward runs outside autocast (models/precision.py)
+            grads = torch.autograd.grad(loss, wanted, allow_unused=True)
         for i, (lid, entry) in enumerate(taps):
             self.levels[lid].task_gradient(entry, grads[2 * i], grads[2 * i + 1], sums[lid])
 

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nlstudio.models.precision import without_autocast
+
 
 # ------------------------------------------------------------------------------------------
 # the memory MLP and its analytic backward
@@ -106,6 +108,7 @@ class _SiluGrad(torch.autograd.Function):
         return torch.ops.aten.silu_backward(g, z)
 
     @staticmethod
+    @without_autocast
     def backward(ctx, gy: Tensor):
         g, z = ctx.saved_tensors
         g_g = _SiluGrad.apply(gy, z) if ctx.needs_input_grad[0] else None
@@ -266,6 +269,7 @@ class _DecayedWrite(torch.autograd.Function):
         return m
 
     @staticmethod
+    @without_autocast
     def backward(ctx, gm):
         m0, keep, c, delta, x = ctx.saved_tensors
         need = ctx.needs_input_grad
@@ -296,6 +300,7 @@ class _DecayedMomentumWrite(torch.autograd.Function):
         return m, s
 
     @staticmethod
+    @without_autocast
     def backward(ctx, gm, gs):
         m0, s0, keep, sig, s_keep, c, d, delta, x = ctx.saved_tensors
         need = ctx.needs_input_grad

@@ -13,21 +13,33 @@ sequence length); a step with other shapes is captured anew. With ``graphs=False
 torchrun's DDP with its gradient hooks, or the project's choice) every step runs eagerly, so
 the trainer has one step path either way. If capture fails (an operation that syncs with the
 host), the steps run eagerly and the reason is kept in :attr:`GraphedStep.disabled`.
+
+``precision="bf16"`` (the project's ``train.precision``): the forward and the loss, captured or
+eager, run under ``torch.autocast(<device type>, dtype=torch.bfloat16)``; the backward runs
+outside it, as PyTorch recommends. Parameters, gradients and the optimizer's state stay float32
+(autocast casts copies), the in-context memories keep float32 state (models/precision.py), and
+the logits returned are float32. Evaluation and the probes never run here: they stay float32.
 """
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import nullcontext
+from typing import Callable, ContextManager
 
 import torch
 from torch import Tensor, nn
 
 WARMUP_CALLS = 2  # eager calls on a side stream before capture (the PyTorch recipe)
 MAX_CAPTURES = 4  # shapes that keep changing: stop capturing
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # train.precision -> the autocast dtype
 
 
 class GraphedStep:
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                 params: list[nn.Parameter], graphs: bool = True):
+                 params: list[nn.Parameter], graphs: bool = True, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"train.precision: must be one of {', '.join(PRECISIONS)}, got "
+                             f"{precision!r}")
+        self.precision = precision
         self.graphs = graphs
         self.model = model
         self.loss_fn = loss_fn
@@ -63,10 +75,26 @@ class GraphedStep:
     def _eager(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, dict, Tensor]:
         for p in self.params:
             p.grad = None
-        logits, state = self.model(inputs, None, targets=targets)
-        loss = self.loss_fn(logits, targets)
+        logits, state, loss = self._forward_loss(inputs, targets)
         loss.backward()
         return logits, state, loss
+
+    def _forward_loss(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, dict, Tensor]:
+        """The model and the task loss, under bf16 autocast when the precision asks for it
+        (the logits come back float32 either way: what the metric reads)."""
+        with self.autocast(inputs.device):
+            logits, state = self.model(inputs, None, targets=targets)
+            loss = self.loss_fn(logits, targets)
+        return logits.float(), state, loss
+
+    def autocast(self, device: torch.device) -> ContextManager:
+        """The step's autocast context (none for ``fp32``). The cast weights are not cached
+        across the step's uses when CUDA graphs capture it: a cache would hold copies made
+        outside the graph's memory pool (PyTorch's rule for autocast in graphs)."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=dtype, cache_enabled=not self.graphs)
 
     def _capture(self, inputs: Tensor, targets: Tensor, key: tuple) -> None:
         self.graph, self._out, self.key = None, None, key
@@ -86,8 +114,7 @@ class GraphedStep:
                 p.grad = None
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                logits, state = self.model(self._inputs, None, targets=self._targets)
-                loss = self.loss_fn(logits, self._targets)
+                logits, state, loss = self._forward_loss(self._inputs, self._targets)
                 loss.backward()
         except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager
             self.disabled = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -119,7 +119,8 @@ def load_project(path: str | os.PathLike) -> Project:
 
 
 def project_to_dict(project: Project | dict) -> dict:
-    """The project as the JSON-ready dict of the file format, every default written out.
+    """The project as the JSON-ready dict of the file format, every default written out
+    (except ``train.precision`` at its default ``fp32``: nlstudio/schema.py says why).
     ``parse_project(project_to_dict(p))`` gives ``p`` back; key order is fixed."""
     if not isinstance(project, Project):
         project = parse_project(project)

@@ -300,6 +300,13 @@ class TrainSection(_Strict):
     cuda_graphs: Annotated[bool, _doc(
         "on a GPU, capture each step's forward and backward once as a CUDA graph and replay it "
         "(much faster for the chunked memories)")] = True
+    # written only when not fp32: files saved with the default stay loadable by NL Studio
+    # versions from before the field (unknown fields are refused) and presets stay canonical
+    precision: Annotated[Literal["fp32", "bf16"], Field(exclude_if=lambda v: v == "fp32"), _doc(
+        "bf16: the training step's forward runs under bfloat16 autocast (meant for CUDA GPUs "
+        "with bf16; on a CPU it is usually slower). Parameters, optimizer state, the "
+        "in-context memories' state and their updates, evaluation and probes stay "
+        "float32")] = "fp32"
 
 
 Position = Annotated[list[float], Field(min_length=2, max_length=2)]

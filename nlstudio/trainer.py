@@ -253,7 +253,7 @@ class Trainer:
         self.forward_backward = GraphedStep(
             self.train_model, self.task.loss, self.params,
             graphs=(self.device.type == "cuda" and not self.dist.enabled
-                    and self.train_cfg.cuda_graphs))
+                    and self.train_cfg.cuda_graphs), precision=self.train_cfg.precision)
 
     @property
     def cuda_graphs_note(self) -> str:

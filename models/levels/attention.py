@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from nlstudio.models.levels.base import Level, LevelProbe
 from nlstudio.models.levels.common import (CausalConv1d, apply_rope, check_level_shape, conv_qkv,
                                           merge_heads, split_heads)
+from nlstudio.models.precision import state_dtype
 
 PROBE_TOKENS = 64
 
@@ -65,7 +66,7 @@ class AttentionLevel(Level):
             raise ValueError(f"level {self.level_id!r}: attention writes no weights in context "
                              f"(it re-reads its context), so it cannot be frozen")
         if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+            state = self.init_state(x.shape[0], x.device, state_dtype(x))
         t0, t = state["t"], x.shape[1]
         pos = torch.arange(t0, t0 + t, device=x.device)
         q, k, v, history = conv_qkv(self.conv, (self.q_proj(x), self.k_proj(x), self.v_proj(x)),
@@ -84,16 +85,19 @@ class AttentionLevel(Level):
                                                attn_mask=self.visible(pos, k_pos))
         keep = keys.shape[2] if self.window is None else min(self.window - 1, keys.shape[2])
         new = dict(state)
-        new["k"] = keys[:, :, keys.shape[2] - keep:]
-        new["v"] = values[:, :, values.shape[2] - keep:]
+        # the cache keeps the state's dtype (float32 under bf16 autocast: models/precision.py)
+        dtype = state["k"].dtype
+        new["k"] = keys[:, :, keys.shape[2] - keep:].to(dtype)
+        new["v"] = values[:, :, values.shape[2] - keep:].to(dtype)
         new["conv"] = history
         new["t"] = t0 + t
         new["updates"] = t0 + t  # every token is written to the context
         with torch.no_grad():
             # Per-token norm of what enters the cache, ‖[k_t; v_t]‖ per head, summed over heads.
             kv = torch.cat((k, v), dim=-1).detach()
-            new["write_norms"] = kv.norm(dim=-1).sum(1).mean(0)
-            new["attn_map"] = self._probe_map(q, keys, pos, k_pos) if t else state["attn_map"]
+            new["write_norms"] = kv.norm(dim=-1).sum(1).mean(0).to(dtype)
+            new["attn_map"] = (self._probe_map(q, keys, pos, k_pos).to(dtype) if t
+                               else state["attn_map"])
         return self.out_proj(merge_heads(y)), new
 
     def read(self, state: dict[str, Any], x: Tensor) -> None:

@@ -87,7 +87,8 @@ class ChunkedMemoryLevel(Level):
     # -- one call ---------------------------------------------------------------------------
     def _empty_call(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         b = x.shape[0]
-        return x.new_zeros(b, 0, self.d_model), {**state, "write_norms": x.new_zeros(0)}
+        norms = x.new_zeros(0, dtype=state["write_norms"].dtype)
+        return x.new_zeros(b, 0, self.d_model), {**state, "write_norms": norms}
 
     def _chunks(self, new: Tensor | tuple[Tensor, ...], state: State) -> ChunkSplit:
         """The pending tokens of earlier calls followed by ``new``, cut into chunks. ``new``

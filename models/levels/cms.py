@@ -64,6 +64,7 @@ from nlstudio.models.chunked import mlp_backward, mlp_forward
 from nlstudio.models.levels.base import Level, LevelProbe, State
 from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, TaskRead,
                                                factored_sq_norm, linear_runs)
+from nlstudio.models.precision import state_dtype, widen, writes_memory
 
 WEIGHTS = ("w1", "w2")
 
@@ -201,6 +202,7 @@ class MLPLevel(Level):
         """
         return self.task_write(state, state["grad"])[0]
 
+    @writes_memory
     def task_write(self, state: State, grad: dict[str, Tensor] | ChunkGradient,
                    current: dict[str, Tensor | None] | None = None, *, clear: bool = True,
                    settle: bool = True) -> tuple[State, dict[str, Tensor]]:
@@ -272,6 +274,7 @@ class MLPLevel(Level):
                 "chunks": state["chunks"] + 1, "last_write": last_write,
                 "write_norms": norms}, new_w
 
+    @writes_memory
     def settle(self, state: State, weights: dict[str, Tensor | Factored]) -> State:
         """``state`` with Δ = ``weights − W0`` (the weights :meth:`task_write` returned)."""
         delta = {}
@@ -323,9 +326,9 @@ class MLPLevel(Level):
         """``fast``: how to read (objective ``task``: the model supplies it, see
         models/levels/cms_reads.py); ``frozen``: see the module docstring."""
         if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+            state = self.init_state(x.shape[0], x.device, state_dtype(x))
         t0, steps = state["t"], x.shape[1]
-        norms = x.new_zeros(steps).detach()
+        norms = x.new_zeros(steps, dtype=state["write_norms"].dtype).detach()
         if self.period is None:
             y = F.linear(F.silu(F.linear(x, self.w1)), self.w2)
             return y, {**state, "t": t0 + steps, "write_norms": norms}
@@ -393,8 +396,8 @@ class MLPLevel(Level):
         new = {**state, "t": t0 + steps, "write_norms": norms}
         if self.uses_key and not frozen:
             keys = state["keys"]
-            new["keys"] = {"w1": torch.cat((keys["w1"], x.detach()), 1),
-                           "w2": torch.cat((keys["w2"], hidden.detach()), 1)}
+            new["keys"] = {"w1": torch.cat((keys["w1"], widen(x.detach())), 1),
+                           "w2": torch.cat((keys["w2"], widen(hidden.detach())), 1)}
         return y, new
 
     def _forward_frozen(self, x: Tensor, state: State, norms: Tensor) -> tuple[Tensor, State]:
@@ -406,9 +409,12 @@ class MLPLevel(Level):
             state = {**self.skip_write(state), "chunks": state["t"] // self.period}
         return mlp_read(x, w["w1"], w["w2"])[0], state
 
+    @writes_memory
     def _forward_local(self, x: Tensor, state: State, norms: Tensor) -> tuple[Tensor, State]:
         """l2/dot: per chunk, read with the chunk's weights, add the chunk's local gradients
-        (taken at those anchor weights) to the sum, write at each multiple of C."""
+        (taken at those anchor weights) to the sum, write at each multiple of C. Reads and
+        writes are differentiable: all in float32 under bf16 autocast (models/precision.py)."""
+        x = widen(x)
         t0, steps, c = state["t"], x.shape[1], self.period
         k_all = F.linear(x, self.wk)
         v_all = F.linear(x, self.wv)

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nlstudio.models.precision import autocast_dtype, full_precision, widen, without_autocast
+
 Runs = tuple[tuple[int, int], ...]
 
 
@@ -74,7 +76,16 @@ def linear_runs(x: Tensor, w0: Tensor, runs: Runs, ws: tuple[Weight, ...],
     if outer and torch.is_grad_enabled() and (x.requires_grad or w0.requires_grad):
         groups = _groups(runs, ws)
         tensors = [t for g in groups for t in (g.anchor, g.p, g.k)]
-        return _RunsLinear.apply(x, w0, tuple(g.spec for g in groups), *tensors)
+        specs = tuple(g.spec for g in groups)
+        low = autocast_dtype(x.device)
+        if low is None:
+            return _RunsLinear.apply(x, w0, specs, *tensors)
+        # under autocast (bf16), autocast's rule for a linear layer by hand: the read computes
+        # in bf16 (W0's gradient comes back through the cast, float32), and the node's own
+        # matmuls see one dtype in the forward and the backward
+        cast = [None if t is None else t.to(low) for t in tensors]
+        with full_precision(x):
+            return _RunsLinear.apply(x.to(low), w0.to(low), specs, *cast)
     if len(runs) == 1:  # one read of all of x (no slice: its backward would copy)
         return _read(x, w0.detach(), ws[0])
     return torch.cat([_read(x[:, s:e], w0.detach(), w) for (s, e), w in zip(runs, ws)], 1)
@@ -139,6 +150,7 @@ class _RunsLinear(torch.autograd.Function):
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
 
     @staticmethod
+    @without_autocast
     def backward(ctx, g: Tensor):
         x, w0, *saved = ctx.saved_tensors
         it = iter(saved)
@@ -179,7 +191,8 @@ class ChunkGradient:
         self.factors: dict[str, list[tuple[Tensor, Tensor]]] = {}
 
     def add(self, name: str, delta: Tensor, key: Tensor) -> None:
-        self.factors.setdefault(name, []).append((delta, key))
+        # a sum of inner gradients is memory state: float32 under bf16 autocast
+        self.factors.setdefault(name, []).append((widen(delta), widen(key)))
 
     def factored(self, name: str) -> tuple[Tensor, Tensor] | None:
         """``(δ [B, n, d_out], k [B, n, d_in])`` over the chunk's tokens when the sum is exactly
@@ -199,7 +212,8 @@ class ChunkGradient:
             return torch.zeros_like(like) if base is None else base
         delta = pairs[0][0] if len(pairs) == 1 else torch.cat([p[0] for p in pairs], 1)
         key = pairs[0][1] if len(pairs) == 1 else torch.cat([p[1] for p in pairs], 1)
-        return delta.mT @ key if base is None else torch.baddbmm(base, delta.mT, key)
+        with full_precision(key):  # state: float32 under bf16 autocast
+            return delta.mT @ key if base is None else torch.baddbmm(base, delta.mT, key)
 
     def total(self, like: dict[str, Tensor]) -> dict[str, Tensor]:
         """The dense sums (shaped as ``like``); afterwards the sum restarts from zero."""

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlstudio.models.levels.base import Level
+from nlstudio.models.precision import state_dtype
 
 ROPE_BASE = 10000.0
 
@@ -97,7 +98,7 @@ class CausalConv1d(nn.Module):
         b, t, c = x.shape
         keep = max(self.width - 1, 0)
         if history is None:
-            history = x.new_zeros(b, keep, c)
+            history = x.new_zeros(b, keep, c, dtype=state_dtype(x))
         if self.weight is None or t == 0:
             return x, history
         full = torch.cat((history.to(x.dtype), x), dim=1)  # [B, keep + T, C]
@@ -106,7 +107,8 @@ class CausalConv1d(nn.Module):
         # token-major again (2.5x faster on the CPU than conv1d on [B, C, T])
         y = F.conv2d(full.transpose(1, 2).unsqueeze(2), self.weight.to(x.dtype).unsqueeze(2),
                      groups=c)
-        return y.squeeze(2).transpose(1, 2), full[:, full.shape[1] - keep:]
+        # the history keeps the state's dtype (float32 under bf16 autocast, models/precision.py)
+        return y.squeeze(2).transpose(1, 2), full[:, full.shape[1] - keep:].to(history.dtype)
 
     def alone(self, x: Tensor) -> Tensor:
         """The output for tokens that each start a stream (zero history): ``w_newest ⊙ x_t``.
@@ -131,7 +133,8 @@ def conv_qkv(conv: CausalConv1d, qkv: tuple[Tensor, Tensor, Tensor], history: Te
     q, k, v = qkv
     if conv.weight is None:
         b = q.shape[0]
-        return q, k, v, q.new_zeros(b, 0, conv.channels) if history is None else history
+        return q, k, v, (q.new_zeros(b, 0, conv.channels, dtype=state_dtype(q)) if history is None
+                         else history)
     y, history = conv(torch.cat((q, k, v), dim=-1), history)
     q, k, v = y.chunk(3, dim=-1)
     return q, k, v, history

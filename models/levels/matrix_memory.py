@@ -20,6 +20,7 @@ from nlstudio.models.levels.base import Level, LevelProbe
 from nlstudio.models.levels.common import (CausalConv1d, check_level_shape, conv_qkv,
                                            l2_normalize, merge_heads, split_heads,
                                            write_norm_series)
+from nlstudio.models.precision import full_precision, state_dtype, widen
 
 
 class MatrixMemoryLevel(Level):
@@ -84,16 +85,19 @@ class MatrixMemoryLevel(Level):
         """``frozen``: read every token with the memory in ``state``, write nothing (no
         decay either); the convolution history and ``t`` advance as usual."""
         if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+            state = self.init_state(x.shape[0], x.device, state_dtype(x))
         q, k, v, history = self.project_stream(x, state["conv"])
         t = x.shape[1]
         new = dict(state)
         new["conv"] = history
         new["t"] = state["t"] + t
         if frozen:
-            new["write_norms"] = x.new_zeros(t)
+            new["write_norms"] = state["M"].new_zeros(t)
             return self.out_proj(merge_heads(self._read(state["M"], q))), new
-        y, memory, surprise = self.recur(x, q, k, v, state["M"])
+        # the recurrence and the memory in float32 under bf16 autocast (models/precision.py)
+        with full_precision(x):
+            x, q, k, v = widen(x), widen(q), widen(k), widen(v)
+            y, memory, surprise = self.recur(x, q, k, v, state["M"])
         new["M"] = memory
         new["updates"] = state["updates"] + t
         with torch.no_grad():

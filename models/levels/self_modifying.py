@@ -84,6 +84,7 @@ from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import (L2_EPS, CausalConv1d, l2_normalize, merge_heads,
                                            split_heads)
 from nlstudio.models.levels.self_modifying_chunk import SelfModifyingChunk
+from nlstudio.models.precision import full_precision, state_dtype, widen
 
 
 def dgd_write(w: Tensor, mom: Tensor | None, u: Tensor, key: Tensor, eta: Tensor,
@@ -240,12 +241,23 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         tokens advance as usual."""
         b, t_new, _ = x.shape
         if state is None:
-            state = self.init_state(b, x.device, x.dtype)
+            state = self.init_state(b, x.device, state_dtype(x))
         if t_new == 0:
             return self._empty_call(x, state)
+        xc, history = self.conv(x, state["conv"])
+        # the memories' chunk steps and their state in float32 under bf16 autocast
+        # (models/precision.py); the convolution before and the output after follow autocast
+        with full_precision(x):
+            o, new_state = self._memory_pass(widen(x), widen(xc), history, state, frozen)
+        return self._output(o, b), new_state
+
+    def _memory_pass(self, x: Tensor, xc: Tensor, history: Tensor, state: State,
+                     frozen: bool) -> tuple[Tensor, State]:
+        """The chunks of one call on the convolved inputs ``xc``: the reads
+        ``o [B·H, T, dh]`` of the call's new tokens and the new state (see :meth:`forward`)."""
+        b, t_new, _ = x.shape
         c, h, dh = self.chunk, self.heads, self.head_dim
         n_seq = b * h
-        xc, history = self.conv(x, state["conv"])
         split = self._chunks(xc, state)
         xs, p, n, full, rest, done = (split.xs, split.pending, split.n, split.full, split.rest,
                                       split.done)
@@ -254,7 +266,7 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         weights = self._flat(state["memories"], n_seq)
         if frozen:
             o = self._memories(weights, q[:, p:])[0][:, MEM].transpose(1, 2)
-            return self._output(o, b), self._next_state(
+            return o, self._next_state(
                 state, split, t_new, x.new_zeros(t_new), state["last_write"],
                 state["memories"], state.get("momentum"), history, wrote=False)
         xh = split_heads(xs, h).view(n_seq, n, dh)
@@ -295,13 +307,12 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         if rest:
             reads.append(self._memories(weights, q[:, done:])[0][:, MEM].transpose(1, 2))
         o = torch.cat(reads, dim=1)[:, p:]  # pending tokens were read by an earlier call
-        y = self._output(o, b)
 
         per_chunk = None
         if full:  # [full, B, H] -> [full]
             per_chunk = torch.stack(sq_norms).sum(-1).sqrt().mean(-1)
         write_norms = self._write_norm_series(per_chunk, split, t_new, x)
-        return y, self._next_state(
+        return o, self._next_state(
             state, split, t_new, write_norms, last_write, self._unflat(weights, b, h),
             self._unflat(moms, b, h) if self.use_momentum else None, history)
 

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from nlstudio.models.chunked import segsum
+from nlstudio.models.precision import without_autocast
 
 
 def _rows(v: Tensor) -> Tensor:
@@ -40,6 +41,7 @@ class SelfModifyingChunk(torch.autograd.Function):
     r_alpha [N, D], b_alpha [N], eps)`` -> ``(w_new [N, 5D, D], read [N, C, D])``."""
 
     @staticmethod
+    @without_autocast
     def forward(ctx, eta_scale: float, w, x, q, r_eta, b_eta, r_alpha, b_alpha, eps: float):
         n, rows, d = w.shape
         c = x.shape[1]
@@ -77,6 +79,7 @@ class SelfModifyingChunk(torch.autograd.Function):
         return w_new, read
 
     @staticmethod
+    @without_autocast
     @once_differentiable
     def backward(ctx, g_new, g_read):
         eta_scale, d, c = ctx.meta

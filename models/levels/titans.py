@@ -52,6 +52,7 @@ from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import (CausalConv1d, OutputNormGate, l2_normalize,
                                            split_heads)
 from nlstudio.models.levels.titans_chunk import TitansChunk
+from nlstudio.models.precision import full_precision, state_dtype, widen
 
 
 class TitansLevel(ChunkedMemoryLevel):
@@ -126,14 +127,25 @@ class TitansLevel(ChunkedMemoryLevel):
         advance as usual."""
         b, t_new, _ = x.shape
         if state is None:
-            state = self.init_state(b, x.device, x.dtype)
+            state = self.init_state(b, x.device, state_dtype(x))
         if t_new == 0:
             return self._empty_call(x, state)
-        c, h, dh = self.chunk, self.heads, self.head_dim
-        n_mem = b * h
         # q, k, v of the new tokens; a pending token keeps its input (for the gates) and its
         # q, k, v (so the convolution sees every token exactly once)
         qkv, history = self._qkv(x, state["conv"])
+        # the memory's chunk steps and its state in float32 under bf16 autocast
+        # (models/precision.py); the projections before and the output after follow autocast
+        with full_precision(x):
+            o, new_state = self._memory_pass(widen(x), widen(qkv), history, state, frozen)
+        return self._output(o, x), new_state
+
+    def _memory_pass(self, x: Tensor, qkv: Tensor, history: Tensor, state: State,
+                     frozen: bool) -> tuple[Tensor, State]:
+        """The chunks of one call: the reads ``o [B·H, T, dh]`` of the call's new tokens and
+        the new state (see :meth:`forward`)."""
+        b, t_new, _ = x.shape
+        c, h, dh = self.chunk, self.heads, self.head_dim
+        n_mem = b * h
         split = self._chunks((x, qkv), state)
         p, n, full, rest, done = split.pending, split.n, split.full, split.rest, split.done
         xs, qkv = split.xs
@@ -144,7 +156,7 @@ class TitansLevel(ChunkedMemoryLevel):
                 if self.use_momentum else [None] * self.depth)
         if frozen:
             o = mlp_forward(weights, q[:, p:n], self.residual)[0]
-            return self._output(o, x), self._next_state(
+            return o, self._next_state(
                 state, split, t_new, x.new_zeros(t_new), state["last_write"], state["weights"],
                 state.get("momentum"), history, wrote=False)
 
@@ -187,13 +199,13 @@ class TitansLevel(ChunkedMemoryLevel):
         if rest:  # the tokens of the incomplete chunk read the last write's result
             reads.append(mlp_forward(weights, q[:, done:n], self.residual)[0])
         o = torch.cat(reads, dim=1) if len(reads) > 1 else reads[0]
-        y = self._output(o[:, p:], x)  # pending tokens were read by an earlier call
+        o = o[:, p:]  # pending tokens were read by an earlier call
 
         per_chunk = None
         if full:  # [full, N] -> per chunk: the norm over heads, averaged over the batch
             per_chunk = torch.stack(sq_norms).view(full, b, h).sum(-1).sqrt().mean(-1)
         write_norms = self._write_norm_series(per_chunk, split, t_new, x)
-        return y, self._next_state(
+        return o, self._next_state(
             state, split, t_new, write_norms, last_write,
             tuple(w.view(b, h, *w.shape[1:]) for w in weights),
             tuple(m.view(b, h, *m.shape[1:]) for m in moms) if self.use_momentum else None,

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from nlstudio.models.precision import without_autocast
+
 _silu_bw = torch.ops.aten.silu_backward
 
 
@@ -52,6 +54,7 @@ class TitansChunk(torch.autograd.Function):
     ``qT [N, d, Cq]``. ``l2``: the objective's gradient is ``Z_{L−1} + bias`` (else ``bias``)."""
 
     @staticmethod
+    @without_autocast
     def forward(ctx, l2, keep, sig, s_keep, c, d, kT, bias, qT, *mem):
         momentum = sig is not None
         depth = len(mem) // 2 if momentum else len(mem)
@@ -100,6 +103,7 @@ class TitansChunk(torch.autograd.Function):
         return (*new_w, *new_s, read)
 
     @staticmethod
+    @without_autocast
     @once_differentiable
     def backward(ctx, *grads):
         l2, depth, momentum = ctx.meta

@@ -47,6 +47,7 @@ def test_train_then_eval(tmp_path, project_file):
     out = tmp_path / "run"
     result = run_cli("train", project_file, "--out", out, "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    _assert_the_cli_honours_precision(tmp_path, project_file, out)
     assert f"run folder: {out}" in result.stdout
     assert (out / "model.safetensors").is_file()
     result = run_cli("eval", out, cwd=tmp_path)
@@ -56,6 +57,29 @@ def test_train_then_eval(tmp_path, project_file):
     assert "content rate (how fast what each level returns changes" in result.stdout
     slow = next(ln for ln in result.stdout.splitlines() if ln.startswith("slow "))
     assert "0 (never changes)" in slow  # frozen by design: its content never changes
+
+
+def _assert_the_cli_honours_precision(tmp_path, project_file, fp32_run):
+    """``train.precision: bf16`` in the file: the CLI's losses are the in-process bf16
+    trainer's (one thread each: the same reductions), not the float32 run's."""
+    import csv
+
+    from nlstudio.trainer import Trainer
+
+    def losses(run_dir):
+        with open(run_dir / "metrics.csv") as fh:
+            return [float(r["loss"]) for r in csv.DictReader(fh)]
+
+    doc = json.loads(project_file.read_text())
+    doc["train"]["precision"] = "bf16"
+    path = tmp_path / "bf16.nlproj"
+    path.write_text(json.dumps(doc))
+    out = tmp_path / "bf16-run"
+    result = run_cli("train", path, "--out", out, "--threads", 1, "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    Trainer(doc, out=tmp_path / "bf16-here", evaluate=False).run()
+    assert losses(out) == pytest.approx(losses(tmp_path / "bf16-here"), rel=1e-6)
+    assert losses(out) != losses(fp32_run)
 
 
 def test_invalid_project_exits_2_with_one_line_naming_the_field(tmp_path, tiny_project):

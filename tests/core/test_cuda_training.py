@@ -120,3 +120,45 @@ def test_cuda_graph_run_stops_on_nan_before_the_update(tmp_path, tiny_project):
     assert trainer.cuda_graphs_note == "CUDA graphs on"
     assert result.reason == "failed" and "diverged" in result.message
     assert "step 4" in result.message and result.step == 3
+
+
+@pytest.mark.parametrize("name", ["nsam_kv_stream", "titans", "deltanet", "transformer",
+                                  "digits_stream"])
+def test_bf16_trains_with_and_without_cuda_graphs(tmp_path, name):
+    """``train.precision: bf16`` on the GPU: the captured step (autocast inside the graph,
+    its weight cache off) equals the eager one, both stay close to float32, and every level's
+    state stays float32 (tests/core/test_precision.py pins the same on the CPU)."""
+    import csv
+    import json
+
+    doc = json.loads(preset_paths()[name].read_text())
+    doc["train"].update(steps=6, log_every=1, eval_every=1000, device="cuda")
+    losses = {}
+    for precision, graphs in (("bf16", True), ("bf16", False), ("fp32", False)):
+        doc["train"].update(precision=precision, cuda_graphs=graphs)
+        folder = tmp_path / f"{precision}-{graphs}"
+        trainer = Trainer(doc, out=folder, base_dir=preset_paths()[name].parent,
+                          evaluate=False)
+        assert trainer.run().reason == "completed"
+        assert (trainer.cuda_graphs_note == "CUDA graphs on") == graphs, trainer.cuda_graphs_note
+        with open(folder / "metrics.csv") as f:
+            losses[precision, graphs] = [float(r["loss"]) for r in csv.DictReader(f)]
+        if precision == "bf16":
+            batch = trainer.task.batch(0, 2)
+            with trainer.forward_backward.autocast(torch.device("cuda")), torch.no_grad():
+                _, state = trainer.model(batch.inputs.cuda(), None,
+                                         targets=batch.targets.cuda())
+            stack = [state["levels"]]
+            while stack:
+                obj = stack.pop()
+                if isinstance(obj, dict):
+                    stack.extend(obj.values())
+                elif isinstance(obj, (list, tuple)):
+                    stack.extend(obj)
+                elif isinstance(obj, torch.Tensor) and obj.is_floating_point():
+                    assert obj.dtype == torch.float32, (name, obj.dtype)
+    assert all(np.isfinite(losses["bf16", True]))
+    np.testing.assert_allclose(losses["bf16", True], losses["bf16", False], rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(losses["bf16", False], losses["fp32", False], rtol=2e-2,
+                               atol=1e-2)
+    assert losses["bf16", False] != losses["fp32", False]

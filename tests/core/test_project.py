@@ -426,7 +426,8 @@ def test_bad_train_values():
         ("log_every", -5): "train.log_every: must be a positive integer (got -5)",
         ("lr", 0.1): "train.lr: unknown field 'lr' (expected: steps, batch_size, seq_len, seed, "
                      "device, optimizer, grad_clip, warmup, log_every, eval_every, snapshot_every, "
-                     "cuda_graphs)",
+                     "cuda_graphs, precision)",
+        ("precision", "fp16"): "train.precision: must be 'fp32' or 'bf16' (got 'fp16')",
     }
     for (key, value), message in cases.items():
         bad = copy.deepcopy(doc)

@@ -295,3 +295,23 @@ def test_wheel_over_the_inspector_scrolls_it_and_edits_nothing(window, qtbot):
     qtbot.waitUntil(heads.hasFocus)
     _wheel(window, heads, dy=120)
     assert window.document.data["model"]["heads"] == before["model"]["heads"] + 1
+
+
+def test_the_precision_setting_is_a_choice_from_the_schema(window, qtbot):
+    """``train.precision`` (fp32 | bf16) is generated like every training setting: a choice of
+    the schema's values with its description as the tooltip, edited through the undo stack."""
+    from nlstudio.schema import TrainSection
+
+    window.scene.clearSelection()
+    combo = window.inspector.fields["train.precision"]
+    assert isinstance(combo, ChoiceBox)
+    assert [combo.itemData(i) for i in range(combo.count())] == ["fp32", "bf16"]
+    assert TrainSection.model_fields["precision"].description in combo.toolTip()
+    assert combo.currentData() == "fp32"
+    assert window.document.data["train"].get("precision", "fp32") == "fp32"
+    combo.setCurrentIndex(combo.findData("bf16"))
+    combo.activated.emit(combo.currentIndex())
+    assert window.document.data["train"]["precision"] == "bf16"
+    assert window.document.is_valid, window.document.faults
+    window.actions["edit.undo"].trigger()
+    assert window.document.data["train"].get("precision", "fp32") == "fp32"
