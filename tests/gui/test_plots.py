@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 from PySide6.QtGui import QImage
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMainWindow
 
 from nlstudio import events as ev
@@ -103,7 +104,12 @@ def plots(qtbot):
     window.setObjectName("plotsTestWindow")
     qtbot.addWidget(window)
     plots = PlotSet(window)
-    plots.arrange(window)
+    # every dock in view at once (the main window's layout folds some into tabs at this size)
+    window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, plots.matrices)
+    bottom = [plots.loss, plots.spectrum, plots.forgetting, plots.ablation]
+    window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, bottom[0])
+    for left, right in zip(bottom, bottom[1:]):
+        window.splitDockWidget(left, right, Qt.Orientation.Horizontal)
     window.resize(1280, 800)
     window.show()
     qtbot.waitExposed(window)

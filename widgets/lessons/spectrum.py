@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtWidgets import QButtonGroup, QCheckBox, QRadioButton, QWidget
+from PySide6.QtWidgets import QButtonGroup, QCheckBox, QRadioButton
 
 from nlstudio.lessons import spectrum as core
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import LessonView, embed_dock
+from nlstudio.widgets.lessons.base import LessonHost, LessonView, embed_dock
 from nlstudio.widgets.plots.spectrum import SpectrumDock
 
 
@@ -36,7 +36,7 @@ class SpectrumView(LessonView):
                 "schedule, which says when a level writes, not what changes. A run's Spectrum "
                 "dock measures the trained model the same way at every evaluation.")
 
-    def __init__(self, host: QWidget | None = None) -> None:
+    def __init__(self, host: LessonHost | None = None) -> None:
         super().__init__(host)
         self.core = core.SpectrumLesson("transformer")
         self.canvas_note = ""
@@ -53,7 +53,7 @@ class SpectrumView(LessonView):
             self.preset_group.addButton(radio)
             self.controls.addWidget(radio)
             self.radios[name] = radio
-        can_open = host is not None and hasattr(host, "open_preset")
+        can_open = host is not None  # a lesson window of its own has no canvas to open on
         self.canvas_box = QCheckBox("Open it on the canvas", self)
         self.canvas_box.setObjectName(self.name("Canvas"))
         self.canvas_box.setToolTip("Open the preset in the main window, whose canvas places "
