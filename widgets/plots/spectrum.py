@@ -1,7 +1,8 @@
 """The spectrum: every level at its designed update frequency beside the measured frequency
 of its content, on one log axis, and the drift curves the content frequency comes from.
 
-Top strip, one row per level (colours follow the level order, as in every other plot):
+Strip, one row per level, named on its left axis (colours follow the level order, as in
+every other plot):
 
 - filled dot: the designed frequency 1/C (attention at the right edge, "∞": it re-reads its
   context at every token and writes nothing; frozen levels at the left edge, "0");
@@ -13,10 +14,15 @@ Top strip, one row per level (colours follow the level order, as in every other 
   on the measured streams). It says when a level writes, not what changes (a level written
   every C tokens sits at 1/C whatever it writes), so it is drawn apart and labelled so.
 
-Bottom: the drift D(Δ), the share of a level's content replaced after a lag of Δ tokens, per
-level on a log lag axis; ν is read where a curve crosses ½ (τ½, marked; τ = 2·τ½). The content
-is measured at every evaluation of a run (``Evaluation.content``), from a run folder's saved
-weights (``Snapshot.content``), or by lesson 1.
+Each row's numbers ("1/16 → < 1/256": designed → content) sit above its dot where the rows are
+at least two lines of text apart, and are always in the strip's tooltip.
+
+Drift plot: D(Δ), the share of a level's content replaced after a lag of Δ tokens, per level on
+a log lag axis; ν is read where a curve crosses ½ (τ½, marked; τ = 2·τ½). It appears with the
+first measurement, under the strip, or beside it in a dock wider than tall (the bottom row of
+a small window). The content is measured at every evaluation of a run
+(``Evaluation.content``), from a run folder's saved weights (``Snapshot.content``), or by
+lesson 1. With no levels at all the dock shows only its message, no axes.
 """
 from __future__ import annotations
 
@@ -25,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetricsF
 
 from nlstudio import events as ev
 from nlstudio import probes
@@ -37,8 +43,23 @@ from nlstudio.widgets.plots.base import PlotDock, parametric, pen, style_plot
 UNBOUNDED = 16_777_215.0  # QWIDGETSIZE_MAX: no maximum height
 EDGE = 0.7  # decades between the last finite decade and the "0" / "∞" edge positions
 INF_POS = EDGE  # log10(1) = 0 is the fastest finite frequency (a write every token)
-STRIP_TITLE = ("● designed 1/C    ◇ content (measured; ◁ slower than)    "
-               "| write schedule (writes/token)")
+# Short titles: a plot's title sets its minimum width, and a longer one than the dock pushed
+# the right end of the axes out of sight. The tooltips say the rest.
+STRIP_TITLE = "● designed  ◇ content  | writes/token"
+DRIFT_TITLE = "content replaced after lag Δ"
+LABEL_POINT_SIZE = 8.0
+NAME_CHARS = 12  # a level's name on the strip's axis (longer ones elided; full in the tooltip)
+SIDE_BY_SIDE_RATIO = 1.5  # a view this much wider than tall puts the drift beside the strip
+
+
+def label_font() -> QFont:
+    font = QFont()
+    font.setPointSizeF(LABEL_POINT_SIZE)
+    return font
+
+
+def short_name(name: str, limit: int = NAME_CHARS) -> str:
+    return name if len(name) <= limit else name[:limit - 1] + "…"
 
 
 def freq_position(freq: float, low_decade: int) -> float:
@@ -99,6 +120,8 @@ class SpectrumDock(PlotDock):
         self._pending: ev.Snapshot | None = None
         self._max_lag = 1
         self._drift_shown = True
+        self.side_by_side = False  # the drift beside the strip (else under it)
+        self.labels_shown = True  # the rows' numbers (only where rows are far enough apart)
 
         self.strip: pg.PlotItem = self.view.addPlot(row=0, col=0)
         self.drift: pg.PlotItem = self.view.addPlot(row=1, col=0)
@@ -108,13 +131,14 @@ class SpectrumDock(PlotDock):
             plot.setMenuEnabled(False)
             plot.setMouseEnabled(x=False, y=False)
             plot.hideButtons()
-        self.strip.getAxis("left").setStyle(showValues=False)
+        self.strip.getAxis("left").setStyle(tickFont=label_font())
         self.strip.getAxis("left").setWidth(40)
         self.strip.setLabel("bottom", "frequency (per token)")
         self.drift.getAxis("left").setWidth(40)
         self.drift.setLabel("bottom", "lag Δ (tokens)")
         self.drift.setLabel("left", "replaced")
         self.drift.setYRange(0, 1.05, padding=0)
+        self.drift.getAxis("left").setTicks([[(0.0, "0"), (0.5, "½"), (1.0, "1")], []])
         self.half_line = pg.InfiniteLine(pos=probes.HALF, angle=0, movable=False)
         self.drift.addItem(self.half_line, ignoreBounds=True)
         self.frozen_band = pg.LinearRegionItem(movable=False)
@@ -127,20 +151,23 @@ class SpectrumDock(PlotDock):
                                     "pre-training")
         self.inf_band.setToolTip("frequency ∞: attention re-reads its context at every token "
                                  "and writes nothing")
-        self.strip.setToolTip(
+        self.strip_tip = (
             "Dot: designed frequency 1/C. Diamond: measured content frequency ν = 1/τ, how fast "
             "what the level returns on fixed probe inputs is replaced along a held-out stream "
             "(a triangle: slower than that, not half replaced within the stream). Bar: the "
             "write schedule, writes per token, which says when a level writes, not what "
             "changes.")
+        self.strip.setToolTip(self.strip_tip)
         self.drift.setToolTip(
-            "D(Δ): the share of each level's content (its read-out minus that of its initial "
+            "Content replaced after a lag, D(Δ): the share of each level's content (its read-out minus that of its initial "
             "memory) replaced after Δ tokens. It crosses ½ at τ½; the content frequency is "
             "ν = 1/(2·τ½), so a level that replaces all it holds every C tokens measures 1/C.")
         self._set_axis()
         self._set_lag_axis(1)
         self.apply_theme(self.palette_)
         self._show_plot()
+        self.strip.vb.sigResized.connect(self._fit_labels)
+        self.view.installEventFilter(self)
         self.set_message(self.empty_text)
 
     # ---- data in ---------------------------------------------------------------------------
@@ -166,6 +193,7 @@ class SpectrumDock(PlotDock):
             content = pg.ScatterPlotItem(size=17)  # rings the designed dot when they agree
             schedule = pg.ScatterPlotItem(size=9, symbol="|")
             label = pg.TextItem("", anchor=(0.0, 0.5))
+            label.setFont(label_font())
             curve = pg.PlotDataItem(connect="finite")
             half = pg.ScatterPlotItem(size=8, symbol="o")
             for item in (schedule, designed, content, label):
@@ -174,7 +202,10 @@ class SpectrumDock(PlotDock):
             self.drift.addItem(half)
             self.items[lv["id"]] = _LevelItems(designed, content, schedule, label, curve, half)
         self._set_axis()
+        self._set_level_axis()
         self._recolor()
+        self._show_plot()
+        self._fit_labels()
         self.mark_dirty()
 
     def clear(self) -> None:
@@ -262,6 +293,9 @@ class SpectrumDock(PlotDock):
             else:
                 items.curve.setData([], [])
                 items.half.setData([], [])
+        self.strip.setToolTip("\n".join(
+            [self.strip_tip, ""] + [f"{lv['id']}: {self.items[lv['id']].label.toPlainText()}"
+                                    for lv in self.levels]) if self.levels else self.strip_tip)
         if max_lag != self._max_lag:
             self._set_lag_axis(max_lag)
         self.drift.setYRange(0, top, padding=0)
@@ -285,7 +319,7 @@ class SpectrumDock(PlotDock):
 
     def _draw_label(self, items: _LevelItems, lv: dict, rate: ev.ContentRate | None,
                     designed: float, y: float) -> None:
-        text = f"{lv['id']} · {probes.frequency_text(designed)}"
+        text = probes.frequency_text(designed)  # the name is on the axis
         if not parametric(lv["kind"]):
             text += " · re-reads"
         elif rate is not None:
@@ -299,13 +333,66 @@ class SpectrumDock(PlotDock):
         items.label.setPos(x + (-0.15 if left_side else 0.15), y + 0.32)
 
     def _show_plot(self) -> None:
-        """The drift plot only once there is a measurement (no made-up axes before)."""
+        """No levels: the message alone. Levels: the strip, and the drift plot once there is
+        a measurement (no made-up axes before)."""
+        self.show_view(bool(self.levels))
         shown = self.has_data()
         if self._drift_shown != shown:  # kept in the layout (a plot taken out is orphaned)
             self._drift_shown = shown
-            self.drift.setMaximumHeight(UNBOUNDED if shown else 0)
+            self.drift.setMaximumSize(UNBOUNDED if shown else 0, UNBOUNDED if shown else 0)
             self.drift.setVisible(shown)
-            self.view.ci.layout.setRowStretchFactor(1, 2 if shown else 0)
+            self._set_stretch()
+
+    def _set_stretch(self) -> None:
+        layout, shown = self.view.ci.layout, self._drift_shown
+        if self.side_by_side:
+            layout.setRowStretchFactor(0, 1)
+            layout.setColumnStretchFactor(0, 1)
+            layout.setColumnStretchFactor(1, 1 if shown else 0)
+        else:
+            layout.setRowStretchFactor(0, 3)
+            layout.setRowStretchFactor(1, 2 if shown else 0)
+            layout.setColumnStretchFactor(0, 1)
+
+    def _arrange(self, width: float, height: float) -> None:
+        """The drift plot beside the strip in a view wider than tall (each keeps the height
+        its rows and axes need), else under it."""
+        side = width >= SIDE_BY_SIDE_RATIO * height
+        if side == self.side_by_side:
+            return
+        self.side_by_side = side
+        ci = self.view.ci
+        ci.removeItem(self.drift)
+        ci.addItem(self.drift, row=0 if side else 1, col=1 if side else 0)
+        self._set_stretch()
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
+        if watched is self.view and event.type() == QEvent.Type.Resize:
+            self._arrange(event.size().width(), event.size().height())
+        return super().eventFilter(watched, event)
+
+    def _fit_labels(self) -> None:
+        """The rows' numbers only where the rows are two lines of text apart (else they
+        would run into each other and the axis): the tooltip has them always."""
+        rows = max(len(self.levels), 1) + 0.2
+        pitch = self.strip.vb.height() / rows
+        shown = pitch >= 2 * QFontMetricsF(label_font()).height()
+        if shown != self.labels_shown:
+            self.labels_shown = shown
+            for items in self.items.values():
+                items.label.setVisible(shown)
+        elif not shown:
+            for items in self.items.values():
+                items.label.setVisible(False)
+
+    def _set_level_axis(self) -> None:
+        """The levels' names on the strip's left axis, one per row."""
+        n = len(self.levels)
+        names = [short_name(lv["id"]) for lv in self.levels]
+        axis = self.strip.getAxis("left")
+        axis.setTicks([[(float(n - i), name) for i, name in enumerate(names)], []])
+        metrics = QFontMetricsF(label_font())
+        axis.setWidth(int(max([metrics.horizontalAdvance(t) for t in names] + [24])) + 10)
 
     def _take(self, snap: ev.Snapshot) -> None:
         self.step = snap.step
@@ -364,8 +451,7 @@ class SpectrumDock(PlotDock):
         self.strip.showGrid(x=False, y=False)
         self.drift.showGrid(x=False, y=False)
         self.strip.setTitle(STRIP_TITLE, color=palette.muted, size="8pt")
-        self.drift.setTitle("content replaced after a lag, D(Δ); ν = 1/(2·τ½) where it "
-                            "crosses ½", color=palette.plot_foreground, size="8pt")
+        self.drift.setTitle(DRIFT_TITLE, color=palette.plot_foreground, size="8pt")
         self.half_line.setPen(pen(palette.muted, 1.0, Qt.PenStyle.DashLine))
         for band, name in ((self.frozen_band, "band_frozen"), (self.inf_band, "band_inf")):
             band.setBrush(pg.mkBrush(palette.qcolor(name, 46)))
