@@ -14,8 +14,10 @@ every other plot):
   on the measured streams). It says when a level writes, not what changes (a level written
   every C tokens sits at 1/C whatever it writes), so it is drawn apart and labelled so.
 
-Each row's numbers ("1/16 → < 1/256": designed → content) sit above its dot where the rows are
-at least two lines of text apart, and are always in the strip's tooltip.
+Each row's numbers ("1/16 → < 1/256": designed → content) sit on the row beside its markers,
+on the side with room for them (left out where neither side has room, or the rows are closer
+than a line of text); the strip's tooltip always has them. Decade labels that would run into
+each other in a narrow strip are left out ("0" and "∞" always stay).
 
 Drift plot: D(Δ), the share of a level's content replaced after a lag of Δ tokens, per level on
 a log lag axis; ν is read where a curve crosses ½ (τ½, marked; τ = 2·τ½). It appears with the
@@ -48,6 +50,7 @@ INF_POS = EDGE  # log10(1) = 0 is the fastest finite frequency (a write every to
 STRIP_TITLE = "● designed  ◇ content  | writes/token"
 DRIFT_TITLE = "content replaced after lag Δ"
 LABEL_POINT_SIZE = 8.0
+CONTENT_SIZE = 17  # px: the content marker, the largest of a row
 NAME_CHARS = 12  # a level's name on the strip's axis (longer ones elided; full in the tooltip)
 SIDE_BY_SIDE_RATIO = 1.5  # a view this much wider than tall puts the drift beside the strip
 
@@ -121,7 +124,7 @@ class SpectrumDock(PlotDock):
         self._max_lag = 1
         self._drift_shown = True
         self.side_by_side = False  # the drift beside the strip (else under it)
-        self.labels_shown = True  # the rows' numbers (only where rows are far enough apart)
+        self.labels_shown = True  # rows far enough apart for their numbers
 
         self.strip: pg.PlotItem = self.view.addPlot(row=0, col=0)
         self.drift: pg.PlotItem = self.view.addPlot(row=1, col=0)
@@ -132,6 +135,7 @@ class SpectrumDock(PlotDock):
             plot.setMouseEnabled(x=False, y=False)
             plot.hideButtons()
         self.strip.getAxis("left").setStyle(tickFont=label_font())
+        self.strip.getAxis("bottom").setStyle(tickFont=label_font())
         self.strip.getAxis("left").setWidth(40)
         self.strip.setLabel("bottom", "frequency (per token)")
         self.drift.getAxis("left").setWidth(40)
@@ -190,7 +194,7 @@ class SpectrumDock(PlotDock):
             self._extend_decades(probes.designed_frequency(lv["kind"], lv["period"]))
         for lv in self.levels:
             designed = pg.ScatterPlotItem(size=11)
-            content = pg.ScatterPlotItem(size=17)  # rings the designed dot when they agree
+            content = pg.ScatterPlotItem(size=CONTENT_SIZE)  # rings the dot when they agree
             schedule = pg.ScatterPlotItem(size=9, symbol="|")
             label = pg.TextItem("", anchor=(0.0, 0.5))
             label.setFont(label_font())
@@ -271,15 +275,17 @@ class SpectrumDock(PlotDock):
                 items.placed = placed
                 items.designed.setData([freq_position(designed, self.low_decade)], [y])
             rate = self.content.get(lv["id"])
-            self._draw_content(items, rate, y)
-            self._draw_label(items, lv, rate, designed, y)
+            marks = [freq_position(designed, self.low_decade)]
+            marks += self._draw_content(items, rate, y)
             writes = self.schedule.get(lv["id"])
             if writes is None and rate is not None and not math.isnan(rate.writes_per_token):
                 writes = rate.writes_per_token
             if writes is None or not parametric(lv["kind"]):
                 items.schedule.setData([], [])
             else:  # just under the row: its own series, never hidden by the dots
-                items.schedule.setData([freq_position(writes, self.low_decade)], [y - 0.3])
+                marks.append(freq_position(writes, self.low_decade))
+                items.schedule.setData([marks[-1]], [y - 0.3])
+            self._draw_label(items, lv, rate, designed, y, marks)
             if rate is not None and len(rate.lags):
                 drift = rate.drift
                 items.curve.setData(np.log10(rate.lags.astype(float)), drift)
@@ -310,27 +316,47 @@ class SpectrumDock(PlotDock):
             self.set_message("Write schedule from the live snapshots; the content frequency "
                              "is measured at each evaluation.")
 
-    def _draw_content(self, items: _LevelItems, rate: ev.ContentRate | None, y: float) -> None:
+    def _draw_content(self, items: _LevelItems, rate: ev.ContentRate | None, y: float
+                      ) -> list[float]:
+        """The content marker; returns its x ([] when there is none)."""
         if rate is None or rate.note or math.isnan(rate.frequency):
             items.content.setData([], [])
-            return
-        items.content.setData([freq_position(rate.frequency, self.low_decade)], [y],
-                              symbol="t3" if rate.bound else "d")
+            return []
+        x = freq_position(rate.frequency, self.low_decade)
+        items.content.setData([x], [y], symbol="t3" if rate.bound else "d")
+        return [x]
 
     def _draw_label(self, items: _LevelItems, lv: dict, rate: ev.ContentRate | None,
-                    designed: float, y: float) -> None:
+                    designed: float, y: float, marks: list[float]) -> None:
+        """The row's numbers on its own line, beside its markers (``marks``: their x), on
+        the side with room for them; left out where neither side has room (the strip's
+        tooltip has them)."""
         text = probes.frequency_text(designed)  # the name is on the axis
         if not parametric(lv["kind"]):
             text += " · re-reads"
         elif rate is not None:
             text += f" → {probes.content_text(rate)}"
-        x = freq_position(designed, self.low_decade)
-        # Labels sit right of their dot in the slow half, left of it in the fast half.
-        left_side = x > (self.low_decade - EDGE + INF_POS) / 2
         if items.label.toPlainText() != text:
             items.label.setText(text)
-        items.label.setAnchor((1.0, 0.5) if left_side else (0.0, 0.5))
-        items.label.setPos(x + (-0.15 if left_side else 0.15), y + 0.32)
+        left, right = self.x_range()
+        scale = self.strip.vb.width() / (right - left)
+        if scale <= 0:
+            return
+        pad = (CONTENT_SIZE / 2 + 3) / scale  # clear of the largest marker
+        width = (QFontMetricsF(label_font()).horizontalAdvance(text) + 8) / scale
+        after, before = right - (max(marks) + pad), (min(marks) - pad) - left
+        fits = self.labels_shown and max(after, before) >= width
+        items.label.setVisible(fits)
+        if after >= width or (fits and after >= before):
+            items.label.setAnchor((0.0, 0.5))
+            items.label.setPos(max(marks) + pad, y)
+        else:
+            items.label.setAnchor((1.0, 0.5))
+            items.label.setPos(min(marks) - pad, y)
+
+    def x_range(self) -> tuple[float, float]:
+        """The strip's x range (decades): "0" and "∞" with room for their bands."""
+        return self.low_decade - EDGE - 0.35, INF_POS + 0.35
 
     def _show_plot(self) -> None:
         """No levels: the message alone. Levels: the strip, and the drift plot once there is
@@ -342,6 +368,7 @@ class SpectrumDock(PlotDock):
             self.drift.setMaximumSize(UNBOUNDED if shown else 0, UNBOUNDED if shown else 0)
             self.drift.setVisible(shown)
             self._set_stretch()
+            self._arrange(self.view.width(), self.view.height())
 
     def _set_stretch(self) -> None:
         layout, shown = self.view.ci.layout, self._drift_shown
@@ -355,9 +382,14 @@ class SpectrumDock(PlotDock):
             layout.setColumnStretchFactor(0, 1)
 
     def _arrange(self, width: float, height: float) -> None:
-        """The drift plot beside the strip in a view wider than tall (each keeps the height
-        its rows and axes need), else under it."""
-        side = width >= SIDE_BY_SIDE_RATIO * height
+        """The drift plot beside the strip in a view wider than tall that has room for both
+        plots' minimum widths (titles and axes), else under it."""
+        layout = self.view.ci.layout
+        left, _top, right, _bottom = layout.getContentsMargins()
+        need = left + right + layout.horizontalSpacing() + sum(
+            plot.layout.effectiveSizeHint(Qt.SizeHint.MinimumSize).width()
+            for plot in (self.strip, self.drift))
+        side = width >= SIDE_BY_SIDE_RATIO * height and width >= need
         if side == self.side_by_side:
             return
         self.side_by_side = side
@@ -372,18 +404,36 @@ class SpectrumDock(PlotDock):
         return super().eventFilter(watched, event)
 
     def _fit_labels(self) -> None:
-        """The rows' numbers only where the rows are two lines of text apart (else they
-        would run into each other and the axis): the tooltip has them always."""
+        """For the strip's size in px: the rows' numbers only where rows are a line of text
+        apart (the tooltip has them always), and the decades' tick labels that do not run
+        into each other."""
         rows = max(len(self.levels), 1) + 0.2
         pitch = self.strip.vb.height() / rows
-        shown = pitch >= 2 * QFontMetricsF(label_font()).height()
-        if shown != self.labels_shown:
-            self.labels_shown = shown
-            for items in self.items.values():
-                items.label.setVisible(shown)
-        elif not shown:
-            for items in self.items.values():
-                items.label.setVisible(False)
+        self.labels_shown = pitch >= max(QFontMetricsF(label_font()).height(),
+                                         CONTENT_SIZE) + 2
+        self._fit_frequency_ticks()
+        self.mark_dirty()  # where the labels fit depends on the px
+
+    def _fit_frequency_ticks(self) -> None:
+        """The frequency axis's labels, leaving out those that would overlap a neighbour in
+        a narrow strip (their tick marks stay): "0" and "∞" first, then from the fastest
+        decade down."""
+        major, minor = frequency_ticks(self.low_decade)
+        left, right = self.x_range()
+        scale = self.strip.vb.width() / (right - left)
+        metrics = QFontMetricsF(label_font())
+        order = [len(major) - 1, 0, *range(len(major) - 2, 0, -1)]
+        kept: list[tuple[float, float]] = []
+        labels = [""] * len(major)
+        for i in order:
+            x, text = major[i]
+            half = metrics.horizontalAdvance(text) / 2 + 3
+            span = ((x - left) * scale - half, (x - left) * scale + half)
+            if scale > 0 and all(span[1] <= a or span[0] >= b for a, b in kept):
+                kept.append(span)
+                labels[i] = text
+        self.strip.getAxis("bottom").setTicks(
+            [[(x, label) for (x, _t), label in zip(major, labels)], minor])
 
     def _set_level_axis(self) -> None:
         """The levels' names on the strip's left axis, one per row."""
@@ -416,9 +466,9 @@ class SpectrumDock(PlotDock):
                 items.placed = None
 
     def _set_axis(self) -> None:
-        self.strip.getAxis("bottom").setTicks(frequency_ticks(self.low_decade))
+        self._fit_frequency_ticks()
         left, right = self.low_decade - EDGE, INF_POS
-        self.strip.setXRange(left - 0.35, right + 0.35, padding=0)
+        self.strip.setXRange(*self.x_range(), padding=0)
         self.frozen_band.setRegion((left - 0.35, left + 0.3))
         self.inf_band.setRegion((right - 0.3, right + 0.35))
 
