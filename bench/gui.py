@@ -14,8 +14,8 @@ run). Headless and GUI runs are interleaved in one process after a warm-up run; 
   layout puts all five plot docks side by side, so that all five draw: narrower windows fold
   some plots into tabs, and a plot behind a tab skips its redraws (at 1280×800 only the loss
   and the spectrum are in front, at 1600×1000 three plots). The bench refuses to run if a plot
-  is not visible. The run is started from the Run action. "live" mode draws what the run sends (here ~1-2 steps/s, so ~1-2
-  snapshots/s); "stress" mode also re-feeds the newest snapshot on a 45 Hz timer, as a run of
+  is not visible. The run is started from the Run action. "live" mode draws what the run
+  sends (here ~1-2 steps/s, so ~1-2 snapshots/s); "stress" mode also re-feeds the newest snapshot on a 45 Hz timer, as a run of
   ≥ 45 steps/s (a GPU) would send them, so the plots redraw at their rate caps for the whole
   run: memory matrices 30 Hz, spectrum 10 Hz.
 - stall: the largest gap between ticks of a 10 ms PreciseTimer on the GUI thread, minus its

@@ -4,8 +4,9 @@ background jobs that never outlive the window.
 
 A lesson view is a non-modal top-level window owned by the main window (it closes with
 it), which it reaches only through :class:`LessonHost` (``MainWindow`` implements it, and
-``LessonManager`` passes it as every view's ``host``; ``None``: a view on its own). Its computations live in its core (``self.core``, a ``nlstudio.lessons.LessonCore`` from
-the module of the same name in ``nlstudio.lessons``); the view only steps the core and draws.
+``LessonManager`` passes it as every view's ``host``; ``None``: a view on its own). Its
+computations live in its core (``self.core``, a ``nlstudio.lessons.LessonCore`` from the
+module of the same name in ``nlstudio.lessons``); the view only steps the core and draws.
 Which lesson a view shows comes from the one registry, ``nlstudio.lessons.LESSONS``, by its
 module's name.
 """

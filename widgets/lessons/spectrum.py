@@ -31,7 +31,8 @@ class SpectrumView(LessonView):
                 "through the untrained model one token per call, each level is read on 32 "
                 "fixed probe inputs after every token, and the content frequency is 1/τ, τ "
                 "being twice the lag after which half of that read-out has been replaced "
-                "(lower panel). A level that replaced everything at each write would sit on "
+                "(the plot of D(Δ), content replaced after lag Δ). A level that replaced "
+                "everything at each write would sit on "
                 "its dot; writes that change a little sit to the left. The bars are the write "
                 "schedule, which says when a level writes, not what changes. A run's Spectrum "
                 "dock measures the trained model the same way at every evaluation.")

@@ -51,6 +51,7 @@ STRIP_TITLE = "● designed  ◇ content  | writes/token"
 DRIFT_TITLE = "content replaced after lag Δ"
 LABEL_POINT_SIZE = 8.0
 CONTENT_SIZE = 17  # px: the content marker, the largest of a row
+ROW_PX = CONTENT_SIZE + 5  # px: a row of the strip with room around its markers
 NAME_CHARS = 12  # a level's name on the strip's axis (longer ones elided; full in the tooltip)
 SIDE_BY_SIDE_RATIO = 1.5  # a view this much wider than tall puts the drift beside the strip
 
@@ -163,8 +164,8 @@ class SpectrumDock(PlotDock):
             "changes.")
         self.strip.setToolTip(self.strip_tip)
         self.drift.setToolTip(
-            "Content replaced after a lag, D(Δ): the share of each level's content (its read-out minus that of its initial "
-            "memory) replaced after Δ tokens. It crosses ½ at τ½; the content frequency is "
+            "Content replaced after a lag, D(Δ): the share of each level's content (its "
+            "read-out minus that of its initial memory) replaced after Δ tokens. It crosses ½ at τ½; the content frequency is "
             "ν = 1/(2·τ½), so a level that replaces all it holds every C tokens measures 1/C.")
         self._set_axis()
         self._set_lag_axis(1)
@@ -209,6 +210,7 @@ class SpectrumDock(PlotDock):
         self._set_level_axis()
         self._recolor()
         self._show_plot()
+        self._set_stretch()
         self._fit_labels()
         self.mark_dirty()
 
@@ -371,15 +373,25 @@ class SpectrumDock(PlotDock):
             self._arrange(self.view.width(), self.view.height())
 
     def _set_stretch(self) -> None:
+        """Side by side: half the width each. Stacked: the strip prefers the height that
+        gives each row its markers (:data:`ROW_PX`), the drift plot its axes and a plot a
+        little taller than its title; whatever is left is shared."""
         layout, shown = self.view.ci.layout, self._drift_shown
+        minimum = Qt.SizeHint.MinimumSize
+        strip = self.strip.layout.effectiveSizeHint(minimum).height()
+        drift = self.drift.layout.effectiveSizeHint(minimum).height()
+        self.strip.setPreferredHeight(strip + (max(len(self.levels), 1) + 0.2) * ROW_PX)
+        self.drift.setPreferredHeight(drift + 2 * ROW_PX)
         if self.side_by_side:
             layout.setRowStretchFactor(0, 1)
+            layout.setRowStretchFactor(1, 0)
             layout.setColumnStretchFactor(0, 1)
             layout.setColumnStretchFactor(1, 1 if shown else 0)
         else:
-            layout.setRowStretchFactor(0, 3)
-            layout.setRowStretchFactor(1, 2 if shown else 0)
+            layout.setRowStretchFactor(0, 1)
+            layout.setRowStretchFactor(1, 1 if shown else 0)
             layout.setColumnStretchFactor(0, 1)
+            layout.setColumnStretchFactor(1, 0)
 
     def _arrange(self, width: float, height: float) -> None:
         """The drift plot beside the strip in a view wider than tall that has room for both
