@@ -25,6 +25,10 @@ first measurement, under the strip, or beside it in a dock wider than tall (the 
 a small window). The content is measured at every evaluation of a run
 (``Evaluation.content``), from a run folder's saved weights (``Snapshot.content``), or by
 lesson 1. With no levels at all the dock shows only its message, no axes.
+
+One file of ~490 lines: the strip and the drift plot are one figure whose items are placed
+from the same levels, axis range and pixel sizes (rows, labels, arrangement); its pure axis
+helpers live in ``spectrum_axes.py``.
 """
 from __future__ import annotations
 
@@ -34,63 +38,25 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetricsF
+from PySide6.QtGui import QColor, QFontMetricsF
 
 from nlstudio import events as ev
 from nlstudio import probes
 from nlstudio.widgets import theme
 from nlstudio.widgets.format import grouped
 from nlstudio.widgets.plots.base import PlotDock, parametric, pen, style_plot
+from nlstudio.widgets.plots.spectrum_axes import (EDGE, INF_POS, freq_position,  # noqa: F401
+                                                  frequency_range, frequency_ticks, label_font,
+                                                  lag_ticks, legible_ticks, short_name)
 
 UNBOUNDED = 16_777_215.0  # QWIDGETSIZE_MAX: no maximum height
-EDGE = 0.7  # decades between the last finite decade and the "0" / "∞" edge positions
-INF_POS = EDGE  # log10(1) = 0 is the fastest finite frequency (a write every token)
 # Short titles: a plot's title sets its minimum width, and a longer one than the dock pushed
 # the right end of the axes out of sight. The tooltips say the rest.
 STRIP_TITLE = "● designed  ◇ content  | writes/token"
 DRIFT_TITLE = "content replaced after lag Δ"
-LABEL_POINT_SIZE = 8.0
 CONTENT_SIZE = 17  # px: the content marker, the largest of a row
 ROW_PX = CONTENT_SIZE + 5  # px: a row of the strip with room around its markers
-NAME_CHARS = 12  # a level's name on the strip's axis (longer ones elided; full in the tooltip)
 SIDE_BY_SIDE_RATIO = 1.5  # a view this much wider than tall puts the drift beside the strip
-
-
-def label_font() -> QFont:
-    font = QFont()
-    font.setPointSizeF(LABEL_POINT_SIZE)
-    return font
-
-
-def short_name(name: str, limit: int = NAME_CHARS) -> str:
-    return name if len(name) <= limit else name[:limit - 1] + "…"
-
-
-def freq_position(freq: float, low_decade: int) -> float:
-    """x position (decades) of a frequency on the axis: ∞ right, 0 left, log10 between."""
-    if math.isinf(freq):
-        return INF_POS
-    if freq <= 0:
-        return low_decade - EDGE
-    return math.log10(freq)
-
-
-def frequency_ticks(low_decade: int) -> list[list[tuple[float, str]]]:
-    major = [(float(low_decade - EDGE), "0")]
-    for d in range(low_decade, 1):
-        major.append((float(d), "1" if d == 0 else f"1/{grouped(10 ** -d)}"))
-    major.append((INF_POS, "∞"))
-    minor = [(d + math.log10(k), "") for d in range(low_decade, 0) for k in range(2, 10)]
-    return [major, minor]
-
-
-def lag_ticks(max_lag: int) -> list[list[tuple[float, str]]]:
-    """Lags 1, 2, 4, … on the log axis of the drift plot."""
-    lags, lag = [], 1
-    while lag <= max(1, max_lag):
-        lags.append(lag)
-        lag *= 2
-    return [[(math.log10(v), grouped(v)) for v in lags], []]
 
 
 @dataclass
@@ -357,8 +323,7 @@ class SpectrumDock(PlotDock):
             items.label.setPos(min(marks) - pad, y)
 
     def x_range(self) -> tuple[float, float]:
-        """The strip's x range (decades): "0" and "∞" with room for their bands."""
-        return self.low_decade - EDGE - 0.35, INF_POS + 0.35
+        return frequency_range(self.low_decade)
 
     def _show_plot(self) -> None:
         """No levels: the message alone. Levels: the strip, and the drift plot once there is
@@ -427,25 +392,13 @@ class SpectrumDock(PlotDock):
         self.mark_dirty()  # where the labels fit depends on the px
 
     def _fit_frequency_ticks(self) -> None:
-        """The frequency axis's labels, leaving out those that would overlap a neighbour in
-        a narrow strip (their tick marks stay): "0" and "∞" first, then from the fastest
-        decade down."""
+        """The decade labels that fit the strip's width (``legible_ticks``)."""
         major, minor = frequency_ticks(self.low_decade)
         left, right = self.x_range()
-        scale = self.strip.vb.width() / (right - left)
         metrics = QFontMetricsF(label_font())
-        order = [len(major) - 1, 0, *range(len(major) - 2, 0, -1)]
-        kept: list[tuple[float, float]] = []
-        labels = [""] * len(major)
-        for i in order:
-            x, text = major[i]
-            half = metrics.horizontalAdvance(text) / 2 + 3
-            span = ((x - left) * scale - half, (x - left) * scale + half)
-            if scale > 0 and all(span[1] <= a or span[0] >= b for a, b in kept):
-                kept.append(span)
-                labels[i] = text
-        self.strip.getAxis("bottom").setTicks(
-            [[(x, label) for (x, _t), label in zip(major, labels)], minor])
+        major = legible_ticks(major, left, self.strip.vb.width() / (right - left),
+                              metrics.horizontalAdvance)
+        self.strip.getAxis("bottom").setTicks([major, minor])
 
     def _set_level_axis(self) -> None:
         """The levels' names on the strip's left axis, one per row."""
