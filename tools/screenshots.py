@@ -7,6 +7,7 @@
         # checks that are not README images: `sizes` (the editor at 1280×800 and 1600×1000),
         # `layout` (the same sizes during and after a short run, with Run → Inspect Model
         # open, and after a theme switch)
+    .venv/bin/python tools/screenshots.py --help    # lists the shots
 
 Every picture is the real window: presets opened through the GUI, a real (short) training
 run, the real lessons. Look at each PNG after regenerating it.
@@ -79,6 +80,7 @@ def _save(window, name: str) -> None:
 
 
 def editor() -> None:
+    """The editor with the NSAM preset, and with the Transformer preset."""
     _app()
     for preset, name in (("nsam_kv_stream", "editor_nsam.png"),
                          ("transformer", "editor_transformer.png")):
@@ -259,10 +261,28 @@ SHOTS = {"editor": editor, "scaled": scaled, "live": live, "inspector": inspecto
          "lessons": lessons, "sizes": sizes, "layout": layout}
 CHECKS = ("sizes", "layout")  # not README images: only when named
 
+
+
+def usage() -> str:
+    """The module's docstring and every shot, with the first sentence of its own."""
+    lines = [__doc__.strip(), "", "Shots (README images unless marked as a check):"]
+    for key, shot in SHOTS.items():
+        summary = " ".join((shot.__doc__ or "").split()).split(". ")[0].rstrip(".")
+        lines.append(f"  {key:<10}{'(check) ' if key in CHECKS else ''}{summary}")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if any(a in ("-h", "--help") for a in args):
+        print(usage())
+        sys.exit(0)
     if args[:1] == ["--out"] and len(args) > 1:
         OUT = Path(args[1]).absolute()
         args = args[2:]
+    unknown = [a for a in args if a not in SHOTS]
+    if unknown:
+        sys.exit(f"screenshots.py: unknown shot {', '.join(unknown)} (one of: "
+                 f"{', '.join(SHOTS)}; --help lists them)")
     for key in args or [k for k in SHOTS if k not in CHECKS]:
         SHOTS[key]()

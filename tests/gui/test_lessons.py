@@ -143,6 +143,24 @@ def test_lesson_1_measures_without_touching_the_canvas(studio, qtbot):
     assert view.core.step_count == 1
 
 
+def test_lessons_reach_the_window_through_lesson_host(studio, qtbot):
+    """One explicit interface, no duck typing on the window: MainWindow implements
+    LessonHost and is every lesson's host; lesson 1 without a host has no canvas to open on."""
+    from nlstudio.widgets.lessons.base import LessonHost
+    from nlstudio.widgets.lessons.spectrum import SpectrumView
+
+    assert isinstance(studio, LessonHost)
+    view = open_lesson(studio, qtbot, 1)
+    assert view.host is studio and view.canvas_box.isEnabled()
+    idle(view, qtbot)
+    alone = SpectrumView(None)
+    qtbot.addWidget(alone)
+    try:
+        assert alone.host is None and not alone.canvas_box.isEnabled()
+    finally:
+        alone.shutdown()
+
+
 def _tick_canvas_box(view, qtbot) -> None:
     box = view.findChild(type(view.canvas_box), "lesson1Canvas")
     box.click()

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 from PySide6.QtGui import QImage
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMainWindow
 
 from nlstudio import events as ev
@@ -103,7 +104,12 @@ def plots(qtbot):
     window.setObjectName("plotsTestWindow")
     qtbot.addWidget(window)
     plots = PlotSet(window)
-    plots.arrange(window)
+    # every dock in view at once (the main window's layout folds some into tabs at this size)
+    window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, plots.matrices)
+    bottom = [plots.loss, plots.spectrum, plots.forgetting, plots.ablation]
+    window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, bottom[0])
+    for left, right in zip(bottom, bottom[1:]):
+        window.splitDockWidget(left, right, Qt.Orientation.Horizontal)
     window.resize(1280, 800)
     window.show()
     qtbot.waitExposed(window)
@@ -494,3 +500,201 @@ def test_an_old_run_without_freeze_shows_silence_and_says_so(plots):
     draw(plots)
     assert plots.ablation.kind == "freeze" and "not measured" not in plots.ablation.message.text()
     np.testing.assert_allclose(plots.ablation.drop, [[0.05, 0.0]], atol=1e-6)
+
+
+# ---- legible at any dock size: nothing overlapping, nothing pushed out of sight --------------
+
+LONG_LEVELS = [{"id": "self_modifying_fast_memory", "kind": "self_modifying", "period": 8},
+               {"id": "cms_medium_term_level", "kind": "mlp", "period": 16},
+               {"id": "cms_slow", "kind": "mlp", "period": 64},
+               {"id": "frozen_feed_forward_block", "kind": "mlp", "period": None}]
+
+
+def dock_alone(qtbot, dock, size):
+    """``dock`` as the central widget of a window of ``size`` (its whole area for the dock);
+    keep the window returned (the dock lives as long as it does)."""
+    from PySide6.QtWidgets import QApplication
+
+    window = QMainWindow()
+    qtbot.addWidget(window)
+    window.setCentralWidget(dock)
+    window.resize(*size)
+    window.show()
+    qtbot.waitExposed(window)
+    QApplication.processEvents()
+    return window
+
+
+def long_snapshot(step=1):
+    rng = np.random.default_rng(step)
+    return ev.Snapshot("r1", step, {
+        lv["id"]: level_snapshot(lv["kind"], lv["period"],
+                                 rng.normal(size=(16, 16)).astype(np.float32),
+                                 None if lv["period"] is None
+                                 else rng.normal(size=(16, 16)).astype(np.float32))
+        for lv in LONG_LEVELS})
+
+
+def assert_titles_legible(matrices) -> None:
+    """Every shown cell's title: inside its own rect, its text elided to that width, no two
+    titles' rects overlapping, the full text in its tooltip."""
+    from PySide6.QtGui import QFontMetricsF
+
+    rects = []
+    for lid in matrices.shown_levels:
+        for which in ("memory", "write"):
+            title = matrices.cells[(lid, which)].title
+            rect = title.mapRectToScene(title.boundingRect())
+            assert rect.width() > 0 and rect.height() > 0, (lid, which)
+            assert rect.right() <= matrices.view.width() + 0.5, (lid, which, rect)
+            for ink in title.text_rects():
+                assert title.boundingRect().contains(ink), (lid, which, ink)
+            assert lid in title.toolTip() or which == "write"
+            rects.append(((lid, which), rect))
+            metrics = [QFontMetricsF(f) for f in title._fonts]
+            for shown, m in zip(title.shown_lines(), metrics):
+                assert m.horizontalAdvance(shown) <= title.boundingRect().width(), shown
+    for i, (a, ra) in enumerate(rects):
+        for b, rb in rects[i + 1:]:
+            assert not ra.intersects(rb), (a, b, ra, rb)
+
+
+@pytest.mark.parametrize("size", [(560, 260), (450, 330), (300, 600), (1200, 260)])
+def test_matrix_titles_fit_their_cells_and_never_overlap(qtbot, size):
+    """Titles ran into each other (and widened their columns, so squares differed) in the
+    default layout's matrices place: long names are elided to the cell, the tooltip has all."""
+    from nlstudio.widgets.plots.matrices import MatricesDock
+
+    dock = MatricesDock()
+    window = dock_alone(qtbot, dock, size)
+    dock.set_levels(LONG_LEVELS)
+    dock.show_snapshot(long_snapshot())
+    dock.redraw()
+    qtbot.waitUntil(lambda: dock.cells[("cms_slow", "memory")].view.width() > 1)
+    assert_titles_legible(dock)
+    title = dock.cells[("self_modifying_fast_memory", "memory")].title
+    assert title.shown_lines()[0].endswith("…")  # too long for any of these cells
+    assert title.toolTip().startswith("self_modifying_fast_memory · C=8")
+
+
+@pytest.mark.parametrize("size", [(560, 260), (450, 330), (300, 600), (1200, 260), (700, 700)])
+def test_matrix_grid_estimate_is_the_square_the_layout_gives(qtbot, size):
+    """grid_shape chose the grid from a square ~13 px larger than the layout gave (it left
+    out the margins, the spacing and the colour bars' columns): its estimate is now what
+    every heatmap measures, and every heatmap is the same square."""
+    from PySide6.QtWidgets import QApplication
+
+    from nlstudio.widgets.plots.matrices import MatricesDock, grid_side
+
+    dock = MatricesDock()
+    window = dock_alone(qtbot, dock, size)
+    dock.set_levels(LEVELS)
+    dock.show_snapshot(snapshot(1))
+    dock.redraw()
+    QApplication.processEvents()
+    _shown, side_by_side, per_row = dock._arrangement
+    estimate = grid_side(len(LEVELS), dock.view.width(), dock.view.height(), side_by_side,
+                         per_row, dock.grid_metrics(False))
+    squares = []
+    for (lid, which), cell in dock.cells.items():
+        view = cell.view.mapRectToScene(cell.view.boundingRect())
+        squares.append(min(view.width(), view.height()))
+    assert max(squares) - min(squares) <= 1.0, squares
+    assert min(squares) == pytest.approx(estimate, abs=1.0), (squares, estimate)
+
+
+def test_spectrum_with_no_levels_shows_its_message_and_no_axes(qtbot):
+    """Before any project or run the strip drew made-up axes with its legend title over
+    them: now the message alone; the strip appears with the levels."""
+    from nlstudio.widgets.plots.spectrum import SpectrumDock
+
+    dock = SpectrumDock()
+    window = dock_alone(qtbot, dock, (560, 260))
+    assert dock.message.isVisible() and dock.message.text() == dock.empty_text
+    assert not dock.view.isVisible()
+    dock.set_levels(LEVELS)
+    dock.redraw()
+    assert dock.view.isVisible() and dock.strip.isVisible() and not dock.drift.isVisible()
+    assert dock.message.text() == dock.empty_text
+    dock.set_levels([])
+    dock.reset()
+    dock.redraw()
+    assert not dock.view.isVisible() and dock.message.isVisible()
+
+
+def strip_texts(dock):
+    """Scene rects of the strip's shown texts: each level's numbers and its name's tick."""
+    rects = {f"label {lid}": items.label.mapRectToScene(items.label.boundingRect())
+             for lid, items in dock.items.items() if items.label.isVisible()}
+    return rects
+
+
+@pytest.mark.parametrize("size", [(560, 240), (560, 330), (440, 330), (980, 560)])
+def test_spectrum_labels_never_overlap_and_plots_fit_the_dock(qtbot, size):
+    """A live run at 1280×800 drew the four levels' labels on top of each other and the drift
+    plot's y ticks over one another; a long title pushed the axes' right end out of the dock.
+    Now: names on the strip's axis (one per row), the rows' numbers only where they have room,
+    the drift plot beside the strip in a wide dock, every plot inside the view."""
+    from PySide6.QtWidgets import QApplication
+
+    from nlstudio.widgets.plots.spectrum import SpectrumDock
+
+    dock = SpectrumDock()
+    window = dock_alone(qtbot, dock, size)
+    dock.set_levels(LEVELS)
+    dock.show_snapshot(snapshot(1))
+    dock.show_content(5, evaluation(5).content)
+    dock.redraw()
+    QApplication.processEvents()
+    dock.redraw()
+    view = dock.view
+    if view.width() >= 1.5 * view.height() + 60:  # wide, with room for both plots
+        assert dock.side_by_side
+    elif view.width() < 1.5 * view.height():
+        assert not dock.side_by_side
+    for plot in (dock.strip, dock.drift):
+        rect = plot.mapRectToScene(plot.boundingRect())
+        assert rect.left() >= -0.5 and rect.right() <= view.width() + 0.5, (plot, rect)
+        assert rect.bottom() <= view.height() + 0.5 and rect.height() > 60, (plot, rect)
+    ticks = dock.strip.getAxis("left")._tickLevels[0]
+    assert [t[1] for t in ticks] == ["attn", "fast", "mid", "frozen"]
+    pitch = dock.strip.vb.height() / (len(LEVELS) + 0.2)
+    assert pitch >= 12, pitch  # a name per row, legible
+    rects = strip_texts(dock)
+    vb = dock.strip.vb.mapRectToScene(dock.strip.vb.boundingRect())
+    names = list(rects)
+    for i, a in enumerate(names):
+        assert vb.adjusted(-2, -2, 2, 2).contains(rects[a]) or not rects[a].intersects(
+            dock.strip.getAxis("left").mapRectToScene(
+                dock.strip.getAxis("left").boundingRect())), a
+        for b in names[i + 1:]:
+            assert not rects[a].intersects(rects[b]), (a, b, rects[a], rects[b])
+    assert dock.labels_shown == bool(rects)
+    tip = dock.strip.toolTip()
+    assert "fast: 1/8 → 1/16" in tip and "attn: ∞ · re-reads" in tip  # always there
+    drift_ticks = [t[1] for t in dock.drift.getAxis("left")._tickLevels[0]]
+    assert drift_ticks == ["0", "½", "1"]
+
+
+def test_ablation_keeps_every_delay_in_a_narrow_dock(qtbot):
+    """The plot title (a whole sentence) set the plot's minimum width: in the 290 px place of
+    the 1600×1000 layout the delays from 32 on were cut off on the right."""
+    from PySide6.QtWidgets import QApplication
+
+    from nlstudio.widgets.plots.ablation import AblationDock
+
+    dock = AblationDock()
+    dock.level_order = [lv["id"] for lv in LEVELS]
+    window = dock_alone(qtbot, dock, (290, 300))
+    dock.set_evaluation(evaluation(5))
+    dock.redraw()
+    QApplication.processEvents()
+    dock.redraw()
+    view = dock.view
+    rect = dock.plot.mapRectToScene(dock.plot.boundingRect())
+    assert rect.right() <= view.width() + 0.5, rect
+    bar = dock.bar.mapRectToScene(dock.bar.boundingRect())
+    assert bar.right() <= view.width() + 0.5, bar
+    assert dock.kind_combo.currentText() == "Freeze"
+    assert "writes stopped" in dock.kind_combo.itemData(0, Qt.ItemDataRole.ToolTipRole)
+    assert dock.message.text().startswith("Level frozen · step 5")

@@ -20,6 +20,7 @@ from nlstudio.runs import MODEL_FILE, PROJECT_FILE, read_status
 from nlstudio.widgets.format import grouped
 from nlstudio.widgets.main_window import MainWindow
 from nlstudio.widgets.training_controller import LOCK_REASON, install_training
+from nlstudio.widgets.plots.matrices import grid_side
 from nlstudio.widgets.training_host import TrainingHost
 from nlstudio.widgets.training_panel import format_duration
 from nlstudio.widgets.worker import running_threads
@@ -419,6 +420,23 @@ def test_memory_matrices_are_readable_squares_at_the_default_size(studio, qtbot,
             rect = cell.image.mapRectToScene(cell.image.boundingRect())
             assert rect.width() == pytest.approx(rect.height(), rel=0.03), (lid, which, rect)
             assert rect.width() >= 64, (lid, which, rect)  # readable
+    # the grid was chosen from the square the layout really gives (grid_side counts its
+    # margins, spacing, titles and colour bars) ...
+    _shown, side_by_side, per_row = matrices._arrangement
+    estimate = grid_side(len(matrices.shown_levels), matrices.view.width(),
+                         matrices.view.height(), side_by_side, per_row,
+                         matrices.grid_metrics(False))
+    views = [cell.view.mapRectToScene(cell.view.boundingRect())
+             for cell in matrices.cells.values()]
+    assert min(min(v.width(), v.height()) for v in views) == pytest.approx(estimate, abs=1.0)
+    # ... and the titles are legible: each inside its cell, none over another
+    titles = []
+    for (lid, which), cell in matrices.cells.items():
+        rect = cell.title.mapRectToScene(cell.title.boundingRect())
+        for ink in cell.title.text_rects():
+            assert cell.title.boundingRect().contains(ink), (lid, which, ink)
+        assert all(not rect.intersects(other) for other in titles), (lid, which, rect)
+        titles.append(rect)
 
 
 def test_parameter_count_in_the_training_panel(studio, qtbot):

@@ -3,12 +3,13 @@ surprise ⊗ input into W; optionally the same step as the proximal problem's so
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel
 
 from nlstudio.lessons.associative import AssocStep, AssociativeMemoryLesson
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import (Heatmap, LessonView, integer_ticks, new_plot,
-                                           shared_level, style_markers, style_plot)
+from nlstudio.widgets.lessons.base import (Heatmap, LessonHost, LessonView, integer_ticks,
+                                           new_plot, shared_level, style_markers,
+                                           style_plot)
 
 ETAS = (0.1, 0.5, 1.0)
 
@@ -22,7 +23,7 @@ class AssociativeMemoryView(LessonView):
                 "pairs. The same step is also the minimiser of ⟨Wx, u⟩ + ‖W − W<sub>t</sub>‖²/2η, "
                 "solved here numerically.")
 
-    def __init__(self, host: QWidget | None = None) -> None:
+    def __init__(self, host: LessonHost | None = None) -> None:
         super().__init__(host)
         self.core = AssociativeMemoryLesson(eta=0.5)
         self.step_buttons()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QButtonGroup, QComboBox, QLabel, QRadioButton, QWidget
+from PySide6.QtWidgets import QButtonGroup, QComboBox, QLabel, QRadioButton
 
 from nlstudio.lessons.attention_gd import GradientStepLesson, TokenStep
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import (Heatmap, LessonView, integer_ticks, new_plot,
-                                           shared_level, style_markers, style_plot)
+from nlstudio.widgets.lessons.base import (Heatmap, LessonHost, LessonView, integer_ticks,
+                                           new_plot, shared_level, style_markers,
+                                           style_plot)
 from nlstudio.widgets.plots.base import pen
 
 RULE_TEXT = {
@@ -28,7 +29,7 @@ class GradientStepView(LessonView):
                 "difference is zero up to rounding. Switch to the delta rule: one step on "
                 "½‖Mk − v‖², with the level's own step size η<sub>t</sub>.")
 
-    def __init__(self, host: QWidget | None = None) -> None:
+    def __init__(self, host: LessonHost | None = None) -> None:
         super().__init__(host)
         self.cores = {rule: GradientStepLesson(rule) for rule in RULE_TEXT}
         self.rule = "linear_attention"

@@ -3,8 +3,10 @@ a status line), Back / Next / Reset buttons, small signed heatmaps, embedded plo
 background jobs that never outlive the window.
 
 A lesson view is a non-modal top-level window owned by the main window (it closes with
-it). Its computations live in its core (``self.core``, a ``nlstudio.lessons.LessonCore`` from
-the module of the same name in ``nlstudio.lessons``); the view only steps the core and draws.
+it), which it reaches only through :class:`LessonHost` (``MainWindow`` implements it, and
+``LessonManager`` passes it as every view's ``host``; ``None``: a view on its own). Its
+computations live in its core (``self.core``, a ``nlstudio.lessons.LessonCore`` from the
+module of the same name in ``nlstudio.lessons``); the view only steps the core and draws.
 Which lesson a view shows comes from the one registry, ``nlstudio.lessons.LESSONS``, by its
 module's name.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 import numpy as np
 import pyqtgraph as pg
@@ -26,6 +28,31 @@ from nlstudio.widgets import theme
 from nlstudio.widgets.plots.base import (PlotDock, SymmetricColorBar, nice_ceil, pen,
                                          style_plot)
 from nlstudio.widgets.worker import FunctionJob
+
+if TYPE_CHECKING:  # typing only: no import cycle with the window
+    from nlstudio.widgets.dialogs import Dialogs
+    from nlstudio.widgets.document import Document
+
+
+@runtime_checkable
+class LessonHost(Protocol):
+    """The main window as a lesson sees it: the project on the canvas, the dialogs that ask
+    the user, and opening a bundled preset there. ``widgets.main_window.MainWindow``
+    implements it; the host is that QMainWindow, the parent of the lesson windows."""
+
+    @property
+    def document(self) -> "Document":
+        """``locked``, ``lock_reason``, ``path``, ``name``, ``is_clean``, ``data``,
+        ``snapshot()``."""
+
+    @property
+    def dialogs(self) -> "Dialogs":
+        """``question(title, text) -> bool``, ``error(title, text)``; looked up at each use
+        (tests replace it)."""
+
+    def open_preset(self, name: str) -> bool:
+        """An untitled copy of the bundled preset ``name`` on the canvas (the window asks to
+        save unsaved changes first); False if the user cancelled or it failed."""
 
 
 class LessonView(QWidget):
@@ -45,12 +72,13 @@ class LessonView(QWidget):
     def number(self) -> int:
         return self.info.number
 
-    def __init__(self, host: QWidget | None = None) -> None:
+    def __init__(self, host: "LessonHost | None" = None) -> None:
+        # The host (a QMainWindow) is also the parent: the lesson window closes with it.
         super().__init__(host, Qt.WindowType.Window)
         self.info = info = self.lesson()
         self.core = None  # the lesson's LessonCore (set by the subclass)
         self.back_button = self.next_button = self.reset_button = None  # step_buttons()
-        self.host = host
+        self.host: LessonHost | None = host
         self.setObjectName(f"lesson{self.number}Window")
         self.setWindowTitle(f"Lesson {self.number} · {info.title}")
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
@@ -370,5 +398,5 @@ def new_plot(layout: pg.GraphicsLayout, row: int, col: int, palette: theme.Palet
 
 
 
-__all__ = ["LessonView", "BackgroundJob", "Heatmap", "embed_dock", "new_plot",
+__all__ = ["LessonHost", "LessonView", "BackgroundJob", "Heatmap", "embed_dock", "new_plot",
            "shared_level", "style_markers", "style_plot", "integer_ticks"]

@@ -14,13 +14,13 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QComboBox, QGraphicsItem, QHBoxLayout, QLabel, QProgressBar,
-                               QWidget)
+from PySide6.QtWidgets import QComboBox, QGraphicsItem, QHBoxLayout, QLabel, QProgressBar
 
 from nlstudio import probes
 from nlstudio.lessons import memory_loop as core
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import LessonView, embed_dock, new_plot, style_plot
+from nlstudio.widgets.lessons.base import (LessonHost, LessonView, embed_dock, new_plot,
+                                           style_plot)
 from nlstudio.widgets.plots.ablation import AblationDock
 from nlstudio.widgets.plots.base import pen
 
@@ -68,7 +68,7 @@ class MemoryLoopView(LessonView):
                 "seconds first: untrained, its CMS levels already learn in context, but weakly "
                 "(dotted curve).")
 
-    def __init__(self, host: QWidget | None = None,
+    def __init__(self, host: LessonHost | None = None,
                  config: core.LoopConfig | None = None) -> None:
         super().__init__(host)
         self.config = config or CONFIG

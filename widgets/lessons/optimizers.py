@@ -8,14 +8,13 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout
 
 from nlstudio.catalog import OPTIMIZERS
 from nlstudio.lessons.optimizers import OptimizerLesson
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import (Heatmap, LessonView, integer_ticks, new_plot,
-                                           style_plot)
+from nlstudio.widgets.lessons.base import (Heatmap, LessonHost, LessonView, integer_ticks,
+                                           new_plot, style_plot)
 from nlstudio.widgets.plots.base import pen
 
 SHORT = {"sgd": "SGD", "momentum": "Momentum", "adam": "Adam",
@@ -42,7 +41,7 @@ class OptimizerView(LessonView):
                 "subspaces): which one forgets task 1 least? Tick “same gradients for all” to "
                 "compare their memories of one shared gradient stream.")
 
-    def __init__(self, host: QWidget | None = None) -> None:
+    def __init__(self, host: LessonHost | None = None) -> None:
         super().__init__(host)
         self.core = OptimizerLesson()
         self.names = list(self.core.names)

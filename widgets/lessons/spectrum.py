@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtWidgets import QButtonGroup, QCheckBox, QRadioButton, QWidget
+from PySide6.QtWidgets import QButtonGroup, QCheckBox, QRadioButton
 
 from nlstudio.lessons import spectrum as core
 from nlstudio.widgets import theme
-from nlstudio.widgets.lessons.base import LessonView, embed_dock
+from nlstudio.widgets.lessons.base import LessonHost, LessonView, embed_dock
 from nlstudio.widgets.plots.spectrum import SpectrumDock
 
 
@@ -31,12 +31,13 @@ class SpectrumView(LessonView):
                 "through the untrained model one token per call, each level is read on 32 "
                 "fixed probe inputs after every token, and the content frequency is 1/τ, τ "
                 "being twice the lag after which half of that read-out has been replaced "
-                "(lower panel). A level that replaced everything at each write would sit on "
+                "(the plot of D(Δ), content replaced after lag Δ). A level that replaced "
+                "everything at each write would sit on "
                 "its dot; writes that change a little sit to the left. The bars are the write "
                 "schedule, which says when a level writes, not what changes. A run's Spectrum "
                 "dock measures the trained model the same way at every evaluation.")
 
-    def __init__(self, host: QWidget | None = None) -> None:
+    def __init__(self, host: LessonHost | None = None) -> None:
         super().__init__(host)
         self.core = core.SpectrumLesson("transformer")
         self.canvas_note = ""
@@ -53,7 +54,7 @@ class SpectrumView(LessonView):
             self.preset_group.addButton(radio)
             self.controls.addWidget(radio)
             self.radios[name] = radio
-        can_open = host is not None and hasattr(host, "open_preset")
+        can_open = host is not None  # a lesson window of its own has no canvas to open on
         self.canvas_box = QCheckBox("Open it on the canvas", self)
         self.canvas_box.setObjectName(self.name("Canvas"))
         self.canvas_box.setToolTip("Open the preset in the main window, whose canvas places "

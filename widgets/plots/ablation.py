@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF
 from PySide6.QtWidgets import QComboBox
 
@@ -44,14 +45,14 @@ class AblationDock(PlotDock):
         super().__init__(parent)
         self.kind_combo = QComboBox()
         self.kind_combo.setObjectName("ablationKindCombo")
-        # Its entries are sentences: sized to them, the combo alone made the dock (and the
-        # Forgetting dock it is a tab of) 560 px wide, squeezing the plots beside it.
-        self.kind_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.kind_combo.setMinimumContentsLength(12)
+        # One word per entry, the meaning in its tooltip: sentences made the dock (and the
+        # Forgetting dock it is a tab of) 560 px wide, or were cut mid-word in a narrow one.
+        self.kind_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         for kind in probes.ABLATION_KINDS:
-            self.kind_combo.addItem(f"{kind.capitalize()}: {probes.ABLATION_MEANING[kind]}",
-                                    kind)
+            self.kind_combo.addItem(kind.capitalize(), kind)
+            self.kind_combo.setItemData(self.kind_combo.count() - 1,
+                                        f"{kind.capitalize()}: {probes.ABLATION_MEANING[kind]}",
+                                        Qt.ItemDataRole.ToolTipRole)
         self.kind_combo.setToolTip(
             "Freeze: the level keeps its output, its in-context writes stop (what it stores: "
             "the answer to \"which level holds this memory\"). Silence: its output is zeroed "
@@ -197,12 +198,15 @@ class AblationDock(PlotDock):
             label.setColor(QColor(p.plot_foreground))
             label.setVisible(fits)
         what = probes.ABLATION_VERB[self.kind]
-        self.plot.setTitle(f"recall lost when a level is {what} "
-                           f"({probes.ABLATION_MEANING[self.kind]})",
+        # A short title (a plot's title sets its minimum width: the whole sentence pushed the
+        # longer delays out of a narrow dock); the meaning is in the tooltip and the combo's.
+        self.plot.setTitle(f"recall lost when a level is {what}",
                            color=self.palette_.plot_foreground, size="8pt")
+        self.plot.setToolTip(f"Recall lost (full model minus ablated) when a level is {what}: "
+                             f"{probes.ABLATION_MEANING[self.kind]}.")
         self.plot.setLabel("left", f"level {what}", color=self.palette_.plot_foreground)
         note = f" · {self.note}" if self.note else ""
-        self.set_message(f"Recall lost per level {what} (step {grouped(self.step)}){note}")
+        self.set_message(f"Level {what} · step {grouped(self.step)}{note}")
 
     def _show_plot(self) -> None:
         """Axes only around a table: no made-up (inverted, −0.4…0.4) axes before one."""

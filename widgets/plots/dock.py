@@ -1,12 +1,11 @@
 """The five plot docks as one set: created once, fed from live deliveries or from a run
-folder, redrawn by one :class:`RedrawScheduler`, and arranged in a main window so that all of
-them are visible at 1280×800."""
+folder, and redrawn by one :class:`RedrawScheduler`. Where they sit in the main window is the
+window's business (``MainWindow.place_docks``, ``widgets/window_layout.py``)."""
 from __future__ import annotations
 
 from typing import Iterable
 
-from PySide6.QtCore import QObject, Qt
-from PySide6.QtWidgets import QDockWidget, QMainWindow
+from PySide6.QtCore import QObject
 
 from nlstudio import events as ev
 from nlstudio.widgets.plots.ablation import AblationDock
@@ -69,22 +68,6 @@ class PlotSet(QObject):
         if event.delays and full is not None:
             self.ablation.set_evaluation(event)
         self.spectrum.show_content(event.step, event.content)
-
-    # ---- layout ----------------------------------------------------------------------------
-    def arrange(self, window: QMainWindow, beside: QDockWidget | None = None) -> None:
-        """Matrices on the right (under ``beside``, e.g. the training panel), the other four
-        side by side along the bottom: every plot visible at once on a 1280×800 window."""
-        window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.matrices)
-        if beside is not None:
-            window.splitDockWidget(beside, self.matrices, Qt.Orientation.Vertical)
-            window.resizeDocks([beside, self.matrices], [190, 230], Qt.Orientation.Vertical)
-        window.resizeDocks([self.matrices], [470], Qt.Orientation.Horizontal)
-        bottom = [self.loss, self.spectrum, self.forgetting, self.ablation]
-        window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, bottom[0])
-        for left, right in zip(bottom, bottom[1:]):
-            window.splitDockWidget(left, right, Qt.Orientation.Horizontal)
-        window.resizeDocks(bottom, [1, 1, 1, 1], Qt.Orientation.Horizontal)
-        window.resizeDocks([bottom[0]], [300], Qt.Orientation.Vertical)
 
     def toggle_actions(self):
         return [dock.toggleViewAction() for dock in self.docks]

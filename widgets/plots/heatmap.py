@@ -115,8 +115,13 @@ class SymmetricColorBar(pg.GraphicsWidget):
             image.setPixelColor(0, i, QColor(r, g, b, a))
         return image
 
+    @staticmethod
+    def width_for(labelled: bool, label: str = "", width: int = 9) -> int:
+        """The px a bar takes across: the gradient, its values when ``labelled``, its label."""
+        return width + (44 if labelled else 2) + (12 if label else 0)
+
     def _apply_width(self) -> None:
-        width = self._bar_width + (44 if self._labelled else 2) + (12 if self._label else 0)
+        width = self.width_for(self._labelled, self._label, self._bar_width)
         self.setMinimumWidth(width)
         self.setMaximumWidth(width)
 

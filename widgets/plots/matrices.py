@@ -2,8 +2,10 @@
 surprise ⊗ key write, each with a colour bar.
 
 Small multiples, every level's memory and write side by side or stacked, in the grid that
-gives the largest square panels for the dock's shape (:func:`grid_shape`; each heatmap fills a
-square whatever its matrix's shape), or one level, large, picked in the level selector.
+gives the largest square panels for the dock's shape (:func:`grid_shape`, which counts what
+the layout spends on margins, spacing, titles and colour bars; each heatmap fills a square
+whatever its matrix's shape), or one level, large, picked in the level selector. Cell titles
+are elided to their cell (never over a neighbour's), the full text in their tooltip.
 Images are row-major, C-contiguous float32, drawn through a 256-entry diverging lookup table with fixed symmetric
 levels ±L (L = max|x| with a slow decay, :class:`SymmetricLevels`), never per-frame auto
 levels. The grid is built when the set of levels changes (a new run); snapshots only feed
@@ -11,13 +13,15 @@ levels. The grid is built when the set of levels changes (a new run); snapshots 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyqtgraph as pg
 
-from PySide6.QtCore import QEvent, QRectF
-from PySide6.QtWidgets import QComboBox, QGraphicsRectItem
+from PySide6.QtCore import QEvent, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetricsF
+from PySide6.QtWidgets import QComboBox, QGraphicsRectItem, QSizePolicy
 
 from nlstudio import events as ev
 from nlstudio.widgets import theme
@@ -38,35 +42,114 @@ def level_caption(level_id: str, kind: str, period) -> str:
     return f"{level_id} · {kind} · {when}"
 
 
-class _Title(pg.LabelItem):
-    """A cell title that never widens the grid: long text is elided by the cell width
-    instead of pushing the other levels' cells out of the dock."""
+TITLE_POINT_SIZE = 8.0
+TITLE_PAD = 2  # px above and below a title's lines
 
-    def updateMin(self) -> None:  # noqa: N802 - pyqtgraph API
-        super().updateMin()
+
+def title_font(bold: bool = False) -> QFont:
+    font = QFont()
+    font.setPointSizeF(TITLE_POINT_SIZE)
+    font.setBold(bold)
+    return font
+
+
+def title_height(lines: int) -> int:
+    """The px a title of ``lines`` lines takes down (its first line bold)."""
+    spacing = max(QFontMetricsF(title_font(True)).lineSpacing(),
+                  QFontMetricsF(title_font()).lineSpacing())
+    return int(math.ceil(lines * spacing)) + 2 * TITLE_PAD
+
+
+class _Title(pg.GraphicsWidget):
+    """A cell's title: ``lines`` lines of text (the first bold when ``bold_head``), each
+    elided to the cell's width. It never widens the grid and never runs into a neighbour's
+    title; the full text is its tooltip (and the level selector shows one level large)."""
+
+    def __init__(self, lines: int, bold_head: bool) -> None:
+        super().__init__()
+        self.setCacheMode(self.CacheMode.DeviceCoordinateCache)
+        self._lines: list[str] = [""] * lines
+        self._bold_head = bold_head
+        self._color = QColor("#000000")
+        self._fonts = [title_font(bold_head and i == 0) for i in range(lines)]
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.setMinimumWidth(10)
+        self.setFixedHeight(title_height(lines))
+
+    def set_lines(self, lines: list[str], color: str) -> None:
+        self._lines = (list(lines) + [""] * len(self._fonts))[:len(self._fonts)]
+        self._color = QColor(color)
+        self.setToolTip("\n".join(t for t in self._lines if t))
+        self.update()
+
+    def shown_lines(self) -> list[str]:
+        """The lines as drawn: elided to the title's width."""
+        width = max(0.0, self.boundingRect().width() - 2)
+        return [QFontMetricsF(font).elidedText(text, Qt.TextElideMode.ElideRight, width)
+                for text, font in zip(self._lines, self._fonts)]
+
+    def text_rects(self) -> list[QRectF]:
+        """Where each drawn line's ink is (item coordinates; tests)."""
+        rects, y = [], TITLE_PAD
+        for text, font in zip(self.shown_lines(), self._fonts):
+            metrics = QFontMetricsF(font)
+            rects.append(QRectF(1, y, metrics.horizontalAdvance(text), metrics.height()))
+            y += metrics.lineSpacing()
+        return rects
+
+    def paint(self, painter, *args) -> None:  # noqa: D401 - Qt API
+        painter.setPen(pg.mkPen(self._color))
+        for text, font, rect in zip(self.shown_lines(), self._fonts, self.text_rects()):
+            painter.setFont(font)
+            painter.drawText(rect.adjusted(0, 0, 1, 0),
+                             int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                             text)
 
 
-TITLE_HEIGHT = (28, 16)  # px: a memory cell's two-line title, a write cell's one line
-BAR_WIDTH = (13, 57)  # px: a bare colour bar (small multiples), a labelled one (one level)
+TITLE_LINES = {"memory": 2, "write": 1}  # a memory cell's title: level, then what it shows
 
 
-def grid_shape(levels: int, width: float, height: float, large: bool = False
+@dataclass(frozen=True)
+class GridMetrics:
+    """What the layout of the cells spends besides the squares, in px: the layout's
+    contents margins and spacing, a title's height per cell kind, a colour bar's width."""
+
+    margins: tuple[float, float, float, float] = (2, 2, 2, 2)  # left, top, right, bottom
+    spacing: tuple[float, float] = (4, 4)  # between columns, between rows
+    titles: tuple[float, float] = (30, 16)  # a memory cell's title, a write cell's title
+    bar: float = 11  # a colour bar
+
+
+def grid_side(levels: int, width: float, height: float, side_by_side: bool, per_row: int,
+              m: GridMetrics) -> float:
+    """The side of the square heatmaps when ``levels`` levels are laid out ``per_row`` to a
+    row, memory beside write (``side_by_side``) or above it, in a ``width`` × ``height`` px
+    view: what the grid layout gives each view cell (every heatmap has a view column and a
+    colour-bar column; every cell a title row and a view row), the smaller of its sides."""
+    rows = -(-max(levels, 1) // per_row)
+    heatmaps_across = per_row * (2 if side_by_side else 1)
+    across = (width - m.margins[0] - m.margins[2] - (2 * heatmaps_across - 1) * m.spacing[0]
+              - heatmaps_across * m.bar)
+    if side_by_side:  # per block row: a title row (the taller title sets it), a view row
+        views_down, grid_rows = rows, 2 * rows
+        titles = rows * max(m.titles)
+    else:  # per block row: memory title, memory view, write title, write view
+        views_down, grid_rows = 2 * rows, 4 * rows
+        titles = rows * sum(m.titles)
+    down = (height - m.margins[1] - m.margins[3] - (grid_rows - 1) * m.spacing[1] - titles)
+    return min(across / heatmaps_across, down / views_down)
+
+
+def grid_shape(levels: int, width: float, height: float, m: GridMetrics
                ) -> tuple[bool, int]:
     """How to lay out ``levels`` levels' two heatmaps (memory, write) in ``width`` × ``height``
-    px: (memory beside write?, levels per row), chosen for the largest square heatmap (ties:
-    the fewer rows)."""
+    px: (memory beside write?, levels per row), chosen for the largest square heatmap
+    (:func:`grid_side`; ties: the fewer rows)."""
     best, choice = None, (False, max(levels, 1))
-    bar = BAR_WIDTH[1 if large else 0]
     for side_by_side in (False, True):
         for per_row in range(1, max(levels, 1) + 1):
             rows = -(-max(levels, 1) // per_row)
-            cols = per_row * (2 if side_by_side else 1)
-            if side_by_side:
-                cell_h = height / rows - TITLE_HEIGHT[0]
-            else:
-                cell_h = height / (2 * rows) - sum(TITLE_HEIGHT) / 2
-            side = min(width / cols - bar, cell_h)
+            side = grid_side(levels, width, height, side_by_side, per_row, m)
             key = (round(side), -rows)
             if best is None or key > best:
                 best, choice = key, (side_by_side, per_row)
@@ -171,10 +254,11 @@ class MatricesDock(PlotDock):
                 self._update_title(lid, which, self.cells[(lid, which)])
 
     def _update_title(self, lid: str, which: str, cell: "_Cell", force: bool = False) -> None:
-        text = self._cell_title(lid, which, cell)
-        if force or text != cell.text:  # a LabelItem update relayouts: only on change
+        lines = self._cell_title(lid, which, cell)
+        text = "\n".join(lines)
+        if force or text != cell.text:
             cell.text = text
-            cell.title.setText(text, color=self.palette_.plot_foreground, size="8pt")
+            cell.title.set_lines(lines, self.palette_.plot_foreground)
 
     def _set_cell(self, lid: str, which: str, arr) -> None:
         cell = self.cells[(lid, which)]
@@ -204,7 +288,9 @@ class MatricesDock(PlotDock):
             # strip a few pixels wide; its shape is in the title of the large view.
             cell.image.setRect(QRectF(0, 0, 1, 1))
 
-    def _cell_title(self, lid: str, which: str, cell: _Cell) -> str:
+    def _cell_title(self, lid: str, which: str, cell: _Cell) -> list[str]:
+        """The title's lines: a memory cell's level (bold), then what it shows; a write
+        cell's one line."""
         kind, period = self.level_info.get(lid, ("", None))
         large = len(self.shown_levels) == 1
         scale = f" ±{cell.levels.value:.2g}" if cell.data is not None else ""
@@ -214,9 +300,9 @@ class MatricesDock(PlotDock):
             head = level_caption(lid, kind, period) if large else \
                 f"{lid} · {level_caption(lid, kind, period).split(' · ')[-1]}"
             what = "fast weights" if large else "memory"
-            return f"<b>{head}</b><br>{what}{size}{scale}"
+            return [head, f"{what}{size}{scale}"]
         what = "latest write (surprise ⊗ key)" if large else "write"
-        return f"{what}{size}{scale}"
+        return [f"{what}{size}{scale}"]
 
     # ---- items -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -231,7 +317,7 @@ class MatricesDock(PlotDock):
         self.level_combo.blockSignals(False)
         for lid in self.level_ids:
             for which in ("memory", "write"):
-                title = _Title("", justify="left")
+                title = _Title(TITLE_LINES[which], bold_head=which == "memory")
                 # A square panel (the unit square), whatever the dock's shape.
                 view = pg.ViewBox(lockAspect=True, enableMenu=False, invertY=True)
                 view.setMouseEnabled(x=False, y=False)
@@ -264,7 +350,7 @@ class MatricesDock(PlotDock):
         shown = self.shown_levels
         large = len(shown) == 1
         side_by_side, per_row = grid_shape(len(shown), self.view.width(), self.view.height(),
-                                           large)
+                                           self.grid_metrics(large))
         self._arrangement = (tuple(shown), side_by_side, per_row)
         for i, lid in enumerate(shown):
             block_row, block_col = divmod(i, per_row)
@@ -274,20 +360,34 @@ class MatricesDock(PlotDock):
                     row, col = 2 * block_row, 2 * (2 * block_col + r)
                 else:
                     row, col = 2 * (2 * block_row + r), 2 * block_col
-                layout.addItem(cell.title, row=row, col=col, colspan=2)
+                # The view first: each addItem activates the layout, which clamps the
+                # layout's item to the layout's maximum size; with only a (fixed-height) title
+                # in it, the whole grid would shrink to that title's height and stay there.
                 layout.addItem(cell.view, row=row + 1, col=col)
                 layout.addItem(cell.bar, row=row + 1, col=col + 1)
+                layout.addItem(cell.title, row=row, col=col, colspan=2)
                 # Small multiples: the bar is a bare gradient (the title gives ±L); large:
                 # a labelled scale.
                 cell.bar.set_labelled(large)
                 self._update_title(lid, which, cell, force=True)
+
+    def grid_metrics(self, large: bool) -> GridMetrics:
+        """The cells' layout as it is: its margins and spacing, the titles' and bars' sizes
+        (small multiples: bare bars; one level large: labelled ones)."""
+        layout = self.view.ci.layout
+        return GridMetrics(margins=tuple(layout.getContentsMargins()),
+                           spacing=(layout.horizontalSpacing(), layout.verticalSpacing()),
+                           titles=(title_height(TITLE_LINES["memory"]),
+                                   title_height(TITLE_LINES["write"])),
+                           bar=SymmetricColorBar.width_for(large))
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
         """Re-arrange the cells when the dock's shape calls for another grid."""
         if watched is self.view and event.type() == QEvent.Type.Resize and self.cells:
             shown = self.shown_levels
             wanted = (tuple(shown), *grid_shape(len(shown), self.view.width(),
-                                                self.view.height(), len(shown) == 1))
+                                                self.view.height(),
+                                                self.grid_metrics(len(shown) == 1)))
             if wanted != self._arrangement:
                 self._place()
         return super().eventFilter(watched, event)

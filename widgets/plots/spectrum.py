@@ -1,7 +1,8 @@
 """The spectrum: every level at its designed update frequency beside the measured frequency
 of its content, on one log axis, and the drift curves the content frequency comes from.
 
-Top strip, one row per level (colours follow the level order, as in every other plot):
+Strip, one row per level, named on its left axis (colours follow the level order, as in
+every other plot):
 
 - filled dot: the designed frequency 1/C (attention at the right edge, "∞": it re-reads its
   context at every token and writes nothing; frozen levels at the left edge, "0");
@@ -13,10 +14,21 @@ Top strip, one row per level (colours follow the level order, as in every other 
   on the measured streams). It says when a level writes, not what changes (a level written
   every C tokens sits at 1/C whatever it writes), so it is drawn apart and labelled so.
 
-Bottom: the drift D(Δ), the share of a level's content replaced after a lag of Δ tokens, per
-level on a log lag axis; ν is read where a curve crosses ½ (τ½, marked; τ = 2·τ½). The content
-is measured at every evaluation of a run (``Evaluation.content``), from a run folder's saved
-weights (``Snapshot.content``), or by lesson 1.
+Each row's numbers ("1/16 → < 1/256": designed → content) sit on the row beside its markers,
+on the side with room for them (left out where neither side has room, or the rows are closer
+than a line of text); the strip's tooltip always has them. Decade labels that would run into
+each other in a narrow strip are left out ("0" and "∞" always stay).
+
+Drift plot: D(Δ), the share of a level's content replaced after a lag of Δ tokens, per level on
+a log lag axis; ν is read where a curve crosses ½ (τ½, marked; τ = 2·τ½). It appears with the
+first measurement, under the strip, or beside it in a dock wider than tall (the bottom row of
+a small window). The content is measured at every evaluation of a run
+(``Evaluation.content``), from a run folder's saved weights (``Snapshot.content``), or by
+lesson 1. With no levels at all the dock shows only its message, no axes.
+
+One file of ~490 lines: the strip and the drift plot are one figure whose items are placed
+from the same levels, axis range and pixel sizes (rows, labels, arrangement); its pure axis
+helpers live in ``spectrum_axes.py``.
 """
 from __future__ import annotations
 
@@ -25,47 +37,26 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QColor, QFontMetricsF
 
 from nlstudio import events as ev
 from nlstudio import probes
 from nlstudio.widgets import theme
 from nlstudio.widgets.format import grouped
 from nlstudio.widgets.plots.base import PlotDock, parametric, pen, style_plot
+from nlstudio.widgets.plots.spectrum_axes import (EDGE, INF_POS, freq_position,  # noqa: F401
+                                                  frequency_range, frequency_ticks, label_font,
+                                                  lag_ticks, legible_ticks, short_name)
 
 UNBOUNDED = 16_777_215.0  # QWIDGETSIZE_MAX: no maximum height
-EDGE = 0.7  # decades between the last finite decade and the "0" / "∞" edge positions
-INF_POS = EDGE  # log10(1) = 0 is the fastest finite frequency (a write every token)
-STRIP_TITLE = ("● designed 1/C    ◇ content (measured; ◁ slower than)    "
-               "| write schedule (writes/token)")
-
-
-def freq_position(freq: float, low_decade: int) -> float:
-    """x position (decades) of a frequency on the axis: ∞ right, 0 left, log10 between."""
-    if math.isinf(freq):
-        return INF_POS
-    if freq <= 0:
-        return low_decade - EDGE
-    return math.log10(freq)
-
-
-def frequency_ticks(low_decade: int) -> list[list[tuple[float, str]]]:
-    major = [(float(low_decade - EDGE), "0")]
-    for d in range(low_decade, 1):
-        major.append((float(d), "1" if d == 0 else f"1/{grouped(10 ** -d)}"))
-    major.append((INF_POS, "∞"))
-    minor = [(d + math.log10(k), "") for d in range(low_decade, 0) for k in range(2, 10)]
-    return [major, minor]
-
-
-def lag_ticks(max_lag: int) -> list[list[tuple[float, str]]]:
-    """Lags 1, 2, 4, … on the log axis of the drift plot."""
-    lags, lag = [], 1
-    while lag <= max(1, max_lag):
-        lags.append(lag)
-        lag *= 2
-    return [[(math.log10(v), grouped(v)) for v in lags], []]
+# Short titles: a plot's title sets its minimum width, and a longer one than the dock pushed
+# the right end of the axes out of sight. The tooltips say the rest.
+STRIP_TITLE = "● designed  ◇ content  | writes/token"
+DRIFT_TITLE = "content replaced after lag Δ"
+CONTENT_SIZE = 17  # px: the content marker, the largest of a row
+ROW_PX = CONTENT_SIZE + 5  # px: a row of the strip with room around its markers
+SIDE_BY_SIDE_RATIO = 1.5  # a view this much wider than tall puts the drift beside the strip
 
 
 @dataclass
@@ -99,6 +90,8 @@ class SpectrumDock(PlotDock):
         self._pending: ev.Snapshot | None = None
         self._max_lag = 1
         self._drift_shown = True
+        self.side_by_side = False  # the drift beside the strip (else under it)
+        self.labels_shown = True  # rows far enough apart for their numbers
 
         self.strip: pg.PlotItem = self.view.addPlot(row=0, col=0)
         self.drift: pg.PlotItem = self.view.addPlot(row=1, col=0)
@@ -108,13 +101,15 @@ class SpectrumDock(PlotDock):
             plot.setMenuEnabled(False)
             plot.setMouseEnabled(x=False, y=False)
             plot.hideButtons()
-        self.strip.getAxis("left").setStyle(showValues=False)
+        self.strip.getAxis("left").setStyle(tickFont=label_font())
+        self.strip.getAxis("bottom").setStyle(tickFont=label_font())
         self.strip.getAxis("left").setWidth(40)
         self.strip.setLabel("bottom", "frequency (per token)")
         self.drift.getAxis("left").setWidth(40)
         self.drift.setLabel("bottom", "lag Δ (tokens)")
         self.drift.setLabel("left", "replaced")
         self.drift.setYRange(0, 1.05, padding=0)
+        self.drift.getAxis("left").setTicks([[(0.0, "0"), (0.5, "½"), (1.0, "1")], []])
         self.half_line = pg.InfiniteLine(pos=probes.HALF, angle=0, movable=False)
         self.drift.addItem(self.half_line, ignoreBounds=True)
         self.frozen_band = pg.LinearRegionItem(movable=False)
@@ -127,20 +122,23 @@ class SpectrumDock(PlotDock):
                                     "pre-training")
         self.inf_band.setToolTip("frequency ∞: attention re-reads its context at every token "
                                  "and writes nothing")
-        self.strip.setToolTip(
+        self.strip_tip = (
             "Dot: designed frequency 1/C. Diamond: measured content frequency ν = 1/τ, how fast "
             "what the level returns on fixed probe inputs is replaced along a held-out stream "
             "(a triangle: slower than that, not half replaced within the stream). Bar: the "
             "write schedule, writes per token, which says when a level writes, not what "
             "changes.")
+        self.strip.setToolTip(self.strip_tip)
         self.drift.setToolTip(
-            "D(Δ): the share of each level's content (its read-out minus that of its initial "
-            "memory) replaced after Δ tokens. It crosses ½ at τ½; the content frequency is "
+            "Content replaced after a lag, D(Δ): the share of each level's content (its "
+            "read-out minus that of its initial memory) replaced after Δ tokens. It crosses ½ at τ½; the content frequency is "
             "ν = 1/(2·τ½), so a level that replaces all it holds every C tokens measures 1/C.")
         self._set_axis()
         self._set_lag_axis(1)
         self.apply_theme(self.palette_)
         self._show_plot()
+        self.strip.vb.sigResized.connect(self._fit_labels)
+        self.view.installEventFilter(self)
         self.set_message(self.empty_text)
 
     # ---- data in ---------------------------------------------------------------------------
@@ -163,9 +161,10 @@ class SpectrumDock(PlotDock):
             self._extend_decades(probes.designed_frequency(lv["kind"], lv["period"]))
         for lv in self.levels:
             designed = pg.ScatterPlotItem(size=11)
-            content = pg.ScatterPlotItem(size=17)  # rings the designed dot when they agree
+            content = pg.ScatterPlotItem(size=CONTENT_SIZE)  # rings the dot when they agree
             schedule = pg.ScatterPlotItem(size=9, symbol="|")
             label = pg.TextItem("", anchor=(0.0, 0.5))
+            label.setFont(label_font())
             curve = pg.PlotDataItem(connect="finite")
             half = pg.ScatterPlotItem(size=8, symbol="o")
             for item in (schedule, designed, content, label):
@@ -174,7 +173,11 @@ class SpectrumDock(PlotDock):
             self.drift.addItem(half)
             self.items[lv["id"]] = _LevelItems(designed, content, schedule, label, curve, half)
         self._set_axis()
+        self._set_level_axis()
         self._recolor()
+        self._show_plot()
+        self._set_stretch()
+        self._fit_labels()
         self.mark_dirty()
 
     def clear(self) -> None:
@@ -240,15 +243,17 @@ class SpectrumDock(PlotDock):
                 items.placed = placed
                 items.designed.setData([freq_position(designed, self.low_decade)], [y])
             rate = self.content.get(lv["id"])
-            self._draw_content(items, rate, y)
-            self._draw_label(items, lv, rate, designed, y)
+            marks = [freq_position(designed, self.low_decade)]
+            marks += self._draw_content(items, rate, y)
             writes = self.schedule.get(lv["id"])
             if writes is None and rate is not None and not math.isnan(rate.writes_per_token):
                 writes = rate.writes_per_token
             if writes is None or not parametric(lv["kind"]):
                 items.schedule.setData([], [])
             else:  # just under the row: its own series, never hidden by the dots
-                items.schedule.setData([freq_position(writes, self.low_decade)], [y - 0.3])
+                marks.append(freq_position(writes, self.low_decade))
+                items.schedule.setData([marks[-1]], [y - 0.3])
+            self._draw_label(items, lv, rate, designed, y, marks)
             if rate is not None and len(rate.lags):
                 drift = rate.drift
                 items.curve.setData(np.log10(rate.lags.astype(float)), drift)
@@ -262,6 +267,9 @@ class SpectrumDock(PlotDock):
             else:
                 items.curve.setData([], [])
                 items.half.setData([], [])
+        self.strip.setToolTip("\n".join(
+            [self.strip_tip, ""] + [f"{lv['id']}: {self.items[lv['id']].label.toPlainText()}"
+                                    for lv in self.levels]) if self.levels else self.strip_tip)
         if max_lag != self._max_lag:
             self._set_lag_axis(max_lag)
         self.drift.setYRange(0, top, padding=0)
@@ -276,36 +284,130 @@ class SpectrumDock(PlotDock):
             self.set_message("Write schedule from the live snapshots; the content frequency "
                              "is measured at each evaluation.")
 
-    def _draw_content(self, items: _LevelItems, rate: ev.ContentRate | None, y: float) -> None:
+    def _draw_content(self, items: _LevelItems, rate: ev.ContentRate | None, y: float
+                      ) -> list[float]:
+        """The content marker; returns its x ([] when there is none)."""
         if rate is None or rate.note or math.isnan(rate.frequency):
             items.content.setData([], [])
-            return
-        items.content.setData([freq_position(rate.frequency, self.low_decade)], [y],
-                              symbol="t3" if rate.bound else "d")
+            return []
+        x = freq_position(rate.frequency, self.low_decade)
+        items.content.setData([x], [y], symbol="t3" if rate.bound else "d")
+        return [x]
 
     def _draw_label(self, items: _LevelItems, lv: dict, rate: ev.ContentRate | None,
-                    designed: float, y: float) -> None:
-        text = f"{lv['id']} · {probes.frequency_text(designed)}"
+                    designed: float, y: float, marks: list[float]) -> None:
+        """The row's numbers on its own line, beside its markers (``marks``: their x), on
+        the side with room for them; left out where neither side has room (the strip's
+        tooltip has them)."""
+        text = probes.frequency_text(designed)  # the name is on the axis
         if not parametric(lv["kind"]):
             text += " · re-reads"
         elif rate is not None:
             text += f" → {probes.content_text(rate)}"
-        x = freq_position(designed, self.low_decade)
-        # Labels sit right of their dot in the slow half, left of it in the fast half.
-        left_side = x > (self.low_decade - EDGE + INF_POS) / 2
         if items.label.toPlainText() != text:
             items.label.setText(text)
-        items.label.setAnchor((1.0, 0.5) if left_side else (0.0, 0.5))
-        items.label.setPos(x + (-0.15 if left_side else 0.15), y + 0.32)
+        left, right = self.x_range()
+        scale = self.strip.vb.width() / (right - left)
+        if scale <= 0:
+            return
+        pad = (CONTENT_SIZE / 2 + 3) / scale  # clear of the largest marker
+        width = (QFontMetricsF(label_font()).horizontalAdvance(text) + 8) / scale
+        after, before = right - (max(marks) + pad), (min(marks) - pad) - left
+        fits = self.labels_shown and max(after, before) >= width
+        items.label.setVisible(fits)
+        if after >= width or (fits and after >= before):
+            items.label.setAnchor((0.0, 0.5))
+            items.label.setPos(max(marks) + pad, y)
+        else:
+            items.label.setAnchor((1.0, 0.5))
+            items.label.setPos(min(marks) - pad, y)
+
+    def x_range(self) -> tuple[float, float]:
+        return frequency_range(self.low_decade)
 
     def _show_plot(self) -> None:
-        """The drift plot only once there is a measurement (no made-up axes before)."""
+        """No levels: the message alone. Levels: the strip, and the drift plot once there is
+        a measurement (no made-up axes before)."""
+        self.show_view(bool(self.levels))
         shown = self.has_data()
         if self._drift_shown != shown:  # kept in the layout (a plot taken out is orphaned)
             self._drift_shown = shown
-            self.drift.setMaximumHeight(UNBOUNDED if shown else 0)
+            self.drift.setMaximumSize(UNBOUNDED if shown else 0, UNBOUNDED if shown else 0)
             self.drift.setVisible(shown)
-            self.view.ci.layout.setRowStretchFactor(1, 2 if shown else 0)
+            self._set_stretch()
+            self._arrange(self.view.width(), self.view.height())
+
+    def _set_stretch(self) -> None:
+        """Side by side: half the width each. Stacked: the strip prefers the height that
+        gives each row its markers (:data:`ROW_PX`), the drift plot its axes and a plot a
+        little taller than its title; whatever is left is shared."""
+        layout, shown = self.view.ci.layout, self._drift_shown
+        minimum = Qt.SizeHint.MinimumSize
+        strip = self.strip.layout.effectiveSizeHint(minimum).height()
+        drift = self.drift.layout.effectiveSizeHint(minimum).height()
+        self.strip.setPreferredHeight(strip + (max(len(self.levels), 1) + 0.2) * ROW_PX)
+        self.drift.setPreferredHeight(drift + 2 * ROW_PX)
+        if self.side_by_side:
+            layout.setRowStretchFactor(0, 1)
+            layout.setRowStretchFactor(1, 0)
+            layout.setColumnStretchFactor(0, 1)
+            layout.setColumnStretchFactor(1, 1 if shown else 0)
+        else:
+            layout.setRowStretchFactor(0, 1)
+            layout.setRowStretchFactor(1, 1 if shown else 0)
+            layout.setColumnStretchFactor(0, 1)
+            layout.setColumnStretchFactor(1, 0)
+
+    def _arrange(self, width: float, height: float) -> None:
+        """The drift plot beside the strip in a view wider than tall that has room for both
+        plots' minimum widths (titles and axes), else under it."""
+        layout = self.view.ci.layout
+        left, _top, right, _bottom = layout.getContentsMargins()
+        need = left + right + layout.horizontalSpacing() + sum(
+            plot.layout.effectiveSizeHint(Qt.SizeHint.MinimumSize).width()
+            for plot in (self.strip, self.drift))
+        side = width >= SIDE_BY_SIDE_RATIO * height and width >= need
+        if side == self.side_by_side:
+            return
+        self.side_by_side = side
+        ci = self.view.ci
+        ci.removeItem(self.drift)
+        ci.addItem(self.drift, row=0 if side else 1, col=1 if side else 0)
+        self._set_stretch()
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
+        if watched is self.view and event.type() == QEvent.Type.Resize:
+            self._arrange(event.size().width(), event.size().height())
+        return super().eventFilter(watched, event)
+
+    def _fit_labels(self) -> None:
+        """For the strip's size in px: the rows' numbers only where rows are a line of text
+        apart (the tooltip has them always), and the decades' tick labels that do not run
+        into each other."""
+        rows = max(len(self.levels), 1) + 0.2
+        pitch = self.strip.vb.height() / rows
+        self.labels_shown = pitch >= max(QFontMetricsF(label_font()).height(),
+                                         CONTENT_SIZE) + 2
+        self._fit_frequency_ticks()
+        self.mark_dirty()  # where the labels fit depends on the px
+
+    def _fit_frequency_ticks(self) -> None:
+        """The decade labels that fit the strip's width (``legible_ticks``)."""
+        major, minor = frequency_ticks(self.low_decade)
+        left, right = self.x_range()
+        metrics = QFontMetricsF(label_font())
+        major = legible_ticks(major, left, self.strip.vb.width() / (right - left),
+                              metrics.horizontalAdvance)
+        self.strip.getAxis("bottom").setTicks([major, minor])
+
+    def _set_level_axis(self) -> None:
+        """The levels' names on the strip's left axis, one per row."""
+        n = len(self.levels)
+        names = [short_name(lv["id"]) for lv in self.levels]
+        axis = self.strip.getAxis("left")
+        axis.setTicks([[(float(n - i), name) for i, name in enumerate(names)], []])
+        metrics = QFontMetricsF(label_font())
+        axis.setWidth(int(max([metrics.horizontalAdvance(t) for t in names] + [24])) + 10)
 
     def _take(self, snap: ev.Snapshot) -> None:
         self.step = snap.step
@@ -329,9 +431,9 @@ class SpectrumDock(PlotDock):
                 items.placed = None
 
     def _set_axis(self) -> None:
-        self.strip.getAxis("bottom").setTicks(frequency_ticks(self.low_decade))
+        self._fit_frequency_ticks()
         left, right = self.low_decade - EDGE, INF_POS
-        self.strip.setXRange(left - 0.35, right + 0.35, padding=0)
+        self.strip.setXRange(*self.x_range(), padding=0)
         self.frozen_band.setRegion((left - 0.35, left + 0.3))
         self.inf_band.setRegion((right - 0.3, right + 0.35))
 
@@ -364,8 +466,7 @@ class SpectrumDock(PlotDock):
         self.strip.showGrid(x=False, y=False)
         self.drift.showGrid(x=False, y=False)
         self.strip.setTitle(STRIP_TITLE, color=palette.muted, size="8pt")
-        self.drift.setTitle("content replaced after a lag, D(Δ); ν = 1/(2·τ½) where it "
-                            "crosses ½", color=palette.plot_foreground, size="8pt")
+        self.drift.setTitle(DRIFT_TITLE, color=palette.plot_foreground, size="8pt")
         self.half_line.setPen(pen(palette.muted, 1.0, Qt.PenStyle.DashLine))
         for band, name in ((self.frozen_band, "band_frozen"), (self.inf_band, "band_inf")):
             band.setBrush(pg.mkBrush(palette.qcolor(name, 46)))
