@@ -54,14 +54,21 @@ def _gui_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        from nlstudio import commands
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            from nlstudio import commands
 
-        return commands.run(argv)
-    args = _gui_parser().parse_args(argv)
-    from nlstudio.app import main as gui_main
+            return commands.run(argv)
+        args = _gui_parser().parse_args(argv)
+        from nlstudio.app import main as gui_main
 
-    return gui_main(args.project)
+        return gui_main(args.project)
+    except KeyboardInterrupt:  # Ctrl-C while starting up (imports): one line, no traceback
+        try:
+            print("nlstudio: interrupted", file=sys.stderr)
+        except OSError:
+            pass
+        return 128 + 2  # SIGINT, as the shell reports it (commands.ExitCode.for_signal)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,9 @@ from nlstudio import cli, commands, trainer  # noqa: E402,F401  (imported once, 
 
 
 def child(request: dict) -> None:
+    # Stop signals wait (blocked) through this set-up and arrive inside the ``try`` below,
+    # where ``nlstudio`` would see them: a new process's default handlers, then cli.main.
+    signal.pthread_sigmask(signal.SIG_BLOCK, commands.STOP_SIGNALS)
     for s in commands.STOP_SIGNALS:
         signal.signal(s, signal.SIG_DFL if s != signal.SIGINT else signal.default_int_handler)
     os.chdir(request["cwd"])
@@ -41,7 +44,11 @@ def child(request: dict) -> None:
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = os.fdopen(2, "w", buffering=1)
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, commands.STOP_SIGNALS)
         code = cli.main(request["argv"])
+    except KeyboardInterrupt:  # SIGINT before cli.main's own handling began (this setup): as
+        print("nlstudio: interrupted", file=sys.stderr)  # cli.main answers one in its start-up
+        code = 130
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 - reported like the interpreter would

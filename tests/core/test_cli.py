@@ -289,3 +289,17 @@ def test_a_kill_between_the_last_checkpoint_and_its_link_is_settled_by_a_resume(
     assert result.returncode == 0, result.stderr
     assert weights_step(out / "model.safetensors") == 6
     assert [p.name for p in (out / CHECKPOINTS_DIR).iterdir()] == ["step-000000000006"]
+
+
+def test_ctrl_c_while_starting_up_is_one_line_and_exit_130(monkeypatch, capsys):
+    """A SIGINT that lands before a command installs its handlers (while the GUI or a command
+    module is still being imported) ends with the shell's 130 and one line, no traceback."""
+    from nlstudio import cli
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_gui_parser", interrupted)
+    assert cli.main(["some.nlproj"]) == 130
+    err = capsys.readouterr().err
+    assert err == "nlstudio: interrupted\n"
