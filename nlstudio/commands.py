@@ -4,6 +4,10 @@ Exit codes are :class:`nlstudio.cli.ExitCode`. Every message is one printable li
 the file at fault (``nlstudio.printable``). SIGINT, SIGTERM and SIGHUP all stop a training run
 at the next step boundary, checkpoint it, leave ``status.json`` "stopped" and exit with
 128 + the signal (130, 143, 129); the same signal again ends the process at once.
+
+Lazy imports (inside the subcommands): the trainer, the project, the runs and everything else
+that imports torch or numpy are imported by the subcommand that needs them, so that ``--help``
+and argument errors answer without them (docs/architecture.md, "Imports").
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import sys
 from nlstudio import generate_command
 from nlstudio.cli import ExitCode, Parser
 from nlstudio.printable import printable
+from nlstudio.threads import default_torch_threads, threads_problem
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                      if hasattr(signal, name))
@@ -74,8 +79,6 @@ def _invalid_types():
 
 
 def _train(args) -> int:
-    from nlstudio.threads import default_torch_threads, threads_problem
-
     if args.project is None and args.resume is None:
         return _fail("train: give a PROJECT file, or --resume RUN_DIR")
     if args.threads is not None and threads_problem(args.threads):

@@ -68,8 +68,12 @@ from functools import reduce
 from typing import Iterable
 
 import numpy as np
+import torch
 
-from nlstudio.events import ContentRate, LevelSnapshot
+from nlstudio.events import ContentRate, LevelSnapshot, Snapshot
+from nlstudio.inspect_trace import Readouts
+from nlstudio.project import project_to_dict
+from nlstudio.runs import load_run, load_weights_into
 
 MAX_MATRIX_SIDE = 128  # larger memories are shown by their top-left block
 
@@ -340,8 +344,6 @@ def content_stream(task, sequences: int = CONTENT_SEQUENCES,
     """``(inputs, targets)`` of held-out streams: the task's examples ``first …
     first + sequences − 1`` (never trained on; the same at every evaluation), cut to
     ``max_tokens``."""
-    import torch
-
     examples = [task.example(first + i) for i in range(int(sequences))]
     inputs = torch.cat([e.inputs for e in examples])[:, :max_tokens]
     targets = torch.cat([e.targets for e in examples])[:, :max_tokens]
@@ -355,10 +357,6 @@ def measure_content(model, inputs, targets, freeze: Iterable[str] = (),
     ``freeze``: levels whose writes stop (the model's freeze ablation); ``grid``: tokens per
     call (default :func:`write_grid`; 1 reads after every token). The model is put in eval
     mode; its parameters do not change."""
-    import torch
-
-    from nlstudio.inspect_trace import Readouts
-
     model.eval()
     p = model.final_norm.weight
     inputs = inputs.to(p.device)
@@ -449,12 +447,6 @@ def snapshot_from_run(run_dir, batch_size: int = 8):
     with the weights of its checkpoint, run on one training batch at the saved step (the same
     probes the trainer publishes live), with its content rates (what an evaluation at that
     step measures)."""
-    import torch
-
-    from nlstudio.events import Snapshot
-    from nlstudio.project import project_to_dict
-    from nlstudio.runs import load_run, load_weights_into
-
     run = load_run(run_dir)
     model, task = run.build_model()
     step = load_weights_into(model, run.weights_file)

@@ -30,7 +30,9 @@ import torch
 
 from nlstudio import events as ev
 from nlstudio import probes
+from nlstudio import distributed
 from nlstudio.build import build_model, build_task, check_resources
+from nlstudio.cuda_graphs import GraphedStep
 from nlstudio.printable import printable
 from nlstudio.project import ProjectError, load_project, project_to_dict
 from nlstudio.run_state import EndReason, RunState
@@ -79,8 +81,6 @@ class Trainer:
                  snapshots: bool = True, snapshot_interval_s: float = 1 / 30,
                  evaluate: bool = True, base_dir: str | os.PathLike | None = None,
                  runs_root: str | os.PathLike = "runs"):
-        from nlstudio import distributed
-
         self.run_id = uuid.uuid4().hex[:12]
         self._subscribers: list[EventCallback] = [on_event] if on_event else []
         self._resume_event = threading.Event()
@@ -247,8 +247,6 @@ class Trainer:
         self.level_specs = {lvl["id"]: lvl for lvl in self.doc["model"]["levels"]}
         self.level_ids = list(getattr(model, "order", self.level_specs))
         self.dist.check_batch(self.train_cfg.batch_size)
-        from nlstudio.cuda_graphs import GraphedStep
-
         # forward + loss + backward: replayed as a CUDA graph on a single GPU, else eager
         self.forward_backward = GraphedStep(
             self.train_model, self.task.loss, self.params,

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel,
 
 from nlstudio import generation as gen
 from nlstudio import inspect_trace as it
+from nlstudio.widgets import export as exports
 from nlstudio.widgets.trace_plots import TraceView
 from nlstudio.widgets.trace_scrubber import Scrubber
 from nlstudio.widgets.worker import FunctionJob
@@ -398,8 +399,6 @@ class InspectorWindow(QMainWindow):
 
     # ---- export and closing ---------------------------------------------------------------------
     def export(self, folder: str | None = None) -> list[Path]:
-        from nlstudio.widgets import export as exports
-
         if self.trace is None:
             self._say("Nothing to export yet: inspect a sequence first.", error=True)
             return []
