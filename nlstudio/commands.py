@@ -218,9 +218,9 @@ class _ProgressBar:
 
 def _eval(args) -> int:
     invalid = _invalid_types()
-    from nlstudio import probes
+    from nlstudio import evaluation
     from nlstudio.runs import load_run, load_weights_into
-    from nlstudio.trainer import measure_recall, resolve_device
+    from nlstudio.trainer import resolve_device
 
     try:
         run = load_run(args.run_dir)
@@ -232,15 +232,15 @@ def _eval(args) -> int:
     model.to(device).eval()
     if step is None:  # weights without a step in their metadata
         step = run.checkpoint_step
-    rows = task.evaluate(model, device, step=step or None)
+    measured = evaluation.evaluate(f"eval:{run.path}", task, model, device,
+                                   list(getattr(model, "order", [])), step or None)
     label = f"step {step}" if step is not None else "step unknown"
     print(f"run: {printable(run.path)}  ({label})")
-    print(f"{'task':<24} {task.metric_name}")
-    for row in rows:
-        print(f"{printable(row.task, 24):<24} {row.metric:.4f}")
-    delays, ablations = measure_recall(task, model, device, list(getattr(model, "order", [])))
-    _print_ablations(delays, ablations)
-    _print_content(probes.content_rates(model, task, device))
+    print(f"{'task':<24} {measured.metric_name}")
+    for name, metric in measured.rows:
+        print(f"{printable(name, 24):<24} {metric:.4f}")
+    _print_ablations(measured.delays, measured.ablations)
+    _print_content(measured.content)
     return ExitCode.OK
 
 

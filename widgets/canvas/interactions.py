@@ -10,7 +10,8 @@ from PySide6.QtGui import QMouseEvent
 from nlstudio.widgets import theme
 from nlstudio.widgets.canvas import commands
 from nlstudio.widgets.canvas.axis import ROW, period_text
-from nlstudio.widgets.canvas.items import ConnectionLine, NodeItem, PortItem, edge_path
+from nlstudio.widgets.canvas.edges import ConnectionLine, edge_path
+from nlstudio.widgets.canvas.items import NodeItem, PortItem
 
 if TYPE_CHECKING:
     from nlstudio.widgets.canvas.view import GraphView

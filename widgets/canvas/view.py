@@ -12,7 +12,8 @@ from nlstudio.widgets.canvas import commands
 from nlstudio.widgets.canvas.axis import period_text
 from nlstudio.widgets.canvas.interactions import (ConnectInteraction, Interaction, MoveTracker,
                                                   PanInteraction)
-from nlstudio.widgets.canvas.items import EdgeItem, GhostNode, NodeItem, PortItem
+from nlstudio.widgets.canvas.edges import EdgeItem
+from nlstudio.widgets.canvas.items import GhostNode, NodeItem, PortItem
 from nlstudio.widgets.canvas.ruler import WIDTH as RULER_WIDTH
 from nlstudio.widgets.canvas.ruler import FrequencyRuler
 from nlstudio.widgets.canvas.scene import GraphScene
