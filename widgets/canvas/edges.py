@@ -6,18 +6,17 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPainterPathStroker, QPen, QPolygonF
-from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsSceneHoverEvent,
-                               QStyleOptionGraphicsItem, QWidget)
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem, QWidget
 
 from nlstudio.widgets import theme
-from nlstudio.widgets.canvas.items import PORT_R
+from nlstudio.widgets.canvas.items import PORT_R, HoverHighlight
 
 if TYPE_CHECKING:
     from nlstudio.widgets.canvas.items import BaseNode
     from nlstudio.widgets.document import FaultView
 
 
-class EdgeItem(QGraphicsPathItem):
+class EdgeItem(HoverHighlight, QGraphicsPathItem):
     """Data flow src → dst, drawn from src's output port to dst's input port."""
 
     def __init__(self, src: BaseNode, dst: BaseNode, index: int) -> None:
@@ -59,14 +58,6 @@ class EdgeItem(QGraphicsPathItem):
     def boundingRect(self) -> QRectF:  # noqa: N802
         return self.path().boundingRect().adjusted(-12, -12, 12, 12)
 
-    def hoverEnterEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802
-        self._hover = True
-        self.update()
-
-    def hoverLeaveEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802
-        self._hover = False
-        self.update()
-
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
               widget: QWidget | None = None) -> None:
         p = theme.current()
@@ -77,7 +68,7 @@ class EdgeItem(QGraphicsPathItem):
             color, width = QColor(p.accent), 3.0
         else:
             color = QColor(p.text)
-            color.setAlpha(200 if getattr(self, "_hover", False) else 120)
+            color.setAlpha(200 if self._hover else 120)
             width = 2.0
         painter.setPen(QPen(color, width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap))
         painter.setBrush(Qt.BrushStyle.NoBrush)

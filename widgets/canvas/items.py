@@ -61,7 +61,22 @@ def _font(point_size: float, bold: bool = False) -> QFont:
     return font
 
 
-class PortItem(QGraphicsItem):
+class HoverHighlight:
+    """For an item drawn highlighted while the mouse is over it (``_hover``); put it before
+    the Qt base class (ports and edges)."""
+
+    _hover = False
+
+    def hoverEnterEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802
+        self._hover = True
+        self.update()
+
+    def hoverLeaveEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802
+        self._hover = False
+        self.update()
+
+
+class PortItem(HoverHighlight, QGraphicsItem):
     """A connection point: ``side`` "in" (left edge) or "out" (right edge) of its node."""
 
     def __init__(self, node: "BaseNode", side: str) -> None:
@@ -92,19 +107,11 @@ class PortItem(QGraphicsItem):
         path.addEllipse(QPointF(0, 0), PORT_HIT, PORT_HIT)
         return path
 
-    def hoverEnterEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802
-        self._hover = True
-        self.update()
-
-    def hoverLeaveEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802
-        self._hover = False
-        self.update()
-
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
               widget: QWidget | None = None) -> None:
         p = theme.current()
         color = QColor(self.node.accent())
-        radius = PORT_R + (1.5 if getattr(self, "_hover", False) else 0)
+        radius = PORT_R + (1.5 if self._hover else 0)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         if self.state in ("legal", "target"):
             glow = QColor(p.accent)
