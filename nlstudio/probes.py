@@ -72,6 +72,7 @@ import torch
 
 from nlstudio.events import ContentRate, LevelSnapshot, Snapshot
 from nlstudio.inspect_trace import Readouts
+from nlstudio.models.registry import kind_info
 from nlstudio.project import project_to_dict
 from nlstudio.runs import load_run, load_weights_into
 
@@ -94,8 +95,8 @@ NEVER_CHANGES = 1e-9  # D at or below this at every lag: the content never chang
 
 
 def _parametric(kind: str) -> bool:
-    from nlstudio.models.registry import kind_info
-
+    """Whether a level kind writes a memory (the registry says); an unknown kind counts as
+    parametric."""
     try:
         return kind_info(kind).parametric
     except KeyError:
@@ -127,7 +128,7 @@ def power_spectrum(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _matrix(t) -> np.ndarray | None:
     if t is None:
         return None
-    a = t.detach().to("cpu", dtype=__import__("torch").float32).numpy()
+    a = t.detach().to("cpu", dtype=torch.float32).numpy()
     if a.ndim == 1:
         a = a[None, :]
     elif a.ndim > 2:
@@ -218,16 +219,16 @@ def recall_by_delay_ablations(task, model, device, level_ids: Iterable[str],
     delays = tuple(sorted(full))
     base = tuple(float(full[d]) for d in delays)
     out: dict[str, dict[str, tuple[float, ...]]] = {}
-    for kind in kinds:
-        if kind not in ABLATION_KINDS:
-            raise ValueError(f"unknown ablation {kind!r}; one of {', '.join(ABLATION_KINDS)}")
+    for ablation in kinds:
+        if ablation not in ABLATION_KINDS:
+            raise ValueError(f"unknown ablation {ablation!r}; one of {', '.join(ABLATION_KINDS)}")
         table = {"": base}
         for lid in level_ids:
-            if kind == "freeze" and not model.levels[lid].info.parametric:
-                continue
-            recall = task.recall_by_delay(model, device, **{kind: (lid,)})
+            if ablation == "freeze" and not model.levels[lid].info.parametric:
+                continue  # only a level that writes can have its writes stopped
+            recall = task.recall_by_delay(model, device, **{ablation: (lid,)})
             table[lid] = tuple(float(recall[d]) for d in delays)
-        out[kind] = table
+        out[ablation] = table
     return delays, out
 
 
