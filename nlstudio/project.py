@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import nlstudio
-from nlstudio import resources
+from nlstudio import fileio, resources
 from nlstudio.faults import Fault, ProjectError, json_path
-from nlstudio.fileio import atomic_write_text
 from nlstudio.schema import FORMAT, VERSION, Project, short_repr
 from nlstudio.untrusted import FileRefused, read_bytes
 from nlstudio.validate import (MIGRATIONS, check_document, check_level, construct_task,
@@ -171,7 +170,7 @@ def save_project(project: Project | dict, path: str | os.PathLike) -> None:
         raise ProjectError(path.name, where, "holds a lone surrogate (such as \\ud800), which "
                                              "is not text and cannot be saved as UTF-8")
     try:
-        atomic_write_text(path, text)
+        fileio.atomic_write_text(path, text)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot save {path}: {exc.strerror or exc}") from exc
 
