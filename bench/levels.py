@@ -21,7 +21,7 @@ from typing import Callable
 
 # glibc reads these at start-up, so they must be in the environment before Python starts:
 # without them, code that makes many large temporaries spends its time in page faults
-# (docs: environment.md §8). Both sides of every ratio run under the same settings.
+# (bench/README.md, Allocator). Both sides of every ratio run under the same settings.
 ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 
 if __name__ == "__main__" and "--system-allocator" not in sys.argv and any(

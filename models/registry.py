@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nlstudio.models.inner_optim import get_optimizer
+
 #: Period rules. ``"inf"``: non-parametric, recomputed every token (period must be null);
 #: ``"one"``: written every token (period must be 1); ``"positive"``: a chunk size C >= 1;
 #: ``"positive_or_null"``: C >= 1, or null for a level frozen at test time (frequency 0).
@@ -104,8 +106,6 @@ class KindInfo:
     def optimizer_overrides(self, optimizer: str) -> dict[str, float]:
         """This kind's defaults for ``optimizer``'s hyper-parameters where they differ from
         the optimizer's own (e.g. η = 1 for linear attention: exactly one GD step)."""
-        from nlstudio.models.inner_optim import get_optimizer
-
         names = {h.name for h in get_optimizer(optimizer).hyper}
         return {k: v for k, v in self.optimizer_defaults if k in names}
 

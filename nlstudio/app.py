@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 import sys
 
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
+
 
 def _has_display() -> bool:
     if os.environ.get("QT_QPA_PLATFORM"):
@@ -15,10 +19,6 @@ def _has_display() -> bool:
 
 def create_application(argv: list[str] | None = None):
     """The QApplication, created once, with the settings every window relies on."""
-    from PySide6.QtCore import Qt
-    from PySide6.QtGui import QGuiApplication
-    from PySide6.QtWidgets import QApplication
-
     app = QApplication.instance()
     if app is None:
         QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
@@ -44,8 +44,6 @@ def main(path: str | None = None) -> int:
     window.show()
     shot = os.environ.get("NLSTUDIO_SCREENSHOT")
     if shot:  # smoke tests and README screenshots: save the window as PNG, then quit
-        from PySide6.QtCore import QTimer
-
         def grab_and_quit():
             window.grab().save(shot)
             window.document.undo_stack.setClean()
@@ -64,6 +62,8 @@ def create_main_window(settings=None, runs_root=None):
     """The full application window: the model editor with live training attached, its panels
     in the default layout (or where the user left them last time). ``settings`` (a
     QSettings) and ``runs_root`` are for tests."""
+    # lazy: a cycle (the lessons import DEFAULT_PRESET from here), and start-up time (main
+    # says "no display" before the widgets, torch and pyqtgraph are imported)
     from nlstudio.widgets.lessons import install_lessons
     from nlstudio.widgets.main_window import MainWindow
     from nlstudio.widgets.trace_menu import install_inspector

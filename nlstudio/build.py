@@ -15,7 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nlstudio.models import build_model as assemble
 from nlstudio.project import Project, ProjectError, construct_task, load_project, parse_project
+from nlstudio.tasks import get_task
+from nlstudio.tasks._util import TaskConfigError
 
 FLOAT_BYTES = 4  # parameters, optimizer state and activations are float32
 
@@ -38,9 +41,6 @@ def build_task(project: Project | dict | str | os.PathLike,
     with ``total_steps`` (default ``train.steps``) and ``base_dir`` (default: the project
     file's folder) for the tasks that take them. A setting that does not fit (e.g. a missing
     ``text_file``) raises ProjectError at ``task.<field>``."""
-    from nlstudio.tasks import get_task
-    from nlstudio.tasks._util import TaskConfigError
-
     project = _as_project(project)
     if base_dir is None and project.path is not None:
         base_dir = project.path.parent
@@ -54,8 +54,6 @@ def build_task(project: Project | dict | str | os.PathLike,
 
 
 def _assemble(project: Project, task) -> nn.Module:
-    from nlstudio.models import build_model as assemble
-
     return assemble(project.model_spec(), vocab_size=task.vocab_size,
                     input_dim=task.input_dim, n_outputs=task.n_outputs)
 

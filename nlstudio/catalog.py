@@ -11,13 +11,7 @@ from nlstudio.models.inner_optim import OPTIMIZERS, HyperParam, InnerOptimizer
 from nlstudio.models.registry import KINDS, OBJECTIVES, PERIOD_RULES, KindInfo, Option, kind_info
 from nlstudio.schema import ModelSizes as MODEL_SETTINGS
 from nlstudio.schema import TrainSection as TRAIN_SETTINGS
-
-
-def all_tasks() -> dict:
-    """``{name: Task class}`` for every registered task (empty if none is installed)."""
-    from nlstudio.tasks import all_tasks as _all_tasks
-
-    return _all_tasks()
+from nlstudio.tasks import all_tasks  # {name: Task class} of every registered task
 
 
 __all__ = ["KINDS", "OPTIMIZERS", "OBJECTIVES", "PERIOD_RULES", "KindInfo", "Option",

@@ -20,6 +20,7 @@ import sys
 from enum import IntEnum
 
 import nlstudio
+from nlstudio.printable import printable
 
 SUBCOMMANDS = ("train", "eval", "presets", "generate")
 
@@ -39,8 +40,6 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one printable line and exit code 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        from nlstudio.printable import printable
-
         self.exit(ExitCode.INVALID, f"{self.prog}: error: {printable(message)}\n")
 
 

@@ -4,6 +4,10 @@ Exit codes are :class:`nlstudio.cli.ExitCode`. Every message is one printable li
 the file at fault (``nlstudio.printable``). SIGINT, SIGTERM and SIGHUP all stop a training run
 at the next step boundary, checkpoint it, leave ``status.json`` "stopped" and exit with
 128 + the signal (130, 143, 129); the same signal again ends the process at once.
+
+Lazy imports (inside the subcommands): the trainer, the project, the runs and everything else
+that imports torch or numpy are imported by the subcommand that needs them, so that ``--help``
+and argument errors answer without them (docs/architecture.md, "Imports").
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import sys
 from nlstudio import generate_command
 from nlstudio.cli import ExitCode, Parser
 from nlstudio.printable import printable
+from nlstudio.threads import default_torch_threads, threads_problem
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                      if hasattr(signal, name))
@@ -74,8 +79,6 @@ def _invalid_types():
 
 
 def _train(args) -> int:
-    from nlstudio.threads import default_torch_threads, threads_problem
-
     if args.project is None and args.resume is None:
         return _fail("train: give a PROJECT file, or --resume RUN_DIR")
     if args.threads is not None and threads_problem(args.threads):
@@ -215,9 +218,9 @@ class _ProgressBar:
 
 def _eval(args) -> int:
     invalid = _invalid_types()
-    from nlstudio import probes
+    from nlstudio import evaluation
     from nlstudio.runs import load_run, load_weights_into
-    from nlstudio.trainer import measure_recall, resolve_device
+    from nlstudio.trainer import resolve_device
 
     try:
         run = load_run(args.run_dir)
@@ -229,15 +232,15 @@ def _eval(args) -> int:
     model.to(device).eval()
     if step is None:  # weights without a step in their metadata
         step = run.checkpoint_step
-    rows = task.evaluate(model, device, step=step or None)
+    measured = evaluation.evaluate(f"eval:{run.path}", task, model, device,
+                                   list(getattr(model, "order", [])), step or None)
     label = f"step {step}" if step is not None else "step unknown"
     print(f"run: {printable(run.path)}  ({label})")
-    print(f"{'task':<24} {task.metric_name}")
-    for row in rows:
-        print(f"{printable(row.task, 24):<24} {row.metric:.4f}")
-    delays, ablations = measure_recall(task, model, device, list(getattr(model, "order", [])))
-    _print_ablations(delays, ablations)
-    _print_content(probes.content_rates(model, task, device))
+    print(f"{'task':<24} {measured.metric_name}")
+    for name, metric in measured.rows:
+        print(f"{printable(name, 24):<24} {metric:.4f}")
+    _print_ablations(measured.delays, measured.ablations)
+    _print_content(measured.content)
     return ExitCode.OK
 
 

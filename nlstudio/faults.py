@@ -114,12 +114,12 @@ def translate(err: dict, prefix: tuple = (),
               extra: Callable[[tuple], str] | None = None) -> Fault:
     """One pydantic error as a Fault: the JSON path and a message without pydantic's words."""
     loc = tuple(err.get("loc", ()))
-    kind = err.get("type", "")
+    error_type = err.get("type", "")
     ctx = err.get("ctx") or {}
-    if kind == "extra_forbidden":
+    if error_type == "extra_forbidden":
         message = extra(loc) if extra else f"unknown field '{loc[-1] if loc else '?'}'"
-    elif kind in _MESSAGES:
-        message = _MESSAGES[kind](err, ctx)
+    elif error_type in _MESSAGES:
+        message = _MESSAGES[error_type](err, ctx)
     else:
         message = str(err.get("msg", "is invalid"))
         for noise in ("Value error, ", "Assertion failed, "):

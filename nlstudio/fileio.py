@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+from nlstudio.crashpoints import crashpoint
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -62,8 +64,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, point: str | None =
         if point is None:
             tmp.write_bytes(data)
             return
-        from nlstudio.crashpoints import crashpoint
-
         with open(tmp, "wb") as handle:
             half = len(data) // 2
             handle.write(data[:half])
@@ -88,8 +88,6 @@ def write_new_file(path: str | os.PathLike, data: bytes, point: str | None = Non
             while part:
                 part = part[os.write(fd, part):]
             if point is not None and half:
-                from nlstudio.crashpoints import crashpoint
-
                 crashpoint(point)
                 point = None
         os.fsync(fd)

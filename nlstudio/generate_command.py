@@ -8,7 +8,8 @@ print as U+FFFD), token ids separated by spaces for other token tasks. Exit code
 2 invalid input (one line on stderr naming the file or the option), 130 Ctrl-C.
 
 The parser lives here and the subcommand is added to the CLI's parser by :func:`add_parser`,
-so ``nlstudio/commands.py`` needs two lines to offer it.
+so ``nlstudio/commands.py`` needs two lines to offer it. Like ``nlstudio.commands``, it
+imports torch and the generator inside :func:`_generate` only (CLI start-up time).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import sys
 
 from nlstudio.cli import ExitCode
 from nlstudio.printable import printable
+from nlstudio.threads import default_torch_threads, threads_problem
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -68,8 +70,6 @@ def _generate(args: argparse.Namespace) -> int:
         return _fail(f"--temperature must be 0 or positive, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         return _fail(f"--top-k must be at least 1, got {args.top_k}")
-    from nlstudio.threads import default_torch_threads, threads_problem
-
     if args.threads is not None and threads_problem(args.threads):
         return _fail(f"--threads {threads_problem(args.threads)}")
     if not os.path.isdir(args.run_dir):

@@ -28,6 +28,9 @@ import torch
 from torch import Tensor
 
 from nlstudio.printable import one_line, printable
+from nlstudio.project import ProjectError
+from nlstudio.runs import RunError, load_run, load_weights_into
+from nlstudio.untrusted import FileRefused, read_bytes
 
 PROMPT_CHUNK = 256  # tokens per model call while reading a prompt (any cut gives the same)
 MAX_PROMPT_BYTES = 1 << 20  # a prompt file larger than this is refused (1 MiB)
@@ -65,10 +68,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     """The model of a run folder (its newest checkpoint's weights) or of an exported model
     folder (``model.safetensors`` + ``project.nlproj``), in eval mode, with its task. Raises
     :class:`GenerationError` naming the folder or file at fault."""
-    from nlstudio.project import ProjectError
-    from nlstudio.runs import RunError, load_run, load_weights_into
-    from nlstudio.untrusted import FileRefused
-
     try:
         run = load_run(path)
         model, task = run.build_model()
@@ -87,8 +86,6 @@ def read_prompt_file(path: str | os.PathLike, limit: int = MAX_PROMPT_BYTES) -> 
     rules for untrusted files (``nlstudio.untrusted``: a FIFO, a device or a folder is refused
     before it is opened; never more than ``limit`` bytes are read). Anything else raises
     :class:`GenerationError`, one line naming the file."""
-    from nlstudio.untrusted import FileRefused, read_bytes
-
     try:
         return read_bytes(path, limit)
     except FileRefused as exc:

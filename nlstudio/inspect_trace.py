@@ -32,6 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nlstudio.build import build_task
+from nlstudio.project import parse_project, project_to_dict
+
 IGNORE = -100
 TOP_K = 8               # next-token probabilities kept per position
 PROBE_COUNT = 32        # fixed probe inputs of the read-out movement
@@ -86,9 +89,6 @@ def example_sequence(project, length: int | None = None, index: int = 0,
     """A fresh example of the project's task (:meth:`Task.example`) of ``length`` tokens
     (default: the project's ``train.seq_len``), with the task's own targets. A length the task
     cannot fill raises ``ProjectError`` naming the setting."""
-    from nlstudio.build import build_task
-    from nlstudio.project import parse_project, project_to_dict
-
     doc = project_to_dict(project)
     if length is not None:
         if not 1 <= int(length) <= MAX_TRACE_TOKENS:
@@ -295,7 +295,7 @@ def compute_trace(model, sequence: TraceInput, *, labels: list[str] | None = Non
     level ids whose in-context writes stop (the model's ``freeze``). ``progress(done, total)``
     is called after every position; ``cancel()`` returning True stops the work with
     :class:`TraceCancelled`. The model is put in eval mode; its parameters do not change."""
-    from nlstudio.probes import level_snapshots
+    from nlstudio.probes import level_snapshots  # lazy: a cycle (probes imports Readouts)
 
     T = len(sequence)
     if T < 1:

@@ -68,8 +68,13 @@ from functools import reduce
 from typing import Iterable
 
 import numpy as np
+import torch
 
-from nlstudio.events import ContentRate, LevelSnapshot
+from nlstudio.events import ContentRate, LevelSnapshot, Snapshot
+from nlstudio.inspect_trace import Readouts
+from nlstudio.models.registry import kind_info
+from nlstudio.project import project_to_dict
+from nlstudio.runs import load_run, load_weights_into
 
 MAX_MATRIX_SIDE = 128  # larger memories are shown by their top-left block
 
@@ -90,8 +95,8 @@ NEVER_CHANGES = 1e-9  # D at or below this at every lag: the content never chang
 
 
 def _parametric(kind: str) -> bool:
-    from nlstudio.models.registry import kind_info
-
+    """Whether a level kind writes a memory (the registry says); an unknown kind counts as
+    parametric."""
     try:
         return kind_info(kind).parametric
     except KeyError:
@@ -123,7 +128,7 @@ def power_spectrum(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _matrix(t) -> np.ndarray | None:
     if t is None:
         return None
-    a = t.detach().to("cpu", dtype=__import__("torch").float32).numpy()
+    a = t.detach().to("cpu", dtype=torch.float32).numpy()
     if a.ndim == 1:
         a = a[None, :]
     elif a.ndim > 2:
@@ -214,16 +219,16 @@ def recall_by_delay_ablations(task, model, device, level_ids: Iterable[str],
     delays = tuple(sorted(full))
     base = tuple(float(full[d]) for d in delays)
     out: dict[str, dict[str, tuple[float, ...]]] = {}
-    for kind in kinds:
-        if kind not in ABLATION_KINDS:
-            raise ValueError(f"unknown ablation {kind!r}; one of {', '.join(ABLATION_KINDS)}")
+    for ablation in kinds:
+        if ablation not in ABLATION_KINDS:
+            raise ValueError(f"unknown ablation {ablation!r}; one of {', '.join(ABLATION_KINDS)}")
         table = {"": base}
         for lid in level_ids:
-            if kind == "freeze" and not model.levels[lid].info.parametric:
-                continue
-            recall = task.recall_by_delay(model, device, **{kind: (lid,)})
+            if ablation == "freeze" and not model.levels[lid].info.parametric:
+                continue  # only a level that writes can have its writes stopped
+            recall = task.recall_by_delay(model, device, **{ablation: (lid,)})
             table[lid] = tuple(float(recall[d]) for d in delays)
-        out[kind] = table
+        out[ablation] = table
     return delays, out
 
 
@@ -340,8 +345,6 @@ def content_stream(task, sequences: int = CONTENT_SEQUENCES,
     """``(inputs, targets)`` of held-out streams: the task's examples ``first …
     first + sequences − 1`` (never trained on; the same at every evaluation), cut to
     ``max_tokens``."""
-    import torch
-
     examples = [task.example(first + i) for i in range(int(sequences))]
     inputs = torch.cat([e.inputs for e in examples])[:, :max_tokens]
     targets = torch.cat([e.targets for e in examples])[:, :max_tokens]
@@ -355,10 +358,6 @@ def measure_content(model, inputs, targets, freeze: Iterable[str] = (),
     ``freeze``: levels whose writes stop (the model's freeze ablation); ``grid``: tokens per
     call (default :func:`write_grid`; 1 reads after every token). The model is put in eval
     mode; its parameters do not change."""
-    import torch
-
-    from nlstudio.inspect_trace import Readouts
-
     model.eval()
     p = model.final_norm.weight
     inputs = inputs.to(p.device)
@@ -449,12 +448,6 @@ def snapshot_from_run(run_dir, batch_size: int = 8):
     with the weights of its checkpoint, run on one training batch at the saved step (the same
     probes the trainer publishes live), with its content rates (what an evaluation at that
     step measures)."""
-    import torch
-
-    from nlstudio.events import Snapshot
-    from nlstudio.project import project_to_dict
-    from nlstudio.runs import load_run, load_weights_into
-
     run = load_run(run_dir)
     model, task = run.build_model()
     step = load_weights_into(model, run.weights_file)

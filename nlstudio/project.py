@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import nlstudio
-from nlstudio.faults import Fault, ProjectError
+from nlstudio import fileio, resources
+from nlstudio.faults import Fault, ProjectError, json_path
 from nlstudio.schema import FORMAT, VERSION, Project, short_repr
+from nlstudio.untrusted import FileRefused, read_bytes
 from nlstudio.validate import (MIGRATIONS, check_document, check_level, construct_task,
                                parse_project)
 
@@ -67,8 +69,6 @@ def loads(text: str, source: str = "<project>") -> Any:
 
 def _lone_surrogate(value: Any) -> str | None:
     """The JSON path of the first string (key or value) that UTF-8 cannot encode, if any."""
-    from nlstudio.faults import json_path
-
     stack: list[tuple[Any, tuple]] = [(value, ())]
     while stack:
         item, loc = stack.pop()
@@ -96,8 +96,6 @@ def _encodable(text: str) -> bool:
 def load_project(path: str | os.PathLike) -> Project:
     """Read and validate a project file; ``project.path`` remembers where it came from.
     Only a regular file is opened (a FIFO or a device is refused before opening)."""
-    from nlstudio.untrusted import FileRefused, read_bytes
-
     path = Path(path)
     source = path.name or str(path)
     try:
@@ -164,8 +162,6 @@ def dumps(project: Project | dict) -> str:
 def save_project(project: Project | dict, path: str | os.PathLike) -> None:
     """Validate, then write atomically (temporary file in the same folder, fsync, rename):
     a failure leaves the previous file as it was and raises OSError saying why."""
-    from nlstudio.fileio import atomic_write_text
-
     path = Path(path)
     if not isinstance(project, Project):
         project = parse_project(project, path.name)
@@ -175,7 +171,7 @@ def save_project(project: Project | dict, path: str | os.PathLike) -> None:
         raise ProjectError(path.name, where, "holds a lone surrogate (such as \\ud800), which "
                                              "is not text and cannot be saved as UTF-8")
     try:
-        atomic_write_text(path, text)
+        fileio.atomic_write_text(path, text)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot save {path}: {exc.strerror or exc}") from exc
 
@@ -201,8 +197,6 @@ def new_project() -> dict:
 
 def preset_paths() -> dict[str, Path]:
     """``{name: path}`` of the bundled presets (``resources/presets/*.nlproj``)."""
-    from nlstudio import resources
-
     folder = resources.path("presets")
     return {p.stem: p for p in sorted(folder.glob("*.nlproj"))}
 

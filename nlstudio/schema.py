@@ -55,11 +55,13 @@ def _int(low: int, high: int, default: Any = ...) -> Any:
     return Field(default, ge=low, le=high)
 
 
-def _doc(description: str, title: str | None = None, log: bool | None = None) -> Any:
+def _doc(description: str, title: str | None = None, log: bool | None = None,
+         retired: bool = False) -> Any:
     """What an editor shows for a field: its tooltip (``description``), its label (``title``,
-    default: the name with spaces) and whether it is explored on a log scale (``log``)."""
-    extra = {"log": log} if log is not None else None
-    return Field(description=description, title=title, json_schema_extra=extra)
+    default: the name with spaces) and whether it is explored on a log scale (``log``).
+    ``retired``: still read from files, but it does nothing, so no editor shows it."""
+    extra = {**({"log": log} if log is not None else {}), **({"retired": True} if retired else {})}
+    return Field(description=description, title=title, json_schema_extra=extra or None)
 
 
 # ---- level fields with their own messages -------------------------------------------------
@@ -295,8 +297,11 @@ class TrainSection(_Strict):
         "steps between two rows of metrics.csv")] = 10
     eval_every: Annotated[int, _int(1, MAX_STEPS), _doc(
         "steps between two evaluations (forgetting curves)")] = 100
+    # Retired: never used (the trainer paces its memory snapshots by time, at most 30 a second:
+    # ``Trainer(snapshot_interval_s=)``). Kept, unshown, so that every file that sets it (the
+    # bundled presets included) still loads; a format version that drops it must re-save them.
     snapshot_every: Annotated[int, _int(1, MAX_STEPS), _doc(
-        "steps between two snapshots of the memories (plots)")] = 25
+        "not used (memory snapshots are paced by time, at most 30 a second)", retired=True)] = 25
     cuda_graphs: Annotated[bool, _doc(
         "on a GPU, capture each step's forward and backward once as a CUDA graph and replay it "
         "(much faster for the chunked memories)")] = True

@@ -28,9 +28,11 @@ from typing import Callable
 
 import torch
 
+from nlstudio import distributed, evaluation, probes
 from nlstudio import events as ev
-from nlstudio import probes
 from nlstudio.build import build_model, build_task, check_resources
+from nlstudio.cuda_graphs import GraphedStep
+from nlstudio.evaluation import measure_recall  # re-exported: part of this module's API
 from nlstudio.printable import printable
 from nlstudio.project import ProjectError, load_project, project_to_dict
 from nlstudio.run_state import EndReason, RunState
@@ -79,8 +81,6 @@ class Trainer:
                  snapshots: bool = True, snapshot_interval_s: float = 1 / 30,
                  evaluate: bool = True, base_dir: str | os.PathLike | None = None,
                  runs_root: str | os.PathLike = "runs"):
-        from nlstudio import distributed
-
         self.run_id = uuid.uuid4().hex[:12]
         self._subscribers: list[EventCallback] = [on_event] if on_event else []
         self._resume_event = threading.Event()
@@ -247,8 +247,6 @@ class Trainer:
         self.level_specs = {lvl["id"]: lvl for lvl in self.doc["model"]["levels"]}
         self.level_ids = list(getattr(model, "order", self.level_specs))
         self.dist.check_batch(self.train_cfg.batch_size)
-        from nlstudio.cuda_graphs import GraphedStep
-
         # forward + loss + backward: replayed as a CUDA graph on a single GPU, else eager
         self.forward_backward = GraphedStep(
             self.train_model, self.task.loss, self.params,
@@ -413,28 +411,12 @@ class Trainer:
     def _evaluate(self, writer, step: int) -> None:
         if not self.dist.is_main:
             return
-        model = self.model
-        model.eval()
-        rows = [(r.task, float(r.metric))
-                for r in self.task.evaluate(model, self.device, step=step)]
-        delays, ablations = measure_recall(self.task, model, self.device, self.level_ids)
-        content = probes.content_rates(model, self.task, self.device)
-        model.train()
-        event = ev.Evaluation(self.run_id, step, tuple(rows), self.task.metric_name,
-                              tuple(delays), ablations.get("silence", {}),
-                              ablations.get("freeze", {}), content)
-        writer.write_eval(step, rows, delays, event.ablations)
+        self.model.eval()
+        event = evaluation.evaluate(self.run_id, self.task, self.model, self.device,
+                                    self.level_ids, step)
+        self.model.train()
+        writer.write_eval(step, event.rows, event.delays, event.ablations)
         self._publish(event)
-
-
-def measure_recall(task, model, device, level_ids) -> tuple[tuple[int, ...], dict]:
-    """Recall by delay for the full model and under both ablations:
-    ``(delays, {"silence": {"": full, level: recall, ...}, "freeze": {"": full, ...}})``
-    (silence: each level's output zeroed, what the model depends on; freeze: its in-context
-    writes stopped, its output kept, what it stores; parametric levels only). What delay.csv
-    stores and ``nlstudio eval`` prints, one table per ablation kind."""
-    delays, tables = probes.recall_by_delay_ablations(task, model, device, level_ids)
-    return tuple(delays), tables
 
 
 def _try(action) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from nlstudio.printable import printable
-from nlstudio.project import Project, ProjectError, load_project, parse_project
+from nlstudio.project import Project, ProjectError, dumps, load_project, parse_project
 from nlstudio.schema import OuterOptimizer
 
 
@@ -83,8 +83,6 @@ def with_train(project: Project, **changes) -> Project:
 def project_text(project: Project) -> str:
     """The run's copy of its project, as text that UTF-8 can store (checked before the run
     folder exists, so a project that cannot be saved leaves nothing behind)."""
-    from nlstudio.project import dumps
-
     text = dumps(project)
     try:
         text.encode("utf-8")

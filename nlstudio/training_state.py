@@ -8,6 +8,7 @@ traceback at the first step.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from pathlib import Path
 
@@ -97,8 +98,6 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict, source: Pat
 def _plain_setting(value) -> bool:
     """An optimizer setting as torch stores it: a finite number, a flag, None, or a tuple of
     numbers (Adam's betas)."""
-    import math
-
     if value is None or isinstance(value, bool):
         return True
     if isinstance(value, (int, float)):

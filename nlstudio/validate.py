@@ -30,6 +30,8 @@ from nlstudio.models.inner_optim import OPTIMIZERS
 from nlstudio.models.registry import KINDS
 from nlstudio.schema import (FORMAT, VERSION, LevelSpec, ModelSection, Project, RawProject,
                              TaskSection, level_model, short_repr)
+from nlstudio.tasks import all_tasks, get_task
+from nlstudio.tasks._util import TaskConfigError
 
 MAX_DEPTH = 32
 MAX_VALUES = 200_000
@@ -210,9 +212,6 @@ def _task_fit(name: str, params_json: str, seq_len: int, seed: int, steps: int
               ) -> tuple[str, str] | tuple[int | None, int | None, int]:
     """Build the task once against ``train``: ``(field, message)`` when its settings do not
     fit, else ``(vocab_size, input_dim, n_outputs)``. Cached: the GUI validates every edit."""
-    from nlstudio.tasks import get_task
-    from nlstudio.tasks._util import TaskConfigError
-
     try:
         task = construct_task(get_task(name), json.loads(params_json), seq_len, seed, steps, None)
     except TaskConfigError as exc:
@@ -235,8 +234,6 @@ def construct_task(cls, params: Any, seq_len: int, seed: int, steps: int | None,
 
 
 def _check_task(raw: Any) -> tuple[list[Fault], TaskSection | None]:
-    from nlstudio.tasks import all_tasks
-
     if not isinstance(raw, dict):
         return [], None  # reported by the section schema
     tasks = all_tasks()

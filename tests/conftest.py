@@ -16,7 +16,8 @@ os.environ.setdefault("XDG_DATA_HOME", os.path.join(_SCRATCH, "data"))
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Two torch threads collapse when anything else runs on a 2-core machine (environment.md §4).
+# Two torch threads collapse (10-50x slower) when anything else runs on a 2-core machine
+# (measured in the team's environment notes; bench/README.md says the same for benchmarks).
 torch.set_num_threads(1)
 
 

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-
+import pyqtgraph.exporters as pgx
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QRectF
 from PySide6.QtGui import QColor, QImage
+from PySide6.QtSvg import QSvgRenderer
+from safetensors import safe_open
 
 from nlstudio.fileio import atomic_write_bytes
+from nlstudio.project import load_project
 from nlstudio.runs import MODEL_FILE, PLOTS_DIR, PROJECT_FILE
 from nlstudio.widgets import theme
 
@@ -47,8 +50,6 @@ def verify_png(path: Path) -> QImage:
 
 
 def verify_svg(path: Path) -> None:
-    from PySide6.QtSvg import QSvgRenderer
-
     data = path.read_bytes()
     renderer = QSvgRenderer(QByteArray(data))
     size = renderer.defaultSize()
@@ -71,10 +72,6 @@ def verify_csv(path: Path) -> list[list[str]]:
 def export_model(run_dir: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
     """Copies the run's ``model.safetensors`` and ``project.nlproj`` into ``dest`` (created if
     needed): with both, ``nlstudio eval DEST`` rebuilds and evaluates the model."""
-    from safetensors import safe_open
-
-    from nlstudio.project import load_project
-
     src, dest = Path(run_dir), Path(dest)
     missing = [name for name in (MODEL_FILE, PROJECT_FILE) if not (src / name).is_file()]
     if missing:
@@ -144,8 +141,6 @@ def _export_layout(dock):
 
 
 def _write_images(item, folder: Path, stem: str, background: QColor) -> None:
-    import pyqtgraph.exporters as pgx
-
     png = pgx.ImageExporter(item)
     png.parameters()["width"] = EXPORT_SIZE[0] * PNG_SCALE
     png.parameters()["background"] = background

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QObject, Signal
+from safetensors import safe_open
 
 from nlstudio.runs import MODEL_FILE, PLOTS_DIR
 from nlstudio.widgets import export as files
@@ -108,8 +109,6 @@ def _describe_model(folder: Path, written: list[Path]) -> str:
 def saved_step(path: Path) -> int | None:
     """The step recorded in a weights file's metadata, if it says."""
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             return int((handle.metadata() or {}).get("step"))
     except Exception:  # noqa: BLE001 - no step to name

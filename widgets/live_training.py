@@ -22,9 +22,12 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from nlstudio import events as ev
+from nlstudio.build import build_task, count_parameters
 from nlstudio.graph import levels_in_order
+from nlstudio.project import parse_project
 from nlstudio.run_state import EndReason, RunState
 from nlstudio.runs import default_run_dir, load_run, read_status
+from nlstudio.trainer import Trainer
 from nlstudio.widgets.format import grouped
 from nlstudio.widgets.messages import user_message
 from nlstudio.widgets.plots.dock import PlotSet
@@ -83,8 +86,6 @@ class LiveTraining(QObject):
             target = out if out is not None else default_run_dir(data.get("name") or "run",
                                                                   self.runs.root())
             Path(target).parent.mkdir(parents=True, exist_ok=True)
-            from nlstudio.trainer import Trainer
-
             return Trainer(data, out=target, steps=steps, base_dir=base_dir, snapshots=True,
                            **self.trainer_options)
 
@@ -99,8 +100,6 @@ class LiveTraining(QObject):
         total = steps or int(read_status(run_dir).get("total_steps") or 0) or None
 
         def make():
-            from nlstudio.trainer import Trainer
-
             return Trainer(resume=run_dir, steps=total, snapshots=True, **self.trainer_options)
 
         return self._begin(make, "Continuing: loading the checkpoint", history=True)
@@ -280,9 +279,6 @@ class LiveTraining(QObject):
 def parameter_count(doc: dict, task=None, base_dir=None) -> int | None:
     """``nlstudio.build.count_parameters`` of a project dict (None if it cannot be built)."""
     try:
-        from nlstudio.build import build_task, count_parameters
-        from nlstudio.project import parse_project
-
         project = parse_project(doc)
         return int(count_parameters(project, task if task is not None
                                     else build_task(project, base_dir)))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 import traceback
 
+from nlstudio.project import ProjectError
+from nlstudio.runs import RunError
+from nlstudio.trainer import TrainError
+from nlstudio.widgets.export import ExportError
+
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from nlstudio.project import ProjectError
-    from nlstudio.runs import RunError
-    from nlstudio.trainer import TrainError
-    from nlstudio.widgets.export import ExportError
-
     return ProjectError, RunError, ExportError, TrainError, OSError, ValueError
 
 

@@ -18,8 +18,10 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from nlstudio import events as ev
 from nlstudio.graph import levels_in_order
 from nlstudio.probes import snapshot_from_run
+from nlstudio.project import load_project, project_to_dict
 from nlstudio.runs import (MODEL_FILE, PROJECT_FILE, RunError, RunFollower, RunUpdate,
                            is_run_dir)
+from nlstudio.tasks import get_task
 from nlstudio.widgets.plots.dock import PlotSet
 from nlstudio.widgets.worker import FunctionJob
 
@@ -40,8 +42,6 @@ def level_order(project_doc: dict, metric_header: list[str]) -> list[dict]:
 
 
 def metric_name_of(project_doc: dict) -> str:
-    from nlstudio.tasks import get_task
-
     try:
         return str(get_task(project_doc["task"]["name"]).metric_name)
     except (KeyError, AttributeError):
@@ -82,8 +82,6 @@ class RunView(QObject):
         return self.path.name
 
     def open(self, compute_snapshot: bool = True) -> None:
-        from nlstudio.project import load_project, project_to_dict
-
         self.doc = project_to_dict(load_project(self.path / PROJECT_FILE))
         first = self.follower.poll()
         levels = level_order(self.doc, self.follower.metric_header)

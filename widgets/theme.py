@@ -14,8 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from string import Template
 
-from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtGui import QColor, QGuiApplication, QPalette
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QByteArray, QObject, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QIcon, QImage, QPainter, QPalette, QPixmap
+from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtWidgets import QApplication
+
+from nlstudio import resources
 
 THEMES = ("system", "dark", "light")
 
@@ -144,14 +150,12 @@ def qpalette(p: Palette) -> QPalette:
 
 
 def stylesheet(p: Palette) -> str:
-    from nlstudio.resources import path
-
     try:
-        template = path("style.qss").read_text(encoding="utf-8")
+        template = resources.path("style.qss").read_text(encoding="utf-8")
     except OSError:
         return ""
     values = {k: v for k, v in vars(p).items() if isinstance(v, str)}
-    values["icons"] = path("icons").as_posix()
+    values["icons"] = resources.path("icons").as_posix()
     return Template(template).safe_substitute(values)
 
 
@@ -169,8 +173,6 @@ class ThemeManager(QObject):
     def apply(self, name: str) -> Palette:
         """Switch theme. Re-styling every widget is costly, so nothing happens when the
         application already shows this palette."""
-        from PySide6.QtWidgets import QApplication
-
         self.name = name if name in THEMES else "system"
         palette = resolve(self.name)
         app = QApplication.instance()
@@ -203,9 +205,6 @@ def current() -> Palette:
 
 def diverging_colormap(p: Palette | None = None):
     """A pyqtgraph ColorMap (negative → blue, 0 → background, positive → red)."""
-    import numpy as np
-    import pyqtgraph as pg
-
     p = p or current()
     pos = np.array([s for s, _ in p.diverging])
     colors = [QColor(c) for _, c in p.diverging]
@@ -220,10 +219,8 @@ def kind_svg(kind: str, color: str) -> bytes:
     """The kind's icon as SVG bytes, drawn in ``color`` (the files are drawn in #000000)."""
     key = (kind, color)
     if key not in _svg_cache:
-        from nlstudio.resources import path
-
         try:
-            text = path("icons", f"{kind}.svg").read_text(encoding="utf-8")
+            text = resources.path("icons", f"{kind}.svg").read_text(encoding="utf-8")
         except OSError:
             text = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24">'
                     '<rect x="4" y="4" width="16" height="16" rx="4" fill="#000000"/></svg>')
@@ -233,10 +230,6 @@ def kind_svg(kind: str, color: str) -> bytes:
 
 def svg_icon(data: bytes, size: int = 64):
     """A QIcon rendered from SVG bytes (crisp at any device pixel ratio up to 2)."""
-    from PySide6.QtCore import QByteArray, QRectF
-    from PySide6.QtGui import QIcon, QImage, QPainter, QPixmap
-    from PySide6.QtSvg import QSvgRenderer
-
     renderer = QSvgRenderer(QByteArray(data))
     icon = QIcon()
     for px in (size, size * 2):
@@ -256,11 +249,7 @@ def kind_icon(kind: str, p: Palette | None = None):
 
 
 def app_icon():
-    from nlstudio.resources import path
-
     try:
-        return svg_icon(path("icons", "app.svg").read_bytes(), 64)
+        return svg_icon(resources.path("icons", "app.svg").read_bytes(), 64)
     except OSError:
-        from PySide6.QtGui import QIcon
-
         return QIcon()

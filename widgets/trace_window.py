@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel,
 
 from nlstudio import generation as gen
 from nlstudio import inspect_trace as it
+from nlstudio.widgets import export as exports
 from nlstudio.widgets.trace_plots import TraceView
 from nlstudio.widgets.trace_scrubber import Scrubber
 from nlstudio.widgets.worker import FunctionJob
@@ -53,7 +54,7 @@ class InspectorWindow(QMainWindow):
         self._prompt_ids: list[int] = []
         self._decoder: gen.Utf8Stream | None = None
         self._shown_tokens = 0
-        self._kind = ""                # "trace" | "generate" while a job runs
+        self._job_name = ""                # "trace" | "generate" while a job runs
         # A directory chooser tests can replace: (title, start) -> path or "".
         self.ask_directory = lambda title, start: QFileDialog.getExistingDirectory(
             self, title, start)
@@ -290,10 +291,10 @@ class InspectorWindow(QMainWindow):
         self._start(work, "generate", f"Generating {n} bytes…")
         return True
 
-    def _start(self, fn, kind: str, message: str) -> None:
+    def _start(self, fn, job_name: str, message: str) -> None:
         self.scrubber.stop_play()
-        self._kind = kind
-        self.job = FunctionJob(fn, self, name=f"inspector-{kind}")
+        self._job_name = job_name
+        self.job = FunctionJob(fn, self, name=f"inspector-{job_name}")
         self.job.finished.connect(self._on_finished)
         self._set_busy(message)
         self.job.start()
@@ -307,7 +308,7 @@ class InspectorWindow(QMainWindow):
         done, total = self._progress
         self.progress.setMaximum(max(total, 1))
         self.progress.setValue(done)
-        if self._kind == "generate":
+        if self._job_name == "generate":
             self._drain_generated()
 
     def _drain_generated(self, final: bool = False) -> None:
@@ -326,13 +327,13 @@ class InspectorWindow(QMainWindow):
             self.text.ensureCursorVisible()
 
     def _on_finished(self, result: object, error: object) -> None:
-        job, kind = self.job, self._kind
+        job, job_name = self.job, self._job_name
         self._poll.stop()
-        self.job, self._kind = None, ""
+        self.job, self._job_name = None, ""
         if job is not None:
             job.deleteLater()
         self._on_poll()
-        if kind == "generate":
+        if job_name == "generate":
             self._drain_generated(final=True)
             generated = bytes(self._tokens).decode("utf-8", "replace")
             self._set_busy("")
@@ -398,8 +399,6 @@ class InspectorWindow(QMainWindow):
 
     # ---- export and closing ---------------------------------------------------------------------
     def export(self, folder: str | None = None) -> list[Path]:
-        from nlstudio.widgets import export as exports
-
         if self.trace is None:
             self._say("Nothing to export yet: inspect a sequence first.", error=True)
             return []
@@ -425,7 +424,7 @@ class InspectorWindow(QMainWindow):
             job.finished.disconnect(self._on_finished)  # the window is going: drop the result
             job.wait()
             self._poll.stop()
-            self.job, self._kind = None, ""
+            self.job, self._job_name = None, ""
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.shutdown()

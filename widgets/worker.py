@@ -23,8 +23,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import torch
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
+import nlstudio.trainer  # noqa: F401 - its import cost is paid with the GUI's, never in a worker
 from nlstudio import events as ev
 
 DELIVERY_INTERVAL_MS = 33  # ≈30 Hz
@@ -50,7 +52,7 @@ _warm = False
 
 
 def warm_up_torch() -> None:
-    """Initialise torch (and import the trainer) on the GUI thread, once.
+    """Initialise torch on the GUI thread, once (the trainer is imported with this module).
 
     torch's lazy initialisation holds the GIL for 130-190 ms; done in the training thread it
     would freeze the window at the start of the first run.
@@ -58,12 +60,8 @@ def warm_up_torch() -> None:
     global _warm
     if _warm:
         return
-    import torch
-
     x = torch.ones(8, 8, requires_grad=True)
     (torch.tanh(x @ x).sum()).backward()
-    from nlstudio import trainer  # noqa: F401 - import cost paid here, not in the worker
-
     _warm = True
 
 
@@ -147,8 +145,6 @@ class _Worker(QObject):
     def run(self) -> None:
         result: object
         try:
-            import torch
-
             # Thread-local for torch's OpenMP pool: set here, in the thread that trains.
             torch.set_num_threads(self._threads)
             result = self._trainer.run()
@@ -285,8 +281,6 @@ class _FunctionWorker(QObject):
     @Slot()
     def run(self) -> None:
         try:
-            import torch
-
             torch.set_num_threads(self._threads)
             result, error = self._fn(), None
         except BaseException as exc:  # noqa: BLE001 - reported to the GUI as a message

@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from nlstudio.models.inner_optim import make_optimizer
 from nlstudio.models.registry import KindInfo, kind_info
 
 State = dict[str, Any]
@@ -77,8 +78,6 @@ class Level(nn.Module):
     def make_inner_optimizer(self):
         """The level's inner optimizer from its spec: the kind's default optimizer and the
         kind's hyper-parameter defaults where the spec leaves them out."""
-        from nlstudio.models.inner_optim import make_optimizer
-
         spec = dict(self.spec.get("optimizer") or {})
         name = spec.pop("name", None) or self.info.default_optimizer
         if name not in self.info.optimizers:

@@ -26,10 +26,14 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from safetensors.torch import save as safetensors_bytes
+
 from nlstudio.crashpoints import crashpoint
 from nlstudio.fileio import fsync_dir, write_new_file
 from nlstudio.runs.layout import (CHECKPOINT_FILE, CHECKPOINTS_DIR, CSV_FILES, MODEL_FILE,
                                   RunError)
+from nlstudio.runs.weights import weights_step
 from nlstudio.untrusted import MANIFEST_CAP, FileRefused, read_bytes, regular_file_size
 
 MANIFEST_FILE = "checkpoint.json"
@@ -89,9 +93,6 @@ def write_checkpoint(run_dir: Path, step: int, *, weights: dict, optimizer: dict
                      info: dict, rows: dict[str, tuple[int, int]]) -> Path:
     """Writes the checkpoint of ``step`` (see the module doc) and returns its folder.
     ``info``: world_size, wall_s, tokens_per_s, updates, base_dir."""
-    import torch
-    from safetensors.torch import save as safetensors_bytes
-
     folder = Path(run_dir) / CHECKPOINTS_DIR
     folder.mkdir(exist_ok=True)
     name = step_dir_name(step)
@@ -287,8 +288,6 @@ def _read_legacy(run_dir: Path) -> Checkpoint:
         raise RunError(path, f"not an NL Studio checkpoint (format {shown})")
     check = _Fields(path, ckpt)
     step = check.int("step", 0, MAX_STEP)
-    from nlstudio.runs.weights import weights_step
-
     saved = weights_step(weights)  # the two files were written one after the other
     if saved != step:
         raise RunError(path, f"is of step {step} but {MODEL_FILE} of step {saved} (the run was "
@@ -305,8 +304,6 @@ def _read_legacy(run_dir: Path) -> Checkpoint:
 
 
 def _torch_load(path: Path, cap: int):
-    import torch
-
     try:
         data = read_bytes(path, cap)
     except FileNotFoundError:

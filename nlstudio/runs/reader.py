@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nlstudio.build import build_model, build_task, check_resources
+from nlstudio.project import load_project
 from nlstudio.runs.checkpoint import Checkpoint, latest_checkpoint
 from nlstudio.runs.follower import RunFollower
 from nlstudio.runs.layout import MODEL_FILE, PROJECT_FILE, RunError
@@ -67,8 +69,6 @@ class Run:
     def build_model(self, device: str = "cpu"):
         """The run's model and task, after the resource check (ProjectError if the project's
         model cannot fit this machine), weights not loaded."""
-        from nlstudio.build import build_model, build_task, check_resources
-
         task = build_task(self.project, self.base_dir)
         check_resources(self.project, task=task)
         return build_model(self.project, task).to(device), task
@@ -82,8 +82,6 @@ class Run:
 
 def load_run(path: str | os.PathLike) -> Run:
     """A run folder read back: project, metrics columns, eval and delay rows, status."""
-    from nlstudio.project import load_project
-
     path = Path(path)
     if not path.is_dir():
         raise RunError(path, "not a run folder")

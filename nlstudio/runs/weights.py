@@ -8,6 +8,8 @@ import os
 import struct
 from pathlib import Path
 
+from safetensors.torch import load as load_bytes
+
 from nlstudio.runs.layout import MODEL_FILE, RunError
 from nlstudio.untrusted import FileRefused, read_bytes, regular_file_size
 
@@ -44,8 +46,6 @@ def load_weights_into(model, weights: str | os.PathLike) -> int | None:
     """Loads a safetensors file (or a run folder's model.safetensors) into ``model``: strict,
     every tensor must match in name and shape. The file must be a regular file no larger than
     the model's tensors plus a header. Returns the step in its metadata (None if absent)."""
-    from safetensors.torch import load as load_bytes
-
     weights = Path(weights)
     if weights.is_dir():
         weights = weights / MODEL_FILE

@@ -9,6 +9,7 @@ by the steps that follow, exactly as the first time.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from nlstudio.crashpoints import crashpoint
@@ -123,8 +124,6 @@ def _is_temporary(name: str) -> bool:
 
 def _clear_for_reuse(run_dir: Path) -> None:
     """Empties the folder of a run killed before it trained a step (see above)."""
-    import shutil
-
     for name in os.listdir(run_dir):
         if _is_temporary(name):
             (Path(run_dir) / name).unlink(missing_ok=True)

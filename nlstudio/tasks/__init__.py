@@ -4,6 +4,9 @@
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from nlstudio.tasks.base import IGNORE, Batch, EvalRow, Task, TaskParams
 
 TASKS: dict[str, type[Task]] = {}
@@ -23,9 +26,6 @@ def _load_all() -> None:
     global _loaded
     if _loaded:
         return
-    import importlib
-    import pkgutil
-
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_") and info.name != "base":
             importlib.import_module(f"{__name__}.{info.name}")

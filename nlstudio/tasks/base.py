@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
@@ -84,8 +85,6 @@ class Task(ABC):
 
     def rng(self, *salt: int):
         """A numpy Generator determined only by the task seed and ``salt``."""
-        import numpy as np
-
         return np.random.default_rng([self.seed, *[int(s) for s in salt]])
 
     @abstractmethod

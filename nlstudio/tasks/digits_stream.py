@@ -50,7 +50,7 @@ class DigitsStreamParams(TaskParams):
 @lru_cache(maxsize=1)
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """Pixels ``[1797, 64]`` float32 in [0, 1] and labels ``[1797]`` int64."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: start-up time (scikit-learn, ~1 s)
 
     data = load_digits()
     return (data.data / 16.0).astype(np.float32), data.target.astype(np.int64)

@@ -185,6 +185,9 @@ def test_project_settings_and_task_params_are_generated(window, qtbot):
                 "train.steps", "train.batch_size", "train.seq_len", "train.seed",
                 "train.device", "train.optimizer.lr"):
         assert key in fields, key
+    # read from files but never used (snapshots are paced by time): no editor offers it
+    assert "train.snapshot_every" not in fields
+    assert window.inspector.findChild(QLabel, "field_train_snapshot_every") is None
     commit(qtbot, fields["train.steps"], "1234")
     assert window.document.data["train"]["steps"] == 1234
     commit(qtbot, fields["train.optimizer.lr"], "0.0005")

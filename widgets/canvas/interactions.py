@@ -9,8 +9,9 @@ from PySide6.QtGui import QMouseEvent
 
 from nlstudio.widgets import theme
 from nlstudio.widgets.canvas import commands
-from nlstudio.widgets.canvas.axis import ROW
-from nlstudio.widgets.canvas.items import ConnectionLine, NodeItem, PortItem, edge_path
+from nlstudio.widgets.canvas.axis import ROW, period_text
+from nlstudio.widgets.canvas.edges import ConnectionLine, edge_path
+from nlstudio.widgets.canvas.items import NodeItem, PortItem
 
 if TYPE_CHECKING:
     from nlstudio.widgets.canvas.view import GraphView
@@ -167,8 +168,6 @@ class MoveTracker:
                 changed = [i for i, (_x, p) in moves.items() if p is not commands.KEEP]
                 if changed:
                     level = document.level(changed[0]) or {}
-                    from nlstudio.widgets.canvas.axis import period_text
-
                     self.view.statusMessage.emit(
                         f"{changed[0]} now updates {period_text(level.get('period'), level.get('kind'))}"
                         if len(changed) == 1 else f"Changed the period of {len(changed)} levels")

@@ -12,8 +12,9 @@ from nlstudio.catalog import KINDS
 from nlstudio.widgets import theme
 from nlstudio.widgets.canvas import commands
 from nlstudio.widgets.canvas.axis import BAND_HALF, FrequencyAxis
-from nlstudio.widgets.canvas.items import (CARD_W, TERM_W, BaseNode, EdgeItem, NodeItem,
-                                           PortItem, TerminalNode)
+from nlstudio.widgets.canvas.edges import EdgeItem
+from nlstudio.widgets.canvas.items import (CARD_W, TERM_W, BaseNode, NodeItem, PortItem,
+                                           TerminalNode)
 from nlstudio.widgets.document import Document
 
 MARGIN = 20.0  # scene units left of input and right of output

@@ -4,13 +4,15 @@ from __future__ import annotations
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (QDragEnterEvent, QDragLeaveEvent, QDragMoveEvent, QDropEvent,
                            QKeyEvent, QMouseEvent, QPainter, QResizeEvent, QWheelEvent)
-from PySide6.QtWidgets import QFrame, QGraphicsView, QWidget
+from PySide6.QtWidgets import QFrame, QGraphicsView, QMenu, QWidget
 
 from nlstudio.catalog import KINDS
+from nlstudio.widgets import theme
 from nlstudio.widgets.canvas import commands
 from nlstudio.widgets.canvas.axis import period_text
 from nlstudio.widgets.canvas.interactions import (ConnectInteraction, Interaction, MoveTracker,
                                                   PanInteraction)
+from nlstudio.widgets.canvas.edges import EdgeItem
 from nlstudio.widgets.canvas.items import GhostNode, NodeItem, PortItem
 from nlstudio.widgets.canvas.ruler import WIDTH as RULER_WIDTH
 from nlstudio.widgets.canvas.ruler import FrequencyRuler
@@ -258,11 +260,6 @@ class GraphView(QGraphicsView):
             commands.move_levels(self.document, moves, merge_key=("nudge", key, tuple(moves)))
 
     def contextMenuEvent(self, event) -> None:  # noqa: N802 - Qt API
-        from PySide6.QtWidgets import QMenu
-
-        from nlstudio.widgets import theme
-        from nlstudio.widgets.canvas.items import EdgeItem
-
         item = self.itemAt(event.pos())
         while item is not None and item.parentItem() is not None:
             item = item.parentItem()
