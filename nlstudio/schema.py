@@ -1,4 +1,4 @@
-"""The pydantic models of a project file (``*.nlproj``), version 2, and the migrations that
+"""The pydantic models of a project file (``*.nlproj``), version 3, and the migrations that
 upgrade older versions (:data:`MIGRATIONS`).
 
 Levels are flat dicts whose allowed keys depend on their ``kind`` (``models/registry.py``) and
@@ -29,8 +29,11 @@ from nlstudio.tasks.base import TaskParams
 FORMAT = "nlstudio.project"
 #: Format versions: 1, the first; 2 added the ``conv`` option (short causal convolution on
 #: q, k, v) to attention, linear attention, delta and titans levels, default 4. A version-1
-#: file had no convolution there, so it loads with ``conv: 0`` (its old meaning).
-VERSION = 2
+#: file had no convolution there, so it loads with ``conv: 0`` (its old meaning). 3 removed
+#: ``train.snapshot_every``: it was validated and shown but never used (the trainer paces its
+#: memory snapshots by time, at most 30 a second: ``Trainer(snapshot_interval_s=)``), so a
+#: version-2 file loads without it.
+VERSION = 3
 
 # Bounds that keep validation (and anything sized from a file) finite.
 MAX_LEVELS = 256
@@ -55,13 +58,11 @@ def _int(low: int, high: int, default: Any = ...) -> Any:
     return Field(default, ge=low, le=high)
 
 
-def _doc(description: str, title: str | None = None, log: bool | None = None,
-         retired: bool = False) -> Any:
+def _doc(description: str, title: str | None = None, log: bool | None = None) -> Any:
     """What an editor shows for a field: its tooltip (``description``), its label (``title``,
-    default: the name with spaces) and whether it is explored on a log scale (``log``).
-    ``retired``: still read from files, but it does nothing, so no editor shows it."""
-    extra = {**({"log": log} if log is not None else {}), **({"retired": True} if retired else {})}
-    return Field(description=description, title=title, json_schema_extra=extra or None)
+    default: the name with spaces) and whether it is explored on a log scale (``log``)."""
+    extra = {"log": log} if log is not None else None
+    return Field(description=description, title=title, json_schema_extra=extra)
 
 
 # ---- level fields with their own messages -------------------------------------------------
@@ -297,11 +298,6 @@ class TrainSection(_Strict):
         "steps between two rows of metrics.csv")] = 10
     eval_every: Annotated[int, _int(1, MAX_STEPS), _doc(
         "steps between two evaluations (forgetting curves)")] = 100
-    # Retired: never used (the trainer paces its memory snapshots by time, at most 30 a second:
-    # ``Trainer(snapshot_interval_s=)``). Kept, unshown, so that every file that sets it (the
-    # bundled presets included) still loads; a format version that drops it must re-save them.
-    snapshot_every: Annotated[int, _int(1, MAX_STEPS), _doc(
-        "not used (memory snapshots are paced by time, at most 30 a second)", retired=True)] = 25
     cuda_graphs: Annotated[bool, _doc(
         "on a GPU, capture each step's forward and backward once as a CUDA graph and replay it "
         "(much faster for the chunked memories)")] = True
@@ -343,7 +339,7 @@ class Project(_Strict):
     ``load_project`` (they pick each level's model by kind and check the graph)."""
 
     format: Literal["nlstudio.project"] = FORMAT
-    version: Literal[2] = VERSION
+    version: Literal[3] = VERSION
     app_version: Optional[str] = None  # the NL Studio that wrote the file (informational)
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH), _doc(
         "shown in the title bar and run folders")] = "Untitled"
@@ -407,9 +403,18 @@ def _fill_introduced_options(to_version: int) -> Callable[[dict], dict]:
     return upgrade
 
 
+def _drop_retired_train_settings(doc: dict) -> dict:
+    """The upgrade to version 3: ``train.snapshot_every`` (never used) is dropped."""
+    train = doc.get("train")
+    if isinstance(train, dict):
+        train.pop("snapshot_every", None)
+    return doc
+
+
 #: ``MIGRATIONS[v](doc) -> doc`` upgrades a version-``v`` document (plain JSON, already
 #: scanned) to version ``v + 1``; ``nlstudio.validate`` applies them in turn.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _fill_introduced_options(2)}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _fill_introduced_options(2),
+                                                 2: _drop_retired_train_settings}
 
 
 # Sections validated as raw JSON first: levels and task are dispatched by nlstudio.project.

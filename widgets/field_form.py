@@ -92,10 +92,7 @@ class FieldForm:
     def add_field(self, form: QFormLayout, key: str, name: str, field: Any,
                   path: tuple[str, ...], set_value: Callable[[Any, bool], Any]) -> None:
         """A row generated from a pydantic field; ``set_value(value, merge)`` makes the edit
-        (``merge``: consecutive edits of this field may merge into one undo command). A
-        retired field (``json_schema_extra`` ``{"retired": True}``: read, never used) gets no row."""
-        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("retired"):
-            return
+        (``merge``: consecutive edits of this field may merge into one undo command)."""
         meta = describe(name, field)
         editor = editor_for(meta) if meta is not None else None
         if editor is None:

@@ -1,6 +1,7 @@
-"""Project format version 2: the ``conv`` option of attention, linear attention, delta and titans
-levels. A version-1 file had no convolution there and keeps that meaning (``conv: 0``); a
-version-2 file uses what it says, or the kind's default (4)."""
+"""Project format versions. 2: the ``conv`` option of attention, linear attention, delta and
+titans levels. A version-1 file had no convolution there and keeps that meaning (``conv: 0``); a
+later file uses what it says, or the kind's default (4). 3: ``train.snapshot_every`` (never
+used) is gone; a version-2 file that has it loads without it."""
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ def _doc(version: int, **extra) -> dict:
 
 
 def test_the_conv_kinds_are_the_four_that_gained_it():
-    assert VERSION == 2
+    assert VERSION == 3
     assert sorted(CONV_KINDS) == ["attention", "delta", "linear_attention", "titans"]
     assert CONV.default == 4 and CONV.legacy == 0 and CONV.introduced == 2
 
@@ -37,12 +38,12 @@ def test_version_1_file_loads_without_convolution_and_round_trips(tmp_path):
     path = tmp_path / "old.nlproj"
     path.write_text(json.dumps(_doc(1)), encoding="utf-8")
     project = load_project(path)
-    assert project.version == 2
+    assert project.version == VERSION
     convs = {lv.id: lv.options()["conv"] for lv in project.levels}
     assert convs == {**{f"l{i}": 0 for i in range(len(CONV_KINDS))}, "hope": 4}
-    save_project(project, path)  # saving writes version 2, with the key spelled out
+    save_project(project, path)  # saving writes the current version, with the key spelled out
     written = json.loads(path.read_text(encoding="utf-8"))
-    assert written["version"] == 2
+    assert written["version"] == VERSION
     assert [lv["conv"] for lv in written["model"]["levels"]] == [0] * len(CONV_KINDS) + [4]
     again = load_project(path)
     assert project_to_dict(again) == project_to_dict(project)
@@ -78,3 +79,36 @@ def test_migration_leaves_malformed_levels_to_validation(levels):
     with pytest.raises(ProjectError) as info:
         parse_project(doc)
     assert "cannot upgrade" not in str(info.value)
+
+
+# ---- version 3: train.snapshot_every retired ---------------------------------------------------
+def test_version_2_file_with_snapshot_every_loads_and_saves_without_it(tmp_path):
+    doc = _doc(2)
+    doc["train"] = {"steps": 7, "snapshot_every": 25}
+    path = tmp_path / "v2.nlproj"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    project = load_project(path)
+    assert project.version == 3 and project.train.steps == 7
+    assert "snapshot_every" not in project_to_dict(project)["train"]
+    save_project(project, path)
+    written = json.loads(path.read_text(encoding="utf-8"))
+    assert written["version"] == 3 and "snapshot_every" not in written["train"]
+    assert project_to_dict(load_project(path)) == project_to_dict(project)
+
+
+def test_version_3_file_with_snapshot_every_is_refused():
+    doc = _doc(3)
+    doc["train"] = {"snapshot_every": 25}
+    with pytest.raises(ProjectError) as info:
+        parse_project(doc)
+    assert info.value.path == "train.snapshot_every"
+    assert "unknown field 'snapshot_every'" in str(info.value)
+
+
+def test_every_bundled_preset_loads_at_the_current_version():
+    from nlstudio.project import load_preset, preset_paths
+
+    for name, path in preset_paths().items():
+        project = load_preset(name)
+        assert project.version == VERSION, name
+        assert "snapshot_every" not in project_to_dict(project)["train"], name

@@ -135,20 +135,20 @@ def test_wrong_or_missing_format():
 def test_missing_or_wrong_version():
     doc = new_project()
     del doc["version"]
-    assert error(doc) == "hope.nlproj: version: is required (this NL Studio reads version 2)"
+    assert error(doc) == "hope.nlproj: version: is required (this NL Studio reads version 3)"
     doc["version"] = "1"
     assert error(doc).startswith("hope.nlproj: version: must be an integer, found '1'")
     doc["version"] = 0
-    assert error(doc) == "hope.nlproj: version: unknown version 0; this NL Studio reads version 2"
+    assert error(doc) == "hope.nlproj: version: unknown version 0; this NL Studio reads version 3"
 
 
 def test_newer_version_refused_and_never_half_loaded(tmp_path):
     doc = new_project()
-    doc["version"] = 3
-    doc["model"]["levels"][0]["period"] = -1  # would be a fault in version 2: never reached
+    doc["version"] = 4
+    doc["model"]["levels"][0]["period"] = -1  # would be a fault in version 3: never reached
     doc["surprise"] = {"future": True}
-    expected = ("hope.nlproj: version: was written by a newer NL Studio (version 3); this one "
-                "reads version 2")
+    expected = ("hope.nlproj: version: was written by a newer NL Studio (version 4); this one "
+                "reads version 3")
     assert error(doc) == expected
     assert messages(doc) == [expected.removeprefix("hope.nlproj: ")]
     path = tmp_path / SRC
@@ -169,7 +169,7 @@ def test_migrations_upgrade_older_versions(monkeypatch):
     doc["title"] = doc.pop("name") + " (old)"
     project = parse_project(doc)
     assert project.name == "Untitled (old)"
-    assert project.version == 2
+    assert project.version == 3
 
 
 # ---- levels -------------------------------------------------------------------------------------
@@ -425,8 +425,8 @@ def test_bad_train_values():
         ("grad_clip", 0): "train.grad_clip: must be greater than 0 (got 0)",
         ("log_every", -5): "train.log_every: must be a positive integer (got -5)",
         ("lr", 0.1): "train.lr: unknown field 'lr' (expected: steps, batch_size, seq_len, seed, "
-                     "device, optimizer, grad_clip, warmup, log_every, eval_every, snapshot_every, "
-                     "cuda_graphs, precision)",
+                     "device, optimizer, grad_clip, warmup, log_every, eval_every, cuda_graphs, "
+                     "precision)",
         ("precision", "fp16"): "train.precision: must be 'fp32' or 'bf16' (got 'fp16')",
     }
     for (key, value), message in cases.items():
