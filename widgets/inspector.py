@@ -98,7 +98,7 @@ class Inspector(QWidget):
             self.selection = [new]
 
     def _locked(self, locked: bool) -> None:
-        self.lock_banner.setText(f"🔒 {self.document.lock_reason or 'Editing is locked'}: "
+        self.lock_banner.setText(f"{self.document.lock_reason or 'Editing is locked'}: "
                                  "settings are read-only until it ends.")
         self.lock_banner.setVisible(locked)
         self.scroll.widget().setEnabled(not locked)
