@@ -58,3 +58,22 @@ def _tiny_project_doc(steps: int = 8, **train) -> dict:
 def tiny_project():
     """Factory: ``tiny_project(steps=8, **train_overrides) -> dict``."""
     return _tiny_project_doc
+
+
+def _float_tensors(obj, path: str = "state"):
+    """Every floating-point tensor of a nested state (dicts, lists, tuples), with its path."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point():
+            yield path, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _float_tensors(value, f"{path}.{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _float_tensors(value, f"{path}[{i}]")
+
+
+@pytest.fixture
+def float_tensors():
+    """``float_tensors(state) -> iterator of (path, tensor)``: a state's floating tensors."""
+    return _float_tensors

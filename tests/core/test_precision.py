@@ -45,20 +45,8 @@ def _steps(project, precision: str) -> tuple[list[float], dict]:
     return losses, state
 
 
-def _floats(obj, path="state"):
-    if isinstance(obj, torch.Tensor):
-        if obj.is_floating_point():
-            yield path, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _floats(v, f"{path}.{k}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _floats(v, f"{path}[{i}]")
-
-
 @pytest.mark.parametrize("name", sorted(preset_paths()))
-def test_every_preset_trains_in_bf16_close_to_fp32_with_float32_state(name):
+def test_every_preset_trains_in_bf16_close_to_fp32_with_float32_state(name, float_tensors):
     project = load_preset(name)
     fp32, _ = _steps(project, "fp32")
     bf16, state = _steps(project, "bf16")
@@ -67,7 +55,7 @@ def test_every_preset_trains_in_bf16_close_to_fp32_with_float32_state(name):
     for a, b in zip(fp32, bf16):
         assert abs(a - b) <= TOLERANCE * max(a, 1.0), (name, fp32, bf16)
     # every level's in-context state (fast weights, momenta, sums, caches) stays float32
-    for path, t in _floats(state["levels"]):
+    for path, t in float_tensors(state["levels"]):
         assert t.dtype == torch.float32, f"{name}: {path} is {t.dtype}"
 
 

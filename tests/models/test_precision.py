@@ -71,19 +71,6 @@ def tokens(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return x[:, :-1], x[:, 1:]
 
 
-def floats(obj, path="state"):
-    """Every floating tensor of a (nested) state, with its path."""
-    if isinstance(obj, torch.Tensor):
-        if obj.is_floating_point():
-            yield path, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from floats(v, f"{path}.{k}")
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from floats(v, f"{path}[{i}]")
-
-
 def step(model, inputs, targets, autocast: bool, state=None):
     """Forward (+ loss) under bf16 autocast or not, the backward outside it (as the trainer
     does): the loss, the new state and the outer gradients."""
@@ -97,7 +84,7 @@ def step(model, inputs, targets, autocast: bool, state=None):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_every_kind_trains_under_bf16_autocast_with_float32_state(name):
+def test_every_kind_trains_under_bf16_autocast_with_float32_state(name, float_tensors):
     model = model_for(name)
     inputs, targets = tokens()
     loss32, state32, grads32 = step(model, inputs, targets, autocast=False)
@@ -111,8 +98,8 @@ def test_every_kind_trains_under_bf16_autocast_with_float32_state(name):
     # the outer gradient points the same way (every parameter, one vector)
     assert F.cosine_similarity(grads16, grads32, dim=0) > 0.99
     # every tensor of every level's state is float32, and close to the float32 run's
-    flat32 = dict(floats(state32))
-    for path, t in floats(state16):
+    flat32 = dict(float_tensors(state32))
+    for path, t in float_tensors(state16):
         assert t.dtype == torch.float32, f"{name}: {path} is {t.dtype}"
         ref = flat32[path]
         if not ref.numel():
@@ -123,7 +110,7 @@ def test_every_kind_trains_under_bf16_autocast_with_float32_state(name):
 
 @pytest.mark.parametrize("name", ["titans", "self_modifying_deep_momentum", "delta_gated",
                                   "attention_window", "cms_task_dgd", "cms_then_titans"])
-def test_a_stream_continued_under_autocast_keeps_float32_state(name):
+def test_a_stream_continued_under_autocast_keeps_float32_state(name, float_tensors):
     """A second call continues the state of the first (pending tokens, convolution history,
     KV cache, a chunk's gradient sum): no dtype mix and the state stays float32."""
     model = model_for(name)
@@ -132,7 +119,7 @@ def test_a_stream_continued_under_autocast_keeps_float32_state(name):
         _, state = model(inputs[:, :13], targets=targets[:, :13])
         logits, state = model(inputs[:, 13:], state, targets=targets[:, 13:])
     assert torch.isfinite(logits).all()
-    for path, t in floats(state):
+    for path, t in float_tensors(state):
         assert t.dtype == torch.float32, f"{name}: {path} is {t.dtype}"
 
 
