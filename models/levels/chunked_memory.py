@@ -16,8 +16,9 @@ arrives. This base owns what does not depend on the memory's math:
 A subclass sets ``memory_key`` (the state key of its weight tuple), builds ``memory_init``
 (a ParameterList: the meta-learned initial weights, one tensor per layer, shared by all
 sequences) and ``conv`` (its short convolution, a ``CausalConv1d``), sets ``use_momentum``,
-says what a pending token keeps (``_pending_width``) and implements ``forward``, ``read`` and
-``_probe_memory``.
+says what a pending token keeps (``_pending_width``) and implements the three steps of
+:meth:`ChunkedMemoryLevel.forward` (``_project``: the inputs of the memory, ``_memory_pass``:
+the chunks, ``_output``: the reads to the level's output), ``read`` and ``_probe_memory``.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from nlstudio.models.levels.base import Level, LevelProbe, State
 from nlstudio.models.levels.common import check_level_shape, tensor_floats
+from nlstudio.models.precision import full_precision, state_dtype, widen
 
 
 @dataclass
@@ -85,6 +87,36 @@ class ChunkedMemoryLevel(Level):
         return self.d_model
 
     # -- one call ---------------------------------------------------------------------------
+    def forward(self, x: Tensor, state: State | None = None, *, frozen: bool = False
+                ) -> tuple[Tensor, State]:
+        """``frozen``: every token reads the memory as it is in ``state``; no memory and no
+        momentum changes, while ``t``, the convolution history and the pending tokens advance
+        as usual."""
+        if state is None:
+            state = self.init_state(x.shape[0], x.device, state_dtype(x))
+        if x.shape[1] == 0:
+            return self._empty_call(x, state)
+        inputs, history = self._project(x, state["conv"])
+        # the memory's chunk steps and its state in float32 under bf16 autocast
+        # (models/precision.py); the projections before and the output after follow autocast
+        with full_precision(x):
+            o, new_state = self._memory_pass(widen(x), widen(inputs), history, state, frozen)
+        return self._output(o, x), new_state
+
+    def _project(self, x: Tensor, history: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The memory's inputs ``[B, T, ·]`` (the short convolution applied) and the
+        convolution's new history."""
+        raise NotImplementedError
+
+    def _memory_pass(self, x: Tensor, inputs: Tensor, history: Tensor, state: State,
+                     frozen: bool) -> tuple[Tensor, State]:
+        """The chunks of one call: the reads ``o [B·H, T, dh]`` of its tokens, the new state."""
+        raise NotImplementedError
+
+    def _output(self, o: Tensor, x: Tensor) -> Tensor:
+        """Reads ``o [B·H, T, dh]`` of the tokens of ``x`` -> the level's output."""
+        raise NotImplementedError
+
     def _empty_call(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         b = x.shape[0]
         norms = x.new_zeros(0, dtype=state["write_norms"].dtype)

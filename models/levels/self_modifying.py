@@ -84,7 +84,6 @@ from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import (L2_EPS, CausalConv1d, l2_normalize, merge_heads,
                                            split_heads)
 from nlstudio.models.levels.self_modifying_chunk import SelfModifyingChunk
-from nlstudio.models.precision import full_precision, state_dtype, widen
 
 
 def dgd_write(w: Tensor, mom: Tensor | None, u: Tensor, key: Tensor, eta: Tensor,
@@ -234,22 +233,10 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         new_m = [m_l for _, m_l in new]
         return new_w, new_m, read
 
-    def forward(self, x: Tensor, state: State | None = None, *, frozen: bool = False
-                ) -> tuple[Tensor, State]:
-        """``frozen``: every token reads M_mem as it is in ``state``; no memory (k, v, η, α,
-        mem) and no momentum changes, while ``t``, the convolution history and the pending
-        tokens advance as usual."""
-        b, t_new, _ = x.shape
-        if state is None:
-            state = self.init_state(b, x.device, state_dtype(x))
-        if t_new == 0:
-            return self._empty_call(x, state)
-        xc, history = self.conv(x, state["conv"])
-        # the memories' chunk steps and their state in float32 under bf16 autocast
-        # (models/precision.py); the convolution before and the output after follow autocast
-        with full_precision(x):
-            o, new_state = self._memory_pass(widen(x), widen(xc), history, state, frozen)
-        return self._output(o, b), new_state
+    def _project(self, x: Tensor, history: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The short convolution of the inputs (k, v, η, α and q are read from it per chunk)
+        and its new history."""
+        return self.conv(x, history)
 
     def _memory_pass(self, x: Tensor, xc: Tensor, history: Tensor, state: State,
                      frozen: bool) -> tuple[Tensor, State]:
@@ -322,9 +309,10 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         (models/levels/self_modifying_chunk.py) instead of the autograd path of ``_write``."""
         return self.depth == 1 and self.erase and not self.use_momentum
 
-    def _output(self, o: Tensor, b: int) -> Tensor:
-        """Reads ``o [B·H, T, dh]`` -> the level's output ``[B, T, d_model]``."""
-        return self.to_out(merge_heads(o.reshape(b, self.heads, -1, self.head_dim)))
+    def _output(self, o: Tensor, x: Tensor) -> Tensor:
+        """Reads ``o [B·H, T, dh]`` of the tokens of ``x`` -> the level's output
+        ``[B, T, d_model]``."""
+        return self.to_out(merge_heads(o.reshape(x.shape[0], self.heads, -1, self.head_dim)))
 
     def read(self, state: State, x: Tensor) -> Tensor:
         """``W_o M_mem(q(x))`` with the memories in ``state`` (as of the last completed write),
@@ -336,7 +324,7 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
                          for m in state["memories"])
         weights = self._flat(memories, b * self.heads)
         o = self._memories(weights, q.reshape(b * self.heads, -1, self.head_dim))[0][:, MEM]
-        return self._output(o.transpose(1, 2), b)
+        return self._output(o.transpose(1, 2), x)
 
     def activation_floats_per_token(self, seq_len: int) -> int:
         """Kept for the backward pass, per token: input, norm, output, the convolved input, q,

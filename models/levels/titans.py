@@ -52,7 +52,6 @@ from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import (CausalConv1d, OutputNormGate, l2_normalize,
                                            split_heads)
 from nlstudio.models.levels.titans_chunk import TitansChunk
-from nlstudio.models.precision import full_precision, state_dtype, widen
 
 
 class TitansLevel(ChunkedMemoryLevel):
@@ -103,9 +102,11 @@ class TitansLevel(ChunkedMemoryLevel):
                   if self.use_momentum else None)
         return log_keep, theta, log_mu
 
-    def _qkv(self, x: Tensor, history: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _project(self, x: Tensor, history: Tensor | None) -> tuple[Tensor, Tensor]:
         """The convolved-and-activated q, k, v projections ``[B, T, 3·d_model]`` (before the
-        heads are split and q, k normalised) and the convolution's new history."""
+        heads are split and q, k normalised) and the convolution's new history. A pending
+        token keeps its input (for the gates) and its q, k, v, so the convolution sees every
+        token exactly once."""
         qkv, history = self.conv(self.to_qkv(x), history)
         return F.silu(qkv), history
 
@@ -119,25 +120,6 @@ class TitansLevel(ChunkedMemoryLevel):
         """``o [B·H, T, dh]`` of the tokens of ``x [B, T, d_model]`` -> the level's output."""
         b, t, _ = x.shape
         return self.to_out(self.out_gate(o.reshape(b, self.heads, t, self.head_dim), x))
-
-    def forward(self, x: Tensor, state: State | None = None, *, frozen: bool = False
-                ) -> tuple[Tensor, State]:
-        """``frozen``: every token reads the memory in ``state``; nothing is written (memory and
-        momentum unchanged) while ``t``, the convolution history and the pending tokens
-        advance as usual."""
-        b, t_new, _ = x.shape
-        if state is None:
-            state = self.init_state(b, x.device, state_dtype(x))
-        if t_new == 0:
-            return self._empty_call(x, state)
-        # q, k, v of the new tokens; a pending token keeps its input (for the gates) and its
-        # q, k, v (so the convolution sees every token exactly once)
-        qkv, history = self._qkv(x, state["conv"])
-        # the memory's chunk steps and its state in float32 under bf16 autocast
-        # (models/precision.py); the projections before and the output after follow autocast
-        with full_precision(x):
-            o, new_state = self._memory_pass(widen(x), widen(qkv), history, state, frozen)
-        return self._output(o, x), new_state
 
     def _memory_pass(self, x: Tensor, qkv: Tensor, history: Tensor, state: State,
                      frozen: bool) -> tuple[Tensor, State]:
