@@ -373,8 +373,8 @@ def test_lesson_5_trains_in_the_background_and_steps(studio, qtbot):
     assert "silenced" in view.ablation.plot.titleLabel.text
     view.ablation.choose("freeze")
     qtbot.waitUntil(lambda: view.ablation.kind == "freeze" and not view.ablation.dirty)
-    # its sentence-long title is clipped by its cell, not widening the heatmap past the panel
-    # (which cut off the last delay and the colour bar)
+    # its title never widens the heatmap past the panel (a sentence-long one cut off the last
+    # delay and the colour bar)
     view.resize(1280, 820)
     qtbot.waitUntil(lambda: view.ablation.view.ci.minimumWidth() <= view.ablation.view.width())
     full = view.delay_curves["none"].getData()[1]

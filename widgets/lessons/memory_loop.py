@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QComboBox, QGraphicsItem, QHBoxLayout, QLabel, QProgressBar
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar
 
 from nlstudio import probes
 from nlstudio.lessons import memory_loop as core
@@ -36,23 +36,6 @@ def shared_lesson(config: core.LoopConfig) -> core.MemoryLoopLesson:
     if config not in _SHARED:
         _SHARED[config] = core.MemoryLoopLesson(config)
     return _SHARED[config]
-
-
-def _clip_title(label: pg.LabelItem) -> None:
-    """Let a plot title be clipped by its cell instead of widening its column (as the
-    lessons' own titles are, ``base._Title``), read from its start. The Ablation dock's title
-    is a sentence (~480 px at 8 pt): as a plain LabelItem it made the heatmap 634 px wide in
-    this ~490 px panel, which cut off its last delay column and its colour bar."""
-
-    def update_min() -> None:
-        pg.LabelItem.updateMin(label)
-        label.setMinimumWidth(10)
-        label.setPreferredWidth(10)
-
-    label.updateMin = update_min
-    label.opts["justify"] = "left"
-    label.setFlag(QGraphicsItem.GraphicsItemFlag.ItemClipsChildrenToShape)
-    update_min()
 
 
 class MemoryLoopView(LessonView):
@@ -122,7 +105,6 @@ class MemoryLoopView(LessonView):
         self.return_curves: dict[str, pg.PlotDataItem] = {}
         self.ablation = embed_dock(AblationDock(self), self.redraw)
         self.ablation.setObjectName(self.name("Ablation"))
-        _clip_title(self.ablation.plot.titleLabel)
         row.addWidget(self.ablation, 2)
         self.resize(1240, 760)
         self._show_result(self.core.result if self.core is not None else None)
