@@ -31,7 +31,7 @@ The delta rule also returns the surprises ``u_t = β_t (v_t − α_t M_{t−1} k
 ``chunk_(gated_)delta_rule`` does not return them, but its forward computes them: the "new
 values" ``v_new`` of ``chunk_gated_delta_rule_fwd_h``, stored before the gate's decay to the
 chunk end. :class:`_DeltaRule` therefore runs fla's own forward steps (WY representation, state
-pass, output) keeping ``v_new``, and fla's own backward (``chunk_(gated_)delta_rule_bwd``); the
+pass, output) keeping ``v_new``, and fla's own backward (``chunk_gated_delta_rule_bwd``); the
 surprises carry no gradient (they are only read under ``no_grad``). This leans on fla's internal
 functions: if a release moves them, the import check fails and the PyTorch path is taken.
 
@@ -61,8 +61,6 @@ def _fla() -> dict | str:
     try:
         from fla.ops.common.chunk_delta_h import chunk_gated_delta_rule_fwd_h
         from fla.ops.common.chunk_o import chunk_fwd_o
-        from fla.ops.delta_rule.chunk import chunk_delta_rule_bwd
-        from fla.ops.delta_rule.wy_fast import prepare_wy_repr_fwd
         from fla.ops.gated_delta_rule.chunk import chunk_gated_delta_rule_bwd
         from fla.ops.gated_delta_rule.chunk_fwd import chunk_gated_delta_rule_fwd_intra
         from fla.ops.gla import chunk_gla
@@ -105,8 +103,8 @@ def _to_fla(x: Tensor) -> Tensor:
 
 
 class _DeltaRule(torch.autograd.Function):
-    """fla's chunked (gated) delta rule that also returns its surprises (module docstring).
-    Inputs in fla's layout; ``g`` (the natural log-decay) None for DeltaNet; ``h0 [B, H, K, V]``.
+    """fla's chunked gated delta rule that also returns its surprises (module docstring).
+    Inputs in fla's layout; ``g`` the natural log-decay (zeros for DeltaNet); ``h0 [B, H, K, V]``.
     Returns ``(o, final state [B, H, K, V], surprises)``."""
 
     @staticmethod
@@ -118,14 +116,10 @@ class _DeltaRule(torch.autograd.Function):
     def _forward(ctx, q, k, v, beta, g, h0):
         f = _fla()
         q, k, v, beta, h0 = (x.contiguous() for x in (q, k, v, beta, h0))
-        if g is not None:
-            # fla's kernels take the in-chunk cumulative log-decay in base 2
-            g = f["chunk_local_cumsum"](g.contiguous(), chunk_size=FLA_CHUNK, scale=f["RCP_LN2"])
-            w, u, a = f["chunk_gated_delta_rule_fwd_intra"](k=k, v=v, g=g, beta=beta,
-                                                            chunk_size=FLA_CHUNK)
-        else:
-            w, u, a = f["prepare_wy_repr_fwd"](k=k, v=v, beta=beta, cu_seqlens=None,
-                                               chunk_size=FLA_CHUNK)
+        # fla's kernels take the in-chunk cumulative log-decay in base 2
+        g = f["chunk_local_cumsum"](g.contiguous(), chunk_size=FLA_CHUNK, scale=f["RCP_LN2"])
+        w, u, a = f["chunk_gated_delta_rule_fwd_intra"](k=k, v=v, g=g, beta=beta,
+                                                        chunk_size=FLA_CHUNK)
         h, v_new, final = f["chunk_gated_delta_rule_fwd_h"](
             k=k, w=w, u=u, g=g, initial_state=h0, output_final_state=True,
             chunk_size=FLA_CHUNK)
@@ -136,21 +130,11 @@ class _DeltaRule(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dht, _dv_new):
-        f = _fla()
         q, k, v, beta, g, a, h0 = ctx.saved_tensors
         with _on_device(q):
-            return _DeltaRule._backward(f, q, k, v, beta, g, a, h0, do, dht)
-
-    @staticmethod
-    def _backward(f, q, k, v, beta, g, a, h0, do, dht):
-        do, dht = do.contiguous(), dht.contiguous()
-        common = dict(q=q, k=k, v=v, beta=beta, A=a, scale=1.0, initial_state=h0, do=do,
-                      dht=dht, chunk_size=FLA_CHUNK)
-        if g is not None:
-            dq, dk, dv, db, dg, dh0, _, _ = f["chunk_gated_delta_rule_bwd"](g=g, **common)
-        else:
-            dq, dk, dv, db, dh0 = f["chunk_delta_rule_bwd"](**common)
-            dg = None
+            dq, dk, dv, db, dg, dh0, _, _ = _fla()["chunk_gated_delta_rule_bwd"](
+                q=q, k=k, v=v, g=g, beta=beta, A=a, scale=1.0, initial_state=h0,
+                do=do.contiguous(), dht=dht.contiguous(), chunk_size=FLA_CHUNK)
         return dq, dk, dv, db, dg, dh0
 
 
@@ -162,7 +146,10 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, log_alpha: Tensor |
     if q.shape[2] == 0:
         empty = v.new_zeros(*v.shape[:2], 0, v.shape[-1])
         return empty, empty, memory
-    g = None if log_alpha is None else _to_fla(log_alpha)
+    # DeltaNet (no gate) runs on the gated kernels with log α = 0: the same math, and the
+    # float32 path fla supports (its chunk_delta_rule refuses float32 "on some platforms")
+    g = (q.new_zeros(q.shape[0], q.shape[2], q.shape[1]) if log_alpha is None
+         else _to_fla(log_alpha))
     o, final, u = _DeltaRule.apply(_to_fla(q), _to_fla(k), _to_fla(v), _to_fla(eta), g,
                                    memory.mT)
     return _to_fla(o), _to_fla(u), final.mT.to(memory.dtype)
