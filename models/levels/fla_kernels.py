@@ -42,6 +42,7 @@ to float32 rounding; under the interpreter (no TF32) they agree to float32 round
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from contextlib import nullcontext
 
@@ -69,7 +70,27 @@ def _fla() -> dict | str:
         from fla.ops.utils.constant import RCP_LN2
     except Exception as exc:  # ImportError, or a Triton that fails at import: never fatal
         return f"flash-linear-attention not usable: {type(exc).__name__}: {exc}".splitlines()[0]
-    return dict(locals())
+    found = dict(locals())
+    for name, keywords in _KEYWORDS.items():  # internal functions: did a release change them?
+        missing = keywords - set(inspect.signature(found[name]).parameters)
+        if missing:
+            return (f"flash-linear-attention's {name} takes no {', '.join(sorted(missing))} "
+                    f"(written for fla 0.6)")
+    return found
+
+
+#: the keyword arguments passed to each fla function below
+_KEYWORDS = {
+    "chunk_local_cumsum": {"chunk_size", "scale"},
+    "chunk_gated_delta_rule_fwd_intra": {"k", "v", "g", "beta", "chunk_size"},
+    "chunk_gated_delta_rule_fwd_h": {"k", "w", "u", "g", "initial_state", "output_final_state",
+                                     "chunk_size"},
+    "chunk_fwd_o": {"q", "k", "v", "h", "g", "scale", "chunk_size"},
+    "chunk_gated_delta_rule_bwd": {"q", "k", "v", "g", "beta", "A", "scale", "initial_state",
+                                   "do", "dht", "chunk_size"},
+    "chunk_simple_gla": {"g", "scale", "initial_state", "output_final_state", "state_v_first"},
+    "chunk_gla": {"g", "scale", "initial_state", "output_final_state", "state_v_first"},
+}
 
 
 def fla_unavailable() -> str | None:

@@ -223,6 +223,7 @@ def _interpreter_main() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_FLA, reason="flash-linear-attention / triton not installed")
+@pytest.mark.skipif(HAVE_CUDA, reason="CUDA present: the real kernels are compared instead")
 def test_fla_kernels_match_ours_under_the_triton_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
     env.pop(fla_kernels.ENV_SWITCH, None)
@@ -271,6 +272,26 @@ def test_dispatch_rule_without_cuda(monkeypatch):
     assert fla_kernels.switched_off()
     monkeypatch.setenv(fla_kernels.ENV_SWITCH, "1")
     assert not fla_kernels.switched_off()
+    why = fla_kernels.fla_unavailable()
+    assert (why is None) == HAVE_FLA
+    if why is not None:  # CI: one printable line that says what is missing
+        assert "\n" not in why and why.startswith("flash-linear-attention not usable")
+
+
+@pytest.mark.skipif(not HAVE_FLA, reason="flash-linear-attention / triton not installed")
+def test_a_changed_internal_fla_function_turns_the_path_off(monkeypatch):
+    """fla's internal functions are checked by keyword: a release that renames one is refused
+    (and the PyTorch path taken), not called with the wrong arguments."""
+    monkeypatch.setitem(fla_kernels._KEYWORDS, "chunk_fwd_o", {"q", "no_such_keyword"})
+    fla_kernels._fla.cache_clear()
+    try:
+        why = fla_kernels.fla_unavailable()
+        assert why is not None and "chunk_fwd_o" in why and "no_such_keyword" in why
+        assert not fla_kernels.use_fla(torch.zeros(1, 1, 4, 32), torch.zeros(1, 1, 4, 32))
+    finally:
+        monkeypatch.undo()
+        fla_kernels._fla.cache_clear()
+    assert fla_kernels.fla_unavailable() is None
 
 
 if __name__ == "__main__":
