@@ -159,6 +159,7 @@ class _DeltaRule(torch.autograd.Function):
         return dq, dk, dv, db, dg, dh0
 
 
+@torch.compiler.disable  # Triton kernels and an autograd.Function: as fla's own entry points
 def delta_rule(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, log_alpha: Tensor | None,
                memory: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``chunked_delta_rule`` (models/levels/delta.py) on fla's kernels: same arguments (q, k
@@ -176,6 +177,7 @@ def delta_rule(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, log_alpha: Tensor |
     return _to_fla(o), _to_fla(u), final.mT.to(memory.dtype)
 
 
+@torch.compiler.disable  # Triton kernels and an autograd.Function: as fla's own entry points
 def linear_attention(q: Tensor, k: Tensor, v: Tensor, log_a: Tensor | None, memory: Tensor
                      ) -> tuple[Tensor, Tensor]:
     """``chunked_linear_attention`` (models/levels/linear_attention.py) on fla's kernels: same
