@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlstudio.models.levels import fla_kernels
 from nlstudio.models.levels.common import head_timescale_bias
 from nlstudio.models.levels.matrix_memory import MatrixMemoryLevel
 
@@ -137,5 +138,8 @@ class DeltaLevel(MatrixMemoryLevel):
     def recur(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, memory: Tensor
               ) -> tuple[Tensor, Tensor, Tensor]:
         eta, log_alpha = self.rates(x)
-        y, u, memory = chunked_delta_rule(q, k, v, eta, log_alpha, memory, self.chunk)
+        if fla_kernels.use_fla(q, v):  # CUDA with flash-linear-attention: its kernels
+            y, u, memory = fla_kernels.delta_rule(q, k, v, eta, log_alpha, memory)
+        else:
+            y, u, memory = chunked_delta_rule(q, k, v, eta, log_alpha, memory, self.chunk)
         return y, memory, u

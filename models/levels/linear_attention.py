@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nlstudio.models.levels import fla_kernels
 from nlstudio.models.levels.common import head_timescale_bias
 from nlstudio.models.levels.matrix_memory import MatrixMemoryLevel
 
@@ -118,7 +119,10 @@ class LinearAttentionLevel(MatrixMemoryLevel):
     def recur(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, memory: Tensor
               ) -> tuple[Tensor, Tensor, Tensor]:
         v = self.eta * v  # one GD step of size η on −⟨Mk, v⟩ writes η v kᵀ
-        y, memory = chunked_linear_attention(q, k, v, self.log_decay(x), memory, self.chunk)
+        if fla_kernels.use_fla(q, v):  # CUDA with flash-linear-attention: its kernels
+            y, memory = fla_kernels.linear_attention(q, k, v, self.log_decay(x), memory)
+        else:
+            y, memory = chunked_linear_attention(q, k, v, self.log_decay(x), memory, self.chunk)
         return y, memory, v
 
     def activation_floats_per_token(self, seq_len: int) -> int:
