@@ -32,6 +32,7 @@ from nlstudio.models.graph import INPUT, OUTPUT, checked_order, reachable, succe
 from nlstudio.models.levels import LEVEL_CLASSES, LevelProbe
 from nlstudio.models.levels.cms_reads import ChunkGradient, TaskRead
 from nlstudio.models.precision import full_precision, widen
+from nlstudio.models.task_pass import InnerPass
 
 IGNORE_INDEX = -100
 
@@ -100,6 +101,11 @@ class NestedModel(nn.Module):
         succs = successors(self.order, model_spec.get("edges", []))
         after_task = set().union(*(reachable(lid, succs) for lid in self.task_levels))
         self._whole_segments = any(self.levels[lid].mixes_positions for lid in after_task)
+        suffix = self.order[self.order.index(self.task_levels[0]):] if self.task_levels else []
+        #: the inner pass by hand when only MLP blocks follow the first task level (None:
+        #: autograd's, for any suffix)
+        self._inner_pass = InnerPass(suffix) \
+            if suffix and InnerPass.covers(self, suffix) else None
 
     # -- state --------------------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device | str | None = None) -> dict:
@@ -295,6 +301,8 @@ class NestedModel(nn.Module):
         learn = targets is not None and bool(learning)
         first = self.order.index(self.task_levels[0])
         prefix, suffix = self.order[:first], self.order[first:]
+        by_hand = self._inner_pass if learn and self._inner_pass is not None \
+            and self._inner_pass.applies(h0, ablation.silence) else None
         prefix_outs, states = self._run(prefix, {INPUT: h0}, states, ablation, {})
         start = states
         cut = {k: v.detach() for k, v in prefix_outs.items()}
@@ -312,10 +320,14 @@ class NestedModel(nn.Module):
             for lid in self.task_levels:
                 read[lid].append(weights[lid])
             outs = {k: v[:, s:e] for k, v in cut.items()}
-            with torch.enable_grad() if learn else torch.no_grad():
-                logits, states = self._pass(None, states, ablation, fast, suffix, outs)
-                if learn:
-                    self._inner_grads(logits, targets[:, s:e], tape, sums)
+            if by_hand is not None:  # the same segment without autograd (models/task_pass.py)
+                logits, states = by_hand.step(self, outs, states, weights, targets[:, s:e], sums,
+                                              ablation.freeze)
+            else:
+                with torch.enable_grad() if learn else torch.no_grad():
+                    logits, states = self._pass(None, states, ablation, fast, suffix, outs)
+                    if learn:
+                        self._inner_grads(logits, targets[:, s:e], tape, sums)
             for lid in self.task_levels:
                 level = self.levels[lid]
                 if not level.write_due(states[lid]):

@@ -328,12 +328,12 @@ class MLPLevel(Level):
         if state is None:
             state = self.init_state(x.shape[0], x.device, state_dtype(x))
         t0, steps = state["t"], x.shape[1]
-        norms = x.new_zeros(steps, dtype=state["write_norms"].dtype).detach()
         if self.period is None:
             y = F.linear(F.silu(F.linear(x, self.w1)), self.w2)
-            return y, {**state, "t": t0 + steps, "write_norms": norms}
+            return y, self.advanced(state, x)
         if self.objective == "task":
-            return self._forward_task(x, state, fast, norms, frozen)
+            return self._forward_task(x, state, fast, frozen)
+        norms = x.new_zeros(steps, dtype=state["write_norms"].dtype).detach()
         if frozen:
             return self._forward_frozen(x, state, norms)
         return self._forward_local(x, state, norms)
@@ -371,8 +371,22 @@ class MLPLevel(Level):
         return f"{base}, objective={self.objective}, optimizer={self.optimizer.name}"
 
     # -- internals ----------------------------------------------------------------------------
+    def advanced(self, state: State, x: Tensor, hidden: Tensor | None = None,
+                 frozen: bool = False) -> State:
+        """``state`` after a read of ``x`` that writes nothing (frozen in context, or a
+        ``task`` read, whose writes the model drives): the stream position moves on, the
+        call's write norms start at zero, and a key-using optimizer (DGD) of a learning
+        ``task`` level keeps the read's keys ``x`` and ``hidden`` (σ(W1 x))."""
+        norms = x.new_zeros(x.shape[1], dtype=state["write_norms"].dtype).detach()
+        new = {**state, "t": state["t"] + x.shape[1], "write_norms": norms}
+        if self.period is not None and self.uses_key and not frozen:
+            keys = state["keys"]
+            new["keys"] = {"w1": torch.cat((keys["w1"], widen(x.detach())), 1),
+                           "w2": torch.cat((keys["w2"], widen(hidden.detach())), 1)}
+        return new
+
     def _forward_task(self, x: Tensor, state: State, fast: TaskRead | None,
-                      norms: Tensor, frozen: bool) -> tuple[Tensor, State]:
+                      frozen: bool) -> tuple[Tensor, State]:
         """Reads as ``fast`` says (None: with the state's weights). A read with the outer graph
         that the model drives may span writes (its runs give each piece its weights; the model
         keeps the states of its inner pass instead); any other read must not."""
@@ -393,12 +407,7 @@ class MLPLevel(Level):
         y = linear_runs(hidden, self.w2, fast.runs, fast.weights["w2"], fast.outer)
         if fast.tape is not None:
             fast.tape.append((z1, y, x.detach(), hidden.detach()))
-        new = {**state, "t": t0 + steps, "write_norms": norms}
-        if self.uses_key and not frozen:
-            keys = state["keys"]
-            new["keys"] = {"w1": torch.cat((keys["w1"], widen(x.detach())), 1),
-                           "w2": torch.cat((keys["w2"], widen(hidden.detach())), 1)}
-        return y, new
+        return y, self.advanced(state, x, hidden, frozen)
 
     def _forward_frozen(self, x: Tensor, state: State, norms: Tensor) -> tuple[Tensor, State]:
         """l2/dot, frozen: one read with the weights as they are; chunks that end are closed

@@ -91,12 +91,26 @@ def linear_runs(x: Tensor, w0: Tensor, runs: Runs, ws: tuple[Weight, ...],
     return torch.cat([_read(x[:, s:e], w0.detach(), w) for (s, e), w in zip(runs, ws)], 1)
 
 
-def _read(x: Tensor, w0: Tensor, w: Weight) -> Tensor:
+def read_weight(x: Tensor, w0: Tensor, w: Weight) -> Tensor:
+    """``x Wᵀ`` for one weight ``w`` (per-sequence dense, :class:`Factored`, or None: ``w0``),
+    no outer graph to ``w0``."""
     anchor = w.anchor if isinstance(w, Factored) else w
     y = F.linear(x, w0) if anchor is None else x @ anchor.mT
     if isinstance(w, Factored):
         y = y + (x @ w.k.mT) @ w.p
     return y
+
+
+def read_back(g: Tensor, w0: Tensor, w: Weight) -> Tensor:
+    """``g W``: the gradient w.r.t. ``x`` of :func:`read_weight` from ``g = ∂L/∂(x Wᵀ)``."""
+    anchor = w.anchor if isinstance(w, Factored) else w
+    gx = g @ w0 if anchor is None else g @ anchor
+    if isinstance(w, Factored):
+        gx = gx + (g @ w.p.mT) @ w.k
+    return gx
+
+
+_read = read_weight
 
 
 class _Group(NamedTuple):
