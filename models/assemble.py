@@ -32,7 +32,7 @@ from nlstudio.models.graph import INPUT, OUTPUT, checked_order, reachable, succe
 from nlstudio.models.levels import LEVEL_CLASSES, LevelProbe
 from nlstudio.models.levels.cms_reads import ChunkGradient, TaskRead
 from nlstudio.models.precision import full_precision, widen
-from nlstudio.models.task_pass import InnerPass
+from nlstudio.models.task_pass import InnerPass, Record
 
 IGNORE_INDEX = -100
 
@@ -303,6 +303,7 @@ class NestedModel(nn.Module):
         prefix, suffix = self.order[:first], self.order[first:]
         by_hand = self._inner_pass if learn and self._inner_pass is not None \
             and self._inner_pass.applies(h0, ablation.silence) else None
+        record = Record() if by_hand is not None and outer_grad else None
         prefix_outs, states = self._run(prefix, {INPUT: h0}, states, ablation, {})
         start = states
         cut = {k: v.detach() for k, v in prefix_outs.items()}
@@ -322,7 +323,7 @@ class NestedModel(nn.Module):
             outs = {k: v[:, s:e] for k, v in cut.items()}
             if by_hand is not None:  # the same segment without autograd (models/task_pass.py)
                 logits, states = by_hand.step(self, outs, states, weights, targets[:, s:e], sums,
-                                              ablation.freeze)
+                                              ablation.freeze, record)
             else:
                 with torch.enable_grad() if learn else torch.no_grad():
                     logits, states = self._pass(None, states, ablation, fast, suffix, outs)
@@ -354,6 +355,8 @@ class NestedModel(nn.Module):
         if not outer_grad:
             return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), states
         fast = {lid: self._runs(segments, read[lid]) for lid in self.task_levels}
+        if record is not None:  # the segments' activations give the outer backward
+            return by_hand.outer(self, record, fast, prefix_outs), states
         # the outer pass only reads: its task-level states are dropped (the inner pass wrote),
         # so they run frozen (no keys kept); the other levels' states carry the outer graph
         outer = _Ablation(ablation.silence, ablation.freeze | set(self.task_levels))

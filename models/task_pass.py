@@ -26,15 +26,17 @@ tests/models/test_cms_task_path.py pins this path against the autograd one in fl
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from nlstudio.models.graph import OUTPUT
 from nlstudio.models.levels.cms import MLPLevel
-from nlstudio.models.levels.cms_reads import ChunkGradient, Weight, read_back, read_weight
+from nlstudio.models.levels.cms_reads import (ChunkGradient, TaskRead, Weight, read_back,
+                                               read_weight)
 from nlstudio.models.precision import autocast_dtype
 
 if TYPE_CHECKING:
@@ -64,11 +66,12 @@ class InnerPass:
         return not (silence & set(self.suffix)) and autocast_dtype(h.device) is None
 
     def step(self, model: NestedModel, outs: dict[str, Tensor], states: dict, weights: dict[str, dict[str, Weight]],
-             targets: Tensor, sums: dict[str, ChunkGradient], freeze: frozenset
-             ) -> tuple[Tensor, dict]:
+             targets: Tensor, sums: dict[str, ChunkGradient], freeze: frozenset,
+             record: Record | None = None) -> tuple[Tensor, dict]:
         """One segment: ``outs`` the outputs before the suffix (the graph cut there),
         ``weights`` what each task level reads, ``sums`` the learning task levels' gradient
-        sums (added to). Returns the segment's logits and the suffix levels' new states."""
+        sums (added to); ``record`` keeps the activations for :meth:`outer`. Returns the
+        segment's logits and the suffix levels' new states."""
         states = dict(states)
         outs = dict(outs)
         acts = {}
@@ -96,7 +99,26 @@ class InnerPass:
             logits = F.linear(nf, head, bias)
             if sums:
                 self._backward(model, logits, targets, final, rf, head, acts, weights, sums)
+        if record is not None:
+            record.add(acts, (final, rf, nf), logits)
         return logits, states
+
+    def outer(self, model: NestedModel, record: Record, reads: dict[str, TaskRead],
+              outs: dict[str, Tensor]) -> Tensor:
+        """The call's logits (the segments', as :meth:`step` computed them) with the outer
+        graph: one node whose backward is that of the suffix over all the call's tokens, to
+        the outputs ``outs`` before the suffix (with their graph) and the suffix's parameters,
+        each task level's reads ``reads`` with the weights its segments read (``W0 + Δ``, Δ
+        detached: the gradient reaches ``W0``). Replaces a second forward of the suffix."""
+        params = []
+        for lid in self.suffix:
+            params += [model.norms[lid].weight, model.levels[lid].w1, model.levels[lid].w2]
+        head = model.embed.weight if model.tied else model.head.weight
+        params += [model.final_norm.weight, head, None if model.tied else model.head.bias]
+        keys = sorted({p for lid in [*self.suffix, OUTPUT] for p in model.preds[lid]}
+                      - set(self.suffix))
+        return _SuffixNode.apply(_Plan(self, model, record.done(), reads, keys),
+                                 *[outs[k] for k in keys], *params)
 
     def _backward(self, model: NestedModel, logits: Tensor, targets: Tensor, final: Tensor, rf: Tensor,
                   head: Tensor, acts: dict, weights: dict, sums: dict[str, ChunkGradient]
@@ -135,10 +157,11 @@ class InnerPass:
                       d_out + _rms_back(model.norms[lid], inp, r, d_x))
 
 
-def _send(grad: dict[str, Tensor], preds: list[str], wanted: set, g: Tensor) -> None:
-    """Adds ``g`` (the gradient of a sum of ``preds``' outputs) to each wanted predecessor."""
+def _send(grad: dict[str, Tensor], preds: list[str], wanted: set | None, g: Tensor) -> None:
+    """Adds ``g`` (the gradient of a sum of ``preds``' outputs) to each wanted predecessor
+    (None: to each)."""
     for p in preds:
-        if p in wanted:
+        if wanted is None or p in wanted:
             grad[p] = g if p not in grad else grad[p] + g
 
 
@@ -155,3 +178,98 @@ def _rms_back(norm: nn.RMSNorm, x: Tensor, r: Tensor, g: Tensor) -> Tensor:
     gw = g if norm.weight is None else g * norm.weight
     dot = (gw * x).mean(-1, keepdim=True).mul_(r * r)
     return (gw - x * dot).mul_(r)
+
+
+class Record:
+    """The activations of a call's segments, kept for the outer backward (:meth:`done` joins
+    them along the call's tokens)."""
+
+    def __init__(self):
+        self.acts: list[dict] = []
+        self.heads: list[tuple] = []
+        self.logits: list[Tensor] = []
+
+    def add(self, acts: dict, head: tuple, logits: Tensor) -> None:
+        self.acts.append(acts)
+        self.heads.append(head)
+        self.logits.append(logits)
+
+    def done(self) -> tuple[dict, tuple, Tensor]:
+        def join(pieces):
+            return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+        acts = {lid: tuple(join([a[lid][i] for a in self.acts])
+                           for i in range(len(self.acts[0][lid]))) for lid in self.acts[0]}
+        head = tuple(join([h[i] for h in self.heads]) for i in range(3))
+        return acts, head, join(self.logits)
+
+
+class _Plan(NamedTuple):
+    inner: InnerPass
+    model: nn.Module
+    record: tuple
+    reads: dict
+    keys: list
+
+
+class _SuffixNode(torch.autograd.Function):
+    """:meth:`InnerPass.outer`: the recorded logits forward, the suffix's backward by hand
+    (the formulas of the module docstring over all tokens, with the parameters' gradients:
+    ``∂W = Σ_{b,t} δ_t k_tᵀ`` per layer, ``∂w_norm = Σ ∂n ⊙ x r``; a task level's layers read
+    per run and their gradient goes to ``W0``)."""
+
+    @staticmethod
+    def forward(ctx, plan: _Plan, *tensors: Tensor | None) -> Tensor:
+        ctx.plan = plan
+        return plan.record[2]  # computed by the segments, no input's storage
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        plan = ctx.plan
+        inner, model, (acts, (final, rf, nf), _), reads, keys = plan
+        need = ctx.needs_input_grad[1:]
+        n_keys = len(keys)
+        param_grads: list[Tensor | None] = []
+        head = model.embed.weight if model.tied else model.head.weight
+
+        def wgrad(delta: Tensor, key: Tensor) -> Tensor:  # Σ_{b,t} δ kᵀ
+            return delta.reshape(-1, delta.shape[-1]).mT @ key.reshape(-1, key.shape[-1])
+
+        def norm_grad(norm, d_n, x, r):
+            return None if norm.weight is None else (d_n * x * r).sum((0, 1))
+
+        d_nf = g @ head
+        head_grads = [norm_grad(model.final_norm, d_nf, final, rf), wgrad(g, nf),
+                      None if model.tied or model.head.bias is None else g.sum((0, 1))]
+        grad = {}
+        _send(grad, model.preds[OUTPUT], None, _rms_back(model.final_norm, final, rf, d_nf))
+        level_grads = {}
+        for lid in reversed(inner.suffix):
+            d_out = grad.pop(lid, None)
+            if d_out is None:
+                level_grads[lid] = [None, None, None]
+                continue
+            level = model.levels[lid]
+            inp, r, x, z1, hidden = acts[lid]
+            runs = reads.get(lid)
+            d_hidden = _runs_back(d_out, level.w2, runs, "w2")
+            d_z1 = torch.ops.aten.silu_backward(d_hidden, z1)
+            d_x = _runs_back(d_z1, level.w1, runs, "w1")
+            level_grads[lid] = [norm_grad(model.norms[lid], d_x, inp, r), wgrad(d_z1, x),
+                                wgrad(d_out, hidden)]
+            _send(grad, model.preds[lid], None,
+                  d_out + _rms_back(model.norms[lid], inp, r, d_x))
+        for lid in inner.suffix:
+            param_grads += level_grads[lid]
+        param_grads += head_grads
+        out = [grad.get(k) for k in keys] + param_grads
+        return None, *[o if n else None for o, n in zip(out, need)]
+
+
+def _runs_back(g: Tensor, w0: Tensor, read: TaskRead | None, name: str) -> Tensor:
+    """``g W`` per run of ``read`` (None: ``W0`` for every token)."""
+    if read is None:
+        return g @ w0
+    pieces = [read_back(g[:, s:e], w0.detach(), w)
+              for (s, e), w in zip(read.runs, read.weights[name])]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
