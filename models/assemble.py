@@ -289,7 +289,12 @@ class NestedModel(nn.Module):
         call from the states it started with (the *outer* pass), each task level reading every
         piece of the call with the weights its inner pass read there
         (models/levels/cms_reads.py): its logits are those of the inner passes, with the graph
-        the outer backward needs, and the writes stay out of that graph."""
+        the outer backward needs, and the writes stay out of that graph.
+
+        When only MLP blocks follow the first task level (the presets' shape), both passes
+        are computed by hand (models/task_pass.py): each segment's forward without a graph
+        and its inner backward written out, and instead of the second forward one autograd
+        node whose backward runs over the segments' recorded activations."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError("CMS levels with the 'task' objective learn from gradients of the "
                                "model's loss while reading; run them under torch.no_grad(), "

@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from nlstudio.models.chunked import mlp_backward, mlp_forward
 from nlstudio.models.levels.base import Level, LevelProbe, State
 from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, TaskRead,
-                                               factored_sq_norm, linear_runs)
+                                               linear_runs, sgd_write)
 from nlstudio.models.precision import state_dtype, widen, writes_memory
 
 WEIGHTS = ("w1", "w2")
@@ -231,30 +231,12 @@ class MLPLevel(Level):
             cur = None if current is None else current[name]
             pair = grad.factored(name) if factored and sgd else None
             if pair is not None:  # SGD: W⁺ = W − η Σ δᵀk, kept as factors up to the fold rank
-                eta = self.optimizer.hp["eta"]
-                p, k = -eta * pair[0], pair[1]
+                new, change_sq, change0 = sgd_write(cur, pair, self.optimizer.hp["eta"], w0,
+                                                    self.fold_rank(w0), settle)
                 new_opt[name] = opt_state[name]
-                rank = p.shape[1] + (cur.p.shape[1] if isinstance(cur, Factored) else 0)
-                fold = settle or rank >= self.fold_rank(w0)
-                if fold and not isinstance(cur, Factored) and self.dense_norm(w0, p.shape[1]):
-                    # a long chunk folded at once: the change pᵀk as one tensor gives the new
-                    # weight and the write's norm (its Gram matrices would cost more)
-                    change = p.mT @ k
-                    new = (w0 if cur is None else cur) + change
-                    sq = sq + change.flatten(1).pow(2).sum(1)
-                    if name == "w1":
-                        last_write = change[0]
-                else:
-                    if isinstance(cur, Factored):
-                        new = Factored(cur.anchor, torch.cat((cur.p, p), 1),
-                                       torch.cat((cur.k, k), 1))
-                    else:
-                        new = Factored(cur, p, k)
-                    if fold:
-                        new = new.dense(w0)
-                    sq = sq + eta * eta * factored_sq_norm(*pair)
-                    if name == "w1":
-                        last_write = p[0].mT @ k[0]
+                sq = sq + change_sq
+                if name == "w1":
+                    last_write = change0
             else:
                 if isinstance(cur, Factored):
                     cur = cur.dense(w0)
@@ -305,14 +287,6 @@ class MLPLevel(Level):
         of the dense one's flops per factor token on top, while writes and reads of dense
         weights, which are bound by memory traffic, happen that many times less often)."""
         return max(1, min(w0.shape) // 4)
-
-    @staticmethod
-    def dense_norm(w0: Tensor, tokens: int) -> bool:
-        """Whether a write of ``tokens`` factor tokens onto a dense weight forms its change
-        ``pᵀk`` (one matmul, then a sum of squares over the weight) rather than the norm from
-        the factors' two ``tokens × tokens`` Gram matrices: when those cost more than a few
-        passes over the weight (``tokens² (d_in + d_out) > 8 d_in d_out``)."""
-        return tokens * tokens * sum(w0.shape) > 8 * w0.shape[0] * w0.shape[1]
 
     def skip_write(self, state: State) -> State:
         """Closes a chunk that ended while frozen: no write (Δ and the optimizer's state stay),

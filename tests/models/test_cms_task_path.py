@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from nlstudio.models import OPTIMIZERS, build_model
+from nlstudio.models.levels import cms_reads
 from nlstudio.models.levels.cms import MLPLevel
 from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, factored_sq_norm,
                                               linear_runs)
@@ -152,8 +153,8 @@ def test_task_path_matches_the_written_out_semantics(opt, fold, monkeypatch):
     monkeypatch.setattr(MLPLevel, "fold_rank", staticmethod(
         lambda w0: 10 ** 6 if fold == "never in a call" else 1))
     # SGD's write norm from the change pᵀk formed densely, or from the factors' Gram matrices
-    monkeypatch.setattr(MLPLevel, "dense_norm", staticmethod(
-        lambda w0, tokens: fold == "every write, change formed"))
+    monkeypatch.setattr(cms_reads, "norm_from_change",
+                        lambda w0, tokens: fold == "every write, change formed")
     torch.manual_seed(0)
     model = build_model(model_spec(opt), vocab_size=V).double()
     g = torch.Generator().manual_seed(1)
