@@ -32,6 +32,7 @@ from nlstudio.models.graph import INPUT, OUTPUT, checked_order, reachable, succe
 from nlstudio.models.levels import LEVEL_CLASSES, LevelProbe
 from nlstudio.models.levels.cms_reads import ChunkGradient, TaskRead
 from nlstudio.models.precision import full_precision, widen
+from nlstudio.models.task_pass import InnerPass, Record
 
 IGNORE_INDEX = -100
 
@@ -100,6 +101,11 @@ class NestedModel(nn.Module):
         succs = successors(self.order, model_spec.get("edges", []))
         after_task = set().union(*(reachable(lid, succs) for lid in self.task_levels))
         self._whole_segments = any(self.levels[lid].mixes_positions for lid in after_task)
+        suffix = self.order[self.order.index(self.task_levels[0]):] if self.task_levels else []
+        #: the inner pass by hand when only MLP blocks follow the first task level (None:
+        #: autograd's, for any suffix)
+        self._inner_pass = InnerPass(suffix) \
+            if suffix and InnerPass.covers(self, suffix) else None
 
     # -- state --------------------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device | str | None = None) -> dict:
@@ -283,7 +289,12 @@ class NestedModel(nn.Module):
         call from the states it started with (the *outer* pass), each task level reading every
         piece of the call with the weights its inner pass read there
         (models/levels/cms_reads.py): its logits are those of the inner passes, with the graph
-        the outer backward needs, and the writes stay out of that graph."""
+        the outer backward needs, and the writes stay out of that graph.
+
+        When only MLP blocks follow the first task level (the presets' shape), both passes
+        are computed by hand (models/task_pass.py): each segment's forward without a graph
+        and its inner backward written out, and instead of the second forward one autograd
+        node whose backward runs over the segments' recorded activations."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError("CMS levels with the 'task' objective learn from gradients of the "
                                "model's loss while reading; run them under torch.no_grad(), "
@@ -295,6 +306,9 @@ class NestedModel(nn.Module):
         learn = targets is not None and bool(learning)
         first = self.order.index(self.task_levels[0])
         prefix, suffix = self.order[:first], self.order[first:]
+        by_hand = self._inner_pass if learn and self._inner_pass is not None \
+            and self._inner_pass.applies(h0, ablation.silence) else None
+        record = Record() if by_hand is not None and outer_grad else None
         prefix_outs, states = self._run(prefix, {INPUT: h0}, states, ablation, {})
         start = states
         cut = {k: v.detach() for k, v in prefix_outs.items()}
@@ -312,10 +326,14 @@ class NestedModel(nn.Module):
             for lid in self.task_levels:
                 read[lid].append(weights[lid])
             outs = {k: v[:, s:e] for k, v in cut.items()}
-            with torch.enable_grad() if learn else torch.no_grad():
-                logits, states = self._pass(None, states, ablation, fast, suffix, outs)
-                if learn:
-                    self._inner_grads(logits, targets[:, s:e], tape, sums)
+            if by_hand is not None:  # the same segment without autograd (models/task_pass.py)
+                logits, states = by_hand.step(self, outs, states, weights, targets[:, s:e], sums,
+                                              ablation.freeze, record)
+            else:
+                with torch.enable_grad() if learn else torch.no_grad():
+                    logits, states = self._pass(None, states, ablation, fast, suffix, outs)
+                    if learn:
+                        self._inner_grads(logits, targets[:, s:e], tape, sums)
             for lid in self.task_levels:
                 level = self.levels[lid]
                 if not level.write_due(states[lid]):
@@ -342,6 +360,8 @@ class NestedModel(nn.Module):
         if not outer_grad:
             return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), states
         fast = {lid: self._runs(segments, read[lid]) for lid in self.task_levels}
+        if record is not None:  # the segments' activations give the outer backward
+            return by_hand.outer(self, record, fast, prefix_outs), states
         # the outer pass only reads: its task-level states are dropped (the inner pass wrote),
         # so they run frozen (no keys kept); the other levels' states carry the outer graph
         outer = _Ablation(ablation.silence, ablation.freeze | set(self.task_levels))

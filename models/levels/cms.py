@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from nlstudio.models.chunked import mlp_backward, mlp_forward
 from nlstudio.models.levels.base import Level, LevelProbe, State
 from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, TaskRead,
-                                               factored_sq_norm, linear_runs)
+                                               linear_runs, sgd_write)
 from nlstudio.models.precision import state_dtype, widen, writes_memory
 
 WEIGHTS = ("w1", "w2")
@@ -231,18 +231,12 @@ class MLPLevel(Level):
             cur = None if current is None else current[name]
             pair = grad.factored(name) if factored and sgd else None
             if pair is not None:  # SGD: W⁺ = W − η Σ δᵀk, kept as factors up to the fold rank
-                eta = self.optimizer.hp["eta"]
-                p, k = -eta * pair[0], pair[1]
-                if isinstance(cur, Factored):
-                    new = Factored(cur.anchor, torch.cat((cur.p, p), 1), torch.cat((cur.k, k), 1))
-                else:
-                    new = Factored(cur, p, k)
-                if settle or new.p.shape[1] >= self.fold_rank(w0):
-                    new = new.dense(w0)
+                new, change_sq, change0 = sgd_write(cur, pair, self.optimizer.hp["eta"], w0,
+                                                    self.fold_rank(w0), settle)
                 new_opt[name] = opt_state[name]
-                sq = sq + eta * eta * factored_sq_norm(*pair)
+                sq = sq + change_sq
                 if name == "w1":
-                    last_write = p[0].mT @ k[0]
+                    last_write = change0
             else:
                 if isinstance(cur, Factored):
                     cur = cur.dense(w0)
@@ -328,12 +322,12 @@ class MLPLevel(Level):
         if state is None:
             state = self.init_state(x.shape[0], x.device, state_dtype(x))
         t0, steps = state["t"], x.shape[1]
-        norms = x.new_zeros(steps, dtype=state["write_norms"].dtype).detach()
         if self.period is None:
             y = F.linear(F.silu(F.linear(x, self.w1)), self.w2)
-            return y, {**state, "t": t0 + steps, "write_norms": norms}
+            return y, self.advanced(state, x)
         if self.objective == "task":
-            return self._forward_task(x, state, fast, norms, frozen)
+            return self._forward_task(x, state, fast, frozen)
+        norms = x.new_zeros(steps, dtype=state["write_norms"].dtype).detach()
         if frozen:
             return self._forward_frozen(x, state, norms)
         return self._forward_local(x, state, norms)
@@ -371,8 +365,22 @@ class MLPLevel(Level):
         return f"{base}, objective={self.objective}, optimizer={self.optimizer.name}"
 
     # -- internals ----------------------------------------------------------------------------
+    def advanced(self, state: State, x: Tensor, hidden: Tensor | None = None,
+                 frozen: bool = False) -> State:
+        """``state`` after a read of ``x`` that writes nothing (frozen in context, or a
+        ``task`` read, whose writes the model drives): the stream position moves on, the
+        call's write norms start at zero, and a key-using optimizer (DGD) of a learning
+        ``task`` level keeps the read's keys ``x`` and ``hidden`` (σ(W1 x))."""
+        norms = x.new_zeros(x.shape[1], dtype=state["write_norms"].dtype).detach()
+        new = {**state, "t": state["t"] + x.shape[1], "write_norms": norms}
+        if self.period is not None and self.uses_key and not frozen:
+            keys = state["keys"]
+            new["keys"] = {"w1": torch.cat((keys["w1"], widen(x.detach())), 1),
+                           "w2": torch.cat((keys["w2"], widen(hidden.detach())), 1)}
+        return new
+
     def _forward_task(self, x: Tensor, state: State, fast: TaskRead | None,
-                      norms: Tensor, frozen: bool) -> tuple[Tensor, State]:
+                      frozen: bool) -> tuple[Tensor, State]:
         """Reads as ``fast`` says (None: with the state's weights). A read with the outer graph
         that the model drives may span writes (its runs give each piece its weights; the model
         keeps the states of its inner pass instead); any other read must not."""
@@ -393,12 +401,7 @@ class MLPLevel(Level):
         y = linear_runs(hidden, self.w2, fast.runs, fast.weights["w2"], fast.outer)
         if fast.tape is not None:
             fast.tape.append((z1, y, x.detach(), hidden.detach()))
-        new = {**state, "t": t0 + steps, "write_norms": norms}
-        if self.uses_key and not frozen:
-            keys = state["keys"]
-            new["keys"] = {"w1": torch.cat((keys["w1"], widen(x.detach())), 1),
-                           "w2": torch.cat((keys["w2"], widen(hidden.detach())), 1)}
-        return y, new
+        return y, self.advanced(state, x, hidden, frozen)
 
     def _forward_frozen(self, x: Tensor, state: State, norms: Tensor) -> tuple[Tensor, State]:
         """l2/dot, frozen: one read with the weights as they are; chunks that end are closed

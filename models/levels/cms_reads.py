@@ -17,6 +17,10 @@ segments at the write positions and runs two kinds of pass over them (models/ass
   per-sequence ``∂/∂W`` that ``(W0 + Δ) x`` under autograd would build (and then sum over the
   batch) is never formed.
 
+When only MLP blocks follow the first task level, models/task_pass.py computes both passes by
+hand with the same reads (:func:`read_weight`, :func:`read_back`), without autograd's graph
+per segment and without a second forward.
+
 A run whose Δ is still zero (``updates == 0``: no write yet, e.g. the first chunk of a fresh
 stream) reads ``W0`` itself, one matrix for the whole batch.
 """
@@ -87,16 +91,29 @@ def linear_runs(x: Tensor, w0: Tensor, runs: Runs, ws: tuple[Weight, ...],
         with full_precision(x):
             return _RunsLinear.apply(x.to(low), w0.to(low), specs, *cast)
     if len(runs) == 1:  # one read of all of x (no slice: its backward would copy)
-        return _read(x, w0.detach(), ws[0])
-    return torch.cat([_read(x[:, s:e], w0.detach(), w) for (s, e), w in zip(runs, ws)], 1)
+        return read_weight(x, w0.detach(), ws[0])
+    return torch.cat([read_weight(x[:, s:e], w0.detach(), w)
+                      for (s, e), w in zip(runs, ws)], 1)
 
 
-def _read(x: Tensor, w0: Tensor, w: Weight) -> Tensor:
+def read_weight(x: Tensor, w0: Tensor, w: Weight) -> Tensor:
+    """``x Wᵀ`` for one weight ``w`` (per-sequence dense, :class:`Factored`, or None: ``w0``),
+    no outer graph to ``w0``."""
     anchor = w.anchor if isinstance(w, Factored) else w
     y = F.linear(x, w0) if anchor is None else x @ anchor.mT
     if isinstance(w, Factored):
         y = y + (x @ w.k.mT) @ w.p
     return y
+
+
+def read_back(g: Tensor, w0: Tensor, w: Weight) -> Tensor:
+    """``g W``: the gradient w.r.t. ``x`` of :func:`read_weight` from ``g = ∂L/∂(x Wᵀ)``."""
+    anchor = w.anchor if isinstance(w, Factored) else w
+    gx = g @ w0 if anchor is None else g @ anchor
+    if isinstance(w, Factored):
+        gx = gx + (g @ w.p.mT) @ w.k
+    return gx
+
 
 
 class _Group(NamedTuple):
@@ -229,3 +246,33 @@ def factored_sq_norm(delta: Tensor, key: Tensor) -> Tensor:
     """``‖Σ_t δ_t k_tᵀ‖²_F`` per sequence without forming the sum:
     ``Σ_{s,t} (δ_s·δ_t)(k_s·k_t)`` from two ``n × n`` Gram matrices."""
     return ((delta @ delta.mT) * (key @ key.mT)).sum((-2, -1)).clamp_min(0)
+
+
+def norm_from_change(w0: Tensor, tokens: int) -> bool:
+    """Whether an SGD write of ``tokens`` factor tokens folded onto a dense weight shaped as
+    ``w0`` forms its change ``pᵀk`` (one matmul, then a sum of squares over the weight) for
+    its norm rather than using :func:`factored_sq_norm`: when the two ``tokens × tokens`` Gram
+    matrices cost more than a few passes over the weight (``tokens² (d_in + d_out) >
+    8 d_in d_out``, e.g. a 64-token chunk at d = 64, hidden 256)."""
+    return tokens * tokens * sum(w0.shape) > 8 * w0.shape[0] * w0.shape[1]
+
+
+def sgd_write(cur: Weight, pair: tuple[Tensor, Tensor], eta: float, w0: Tensor, fold_rank: int,
+              fold: bool) -> tuple[Weight, Tensor, Tensor]:
+    """SGD's write ``W⁺ = W − η Σ_t δ_t k_tᵀ`` on ``cur`` (dense, :class:`Factored`, or None:
+    ``w0``) from the chunk's factors ``pair = (δ, k)``: kept as factors until ``fold_rank``
+    factor tokens (or ``fold``), then folded into a dense anchor. Returns the new weight, the
+    write's squared norm per sequence and the write of sequence 0 (``[d_out, d_in]``)."""
+    p, k = -eta * pair[0], pair[1]
+    rank = p.shape[1] + (cur.p.shape[1] if isinstance(cur, Factored) else 0)
+    fold = fold or rank >= fold_rank
+    if fold and not isinstance(cur, Factored) and norm_from_change(w0, p.shape[1]):
+        # a long chunk folded at once: the change pᵀk as one tensor gives the new weight and
+        # the write's norm (its Gram matrices would cost more)
+        change = p.mT @ k
+        return (w0 if cur is None else cur) + change, change.flatten(1).pow(2).sum(1), change[0]
+    if isinstance(cur, Factored):
+        new = Factored(cur.anchor, torch.cat((cur.p, p), 1), torch.cat((cur.k, k), 1))
+    else:
+        new = Factored(cur, p, k)
+    return (new.dense(w0) if fold else new), eta * eta * factored_sq_norm(*pair), p[0].mT @ k[0]

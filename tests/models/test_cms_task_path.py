@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from nlstudio.models import OPTIMIZERS, build_model
+from nlstudio.models.levels import cms_reads
 from nlstudio.models.levels.cms import MLPLevel
 from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, factored_sq_norm,
                                               linear_runs)
+from nlstudio.models.task_pass import InnerPass
 
 V, D, B = 11, 16, 3
 TASK = {"a": 2, "b": 6}  # the task levels and their periods
@@ -144,11 +146,15 @@ def compare_call(model, x, y, state):
     return new
 
 
-@pytest.mark.parametrize("fold", ["every write", "never in a call"])
+@pytest.mark.parametrize("fold", ["every write", "every write, change formed",
+                                  "never in a call"])
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "dgd"])
 def test_task_path_matches_the_written_out_semantics(opt, fold, monkeypatch):
     monkeypatch.setattr(MLPLevel, "fold_rank", staticmethod(
-        lambda w0: 1 if fold == "every write" else 10 ** 6))
+        lambda w0: 10 ** 6 if fold == "never in a call" else 1))
+    # SGD's write norm from the change pᵀk formed densely, or from the factors' Gram matrices
+    monkeypatch.setattr(cms_reads, "norm_from_change",
+                        lambda w0, tokens: fold == "every write, change formed")
     torch.manual_seed(0)
     model = build_model(model_spec(opt), vocab_size=V).double()
     g = torch.Generator().manual_seed(1)
@@ -273,3 +279,93 @@ def test_every_inner_optimizer_runs_the_fast_path_like_the_reference_write(name)
         init = level.optimizer.init(st["levels"]["c"]["delta"][n])
         new, _ = level.optimizer.step(w[n].detach(), g, init, key=keys[n])
         torch.testing.assert_close(getattr(level, n) + st["levels"]["c"]["delta"][n], new)
+
+
+# -- the inner pass by hand (models/task_pass.py) against autograd's -------------------------
+def dag_spec(tied: bool) -> dict:
+    """input → s (l2 CMS, prefix) → a (task, C=3) → {m (frozen mlp), b (task, C=4)} → c (task,
+    C=3, reads m + b) → output, which also reads a and m: sums of predecessors everywhere."""
+    def task(lid, c, opt="sgd"):
+        return {"id": lid, "kind": "mlp", "period": c, "objective": "task",
+                "optimizer": {"name": opt, "eta": 0.2}, "expansion": 2}
+    levels = [{"id": "s", "kind": "mlp", "period": 2, "objective": "l2",
+               "optimizer": {"name": "sgd", "eta": 0.1}, "expansion": 2},
+              task("a", 3), {"id": "m", "kind": "mlp", "period": None, "expansion": 2},
+              task("b", 4, "momentum"), task("c", 3, "dgd")]
+    edges = [["input", "s"], ["s", "a"], ["a", "m"], ["a", "b"], ["m", "c"], ["b", "c"],
+             ["c", "output"], ["a", "output"], ["m", "output"]]
+    return {"d_model": D, "heads": 2, "levels": levels, "edges": edges,
+            "tie_embeddings": tied}
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("freeze", [(), ("b",), ("a",)])
+def test_inner_pass_by_hand_equals_autograd(tied, freeze, monkeypatch):
+    """The same calls through the hand-written inner pass and through autograd's (the model
+    without it): logits, outer gradients and every state entry agree in float64, on a DAG with
+    sums of predecessors, a frozen task level, an untied head and ignored targets."""
+    calls = []
+    original = InnerPass.step
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InnerPass, "step", spy)
+    torch.manual_seed(0)
+    model = build_model(dag_spec(tied), vocab_size=V).double()
+    by_hand = model._inner_pass
+    assert by_hand is not None
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, V, (B, 14), generator=g)
+    y = torch.randint(0, V, (B, 14), generator=g)
+    y[0, 2:5] = -100
+    y[1, 7] = -100
+    states = {"hand": model.init_state(B), "autograd": model.init_state(B)}
+    params = list(model.parameters())
+    for a, b in ((0, 5), (5, 14)):
+        out = {}
+        for path in states:
+            model._inner_pass = by_hand if path == "hand" else None
+            before = len(calls)
+            logits, new = model(x[:, a:b], states[path], targets=y[:, a:b], freeze=freeze)
+            assert (len(calls) > before) == (path == "hand")
+            mix = torch.randn(*logits.shape, dtype=torch.float64,
+                              generator=torch.Generator().manual_seed(a))
+            out[path] = logits, torch.autograd.grad((logits * mix).sum(), params,
+                                                    allow_unused=True), new
+            states[path] = model.detach_state(new)
+        (lh, gh, sh), (la, ga, sa) = out["hand"], out["autograd"]
+        torch.testing.assert_close(lh, la, rtol=1e-10, atol=1e-12)
+        for (name, _), u, v in zip(model.named_parameters(), gh, ga):
+            assert (u is None) == (v is None), name
+            if u is not None:
+                torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-12, msg=name)
+        assert_same_state(sh, sa)
+    assert states["hand"]["levels"]["a"]["updates"] == (0 if "a" in freeze else 4)
+
+
+def assert_same_state(got, want, path="state"):
+    if isinstance(want, dict):
+        assert set(got) == set(want), path
+        for k in want:
+            assert_same_state(got[k], want[k], f"{path}.{k}")
+    elif isinstance(want, torch.Tensor):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12, msg=path)
+    else:
+        assert got == want, path
+
+
+def test_inner_pass_by_hand_covers_only_mlp_suffixes():
+    """A suffix with a level that mixes positions (attention) takes autograd's inner pass; a
+    silenced suffix level or autocast do too, call by call."""
+    spec = dag_spec(True)
+    spec["levels"][2] = {"id": "m", "kind": "attention", "period": None}
+    assert build_model(spec, vocab_size=V)._inner_pass is None
+    model = build_model(dag_spec(True), vocab_size=V)
+    h = torch.zeros(1)
+    assert model._inner_pass.applies(h, frozenset())
+    assert not model._inner_pass.applies(h, frozenset({"m"}))
+    assert model._inner_pass.applies(h, frozenset({"s"}))  # the prefix is not the pass's
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not model._inner_pass.applies(h, frozenset())
