@@ -116,10 +116,10 @@ class SelfModifyingChunks(torch.autograd.Function):
         need = ctx.needs_input_grad  # eta, w, x, q, r_eta, b_eta, r_alpha, b_alpha, eps
         n_chunks, n, c, d = x.shape
         anchors = ws[:n_chunks]
-        # batched over the chunks: the reads' gradients and every coefficient that does not
-        # depend on the incoming gradient
-        g_mem = torch.matmul(g_reads.transpose(-1, -2), q)  # ∂/∂W_mem of each chunk's reads
-        gq = torch.matmul(g_reads, anchors[:, :, 4 * d:]) if need[3] else None
+        # batched over the chunks: every coefficient that does not depend on the incoming
+        # gradient. What reads an anchor (∂/∂x, ∂/∂q) runs in the loop, while the anchor is in
+        # the cache: a pass after the loop would read every anchor again from memory.
+        g_reads = g_reads.contiguous()
         beta3 = beta.unsqueeze(-1)
         kend = keys * dg[:, :, c, 1:].unsqueeze(-1)  # A_C/A_i k_i
         bu = u * beta3
@@ -131,7 +131,9 @@ class SelfModifyingChunks(torch.autograd.Function):
         d_za = torch.sigmoid(-z_a)  # ∂ log σ(z_α) / ∂z_α
         radial_scale = (nk > eps).to(nk.dtype)  # the norm's floor passes no radial gradient
         below = _below(c, x.device, x.dtype)
-        gy = x.new_empty(n_chunks, n, c, 4 * d)  # ∂/∂(W_{k,v,η,α} x) of every chunk
+        gx = x.new_empty(x.shape) if need[2] else None
+        gq = q.new_empty(q.shape) if need[3] else None
+        gy = x.new_empty(n, c, 4 * d)  # ∂/∂(W_{k,v,η,α} x) of a chunk
         g_zeta, g_za = x.new_empty(n_chunks, n, c), x.new_empty(n_chunks, n, c)
         gdg = x.new_empty(n, c + 1, c + 1)
         r_eta3, r_alpha3 = r_eta.unsqueeze(1), r_alpha.unsqueeze(1)
@@ -169,16 +171,19 @@ class SelfModifyingChunks(torch.autograd.Function):
             gz = torch.mul(g_beta, d_zeta[j], out=g_zeta[j])
             gk.addcmul_(k, g_beta.unsqueeze(-1) * beta_sq2[j], value=-1.0)
             ga = torch.mul(part[:, :c], d_za[j], out=g_za[j])
-            gyj = gy[j]
+            gyj = gy
             radial = torch.linalg.vecdot(k, gk).unsqueeze_(-1).mul_(radial_scale[j])
             torch.div(torch.addcmul(gk, k, radial, value=-1.0), nk[j], out=gyj[:, :, :d])
             torch.mul(gwu, beta3[j], out=gyj[:, :, d:2 * d])  # ∂/∂v = −(−gwu β)
             torch.mul(gz.unsqueeze(-1), r_eta3, out=gyj[:, :, 2 * d:3 * d])
             torch.mul(ga.unsqueeze(-1), r_alpha3, out=gyj[:, :, 3 * d:])
+            if gx is not None:
+                torch.bmm(gyj, w[:, :4 * d], out=gx[j])
+            if gq is not None:
+                torch.bmm(g_reads[j], w[:, 4 * d:], out=gq[j])
             g[:, :4 * d] += torch.bmm(gyj.transpose(1, 2), x[j])
-            g[:, 4 * d:] += g_mem[j]
+            g[:, 4 * d:] += torch.bmm(g_reads[j].transpose(1, 2), q[j])  # the reads
 
-        gx = torch.matmul(gy, anchors[:, :, :4 * d]) if need[2] else None
         g_reta = g_ralpha = g_beta_ = g_balpha = None
         if need[4]:
             g_reta = torch.einsum("jnc,jncd->nd", g_zeta, y[..., 2 * d:3 * d])
