@@ -334,7 +334,7 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
 
     @property
     def fused(self) -> bool:
-        """Depth 1, DGD, no momentum (every preset): each chunk is one fused node
+        """Depth 1, DGD, no momentum (every preset): a call's complete chunks are one fused node
         (models/levels/self_modifying_chunk.py) instead of the autograd path of ``_write``."""
         return self.depth == 1 and self.erase and not self.use_momentum
 
