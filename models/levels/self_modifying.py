@@ -83,7 +83,7 @@ from nlstudio.models.levels.base import State
 from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import (L2_EPS, CausalConv1d, l2_normalize, merge_heads,
                                            split_heads)
-from nlstudio.models.levels.self_modifying_chunk import SelfModifyingChunk
+from nlstudio.models.levels.self_modifying_chunk import SelfModifyingChunks
 
 
 def dgd_write(w: Tensor, mom: Tensor | None, u: Tensor, key: Tensor, eta: Tensor,
@@ -101,6 +101,12 @@ def dgd_write(w: Tensor, mom: Tensor | None, u: Tensor, key: Tensor, eta: Tensor
     step = eta / (1 + eta * key.square().sum(-1))
     co = collapse(log_alpha, step, log_mu)
     return chunk_write(w, mom, -u, key, co, erase=step)
+
+
+def _heads_major(t: Tensor) -> Tensor:
+    """``[B, n, H, dh]`` -> ``[B·H, n, dh]``."""
+    b, n, h, dh = t.shape
+    return t.transpose(1, 2).reshape(b * h, n, dh)
 
 
 #: The stacked memories, in storage order.
@@ -248,15 +254,18 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         split = self._chunks(xc, state)
         xs, p, n, full, rest, done = (split.xs, split.pending, split.n, split.full, split.rest,
                                       split.done)
-
-        q = l2_normalize(split_heads(self.to_q(xs), h)).view(n_seq, n, dh)
+        # per token and head [B, n, H, dh] (no copy); the paths below take what they need
+        q_tok = l2_normalize(self.to_q(xs).view(b, n, h, dh))
+        x_tok = xs.view(b, n, h, dh)
         weights = self._flat(state["memories"], n_seq)
         if frozen:
-            o = self._memories(weights, q[:, p:])[0][:, MEM].transpose(1, 2)
+            o = self._memories(weights, _heads_major(q_tok[:, p:]))[0][:, MEM].transpose(1, 2)
             return o, self._next_state(
                 state, split, t_new, x.new_zeros(t_new), state["last_write"],
                 state["memories"], state.get("momentum"), history, wrote=False)
-        xh = split_heads(xs, h).view(n_seq, n, dh)
+        if self.fused:
+            return self._fused_pass(x, split, q_tok, x_tok, weights, state, history)
+        q, xh = _heads_major(q_tok), _heads_major(x_tok)
         log_mu = None
         if self.use_momentum:
             log_mu = F.logsigmoid(self.to_momentum(xs)).transpose(1, 2).reshape(n_seq, n)
@@ -266,23 +275,13 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         reads: list[Tensor] = []
         sq_norms: list[Tensor] = []
         last_write = state["last_write"]
-        fused = self.fused
-        if fused and full:
-            per_seq = lambda t: t.expand(b, *t.shape).reshape(n_seq, *t.shape[1:])
-            gates = (per_seq(self.readout[0]), per_seq(self.readout_bias[0]),
-                     per_seq(self.readout[1]), per_seq(self.readout_bias[1]))
         if full:
             xcs = xh[:, :done].view(n_seq, full, c, dh).unbind(1)
             qcs = q[:, :done].view(n_seq, full, c, dh).unbind(1)
             mus = (log_mu[:, :done].view(n_seq, full, c).unbind(1) if log_mu is not None
                    else [None] * full)
             for j in range(full):
-                if fused:
-                    w_new, read = SelfModifyingChunk.apply(self.eta, weights[0], xcs[j], qcs[j],
-                                                           *gates, L2_EPS)
-                    new_w, new_m = [w_new], moms
-                else:
-                    new_w, new_m, read = self._write(weights, moms, xcs[j], qcs[j], mus[j])
+                new_w, new_m, read = self._write(weights, moms, xcs[j], qcs[j], mus[j])
                 reads.append(read)
                 with torch.no_grad():  # the probes follow the main memory M_mem
                     changes = [a[:, :, MEM] - b_[:, :, MEM] for a, b_ in
@@ -303,9 +302,39 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
             state, split, t_new, write_norms, last_write, self._unflat(weights, b, h),
             self._unflat(moms, b, h) if self.use_momentum else None, history)
 
+    def _fused_pass(self, x: Tensor, split, q_tok: Tensor, x_tok: Tensor,
+                    weights: list[Tensor], state: State, history: Tensor
+                    ) -> tuple[Tensor, State]:
+        """:meth:`_memory_pass` with all complete chunks in one node
+        (models/levels/self_modifying_chunk.py), fed chunk-major ``[J, B·H, C, dh]``."""
+        b, t_new, _ = x.shape
+        c, h, dh = self.chunk, self.heads, self.head_dim
+        n_seq = b * h
+        full, done, p = split.full, split.done, split.pending
+        w = weights[0]
+        reads: list[Tensor] = []
+        last_write, per_chunk = state["last_write"], None
+        if full:
+            chunk_major = lambda t: (t[:, :done].view(b, full, c, h, dh).permute(1, 0, 3, 2, 4)
+                                     .reshape(full, n_seq, c, dh))
+            per_seq = lambda t: t.expand(b, *t.shape).reshape(n_seq, *t.shape[1:])
+            w, read, steps, last_write = SelfModifyingChunks.apply(
+                self.eta, w, chunk_major(x_tok), chunk_major(q_tok),
+                per_seq(self.readout[0]), per_seq(self.readout_bias[0]),
+                per_seq(self.readout[1]), per_seq(self.readout_bias[1]), L2_EPS)
+            reads.append(read.transpose(0, 1).reshape(n_seq, done, dh))
+            per_chunk = steps.view(full, b, h).sum(-1).sqrt().mean(-1)  # [full]
+        if split.rest:
+            reads.append(self._memories([w], _heads_major(q_tok[:, done:]))[0][:, MEM]
+                         .transpose(1, 2))
+        o = torch.cat(reads, dim=1)[:, p:] if len(reads) > 1 else reads[0][:, p:]
+        write_norms = self._write_norm_series(per_chunk, split, t_new, x)
+        return o, self._next_state(state, split, t_new, write_norms, last_write,
+                                   self._unflat([w], b, h), None, history)
+
     @property
     def fused(self) -> bool:
-        """Depth 1, DGD, no momentum (every preset): each chunk is one fused node
+        """Depth 1, DGD, no momentum (every preset): a call's complete chunks are one fused node
         (models/levels/self_modifying_chunk.py) instead of the autograd path of ``_write``."""
         return self.depth == 1 and self.erase and not self.use_momentum
 
@@ -333,14 +362,17 @@ class SelfModifyingLevel(ChunkedMemoryLevel):
         the C×C coefficient and erase matrices of a chunk (8·heads·C, five times more for the
         per-memory hidden keys of depth 2), and per chunk one copy of every memory (three with
         momentum), ``⌈T/C⌉`` chunks spread over the T tokens. Fitted to the tensors autograd
-        actually saves (tests/models/test_level_api_kinds.py checks it). The fused chunk node
-        keeps less: 33·d (inputs, queries, the memories' outputs on the inputs, keys and values,
-        the solve's right-hand side and solution) and 4·heads·C (the C×C decay, Gram and
-        triangular matrices)."""
+        actually saves (tests/models/test_level_api_kinds.py checks it). The fused node of a
+        call's chunks keeps less: 18·d (inputs, queries, the memories' generating outputs,
+        keys, ``A_prev k − v``, the solve's solution, and the level's projections around the
+        node), per head the C×C Gram, decayed-Gram and triangular matrices, the (C+1)² decays
+        of a chunk and five per-token gates, and every anchor memory (``⌈T/C⌉ + 1``)."""
         d, c = self.d_model, self.chunk
         if self.fused:
-            copies = math.ceil(seq_len / c) * sum(p.numel() for p in self.memory_init)
-            return 33 * d + 4 * self.heads * c + math.ceil(copies / max(seq_len, 1))
+            copies = (math.ceil(seq_len / c) + 1) * sum(p.numel() for p in self.memory_init)
+            per_head = 3 * c + (c + 1) ** 2 / c + 5
+            return (18 * d + math.ceil(self.heads * per_head)
+                    + math.ceil(copies / max(seq_len, 1)))
         per = 40 * d + 72 * d * (self.depth - 1)
         per += 8 * self.heads * c * (1 + len(MEMORIES) * (self.depth - 1))
         copies = math.ceil(seq_len / c) * sum(p.numel() for p in self.memory_init)

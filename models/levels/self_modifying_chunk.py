@@ -1,11 +1,18 @@
-"""One chunk of the self-modifying memory (depth 1, DGD, no momentum: every preset's setting) as
-one autograd node with a hand-written backward.
+"""The complete chunks of one call of the self-modifying memory (depth 1, DGD, no momentum: every
+preset's setting) as one autograd node with a hand-written backward.
 
-The math is the general path's (levels/self_modifying.py ``_write`` with ``dgd_write``); this
-node computes it with a fraction of the small ops (a chunk of 8 tokens is overhead-bound) and
-builds no autograd graph per chunk. ``tests/models/test_self_modifying_chunk.py`` checks
-outputs and gradients against the general path in float64 and with ``gradcheck``; a second
-derivative through the node raises instead of being wrong.
+The math is the general path's (levels/self_modifying.py ``_write`` with ``dgd_write``), chunk
+after chunk; this node computes it with a fraction of the small ops (a chunk of 8 tokens is
+overhead-bound) and builds no autograd graph per chunk. Only what depends on a chunk's anchor
+memory runs in the sequential loop (forward: chunk by chunk; backward: in reverse); the reads
+``W_mem q``, their gradients, the inputs' gradients, the gate readouts' gradients, the
+backward's chunk-local coefficients and the probes' write norms are batched over all chunks.
+Inputs and everything kept for the backward are chunk-major (``[J, N, ...]``, each chunk one
+contiguous slab written in place by the loop), so a chunk's step touches a few small
+contiguous blocks at every sequence length (per-chunk slices of ``[N, T, ...]`` tensors are
+``T·D`` floats apart). ``tests/models/test_self_modifying_chunk.py`` checks outputs and
+gradients against the general path in float64 and with ``gradcheck``; a second derivative
+through the node raises instead of being wrong.
 
 Per sequence and head, with the five stacked memories ``W = [W_k; W_v; W_η; W_α; W_mem]``
 (``[5·D, D]``) at the chunk's anchor, chunk inputs ``x [C, D]`` and queries ``q [C, D]``:
@@ -23,6 +30,8 @@ cumulative sums), and the backward sums its gradient over the same ranges.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,129 +41,156 @@ from nlstudio.models.chunked import segsum
 from nlstudio.models.precision import without_autocast
 
 
-def _rows(v: Tensor) -> Tensor:
-    return v.unsqueeze(-1)
+@functools.lru_cache(maxsize=16)
+def _below(c: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``[C+1, C+1]``: 1 where row t > column s (the decays' log α_s enters every entry
+    ``(t, s')`` with ``s' < s ≤ t``), 0 elsewhere."""
+    return torch.ones(c + 1, c + 1, device=device, dtype=dtype).tril(-1)
 
 
-class SelfModifyingChunk(torch.autograd.Function):
-    """``apply(eta, w [N, 5D, D], x [N, C, D], q [N, C, D], r_eta [N, D], b_eta [N],
-    r_alpha [N, D], b_alpha [N], eps)`` -> ``(w_new [N, 5D, D], read [N, C, D])``."""
+class SelfModifyingChunks(torch.autograd.Function):
+    """``apply(eta, w [N, 5D, D], x [J, N, C, D], q [J, N, C, D], r_eta [N, D], b_eta [N],
+    r_alpha [N, D], b_alpha [N], eps)`` -> ``(w_new [N, 5D, D], reads [J, N, C, D],
+    mem_steps [J, N], last_step [D, D])``: the memory after the J chunks, every chunk's reads at
+    its anchor, and (not differentiable, for the probes) ``‖ΔW_mem‖²_F`` of every chunk and
+    sequence and the last chunk's ``ΔW_mem`` of sequence 0."""
 
     @staticmethod
     @without_autocast
-    def forward(ctx, eta_scale: float, w, x, q, r_eta, b_eta, r_alpha, b_alpha, eps: float):
-        n, rows, d = w.shape
-        c = x.shape[1]
-        w4, wq = w[:, :4 * d], w[:, 4 * d:]
-        y = torch.bmm(x, w4.transpose(1, 2))  # [N, C, 4D]: k, v, η, α pre-readouts
-        kr, vv, er, ar = y.split(d, dim=-1)
-        read = torch.bmm(q, wq.transpose(1, 2))
-        norm = kr.norm(dim=-1, keepdim=True)
-        nk = norm.clamp_min(eps)
-        k = kr / nk
-        s_eta = torch.sigmoid(torch.bmm(er, _rows(r_eta)).squeeze(-1) + _rows(b_eta))
-        eta = s_eta * eta_scale
-        z_a = torch.bmm(ar, _rows(r_alpha)).squeeze(-1) + _rows(b_alpha)
-        la = F.logsigmoid(z_a)
-        n2 = k.square().sum(-1)
-        beta = eta / (1 + eta * n2)
-        kv = torch.cat((k, vv), dim=1)  # [N, 2C, D]: predictions W_0 k and targets v̂ = W v
-        pv = torch.bmm(kv, w.transpose(1, 2))
-        pk, vh = pv[:, :c], pv[:, c:]
-        # decays: dg[t, s] = Π_{s<j≤t} α_j over [0, α_1..α_C]
-        dg = torch.exp(segsum(F.pad(la, (1, 0))))  # [N, C+1, C+1]
-        a_c, a_end, a_prev, dmat = dg[:, c, 0], dg[:, c, 1:], dg[:, :c, 0], dg[:, :c, 1:]
-        gram = torch.bmm(k, k.transpose(1, 2))
-        lmat = dmat * gram  # strictly lower: (A_{t−1}/A_i)(k_i·k_t), i < t
-        lower = lmat * _rows(beta)
-        b0 = pk * _rows(a_prev) - vh
-        err = torch.linalg.solve_triangular(lower, b0 * _rows(beta), upper=False,
-                                            unitriangular=True)
-        kend = k * _rows(a_end)
-        w_new = torch.baddbmm(w * a_c.view(-1, 1, 1), err.transpose(1, 2), kend, alpha=-1.0)
+    def forward(ctx, eta_scale: float, w0, x, q, r_eta, b_eta, r_alpha, b_alpha, eps: float):
+        n_chunks, n, c, d = x.shape
+        new = x.new_empty
+        ws = new(n_chunks + 1, n, 5 * d, d)  # the anchors W_0 .. W_J
+        ws[0] = w0
+        y = new(n_chunks, n, c, 4 * d)  # W_{k,v,η,α} x: k (before the norm), v, η, α pre-readouts
+        keys = new(n_chunks, n, c, d)
+        u = new(n_chunks, n, c, d)  # A_prev k − v: Rhs = β W_0 u (= β (A_prev W_0 k − v̂))
+        nk = new(n_chunks, n, c, 1)  # max(‖W_k x‖, eps)
+        s_eta, z_a, n2, beta = (new(n_chunks, n, c) for _ in range(4))
+        dg = new(n_chunks, n, c + 1, c + 1)  # decays Π_{s<j≤t} α_j over [0, α_1..α_C]
+        gram, lmat, lower = (new(n_chunks, n, c, c) for _ in range(3))
+        err = new(n_chunks, n, c, 5 * d)
+        r_eta3, r_alpha3 = r_eta.unsqueeze(-1), r_alpha.unsqueeze(-1)
+        b_eta3, b_alpha3 = b_eta.view(n, 1, 1), b_alpha.view(n, 1, 1)
+        one = x.new_ones(())
+        for j in range(n_chunks):
+            w = ws[j]
+            yj = torch.bmm(x[j], w[:, :4 * d].transpose(1, 2), out=y[j])
+            kr, vv, er, ar = yj.split(d, dim=-1)
+            nkj = torch.clamp_min(kr.norm(dim=-1, keepdim=True), eps, out=nk[j])
+            k = torch.div(kr, nkj, out=keys[j])
+            s = torch.sigmoid(torch.baddbmm(b_eta3, er, r_eta3).squeeze(-1), out=s_eta[j])
+            za = torch.baddbmm(b_alpha3, ar, r_alpha3, out=z_a[j].unsqueeze(-1)).squeeze(-1)
+            eta = s * eta_scale
+            n2j = torch.linalg.vecdot(k, k, out=n2[j])
+            bj = torch.div(eta, torch.addcmul(one, eta, n2j), out=beta[j]).unsqueeze(-1)
+            dgj = torch.exp(segsum(F.pad(F.logsigmoid(za), (1, 0))), out=dg[j])
+            uj = torch.mul(k, dgj[:, :c, :1], out=u[j]).sub_(vv)
+            gramj = torch.bmm(k, k.transpose(1, 2), out=gram[j])
+            lm = torch.mul(dgj[:, :c, 1:], gramj, out=lmat[j])  # (A_{t−1}/A_i)(k_i·k_t), i < t
+            lo = torch.mul(lm, bj, out=lower[j])
+            rhs = torch.bmm(uj * bj, w.transpose(1, 2))
+            torch.linalg.solve_triangular(lo, rhs, upper=False, unitriangular=True, out=err[j])
+            torch.mul(w, dgj[:, c, 0].view(n, 1, 1), out=ws[j + 1]).baddbmm_(
+                err[j].transpose(1, 2), k * dgj[:, c, 1:].unsqueeze(-1), alpha=-1.0)
 
-        ctx.meta = (eta_scale, d, c)
-        ctx.save_for_backward(w, x, q, r_eta, r_alpha, k, nk, norm > eps, vv, er, ar, s_eta,
-                              eta, z_a, n2, beta, pk, dg, gram, lmat, lower, b0, err, kend)
-        return w_new, read
+        anchors = ws[:n_chunks]
+        reads = torch.matmul(q, anchors[:, :, 4 * d:].transpose(-1, -2))
+        with torch.no_grad():
+            steps = ws[1:, :, 4 * d:] - anchors[:, :, 4 * d:]
+            last = steps[-1, 0].clone()
+            steps = steps.square().sum((-2, -1))
+        ctx.meta = (eta_scale, eps)
+        ctx.mark_non_differentiable(steps, last)
+        ctx.save_for_backward(ws, x, q, r_eta, r_alpha, y, keys, u, nk, s_eta, z_a, n2, beta,
+                              dg, gram, lmat, lower, err)
+        return ws[n_chunks].clone(), reads, steps, last
 
     @staticmethod
     @without_autocast
     @once_differentiable
-    def backward(ctx, g_new, g_read):
-        eta_scale, d, c = ctx.meta
-        (w, x, q, r_eta, r_alpha, k, nk, unclamped, vv, er, ar, s_eta, eta, z_a, n2, beta, pk,
-         dg, gram, lmat, lower, b0, err, kend) = ctx.saved_tensors
+    def backward(ctx, g_new, g_reads, _g_steps, _g_last):
+        eta_scale, eps = ctx.meta
+        (ws, x, q, r_eta, r_alpha, y, keys, u, nk, s_eta, z_a, n2, beta, dg, gram, lmat, lower,
+         err) = ctx.saved_tensors
         need = ctx.needs_input_grad  # eta, w, x, q, r_eta, b_eta, r_alpha, b_alpha, eps
-        # ∂/∂W by row block: [k, v, η, α] from the generation, [mem] from the read; then the
-        # whole-W terms (a strided in-place baddbmm on a row block would loop per sequence)
-        g_gen = g_mem = None
-        gx = gq = g_reta = g_beta_ = g_ralpha = g_balpha = None
-        if g_new is not None:
-            a_c = dg[:, c, 0]
-            a_end, a_prev, dmat = dg[:, c, 1:], dg[:, :c, 0], dg[:, :c, 1:]
-            ga_c = torch.linalg.vecdot(g_new.flatten(1), w.flatten(1))
+        n_chunks, n, c, d = x.shape
+        anchors = ws[:n_chunks]
+        # batched over the chunks: every coefficient that does not depend on the incoming
+        # gradient. What reads an anchor (∂/∂x, ∂/∂q) runs in the loop, while the anchor is in
+        # the cache: a pass after the loop would read every anchor again from memory.
+        g_reads = g_reads.contiguous()
+        beta3 = beta.unsqueeze(-1)
+        kend = keys * dg[:, :, c, 1:].unsqueeze(-1)  # A_C/A_i k_i
+        bu = u * beta3
+        a_prev_beta = dg[:, :, :c, :1] * beta3
+        eta = s_eta * eta_scale
+        inv_denom2 = (1 + eta * n2).square().reciprocal()
+        d_zeta = eta * (1 - s_eta) * inv_denom2  # ∂z_η per ∂β: β = η/(1 + η‖k‖²), η = eta σ(z_η)
+        beta_sq2 = beta.square().mul_(2.0).unsqueeze(-1)
+        d_za = torch.sigmoid(-z_a)  # ∂ log σ(z_α) / ∂z_α
+        radial_scale = (nk > eps).to(nk.dtype)  # the norm's floor passes no radial gradient
+        below = _below(c, x.device, x.dtype)
+        gx = x.new_empty(x.shape) if need[2] else None
+        gq = q.new_empty(q.shape) if need[3] else None
+        gy = x.new_empty(n, c, 4 * d)  # ∂/∂(W_{k,v,η,α} x) of a chunk
+        g_zeta, g_za = x.new_empty(n_chunks, n, c), x.new_empty(n_chunks, n, c)
+        gdg = x.new_empty(n, c + 1, c + 1)
+        r_eta3, r_alpha3 = r_eta.unsqueeze(1), r_alpha.unsqueeze(1)
+
+        g = g_new.contiguous()
+        for j in range(n_chunks - 1, -1, -1):
+            w, k, dgj = anchors[j], keys[j], dg[j]
             # W_C = a_c W_0 − Errᵀ Kend
-            gerr = torch.bmm(kend, g_new.transpose(1, 2)).neg_()  # [N, C, 5D]
-            gkend = torch.bmm(err, g_new).neg_()  # [N, C, D]
-            gk = gkend * _rows(a_end)
-            ga_end = (gkend * k).sum(-1)
-            # Err = T⁻¹ Rhs, T = I + lower
-            grhs = torch.linalg.solve_triangular(lower.transpose(1, 2), gerr, upper=True,
+            torch.linalg.vecdot(g.flatten(1), w.flatten(1), out=gdg[:, c, 0])  # ∂/∂a_c
+            gerr = torch.bmm(kend[j], g.transpose(1, 2))  # −∂/∂Err
+            gkend = torch.bmm(err[j], g)  # −∂/∂Kend
+            gk = gkend * dgj[:, c, 1:].unsqueeze(-1)
+            gk.neg_()
+            torch.linalg.vecdot(gkend, k, out=gdg[:, c, 1:]).neg_()  # ∂/∂a_end
+            # Err = T⁻¹ Rhs, T = I + lower:  grhs = −∂/∂Rhs
+            grhs = torch.linalg.solve_triangular(lower[j].transpose(1, 2), gerr, upper=True,
                                                  unitriangular=True)
-            g_lower = torch.bmm(grhs, err.transpose(1, 2)).neg_().tril_(-1)
-            g_beta = (g_lower * lmat).sum(-1) + (grhs * b0).sum(-1)
-            g_l = g_lower * _rows(beta)
-            gdmat = g_l * gram
-            g_gram = g_l * dmat
+            g_lower = torch.bmm(grhs, err[j].transpose(1, 2)).tril_(-1)  # ∂/∂lower
+            # Rhs = β W_0 u, u = A_prev k − v:  gwu = −∂/∂(W_0 u) / β
+            gwu = torch.bmm(grhs, w)
+            g_beta = torch.linalg.vecdot(g_lower, lmat[j])
+            g_beta -= torch.linalg.vecdot(gwu, u[j])
+            g_l = g_lower.mul_(beta3[j])
+            torch.mul(g_l, gram[j], out=gdg[:, :c, 1:])  # ∂/∂dmat
+            g_gram = g_l * dgj[:, :c, 1:]
             gk.baddbmm_(g_gram + g_gram.transpose(1, 2), k)
-            # Rhs = β (a_prev W_0 K − V̂)
-            gb0 = grhs * _rows(beta)
-            ga_prev = (gb0 * pk).sum(-1)
-            gpv = torch.cat((gb0 * _rows(a_prev), gb0.neg()), dim=1)  # ∂/∂[W_0 k; v̂]
-            kv = torch.cat((k, vv), dim=1)
-            gkv = torch.bmm(gpv, w)
-            g_whole = torch.baddbmm(g_new * a_c.view(-1, 1, 1), gpv.transpose(1, 2), kv)
-            gk += gkv[:, :c]
-            gvv = gkv[:, c:]
-            # decays: every used entry of dg, then back to log α through the segment sums
-            gdg = torch.zeros_like(dg)
-            gdg[:, c, 0] = ga_c
-            gdg[:, c, 1:] = ga_end
-            gdg[:, :c, 0] = ga_prev
-            gdg[:, :c, 1:] = gdmat
-            gsg = gdg.mul_(dg)
-            # ∂/∂ log α_j = Σ_{t ≥ j} Σ_{s < j} gsg[t, s]
-            part = torch.cumsum(gsg, dim=-1)
-            part = torch.flip(torch.cumsum(torch.flip(part, (-2,)), dim=-2), (-2,))
-            g_la = part.diagonal(offset=-1, dim1=-2, dim2=-1)
-            # β = η / (1 + η‖k‖²)
-            denom = 1 + eta * n2
-            g_eta = g_beta / denom.square()
-            gk.addcmul_(k, _rows(g_beta * beta.square()), value=-2.0)
-            g_zeta = g_eta * eta * (1 - s_eta)
-            g_za = g_la * torch.sigmoid(-z_a)
-            ger = _rows(g_zeta) * r_eta.unsqueeze(1)
-            gar = _rows(g_za) * r_alpha.unsqueeze(1)
-            g_reta = torch.bmm(g_zeta.unsqueeze(1), er).squeeze(1)
-            g_beta_ = g_zeta.sum(-1)
-            g_ralpha = torch.bmm(g_za.unsqueeze(1), ar).squeeze(1)
-            g_balpha = g_za.sum(-1)
-            # k = kr / max(‖kr‖, eps)
-            radial = (k * gk).sum(-1, keepdim=True) * unclamped
-            gkr = (gk - k * radial) / nk
-            gy = torch.cat((gkr, gvv, ger, gar), dim=-1)  # [N, C, 4D]
-            gx = torch.bmm(gy, w[:, :4 * d])
-            g_gen = torch.bmm(gy.transpose(1, 2), x)
-        if g_read is not None:
-            g_mem = torch.bmm(g_read.transpose(1, 2), q)
-            gq = torch.bmm(g_read, w[:, 4 * d:])
-        n = w.shape[0]
-        gw = torch.cat((g_gen if g_gen is not None else w.new_zeros(n, 4 * d, d),
-                        g_mem if g_mem is not None else w.new_zeros(n, d, d)), dim=1)
-        if g_new is not None:
-            gw += g_whole
-        return (None, gw if need[1] else None, gx if need[2] else None,
-                gq if need[3] else None, g_reta if need[4] else None,
-                g_beta_ if need[5] else None, g_ralpha if need[6] else None,
-                g_balpha if need[7] else None, None)
+            gk.addcmul_(gwu, a_prev_beta[j], value=-1.0)
+            torch.linalg.vecdot(gwu, k, out=gdg[:, :c, 0]).mul_(beta[j]).neg_()  # ∂/∂a_prev
+            # ∂/∂W_0 (the previous chunk's g): through a_c W_0, W_0 u, the generation, the reads
+            g = torch.mul(g, dgj[:, c, 0].view(n, 1, 1)).baddbmm_(grhs.transpose(1, 2), bu[j],
+                                                                  alpha=-1.0)
+            # decays back to log α: ∂/∂ log α_m = Σ_{t ≥ m} Σ_{s < m} ∂dg[t, s] dg[t, s]
+            part = torch.cumsum(gdg.mul_(dgj), dim=-1).mul_(below).sum(-2)
+            # β = η / (1 + η‖k‖²), η = eta σ(z_η), α = σ(z_α), k = kr / max(‖kr‖, eps)
+            gz = torch.mul(g_beta, d_zeta[j], out=g_zeta[j])
+            gk.addcmul_(k, g_beta.unsqueeze(-1) * beta_sq2[j], value=-1.0)
+            ga = torch.mul(part[:, :c], d_za[j], out=g_za[j])
+            gyj = gy
+            radial = torch.linalg.vecdot(k, gk).unsqueeze_(-1).mul_(radial_scale[j])
+            torch.div(torch.addcmul(gk, k, radial, value=-1.0), nk[j], out=gyj[:, :, :d])
+            torch.mul(gwu, beta3[j], out=gyj[:, :, d:2 * d])  # ∂/∂v = −(−gwu β)
+            torch.mul(gz.unsqueeze(-1), r_eta3, out=gyj[:, :, 2 * d:3 * d])
+            torch.mul(ga.unsqueeze(-1), r_alpha3, out=gyj[:, :, 3 * d:])
+            if gx is not None:
+                torch.bmm(gyj, w[:, :4 * d], out=gx[j])
+            if gq is not None:
+                torch.bmm(g_reads[j], w[:, 4 * d:], out=gq[j])
+            g[:, :4 * d] += torch.bmm(gyj.transpose(1, 2), x[j])
+            g[:, 4 * d:] += torch.bmm(g_reads[j].transpose(1, 2), q[j])  # the reads
+
+        g_reta = g_ralpha = g_beta_ = g_balpha = None
+        if need[4]:
+            g_reta = torch.einsum("jnc,jncd->nd", g_zeta, y[..., 2 * d:3 * d])
+        if need[5]:
+            g_beta_ = g_zeta.sum((0, 2))
+        if need[6]:
+            g_ralpha = torch.einsum("jnc,jncd->nd", g_za, y[..., 3 * d:])
+        if need[7]:
+            g_balpha = g_za.sum((0, 2))
+        return (None, g if need[1] else None, gx, gq, g_reta, g_beta_, g_ralpha, g_balpha, None)
