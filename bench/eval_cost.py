@@ -30,8 +30,9 @@ def main() -> None:
     from nlstudio import probes
     from nlstudio.build import build_model, build_task
     from nlstudio.project import load_preset, preset_paths, project_to_dict
+    from nlstudio.threads import configure_torch
 
-    torch.set_num_threads(args.threads)
+    configure_torch(args.threads)  # as the app computes: subnormals flushed (nlstudio/threads.py)
     print(f"torch {torch.__version__}, {args.threads} thread(s); seconds per evaluation")
     for name in args.only or sorted(preset_paths()):
         doc = project_to_dict(load_preset(name))

@@ -31,6 +31,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from nlstudio.threads import configure_torch
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from levels import (VOCAB, SDPAStack, count_flops, fmt_rate, free, lm_step,  # noqa: E402
                     nsam_spec, race, ratio_line)
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="nsam section: both models under bf16 autocast or not (default fp32)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    configure_torch(args.threads)  # as the app computes: subnormals flushed (nlstudio/threads.py)
     device = torch.device(args.device)
     only = set(args.only or ("kernels", "nsam"))
     if args.quick:

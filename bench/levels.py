@@ -32,6 +32,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from nlstudio.threads import configure_torch  # noqa: E402
+
 KINDS = ("attention", "linear_attention", "delta", "titans", "self_modifying", "mlp")
 VOCAB = 256
 #: the clock of every timing: "wall" (time.perf_counter, the default) or "cpu"
@@ -452,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.device != "cpu":
             p.error("--clock cpu measures CPU time: use it with --device cpu")
         CLOCK["fn"] = time.process_time
-    torch.set_num_threads(args.threads)
+    configure_torch(args.threads)  # as the app computes: subnormals flushed (nlstudio/threads.py)
     device = torch.device(args.device)
     only = set(args.only or ("levels", "titans", "transformer", "nsam"))
 
@@ -478,6 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     print(f"allocator: {alloc}")
+    print("subnormal floats: flushed to zero, as in the app (nlstudio/threads.py)")
     print(f"forward+backward, medians of {repeats} interleaved rounds after a warm-up of 2 calls "
           f"each, {args.clock} clock")
     print(f"load average at start: {load()}")

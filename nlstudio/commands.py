@@ -19,7 +19,8 @@ import sys
 from nlstudio import generate_command
 from nlstudio.cli import ExitCode, Parser
 from nlstudio.printable import printable
-from nlstudio.threads import default_torch_threads, threads_problem
+from nlstudio.threads import (configure_torch, default_torch_threads, flush_denormals,
+                              threads_problem)
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                      if hasattr(signal, name))
@@ -86,12 +87,10 @@ def _train(args) -> int:
     if args.steps is not None and args.steps < 1:
         return _fail(f"train: --steps must be a positive integer, got {args.steps}")
     invalid = _invalid_types()
-    import torch
-
     from nlstudio.build import count_parameters
     from nlstudio.trainer import Trainer
 
-    torch.set_num_threads(args.threads or default_torch_threads())
+    configure_torch(args.threads or default_torch_threads())
     # A stop signal is honoured from here on: before the run starts it ends the process with
     # nothing written by it; during the run, at the next step boundary (see the module doc).
     received: list[int] = []
@@ -218,6 +217,7 @@ class _ProgressBar:
 
 def _eval(args) -> int:
     invalid = _invalid_types()
+    flush_denormals()
     from nlstudio import evaluation
     from nlstudio.runs import load_run, load_weights_into
     from nlstudio.trainer import resolve_device

@@ -20,7 +20,7 @@ import sys
 
 from nlstudio.cli import ExitCode
 from nlstudio.printable import printable
-from nlstudio.threads import default_torch_threads, threads_problem
+from nlstudio.threads import configure_torch, default_torch_threads, threads_problem
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -85,11 +85,9 @@ def _generate(args: argparse.Namespace) -> int:
         if prompt is None:
             return _fail("give a prompt with --prompt TEXT or --prompt-file F (the models "
                          "have no start-of-text token to begin from)")
-        import torch
-
         from nlstudio.trainer import TrainError, resolve_device
 
-        torch.set_num_threads(args.threads or default_torch_threads())
+        configure_torch(args.threads or default_torch_threads())
         try:
             device = resolve_device(args.device)
         except TrainError as exc:  # no CUDA here

@@ -28,6 +28,7 @@ from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 import nlstudio.trainer  # noqa: F401 - its import cost is paid with the GUI's, never in a worker
 from nlstudio import events as ev
+from nlstudio.threads import configure_torch
 
 DELIVERY_INTERVAL_MS = 33  # ≈30 Hz
 
@@ -145,8 +146,9 @@ class _Worker(QObject):
     def run(self) -> None:
         result: object
         try:
-            # Thread-local for torch's OpenMP pool: set here, in the thread that trains.
-            torch.set_num_threads(self._threads)
+            # Thread-local (torch's OpenMP pool, the flush of subnormals): set here, in the thread
+            # that trains.
+            configure_torch(self._threads)
             result = self._trainer.run()
         except BaseException as exc:  # noqa: BLE001 - the GUI shows it; nothing may escape
             result = f"{type(exc).__name__}: {exc}"
@@ -281,7 +283,7 @@ class _FunctionWorker(QObject):
     @Slot()
     def run(self) -> None:
         try:
-            torch.set_num_threads(self._threads)
+            configure_torch(self._threads)
             result, error = self._fn(), None
         except BaseException as exc:  # noqa: BLE001 - reported to the GUI as a message
             result, error = None, f"{type(exc).__name__}: {exc}"
