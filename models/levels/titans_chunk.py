@@ -52,6 +52,43 @@ def _col(x: Tensor) -> Tensor:
     return x.view(-1, 1, 1)
 
 
+def _wide(w: Tensor) -> bool:
+    """A layer with more outputs than inputs (``[N, o, i]``, o > i): its write's per-token
+    coefficients scale its inputs X ``[N, i, C]``, the smaller factor, rather than δ
+    ``[N, o, C]`` (fewer passes over memory, in the forward and the backward)."""
+    return w.shape[1] > w.shape[2]
+
+
+def _wide_write_backward(l, momentum, gwn, gsn, keep, sig, s_keep, cc, dd, ws, ss, xs, deltas,
+                         gw, gs, g_delta, gx_write, g_keep, g_sig, g_skeep, g_c, g_d):
+    """The write's backward of a wide layer (:func:`_wide`), written as
+    ``W' = keep W + σ S − δ (X ⊙ c)ᵀ``, ``S' = s_keep S − δ (X ⊙ d)ᵀ``: with ``A = gW'ᵀ δ``,
+    ``B = gS'ᵀ δ`` (``[N, i, C]``), ``∂/∂δ = −gW' (X ⊙ c) − gS' (X ⊙ d)``,
+    ``−∂/∂X = A ⊙ c + B ⊙ d``, ``∂/∂c = −Σ_i X ⊙ A``, ``∂/∂d = −Σ_i X ⊙ B``. Fills the lists
+    and accumulates into the coefficient gradients in place."""
+    x, delta = xs[l], deltas[l]
+    if gwn is not None:
+        gw[l] = gwn * _col(keep)
+        g_keep += _bdot(gwn, ws[l])
+        if momentum:
+            g_sig += _bdot(gwn, ss[l])
+            gs[l] = gwn * _col(sig)
+        a = torch.bmm(gwn.transpose(1, 2), delta)
+        g_c -= (a * x).sum(1)
+        g_delta[l] = torch.bmm(gwn, x * -cc)
+        gx_write[l] = a.mul_(cc)
+    if momentum and gsn is not None:
+        g_skeep += _bdot(gsn, ss[l])
+        gs[l] = gsn * _col(s_keep) if gs[l] is None else gs[l].addcmul_(gsn, _col(s_keep))
+        b = torch.bmm(gsn.transpose(1, 2), delta)
+        g_d -= (b * x).sum(1)
+        if g_delta[l] is None:
+            g_delta[l] = torch.bmm(gsn, x * -dd)
+        else:
+            g_delta[l].baddbmm_(gsn, x * -dd)
+        gx_write[l] = b.mul_(dd) if gx_write[l] is None else gx_write[l].addcmul_(b, dd)
+
+
 def _chunk_forward(l2: bool, keep, sig, s_keep, c, d, kT, bias, qT, ws, ss, read_out=None):
     """One chunk: ``(new_weights, new_momenta, read, saved)``; ``saved`` is what
     :func:`_chunk_backward` needs. ``read_out``: where to write the read (``[N, C, d]``, may
@@ -75,19 +112,30 @@ def _chunk_forward(l2: bool, keep, sig, s_keep, c, d, kT, bias, qT, ws, ss, read
     for l in range(last - 1, -1, -1):
         ps[l] = torch.bmm(ws[l + 1].transpose(1, 2), deltas[l + 1])
         deltas[l] = _silu_bw(ps[l], zs[l])
-    # the chunk's write (each new tensor written in place: one pass fewer per product)
+    # the chunk's write (each new tensor written in place: one pass fewer per product). The
+    # per-token coefficients scale the smaller factor of (δ ⊙ c) Xᵀ = δ (X ⊙ c)ᵀ: δ for a
+    # layer with fewer outputs than inputs, X for a wide one (:func:`_wide`)
     cc = c.unsqueeze(1)
     dd = d.unsqueeze(1) if momentum else None
     new_w, new_s, es, fs = [], [], [], []
     for l in range(depth):
+        wide = _wide(ws[l])
         w = ws[l] * _col(keep)
-        es.append(deltas[l] * cc)
+        # E = δ ⊙ c (kept for the backward), or None for a wide layer
+        es.append(None if wide else deltas[l] * cc)
         if momentum:
             w.addcmul_(ss[l], _col(sig))
-            fs.append(deltas[l] * dd)
+            fs.append(None if wide else deltas[l] * dd)
             s = ss[l] * _col(s_keep)
-            new_s.append(s.baddbmm_(fs[l], xs[l].transpose(1, 2), alpha=-1.0))
-        new_w.append(w.baddbmm_(es[l], xs[l].transpose(1, 2), alpha=-1.0))
+            if wide:
+                s.baddbmm_(deltas[l], (xs[l] * dd).transpose(1, 2), alpha=-1.0)
+            else:
+                s.baddbmm_(fs[l], xs[l].transpose(1, 2), alpha=-1.0)
+            new_s.append(s)
+        if wide:
+            new_w.append(w.baddbmm_(deltas[l], (xs[l] * cc).transpose(1, 2), alpha=-1.0))
+        else:
+            new_w.append(w.baddbmm_(es[l], xs[l].transpose(1, 2), alpha=-1.0))
     # the read (read before write: the anchor), token-major
     xq, zq = [qT], []
     for l in range(last):
@@ -147,6 +195,11 @@ def _chunk_backward(l2: bool, momentum: bool, depth: int, keep, sig, s_keep, c, 
     # the write: W' = keep W + σ S − E Xᵀ, S' = s_keep S − F Xᵀ (E = δ ⊙ c, F = δ ⊙ d)
     for l in range(depth):
         gwn, gsn = gw_new[l], gs_new[l]
+        if _wide(ws[l]):  # the same gradients with the coefficients on X's side
+            _wide_write_backward(l, momentum, gwn, gsn, keep, sig, s_keep, cc, dd, ws, ss, xs,
+                                 deltas, gw, gs, g_delta, gx_write, g_keep, g_sig, g_skeep,
+                                 g_c, g_d)
+            continue
         if gwn is not None:
             gw[l] = gwn * kk
             g_keep += _bdot(gwn, ws[l])
