@@ -197,12 +197,16 @@ class TitansLevel(ChunkedMemoryLevel):
         chunk node keeps (models/levels/titans_chunk.py): the keys' pre-activation, activation,
         backpropagated surprise and its input, the write's scaled surprise (and its momentum
         twin), the queries' pre-activation and activation (6, or 8 with momentum,
-        ·expansion·d); and per chunk one copy of the memory (and of the momentum), its anchor
-        (``⌈T/C⌉`` chunks, spread over the T tokens). Checked against the tensors autograd
-        actually saves (tests/models/test_level_api_kinds.py)."""
+        ·expansion·d), less the scaled surprise (and twin) of the first hidden layer when it
+        is wider than its input (expansion > 1: that write scales the layer's input instead,
+        recomputed in the backward); and per chunk one copy of the memory (and of the
+        momentum), its anchor (``⌈T/C⌉`` chunks, spread over the T tokens). Checked against
+        the tensors autograd actually saves (tests/models/test_level_api_kinds.py)."""
         d = self.d_model
-        hidden_terms = 8 if self.use_momentum else 6
-        per = 22 * d + hidden_terms * (self.depth - 1) * self.expansion * d
+        scaled = 2 if self.use_momentum else 1
+        wide_first = self.depth > 1 and self.expansion > 1
+        hidden_terms = (6 + scaled) * (self.depth - 1) - (scaled if wide_first else 0)
+        per = 22 * d + hidden_terms * self.expansion * d
         copies = math.ceil(seq_len / self.chunk) * self._memory_floats()
         copies *= 2 if self.use_momentum else 1
         return per + math.ceil(copies / max(seq_len, 1))
