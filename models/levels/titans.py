@@ -21,10 +21,10 @@ cites Mehta et al. 2023; we use the form of Gated DeltaNet / flash-linear-attent
 the chunk start (the anchor) and the memory is written once, when the chunk completes; tokens
 inside a chunk read the anchor (C = 1: the exact recurrence ``o_t = M_{t−1}(q_t)``). The
 momentum and the decay inside the chunk collapse to coefficients (models/chunked.py), so the
-only sequential loop is over chunks. A chunk is one autograd node with a hand-written backward
-(models/levels/titans_chunk.py): its keys and its queries through the anchor (the inner
-gradient and the chunk's read), the analytic backward of the inner gradient, and one
-batched-matmul write per layer.
+only sequential loop is over chunks. The complete chunks of a call are one autograd node with a
+hand-written backward (models/levels/titans_chunk.py) that loops over them: per chunk its keys
+and its queries through the anchor (the inner gradient and the chunk's read), the analytic
+backward of the inner gradient, and one batched-matmul write per layer.
 
 Choices (documented here, visible in the inspector through the registry):
 - one memory per head, of the head dimension ``dh = d_model / heads``; hidden width
