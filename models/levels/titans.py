@@ -21,10 +21,10 @@ cites Mehta et al. 2023; we use the form of Gated DeltaNet / flash-linear-attent
 the chunk start (the anchor) and the memory is written once, when the chunk completes; tokens
 inside a chunk read the anchor (C = 1: the exact recurrence ``o_t = M_{t−1}(q_t)``). The
 momentum and the decay inside the chunk collapse to coefficients (models/chunked.py), so the
-only sequential loop is over chunks. A chunk is one autograd node with a hand-written backward
-(models/levels/titans_chunk.py): its keys and its queries through the anchor (the inner
-gradient and the chunk's read), the analytic backward of the inner gradient, and one
-batched-matmul write per layer.
+only sequential loop is over chunks. The complete chunks of a call are one autograd node with a
+hand-written backward (models/levels/titans_chunk.py) that loops over them: per chunk its keys
+and its queries through the anchor (the inner gradient and the chunk's read), the analytic
+backward of the inner gradient, and one batched-matmul write per layer.
 
 Choices (documented here, visible in the inspector through the registry):
 - one memory per head, of the head dimension ``dh = d_model / heads``; hidden width
@@ -51,7 +51,7 @@ from nlstudio.models.levels.base import State
 from nlstudio.models.levels.chunked_memory import ChunkedMemoryLevel
 from nlstudio.models.levels.common import (CausalConv1d, OutputNormGate, l2_normalize,
                                            split_heads)
-from nlstudio.models.levels.titans_chunk import TitansChunk
+from nlstudio.models.levels.titans_chunk import TitansChunks
 
 
 class TitansLevel(ChunkedMemoryLevel):
@@ -142,50 +142,33 @@ class TitansLevel(ChunkedMemoryLevel):
                 state, split, t_new, x.new_zeros(t_new), state["last_write"], state["weights"],
                 state.get("momentum"), history, wrote=False)
 
-        reads: list[Tensor] = []  # [N, C, dh] per chunk (and the rest)
-        sq_norms: list[Tensor] = []  # per chunk: ‖M_after − M_before‖² over all layers, [N]
-        last_write = state["last_write"]
+        reads: list[Tensor] = []  # [N, ·, dh]: the complete chunks' (and the rest's)
+        per_chunk, last_write = None, state["last_write"]
         if full:
             log_keep, theta, log_mu = self._gates(xs[:, :done])
             end = collapse_end(log_keep.view(n_mem, full, c), theta.view(n_mem, full, c),
                                None if log_mu is None else log_mu.view(n_mem, full, c))
-            ends = end.unbind(1)
-
-            def chunks(z: Tensor) -> tuple[Tensor, ...]:  # feature-major views per chunk
-                return z[:, :done].view(n_mem, full, c, dh).transpose(-1, -2).unbind(1)
-
             l2 = self.objective == "l2"
             # the inner gradient is g = M(k) − v = Z_out + (k − v) for ℓ2, −v for dot
             bias = (k - v if self.residual else -v) if l2 else -v
-            ks, qs, bs = chunks(k), chunks(q), chunks(bias)
-            # the only sequential part: per chunk one node (models/levels/titans_chunk.py) that
-            # takes the gradients at the anchor, writes, and reads the anchor with the chunk's
-            # queries (read before write)
-            for j in range(full):
-                e = ends[j]
-                outs = TitansChunk.apply(l2, e.keep, e.from_s0, e.s_keep, e.grad, e.s_grad,
-                                         ks[j], bs[j], qs[j], *weights,
-                                         *(moms if self.use_momentum else ()))
-                new_w = list(outs[:self.depth])
-                new_m = list(outs[self.depth:-1]) if self.use_momentum else moms
-                reads.append(outs[-1])
-                with torch.no_grad():  # the change of the whole memory (all layers, all heads)
-                    sq_norms.append(sum(torch.linalg.vector_norm(a - b_, dim=(-2, -1)).square()
-                                        for a, b_ in zip(new_w, weights)))
-                    if j == full - 1:
-                        last_write = new_w[0][0] - weights[0][0]
-                weights, moms = new_w, new_m
-        if full:
-            read = torch.cat(reads, dim=1) if full > 1 else reads[0]
-            reads = [read + q[:, :done] if self.residual else read]
+            # the only sequential part: one node (models/levels/titans_chunk.py) that, chunk by
+            # chunk, takes the gradients at the anchor, writes, and reads the anchor with the
+            # chunk's queries (read before write)
+            outs = TitansChunks.apply(l2, end.keep, end.from_s0, end.s_keep, end.grad,
+                                      end.s_grad, k[:, :done], bias[:, :done], q[:, :done],
+                                      *weights, *(moms if self.use_momentum else ()))
+            weights = list(outs[:self.depth])
+            if self.use_momentum:
+                moms = list(outs[self.depth:2 * self.depth])
+            read, sq_norms, last_write = outs[-3:]
+            reads.append(read + q[:, :done] if self.residual else read)
+            # [full, N] -> per chunk: the norm over heads, averaged over the batch
+            per_chunk = sq_norms.view(full, b, h).sum(-1).sqrt().mean(-1)
         if rest:  # the tokens of the incomplete chunk read the last write's result
             reads.append(mlp_forward(weights, q[:, done:n], self.residual)[0])
         o = torch.cat(reads, dim=1) if len(reads) > 1 else reads[0]
         o = o[:, p:]  # pending tokens were read by an earlier call
 
-        per_chunk = None
-        if full:  # [full, N] -> per chunk: the norm over heads, averaged over the batch
-            per_chunk = torch.stack(sq_norms).view(full, b, h).sum(-1).sqrt().mean(-1)
         write_norms = self._write_norm_series(per_chunk, split, t_new, x)
         return o, self._next_state(
             state, split, t_new, write_norms, last_write,
@@ -214,12 +197,16 @@ class TitansLevel(ChunkedMemoryLevel):
         chunk node keeps (models/levels/titans_chunk.py): the keys' pre-activation, activation,
         backpropagated surprise and its input, the write's scaled surprise (and its momentum
         twin), the queries' pre-activation and activation (6, or 8 with momentum,
-        ·expansion·d); and per chunk one copy of the memory (and of the momentum), its anchor
-        (``⌈T/C⌉`` chunks, spread over the T tokens). Checked against the tensors autograd
-        actually saves (tests/models/test_level_api_kinds.py)."""
+        ·expansion·d), less the scaled surprise (and twin) of the first hidden layer when it
+        is wider than its input (expansion > 1: that write scales the layer's input instead,
+        recomputed in the backward); and per chunk one copy of the memory (and of the
+        momentum), its anchor (``⌈T/C⌉`` chunks, spread over the T tokens). Checked against
+        the tensors autograd actually saves (tests/models/test_level_api_kinds.py)."""
         d = self.d_model
-        hidden_terms = 8 if self.use_momentum else 6
-        per = 22 * d + hidden_terms * (self.depth - 1) * self.expansion * d
+        scaled = 2 if self.use_momentum else 1
+        wide_first = self.depth > 1 and self.expansion > 1
+        hidden_terms = (6 + scaled) * (self.depth - 1) - (scaled if wide_first else 0)
+        per = 22 * d + hidden_terms * self.expansion * d
         copies = math.ceil(seq_len / self.chunk) * self._memory_floats()
         copies *= 2 if self.use_momentum else 1
         return per + math.ceil(copies / max(seq_len, 1))
