@@ -286,7 +286,8 @@ def _runs_back(g: Tensor, w0: Tensor, read: TaskRead | None, name: str) -> Tenso
         gs = g[:, start:e]
         gx = gs @ w0 if anchor is None else gs @ anchor
         for a, b, f in factored:
-            gx[:, a - start:b - start].baddbmm_(g[:, a:b] @ f.p.mT, f.k)
+            # an out-of-place product (counted by FlopCounterMode, which skips baddbmm_)
+            gx[:, a - start:b - start] += (g[:, a:b] @ f.p.mT) @ f.k
         pieces.append(gx)
         start, factored = e, []
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)

@@ -250,14 +250,11 @@ def factored_sq_norm(delta: Tensor, key: Tensor) -> Tensor:
 
 def norm_from_change(w0: Tensor, tokens: int) -> bool:
     """Whether an SGD write of ``tokens`` factor tokens folded onto a dense weight shaped as
-    ``w0`` forms its change ``pᵀk`` (one matmul, then a sum and a sum of squares over the
-    weight) for its norm rather than folding with one ``baddbmm`` and using
-    :func:`factored_sq_norm`: when the two ``tokens × tokens`` Gram matrices cost more than
-    the extra passes over the weight (``tokens² (d_in + d_out) > 32 d_in d_out``; measured on
-    one core: at d = 64, hidden 256 a 64-token chunk folds faster through the change (the
-    weights stay in cache), at d = 256, hidden 1024 twice as fast through the Gram matrices,
-    for ~1/3 more counted flops)."""
-    return tokens * tokens * sum(w0.shape) > 32 * w0.shape[0] * w0.shape[1]
+    ``w0`` forms its change ``pᵀk`` (one matmul, then a sum of squares over the weight) for
+    its norm rather than using :func:`factored_sq_norm`: when the two ``tokens × tokens`` Gram
+    matrices cost more than a few passes over the weight (``tokens² (d_in + d_out) >
+    8 d_in d_out``, e.g. a 64-token chunk at d = 64, hidden 256)."""
+    return tokens * tokens * sum(w0.shape) > 8 * w0.shape[0] * w0.shape[1]
 
 
 def sgd_write(cur: Weight, pair: tuple[Tensor, Tensor], eta: float, w0: Tensor, fold_rank: int,
