@@ -35,8 +35,8 @@ from torch.autograd.function import once_differentiable
 
 from nlstudio.models.graph import OUTPUT
 from nlstudio.models.levels.cms import MLPLevel
-from nlstudio.models.levels.cms_reads import (ChunkGradient, TaskRead, Weight, read_back,
-                                               read_weight)
+from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, TaskRead, Weight,
+                                               read_back, read_weight)
 from nlstudio.models.precision import autocast_dtype
 
 if TYPE_CHECKING:
@@ -267,9 +267,27 @@ class _SuffixNode(torch.autograd.Function):
 
 
 def _runs_back(g: Tensor, w0: Tensor, read: TaskRead | None, name: str) -> Tensor:
-    """``g W`` per run of ``read`` (None: ``W0`` for every token)."""
+    """``g W`` per run of ``read`` (None: ``W0`` for every token). Consecutive runs on one
+    anchor (``W0`` or a dense per-sequence anchor, the runs between two folds) read it in one
+    matmul over all their tokens (one pass over the per-sequence weights instead of one per
+    run), each run's factor part ``(g pᵀ) k`` then added on its own tokens."""
     if read is None:
         return g @ w0
-    pieces = [read_back(g[:, s:e], w0.detach(), w)
-              for (s, e), w in zip(read.runs, read.weights[name])]
+    w0 = w0.detach()
+    pieces, start, anchor, factored = [], 0, None, []
+    runs = list(zip(read.runs, read.weights[name]))
+    for i, ((s, e), w) in enumerate(runs):
+        if isinstance(w, Factored):
+            factored.append((s, e, w))
+        nxt = runs[i + 1][1] if i + 1 < len(runs) else None
+        anchor = w.anchor if isinstance(w, Factored) else w
+        if nxt is not None and (nxt.anchor if isinstance(nxt, Factored) else nxt) is anchor:
+            continue  # the next run reads the same anchor: one read for the group
+        gs = g[:, start:e]
+        gx = gs @ w0 if anchor is None else gs @ anchor
+        for a, b, f in factored:
+            # an out-of-place product (counted by FlopCounterMode, which skips baddbmm_)
+            gx[:, a - start:b - start] += (g[:, a:b] @ f.p.mT) @ f.k
+        pieces.append(gx)
+        start, factored = e, []
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)

@@ -222,6 +222,40 @@ def test_linear_runs_equals_dense_reads_and_gradcheck():
     torch.testing.assert_close(gw, rw)
 
 
+def test_outer_read_back_groups_runs_on_one_anchor():
+    """The by-hand outer backward's ``g W`` per run (models/task_pass.py ``_runs_back``), which
+    reads each anchor once for all the runs on it: equal to ``g (W0 + Δ)`` run by run, for runs
+    on W0 with and without factors, a dense anchor alone, factors growing over it, a second
+    anchor, and a single run."""
+    from nlstudio.models.levels.cms_reads import TaskRead
+    from nlstudio.models.task_pass import _runs_back
+
+    torch.manual_seed(0)
+    dt = torch.float64
+    b, d_in, d_out = 2, 3, 4
+    w0 = torch.randn(d_out, d_in, dtype=dt)
+    a1, a2 = (w0 + torch.randn(b, d_out, d_in, dtype=dt) for _ in range(2))
+    p, k = torch.randn(b, 5, d_out, dtype=dt), torch.randn(b, 5, d_in, dtype=dt)
+    runs = ((0, 2), (2, 3), (3, 6), (6, 7), (7, 9), (9, 10), (10, 12))
+    ws = (None, Factored(None, p[:, :1], k[:, :1]), Factored(None, p[:, :3], k[:, :3]), a1,
+          Factored(a1, p[:, :2], k[:, :2]), Factored(a1, p, k), a2)
+
+    def dense(w):
+        if w is None:
+            return w0.expand(b, -1, -1)
+        return w.dense(w0) if isinstance(w, Factored) else w
+
+    g = torch.randn(b, 12, d_out, dtype=dt)
+    want = torch.cat([g[:, s:e] @ dense(w) for (s, e), w in zip(runs, ws)], 1)
+    got = _runs_back(g, w0, TaskRead(runs, {"w1": ws}, outer=True), "w1")
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for i, run in enumerate(runs):  # each run alone (a group of one)
+        s, e = run
+        torch.testing.assert_close(
+            _runs_back(g[:, s:e], w0, TaskRead(((0, e - s),), {"w1": (ws[i],)}, outer=True),
+                       "w1"), want[:, s:e], rtol=1e-12, atol=1e-12)
+
+
 def test_chunk_gradient_factors_and_dense_sum():
     torch.manual_seed(0)
     deltas = [torch.randn(2, n, 4, dtype=torch.float64) for n in (1, 3)]
