@@ -2,10 +2,10 @@
 the CMS levels.
 
 These functions are the reference math of a chunk, differentiated by autograd. ``titans`` runs
-each chunk as one fused node with a hand-written backward instead (models/levels/titans_chunk.py),
-and ``self_modifying`` with depth 1, DGD and no momentum all complete chunks of a call as one
-(models/levels/self_modifying_chunk.py); the tests pin both to the composition of the functions
-here in float64.
+all complete chunks of a call as one node with a hand-written backward instead
+(models/levels/titans_chunk.py), and so does ``self_modifying`` with depth 1, DGD and no
+momentum (models/levels/self_modifying_chunk.py); the tests pin both to the composition of the
+functions here in float64.
 
 A chunk of C tokens is written at once: every token's inner gradient is taken at the memory
 as it was when the chunk started (the *anchor*, arXiv Eq. 90), and the per-token recurrence

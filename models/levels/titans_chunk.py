@@ -7,13 +7,12 @@ module only computes it with fewer passes over memory: activations stay feature-
 (``[N, features, C]``, so every layer is ``W X`` with no transposed copies), ``silu'`` and its
 derivative come from the saved pre-activations, the gradients of a layer's weights from the
 write, the inner gradient, the keys' forward and the read are accumulated into one buffer, and
-no autograd graph is built per chunk. Two nodes share the per-chunk math (:func:`_chunk_forward`,
-:func:`_chunk_backward`): :class:`TitansChunks`, all complete chunks of a call in one node (what
-the level runs: the chunk loop runs inside the node's forward and, reversed, inside its
-backward, so no per-chunk slicing, stacking or gradient routing goes through autograd), and
-:class:`TitansChunk`, one chunk. ``tests/models/test_titans_chunk.py`` checks both, forward
-and backward, against the autograd composition of ``mlp_forward``/``mlp_backward``/
-``write_plain`` in float64 (``gradcheck``). The backward is written for first derivatives (the
+no autograd graph is built per chunk. :class:`TitansChunks` runs all complete chunks of a call
+in one node: the chunk loop (:func:`_chunk_forward`) runs inside the node's forward and,
+reversed (:func:`_chunk_backward`), inside its backward, so no per-chunk slicing, stacking or
+gradient routing goes through autograd. ``tests/models/test_titans_chunk.py`` checks it,
+forward and backward, against the autograd composition of ``mlp_forward``/``mlp_backward``/
+``write_plain`` chained chunk by chunk in float64 (``gradcheck``). The backward is written for first derivatives (the
 outer training step); a second derivative through it raises.
 
 Per chunk, with layers ``W_l [N, o_l, i_l]``, keys ``X_0 = kᵀ [N, d, C]``:
@@ -270,45 +269,6 @@ def _chunk_backward(l2: bool, momentum: bool, depth: int, keep, sig, s_keep, c, 
             else:
                 gamma = _silu_bw(gx, zq[l - 1])
     return g_keep, g_sig, g_skeep, g_c, g_d, g_k, g_bias, g_q, gw, gs
-
-
-class TitansChunk(torch.autograd.Function):
-    """One chunk: ``forward(ctx, l2, keep, sig, s_keep, c, d, kT, bias, qT,
-    *weights_then_momenta)`` -> ``(*new_weights, *new_momenta, read)``.
-
-    ``keep, sig, s_keep [N]``, ``c, d [N, C]`` are the chunk-end coefficients
-    (``chunked.EndCoefficients``; ``sig, s_keep, d`` and the momenta are None/absent without
-    momentum), ``kT, bias [N, d, C]`` feature-major (views of token-major tensors are fine),
-    ``qT [N, d, Cq]``. ``l2``: the objective's gradient is ``Z_{L−1} + bias`` (else ``bias``)."""
-
-    @staticmethod
-    @without_autocast
-    def forward(ctx, l2, keep, sig, s_keep, c, d, kT, bias, qT, *mem):
-        momentum = sig is not None
-        depth = len(mem) // 2 if momentum else len(mem)
-        ws, ss = list(mem[:depth]), list(mem[depth:]) if momentum else []
-        new_w, new_s, read, saved = _chunk_forward(l2, keep, sig, s_keep, c, d, kT, bias, qT,
-                                                   ws, ss)
-        ctx.meta = (l2, depth, momentum)
-        ctx.save_for_backward(keep, sig, s_keep, c, d, *saved)
-        return (*new_w, *new_s, read)
-
-    @staticmethod
-    @without_autocast
-    @once_differentiable
-    def backward(ctx, *grads):
-        l2, depth, momentum = ctx.meta
-        keep, sig, s_keep, c, d, *saved = ctx.saved_tensors
-        gw_new = list(grads[:depth])
-        gs_new = list(grads[depth:2 * depth]) if momentum else None
-        g_keep, g_sig, g_skeep, g_c, g_d, g_k, g_bias, g_q, gw, gs = _chunk_backward(
-            l2, momentum, depth, keep, sig, s_keep, c, d, saved, gw_new, gs_new, grads[-1])
-        need = ctx.needs_input_grad  # l2, keep, sig, s_keep, c, d, kT, bias, qT, *mem
-        return (None, g_keep if need[1] else None, g_sig if need[2] else None,
-                g_skeep if need[3] else None, g_c if need[4] else None,
-                g_d if need[5] else None, g_k if need[6] else None,
-                g_bias if need[7] else None, g_q if need[8] else None, *gw,
-                *(gs if momentum else ()))
 
 
 class TitansChunks(torch.autograd.Function):

@@ -1,27 +1,15 @@
-"""The fused Titans chunk node (models/levels/titans_chunk.py) against the autograd composition of
-models/chunked.py's ``mlp_forward`` / ``mlp_backward`` / ``write_plain`` (the reference math),
-float64: outputs, and every input's gradient for a loss that reads the new weights, the new
-momenta and the read (gradcheck on the node itself as well)."""
+"""The Titans chunk node (models/levels/titans_chunk.py: all complete chunks of a call) against
+the autograd composition of models/chunked.py's ``mlp_forward`` / ``mlp_backward`` /
+``write_plain`` (the reference math) chained chunk by chunk, float64: outputs, write norms, the
+last write, and every input's gradient for a loss that reads the new weights, the new momenta
+and the reads (gradcheck on the node itself as well)."""
 import pytest
 import torch
 
 from nlstudio.models.chunked import collapse_end, mlp_backward, mlp_forward, write_plain
-from nlstudio.models.levels.titans_chunk import TitansChunk, TitansChunks
+from nlstudio.models.levels.titans_chunk import TitansChunks
 
 F64 = torch.float64
-
-
-def inputs(depth, momentum, n=3, d=4, hidden=5, c=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    dims = [d] + [hidden] * (depth - 1) + [d]
-    rnd = lambda *s: torch.randn(*s, generator=g, dtype=F64)
-    ws = [rnd(n, dims[l + 1], dims[l]) / dims[l] ** 0.5 for l in range(depth)]
-    ss = [0.1 * rnd(n, dims[l + 1], dims[l]) for l in range(depth)] if momentum else []
-    log_a = torch.nn.functional.logsigmoid(rnd(n, c) + 2)
-    theta = torch.sigmoid(rnd(n, c))
-    log_mu = torch.nn.functional.logsigmoid(rnd(n, c) + 1) if momentum else None
-    k, v, q = rnd(n, c, d), rnd(n, c, d), rnd(n, c, d)
-    return ws, ss, log_a, theta, log_mu, k, v, q
 
 
 def reference(ws, ss, log_a, theta, log_mu, k, v, q, l2, residual):
@@ -35,90 +23,8 @@ def reference(ws, ss, log_a, theta, log_mu, k, v, q, l2, residual):
     return [w for w, _ in new], [s for _, s in new if s is not None], read
 
 
-def fused(ws, ss, log_a, theta, log_mu, k, v, q, l2, residual):
-    end = collapse_end(log_a, theta, log_mu)
-    bias = (k - v if residual else -v) if l2 else -v
-    tr = lambda z: z.transpose(1, 2)
-    outs = TitansChunk.apply(l2, end.keep, end.from_s0, end.s_keep, end.grad, end.s_grad,
-                             tr(k), tr(bias), tr(q), *ws, *ss)
-    depth = len(ws)
-    read = outs[-1] + q if residual else outs[-1]
-    return list(outs[:depth]), list(outs[depth:-1]), read
-
-
 CASES = [(1, True, "l2"), (2, True, "l2"), (3, True, "l2"), (2, False, "l2"), (1, False, "l2"),
          (2, True, "dot"), (3, False, "dot")]
-
-
-@pytest.mark.parametrize("depth,momentum,objective", CASES)
-def test_fused_chunk_equals_the_reference_with_its_gradients(depth, momentum, objective):
-    l2, residual = objective == "l2", depth > 1
-    leaves = inputs(depth, momentum)
-    ws, ss, log_a, theta, log_mu, k, v, q = leaves
-    flat = [*ws, *ss, log_a, theta, *([log_mu] if momentum else []), k, v, q]
-    for t in flat:
-        t.requires_grad_(True)
-    g = torch.Generator().manual_seed(1)
-    results, grads = [], []
-    for fn in (reference, fused):
-        new_w, new_s, read = fn(ws, ss, log_a, theta, log_mu, k, v, q, l2, residual)
-        outs = [*new_w, *new_s, read]
-        results.append(outs)
-        g.manual_seed(1)
-        loss = sum((o * torch.randn(o.shape, generator=g, dtype=F64)).sum() for o in outs)
-        grads.append(torch.autograd.grad(loss, flat, allow_unused=True))
-    for a, b in zip(*results):
-        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-    for a, b in zip(*grads):
-        if a is None:
-            assert b is None or b.abs().max() == 0
-        else:
-            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("depth,momentum,objective", [(2, True, "l2"), (3, False, "dot")])
-def test_gradcheck_of_the_fused_chunk(depth, momentum, objective):
-    l2, residual = objective == "l2", depth > 1
-    ws, ss, log_a, theta, log_mu, k, v, q = inputs(depth, momentum, n=2, d=3, hidden=4, c=3)
-    flat = [*ws, *ss, log_a, theta, *([log_mu] if momentum else []), k, v, q]
-    flat = [t.requires_grad_(True) for t in flat]
-    nw, ns = len(ws), len(ss)
-
-    def f(*ts):
-        ws_, ss_ = list(ts[:nw]), list(ts[nw:nw + ns])
-        rest = list(ts[nw + ns:])
-        la, th = rest.pop(0), rest.pop(0)
-        lm = rest.pop(0) if momentum else None
-        new_w, new_s, read = fused(ws_, ss_, la, th, lm, *rest, l2, residual)
-        return (*new_w, *new_s, read)
-
-    assert torch.autograd.gradcheck(f, tuple(flat))
-
-
-def test_only_some_outputs_used():
-    """A loss that reads only the read (the last chunk's weights unused) or only the weights."""
-    ws, ss, log_a, theta, log_mu, k, v, q = inputs(2, True)
-    for t in (*ws, *ss, k, v, q):
-        t.requires_grad_(True)
-    for pick in (lambda w, s, r: r.sum(), lambda w, s, r: w[0].sum(), lambda w, s, r: s[1].sum()):
-        got = torch.autograd.grad(pick(*fused(ws, ss, log_a, theta, log_mu, k, v, q, True, True)),
-                                  (*ws, *ss, k, v, q), allow_unused=True)
-        ref = torch.autograd.grad(pick(*reference(ws, ss, log_a, theta, log_mu, k, v, q, True,
-                                                  True)), (*ws, *ss, k, v, q), allow_unused=True)
-        for a, b in zip(ref, got):
-            if a is None or b is None:
-                assert (a is None or a.abs().max() == 0) and (b is None or b.abs().max() == 0)
-            else:
-                torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
-
-
-def test_a_second_derivative_raises_instead_of_being_wrong():
-    ws, ss, log_a, theta, log_mu, k, v, q = inputs(2, True)
-    k.requires_grad_(True)
-    new_w, _, read = fused(ws, ss, log_a, theta, log_mu, k, v, q, True, True)
-    (gk,) = torch.autograd.grad(read.sum() + new_w[0].sum(), k, create_graph=True)
-    with pytest.raises(RuntimeError):
-        gk.sum().backward()
 
 
 # -- all chunks of a call in one node (TitansChunks, what the level runs) --------------------
@@ -243,3 +149,13 @@ def test_all_chunks_node_with_only_some_outputs_used():
                 assert (a is None or a.abs().max() == 0) and (b is None or b.abs().max() == 0)
             else:
                 torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_a_second_derivative_raises_instead_of_being_wrong():
+    c = 3
+    ws, ss, log_a, theta, log_mu, k, v, q = chunks_inputs(2, True, c=c)
+    k.requires_grad_(True)
+    new_w, _, read, _ = all_chunks(ws, ss, log_a, theta, log_mu, k, v, q, True, True, c)
+    (gk,) = torch.autograd.grad(read.sum() + new_w[0].sum(), k, create_graph=True)
+    with pytest.raises(RuntimeError):
+        gk.sum().backward()
