@@ -219,8 +219,11 @@ class _SuffixNode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, plan: _Plan, *tensors: Tensor | None) -> Tensor:
-        ctx.plan = plan
-        return plan.record[2]  # computed by the segments, no input's storage
+        acts, head, logits = plan.record
+        # the plan without the output: ctx → logits → its grad_fn → ctx would be a reference
+        # cycle through autograd's C++ node, which Python's gc cannot free (a leak per call)
+        ctx.plan = plan._replace(record=(acts, head, None))
+        return logits  # computed by the segments, no input's storage
 
     @staticmethod
     @once_differentiable

@@ -403,3 +403,4 @@ def test_inner_pass_by_hand_covers_only_mlp_suffixes():
     assert model._inner_pass.applies(h, frozenset({"s"}))  # the prefix is not the pass's
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not model._inner_pass.applies(h, frozenset())
+
