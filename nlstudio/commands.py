@@ -19,8 +19,8 @@ import sys
 from nlstudio import generate_command
 from nlstudio.cli import ExitCode, Parser
 from nlstudio.printable import printable
-from nlstudio.threads import (configure_torch, default_torch_threads, flush_denormals,
-                              threads_problem)
+from nlstudio.threads import (configure_torch, default_torch_threads, denormals_restored,
+                              flush_denormals, threads_problem)
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
                      if hasattr(signal, name))
@@ -58,6 +58,13 @@ def _fail(message: str, code: int = ExitCode.INVALID) -> int:
 
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    # the subcommands flush subnormals (configure_torch); called in-process, the caller's
+    # thread gets its own mode back
+    with denormals_restored():
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         if args.command == "train":
             return _train(args)
@@ -217,7 +224,7 @@ class _ProgressBar:
 
 def _eval(args) -> int:
     invalid = _invalid_types()
-    flush_denormals()
+    flush_denormals()  # undone by run() when called in-process
     from nlstudio import evaluation
     from nlstudio.runs import load_run, load_weights_into
     from nlstudio.trainer import resolve_device

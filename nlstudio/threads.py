@@ -14,11 +14,15 @@ tokens, and products of such values are subnormal). That made the time per token
 below 1.2e-38, which no figure of the app can show, and is what GPU kernels and other
 frameworks commonly do on the CPU. The setting lives in each thread's floating-point control
 register (MXCSR): a thread started later inherits its creator's, so it is set in every thread
-that computes, before torch's thread pool starts.
+that computes, before torch's thread pool starts (the app's own worker threads and processes:
+:func:`configure_torch`), or for the duration of a call made on a caller's thread
+(:func:`denormals_flushed`: ``Trainer.run``; :func:`denormals_restored`:
+``nlstudio.commands.run``).
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 
 def usable_cores() -> int:
@@ -34,12 +38,46 @@ def default_torch_threads() -> int:
     return max(1, usable_cores() - 1)
 
 
-def flush_denormals() -> bool:
-    """Flush subnormal floats to zero in this thread (and in threads it starts later); False
-    where the CPU has no such mode (torch supports it on x86 with SSE3 and on ARM)."""
+def flush_denormals(on: bool = True) -> bool:
+    """Flush subnormal floats to zero in this thread (and in threads it starts later), or stop
+    (``on=False``); False where the CPU has no such mode (torch has it on x86 with SSE3 and on
+    ARM)."""
     import torch  # here, not at import: the command line starts without torch
 
-    return bool(torch.set_flush_denormal(True))
+    return bool(torch.set_flush_denormal(on))
+
+
+#: a subnormal double (Python's floats are IEEE doubles computed with the same SSE unit whose
+#: control register holds the flush mode, so they show it without torch)
+_SUBNORMAL = 1e-310
+
+
+def flushing_denormals() -> bool:
+    """Whether this thread flushes subnormals now (torch has no getter: read from arithmetic)."""
+    tiny = _SUBNORMAL  # a variable, so the product is computed now, never constant-folded
+    return tiny * 1.0 == 0.0
+
+
+@contextmanager
+def denormals_restored():
+    """This thread's flush mode as it was before the ``with`` block, after it: for code run on
+    a caller's thread (``Trainer.run``, the command line run in-process), which must not change
+    that thread's arithmetic for good (hypothesis, for one, refuses to generate floats where
+    subnormals are flushed). Costs no torch import when nothing changed."""
+    was = flushing_denormals()
+    try:
+        yield
+    finally:
+        if not was and flushing_denormals():
+            flush_denormals(False)
+
+
+@contextmanager
+def denormals_flushed():
+    """Subnormals flushed in this thread for the ``with`` block, the previous mode after it."""
+    with denormals_restored():
+        flush_denormals()
+        yield
 
 
 def configure_torch(threads: int) -> None:

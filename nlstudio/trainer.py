@@ -36,7 +36,7 @@ from nlstudio.evaluation import measure_recall  # re-exported: part of this modu
 from nlstudio.printable import printable
 from nlstudio.project import ProjectError, load_project, project_to_dict
 from nlstudio.run_state import EndReason, RunState
-from nlstudio.threads import flush_denormals
+from nlstudio.threads import denormals_flushed
 from nlstudio.runs import (ERROR_LOG, PROJECT_FILE, STATUS_FILE, LevelMetrics, RunError, RunWriter,
                            StepMetrics, check_rows, default_run_dir, is_live, latest_checkpoint,
                            load_weights_into, new_run_folder_problem, read_status)
@@ -184,8 +184,13 @@ class Trainer:
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> RunResult:
+        # subnormals flushed in the thread that trains, whoever started it, for this run only
+        # (nlstudio/threads.py)
+        with denormals_flushed():
+            return self._run()
+
+    def _run(self) -> RunResult:
         self.state = RunState.RUNNING
-        flush_denormals()  # in the thread that trains, whoever started it (nlstudio/threads.py)
         writer = None
         loop = None
         reason, message, invalid = EndReason.FAILED, "", False

@@ -49,18 +49,41 @@ def test_flush_in_this_thread_and_in_threads_started_later():
     assert got == {"before": True, "after": False, "later_thread": False}
 
 
-def test_the_trainer_flushes_in_the_thread_that_trains(tmp_path):
-    """Whoever starts a run (the GUI's worker, the command line, a script's own thread), the
-    thread that runs ``Trainer.run`` computes with subnormals flushed."""
+def test_the_trainer_flushes_while_it_trains_and_gives_the_thread_its_mode_back(tmp_path):
+    """Whoever starts a run (the GUI's worker, the command line, a script on its own thread),
+    the thread that runs ``Trainer.run`` computes with subnormals flushed while it trains (seen
+    from an event, which is published on that thread), and has its own mode back after."""
     got = _run(f"""
         import json
+        from nlstudio.threads import flushing_denormals
         from nlstudio.trainer import Trainer
         from tests.conftest import _tiny_project_doc
-        def train_then_probe():
-            Trainer(_tiny_project_doc(steps=1), out={str(tmp_path / "run")!r}, snapshots=False,
-                    evaluate=False).run()
-            return subnormal_survives()
-        print(json.dumps({{"main_before": subnormal_survives(),
-                          "training_thread": in_new_thread(train_then_probe)}}))
+        during = []
+        def train():
+            Trainer(_tiny_project_doc(steps=2), out={str(tmp_path / "run")!r}, snapshots=False,
+                    evaluate=False, on_event=lambda e: during.append(flushing_denormals())).run()
+            return flushing_denormals()
+        after = in_new_thread(train)
+        print(json.dumps({{"during": all(during) and len(during) > 2, "after": after,
+                          "main": subnormal_survives()}}))
     """)
-    assert got == {"main_before": True, "training_thread": False}
+    assert got == {"during": True, "after": False, "main": True}
+
+
+def test_the_command_line_run_in_process_gives_the_thread_its_mode_back(tmp_path):
+    """``nlstudio train`` flushes (its own threads and processes keep it); called in-process,
+    through ``nlstudio.commands.run``, the caller's thread gets its mode back."""
+    got = _run(f"""
+        import json
+        from nlstudio import commands
+        from nlstudio.threads import flushing_denormals
+        from tests.conftest import _tiny_project_doc
+        import pathlib
+        path = pathlib.Path({str(tmp_path / "p.nlproj")!r})
+        path.write_text(json.dumps(_tiny_project_doc(steps=1)))
+        code = commands.run(["train", str(path), "--out", {str(tmp_path / "run")!r},
+                             "--threads", "1"])
+        print(json.dumps({{"code": code, "after": flushing_denormals(),
+                          "survives": subnormal_survives()}}))
+    """)
+    assert got == {"code": 0, "after": False, "survives": True}
