@@ -41,6 +41,10 @@ from nlstudio.models.chunked import segsum
 from nlstudio.models.precision import without_autocast
 
 
+# Head width from which the backward writes ∂/∂W_0 with one baddbmm per row block (see there).
+_STACKED_MIN_D = 32
+
+
 @functools.lru_cache(maxsize=16)
 def _below(c: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``[C+1, C+1]``: 1 where row t > column s (the decays' log α_s enters every entry
@@ -70,6 +74,8 @@ class SelfModifyingChunks(torch.autograd.Function):
         dg = new(n_chunks, n, c + 1, c + 1)  # decays Π_{s<j≤t} α_j over [0, α_1..α_C]
         gram, lmat, lower = (new(n_chunks, n, c, c) for _ in range(3))
         err = new(n_chunks, n, c, 5 * d)
+        reads = new(n_chunks, n, c, d)
+        steps, step_mem = new(n_chunks, n), new(n, d, d)
         r_eta3, r_alpha3 = r_eta.unsqueeze(-1), r_alpha.unsqueeze(-1)
         b_eta3, b_alpha3 = b_eta.view(n, 1, 1), b_alpha.view(n, 1, 1)
         one = x.new_ones(())
@@ -91,15 +97,16 @@ class SelfModifyingChunks(torch.autograd.Function):
             lo = torch.mul(lm, bj, out=lower[j])
             rhs = torch.bmm(uj * bj, w.transpose(1, 2))
             torch.linalg.solve_triangular(lo, rhs, upper=False, unitriangular=True, out=err[j])
-            torch.mul(w, dgj[:, c, 0].view(n, 1, 1), out=ws[j + 1]).baddbmm_(
+            torch.bmm(q[j], w[:, 4 * d:].transpose(1, 2), out=reads[j])  # while w is cached
+            w_next = torch.mul(w, dgj[:, c, 0].view(n, 1, 1), out=ws[j + 1]).baddbmm_(
                 err[j].transpose(1, 2), k * dgj[:, c, 1:].unsqueeze(-1), alpha=-1.0)
+            # the probes' ‖ΔW_mem‖_F per sequence, while both memories are cached (one small
+            # reused buffer; a batched pass after the loop streamed every anchor twice more)
+            torch.sub(w_next[:, 4 * d:], w[:, 4 * d:], out=step_mem)
+            torch.linalg.vector_norm(step_mem.flatten(1), dim=1, out=steps[j])
 
-        anchors = ws[:n_chunks]
-        reads = torch.matmul(q, anchors[:, :, 4 * d:].transpose(-1, -2))
-        with torch.no_grad():
-            steps = ws[1:, :, 4 * d:] - anchors[:, :, 4 * d:]
-            last = steps[-1, 0].clone()
-            steps = steps.square().sum((-2, -1))
+        last = step_mem[0].clone()
+        steps.square_()
         ctx.meta = (eta_scale, eps)
         ctx.mark_non_differentiable(steps, last)
         ctx.save_for_backward(ws, x, q, r_eta, r_alpha, y, keys, u, nk, s_eta, z_a, n2, beta,
@@ -133,12 +140,25 @@ class SelfModifyingChunks(torch.autograd.Function):
         below = _below(c, x.device, x.dtype)
         gx = x.new_empty(x.shape) if need[2] else None
         gq = q.new_empty(q.shape) if need[3] else None
-        gy = x.new_empty(n, c, 4 * d)  # ∂/∂(W_{k,v,η,α} x) of a chunk
+        # ∂/∂W_0 = a_c g − grhsᵀ (β u) + gyᵀ x (+ g_readsᵀ q for W_mem), in place in g (no
+        # fresh [N, 5D, D] per chunk). Wide heads: one baddbmm per row block over 2C stacked
+        # tokens, lhs = [grhs; gy | g_reads] (a buffer the loop fills), rhs = [−β u; x] or
+        # [−β u; q] (batched here): one pass over g instead of three. torch runs a baddbmm into a
+        # row block (not contiguous over the batch) as one GEMM per sequence, which only pays
+        # when those are large: narrow heads take one baddbmm on g and add two products made
+        # in reused buffers. Same products, same counted FLOPs either way.
+        stacked = d >= _STACKED_MIN_D
+        lhs = x.new_empty(n, 2 * c, 5 * d)
+        gy = lhs[:, c:, :4 * d]  # ∂/∂(W_{k,v,η,α} x) of a chunk
+        if stacked:
+            rhs_x, rhs_q = torch.cat((-bu, x), dim=2), torch.cat((-bu, q), dim=2)
+        else:
+            prod_a, prod_m = x.new_empty(n, 4 * d, d), x.new_empty(n, d, d)
         g_zeta, g_za = x.new_empty(n_chunks, n, c), x.new_empty(n_chunks, n, c)
         gdg = x.new_empty(n, c + 1, c + 1)
         r_eta3, r_alpha3 = r_eta.unsqueeze(1), r_alpha.unsqueeze(1)
 
-        g = g_new.contiguous()
+        g = g_new.clone(memory_format=torch.contiguous_format)  # updated in place below
         for j in range(n_chunks - 1, -1, -1):
             w, k, dgj = anchors[j], keys[j], dg[j]
             # W_C = a_c W_0 − Errᵀ Kend
@@ -151,6 +171,8 @@ class SelfModifyingChunks(torch.autograd.Function):
             # Err = T⁻¹ Rhs, T = I + lower:  grhs = −∂/∂Rhs
             grhs = torch.linalg.solve_triangular(lower[j].transpose(1, 2), gerr, upper=True,
                                                  unitriangular=True)
+            if stacked:
+                lhs[:, :c].copy_(grhs)
             g_lower = torch.bmm(grhs, err[j].transpose(1, 2)).tril_(-1)  # ∂/∂lower
             # Rhs = β W_0 u, u = A_prev k − v:  gwu = −∂/∂(W_0 u) / β
             gwu = torch.bmm(grhs, w)
@@ -162,9 +184,6 @@ class SelfModifyingChunks(torch.autograd.Function):
             gk.baddbmm_(g_gram + g_gram.transpose(1, 2), k)
             gk.addcmul_(gwu, a_prev_beta[j], value=-1.0)
             torch.linalg.vecdot(gwu, k, out=gdg[:, :c, 0]).mul_(beta[j]).neg_()  # ∂/∂a_prev
-            # ∂/∂W_0 (the previous chunk's g): through a_c W_0, W_0 u, the generation, the reads
-            g = torch.mul(g, dgj[:, c, 0].view(n, 1, 1)).baddbmm_(grhs.transpose(1, 2), bu[j],
-                                                                  alpha=-1.0)
             # decays back to log α: ∂/∂ log α_m = Σ_{t ≥ m} Σ_{s < m} ∂dg[t, s] dg[t, s]
             part = torch.cumsum(gdg.mul_(dgj), dim=-1).mul_(below).sum(-2)
             # β = η / (1 + η‖k‖²), η = eta σ(z_η), α = σ(z_α), k = kr / max(‖kr‖, eps)
@@ -181,8 +200,16 @@ class SelfModifyingChunks(torch.autograd.Function):
                 torch.bmm(gyj, w[:, :4 * d], out=gx[j])
             if gq is not None:
                 torch.bmm(g_reads[j], w[:, 4 * d:], out=gq[j])
-            g[:, :4 * d] += torch.bmm(gyj.transpose(1, 2), x[j])
-            g[:, 4 * d:] += torch.bmm(g_reads[j].transpose(1, 2), q[j])  # the reads
+            # ∂/∂W_0 (the previous chunk's g): through a_c W_0, W_0 u, the generation, the reads
+            g.mul_(dgj[:, c, 0].view(n, 1, 1))
+            if stacked:
+                lhs[:, c:, 4 * d:].copy_(g_reads[j])
+                g[:, :4 * d].baddbmm_(lhs[:, :, :4 * d].transpose(1, 2), rhs_x[j])
+                g[:, 4 * d:].baddbmm_(lhs[:, :, 4 * d:].transpose(1, 2), rhs_q[j])
+            else:
+                g.baddbmm_(grhs.transpose(1, 2), bu[j], alpha=-1.0)
+                g[:, :4 * d] += torch.bmm(gyj.transpose(1, 2), x[j], out=prod_a)
+                g[:, 4 * d:] += torch.bmm(g_reads[j].transpose(1, 2), q[j], out=prod_m)
 
         g_reta = g_ralpha = g_beta_ = g_balpha = None
         if need[4]:
