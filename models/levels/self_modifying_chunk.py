@@ -41,8 +41,11 @@ from nlstudio.models.chunked import segsum
 from nlstudio.models.precision import without_autocast
 
 
-# Head width from which the backward writes ∂/∂W_0 with one baddbmm per row block (see there).
-_STACKED_MIN_D = 32
+# Head width from which a pass over the stacked memories [N, 5D, D] costs more than a few more
+# small ops per chunk: from it on, the forward reads and takes the probes' write norms in the
+# loop (while the anchor is cached) and the backward writes ∂/∂W_0 with one baddbmm per row
+# block (see there); narrower heads batch those after the loop and add products (fewer calls).
+_WIDE_HEAD = 32
 
 
 @functools.lru_cache(maxsize=16)
@@ -76,6 +79,7 @@ class SelfModifyingChunks(torch.autograd.Function):
         err = new(n_chunks, n, c, 5 * d)
         reads = new(n_chunks, n, c, d)
         steps, step_mem = new(n_chunks, n), new(n, d, d)
+        wide = d >= _WIDE_HEAD
         r_eta3, r_alpha3 = r_eta.unsqueeze(-1), r_alpha.unsqueeze(-1)
         b_eta3, b_alpha3 = b_eta.view(n, 1, 1), b_alpha.view(n, 1, 1)
         one = x.new_ones(())
@@ -97,16 +101,21 @@ class SelfModifyingChunks(torch.autograd.Function):
             lo = torch.mul(lm, bj, out=lower[j])
             rhs = torch.bmm(uj * bj, w.transpose(1, 2))
             torch.linalg.solve_triangular(lo, rhs, upper=False, unitriangular=True, out=err[j])
-            torch.bmm(q[j], w[:, 4 * d:].transpose(1, 2), out=reads[j])  # while w is cached
             w_next = torch.mul(w, dgj[:, c, 0].view(n, 1, 1), out=ws[j + 1]).baddbmm_(
                 err[j].transpose(1, 2), k * dgj[:, c, 1:].unsqueeze(-1), alpha=-1.0)
-            # the probes' ‖ΔW_mem‖_F per sequence, while both memories are cached (one small
-            # reused buffer; a batched pass after the loop streamed every anchor twice more)
-            torch.sub(w_next[:, 4 * d:], w[:, 4 * d:], out=step_mem)
-            torch.linalg.vector_norm(step_mem.flatten(1), dim=1, out=steps[j])
+            if wide:  # the reads and the probes' ‖ΔW_mem‖_F while both memories are cached
+                torch.bmm(q[j], w[:, 4 * d:].transpose(1, 2), out=reads[j])
+                torch.sub(w_next[:, 4 * d:], w[:, 4 * d:], out=step_mem)
+                torch.linalg.vector_norm(step_mem.flatten(1), dim=1, out=steps[j])
 
-        last = step_mem[0].clone()
-        steps.square_()
+        if wide:
+            last = step_mem[0].clone()
+            steps.square_()
+        else:
+            torch.matmul(q, ws[:n_chunks, :, 4 * d:].transpose(-1, -2), out=reads)
+            step_mems = ws[1:, :, 4 * d:] - ws[:n_chunks, :, 4 * d:]
+            last = step_mems[-1, 0].clone()
+            torch.sum(step_mems.square_(), (-2, -1), out=steps)
         ctx.meta = (eta_scale, eps)
         ctx.mark_non_differentiable(steps, last)
         ctx.save_for_backward(ws, x, q, r_eta, r_alpha, y, keys, u, nk, s_eta, z_a, n2, beta,
@@ -147,12 +156,13 @@ class SelfModifyingChunks(torch.autograd.Function):
         # row block (not contiguous over the batch) as one GEMM per sequence, which only pays
         # when those are large: narrow heads take one baddbmm on g and add two products made
         # in reused buffers. Same products, same counted FLOPs either way.
-        stacked = d >= _STACKED_MIN_D
-        lhs = x.new_empty(n, 2 * c, 5 * d)
-        gy = lhs[:, c:, :4 * d]  # ∂/∂(W_{k,v,η,α} x) of a chunk
+        stacked = d >= _WIDE_HEAD
         if stacked:
+            lhs = x.new_empty(n, 2 * c, 5 * d)
+            gy = lhs[:, c:, :4 * d]  # ∂/∂(W_{k,v,η,α} x) of a chunk
             rhs_x, rhs_q = torch.cat((-bu, x), dim=2), torch.cat((-bu, q), dim=2)
         else:
+            gy = x.new_empty(n, c, 4 * d)
             prod_a, prod_m = x.new_empty(n, 4 * d, d), x.new_empty(n, d, d)
         g_zeta, g_za = x.new_empty(n_chunks, n, c), x.new_empty(n_chunks, n, c)
         gdg = x.new_empty(n, c + 1, c + 1)

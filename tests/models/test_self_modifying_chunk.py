@@ -63,7 +63,7 @@ def backward_form(monkeypatch, stacked: bool) -> None:
     """Pick the backward's form of the ∂/∂W_0 update (chosen by head width in the node: one
     baddbmm per row block over stacked tokens for wide heads, products added for narrow ones),
     so that both are checked at the small widths of these tests."""
-    monkeypatch.setattr(self_modifying_chunk, "_STACKED_MIN_D", 0 if stacked else 10 ** 9)
+    monkeypatch.setattr(self_modifying_chunk, "_WIDE_HEAD", 0 if stacked else 10 ** 9)
 
 
 @pytest.mark.parametrize("c,chunks,seed,zero_token", [
