@@ -166,6 +166,7 @@ class SelfModifyingChunks(torch.autograd.Function):
             prod_a, prod_m = x.new_empty(n, 4 * d, d), x.new_empty(n, d, d)
         g_zeta, g_za = x.new_empty(n_chunks, n, c), x.new_empty(n_chunks, n, c)
         gdg = x.new_empty(n, c + 1, c + 1)
+        grhs_buf = x.new_empty(n, c, 5 * d)
         r_eta3, r_alpha3 = r_eta.unsqueeze(1), r_alpha.unsqueeze(1)
 
         g = g_new.clone(memory_format=torch.contiguous_format)  # updated in place below
@@ -179,8 +180,10 @@ class SelfModifyingChunks(torch.autograd.Function):
             gk.neg_()
             torch.linalg.vecdot(gkend, k, out=gdg[:, c, 1:]).neg_()  # ∂/∂a_end
             # Err = T⁻¹ Rhs, T = I + lower:  grhs = −∂/∂Rhs
+            # out= a contiguous buffer: torch then solves in place of the row-major layout
+            # (without out= it makes two transposing copies of the right-hand side: 3x slower)
             grhs = torch.linalg.solve_triangular(lower[j].transpose(1, 2), gerr, upper=True,
-                                                 unitriangular=True)
+                                                 unitriangular=True, out=grhs_buf)
             if stacked:
                 lhs[:, :c].copy_(grhs)
             g_lower = torch.bmm(grhs, err[j].transpose(1, 2)).tril_(-1)  # ∂/∂lower
