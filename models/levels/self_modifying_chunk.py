@@ -138,7 +138,6 @@ class SelfModifyingChunks(torch.autograd.Function):
         g_reads = g_reads.contiguous()
         beta3 = beta.unsqueeze(-1)
         kend = keys * dg[:, :, c, 1:].unsqueeze(-1)  # A_C/A_i k_i
-        bu = u * beta3
         a_prev_beta = dg[:, :, :c, :1] * beta3
         eta = s_eta * eta_scale
         inv_denom2 = (1 + eta * n2).square().reciprocal()
@@ -151,18 +150,23 @@ class SelfModifyingChunks(torch.autograd.Function):
         gq = q.new_empty(q.shape) if need[3] else None
         # ∂/∂W_0 = a_c g − grhsᵀ (β u) + gyᵀ x (+ g_readsᵀ q for W_mem), in place in g (no
         # fresh [N, 5D, D] per chunk). Wide heads: one baddbmm per row block over 2C stacked
-        # tokens, lhs = [grhs; gy | g_reads] (a buffer the loop fills), rhs = [−β u; x] or
-        # [−β u; q] (batched here): one pass over g instead of three. torch runs a baddbmm into a
-        # row block (not contiguous over the batch) as one GEMM per sequence, which only pays
-        # when those are large: narrow heads take one baddbmm on g and add two products made
-        # in reused buffers. Same products, same counted FLOPs either way.
+        # tokens: one pass over g instead of three. Token rows [x; −β u; q] (``rhs``, batched
+        # here) against [gy | ·; grhs; · | g_reads] (``lhs``, a buffer the loop fills): rows
+        # 0..2C for W_{k,v,η,α}, rows C..3C for W_mem. torch runs a baddbmm into a row block
+        # (not contiguous over the batch) as one GEMM per sequence, which only pays when those
+        # are large: narrow heads take one baddbmm on g and add two products made in reused
+        # buffers. Same products, same counted FLOPs either way.
         stacked = d >= _WIDE_HEAD
         if stacked:
-            lhs = x.new_empty(n, 2 * c, 5 * d)
-            gy = lhs[:, c:, :4 * d]  # ∂/∂(W_{k,v,η,α} x) of a chunk
-            rhs_x, rhs_q = torch.cat((-bu, x), dim=2), torch.cat((-bu, q), dim=2)
+            lhs = x.new_empty(n, 3 * c, 5 * d)
+            gy = lhs[:, :c, :4 * d]  # ∂/∂(W_{k,v,η,α} x) of a chunk
+            rhs = x.new_empty(n_chunks, n, 3 * c, d)
+            rhs[:, :, :c], rhs[:, :, 2 * c:] = x, q
+            torch.mul(u, beta3.neg(), out=rhs[:, :, c:2 * c])
+            g_w = x.new_empty(n, 5 * d * d)  # ⟨g, W_0⟩ as a product in a reused buffer
         else:
             gy = x.new_empty(n, c, 4 * d)
+            bu = u * beta3
             prod_a, prod_m = x.new_empty(n, 4 * d, d), x.new_empty(n, d, d)
         g_zeta, g_za = x.new_empty(n_chunks, n, c), x.new_empty(n_chunks, n, c)
         gdg = x.new_empty(n, c + 1, c + 1)
@@ -173,7 +177,10 @@ class SelfModifyingChunks(torch.autograd.Function):
         for j in range(n_chunks - 1, -1, -1):
             w, k, dgj = anchors[j], keys[j], dg[j]
             # W_C = a_c W_0 − Errᵀ Kend
-            torch.linalg.vecdot(g.flatten(1), w.flatten(1), out=gdg[:, c, 0])  # ∂/∂a_c
+            if stacked:  # ∂/∂a_c
+                torch.sum(torch.mul(g.flatten(1), w.flatten(1), out=g_w), 1, out=gdg[:, c, 0])
+            else:
+                torch.linalg.vecdot(g.flatten(1), w.flatten(1), out=gdg[:, c, 0])
             gerr = torch.bmm(kend[j], g.transpose(1, 2))  # −∂/∂Err
             gkend = torch.bmm(err[j], g)  # −∂/∂Kend
             gk = gkend * dgj[:, c, 1:].unsqueeze(-1)
@@ -185,7 +192,7 @@ class SelfModifyingChunks(torch.autograd.Function):
             grhs = torch.linalg.solve_triangular(lower[j].transpose(1, 2), gerr, upper=True,
                                                  unitriangular=True, out=grhs_buf)
             if stacked:
-                lhs[:, :c].copy_(grhs)
+                lhs[:, c:2 * c].copy_(grhs)
             g_lower = torch.bmm(grhs, err[j].transpose(1, 2)).tril_(-1)  # ∂/∂lower
             # Rhs = β W_0 u, u = A_prev k − v:  gwu = −∂/∂(W_0 u) / β
             gwu = torch.bmm(grhs, w)
@@ -216,9 +223,9 @@ class SelfModifyingChunks(torch.autograd.Function):
             # ∂/∂W_0 (the previous chunk's g): through a_c W_0, W_0 u, the generation, the reads
             g.mul_(dgj[:, c, 0].view(n, 1, 1))
             if stacked:
-                lhs[:, c:, 4 * d:].copy_(g_reads[j])
-                g[:, :4 * d].baddbmm_(lhs[:, :, :4 * d].transpose(1, 2), rhs_x[j])
-                g[:, 4 * d:].baddbmm_(lhs[:, :, 4 * d:].transpose(1, 2), rhs_q[j])
+                lhs[:, 2 * c:, 4 * d:].copy_(g_reads[j])
+                g[:, :4 * d].baddbmm_(lhs[:, :2 * c, :4 * d].transpose(1, 2), rhs[j, :, :2 * c])
+                g[:, 4 * d:].baddbmm_(lhs[:, c:, 4 * d:].transpose(1, 2), rhs[j, :, c:])
             else:
                 g.baddbmm_(grhs.transpose(1, 2), bu[j], alpha=-1.0)
                 g[:, :4 * d] += torch.bmm(gyj.transpose(1, 2), x[j], out=prod_a)
