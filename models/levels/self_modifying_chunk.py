@@ -10,7 +10,11 @@ backward's chunk-local coefficients and the probes' write norms are batched over
 Inputs and everything kept for the backward are chunk-major (``[J, N, ...]``, each chunk one
 contiguous slab written in place by the loop), so a chunk's step touches a few small
 contiguous blocks at every sequence length (per-chunk slices of ``[N, T, ...]`` tensors are
-``T·D`` floats apart). ``tests/models/test_self_modifying_chunk.py`` checks outputs and
+``T·D`` floats apart). At a head width of 32 and more (``_WIDE_HEAD``) a pass over the stacked
+memories ``[N, 5D, D]`` costs more than a few more small ops, so the loops pass over them as
+few times as they can: the forward takes the reads and the probes' write norms while the anchor
+is cached, the backward updates ``∂/∂W_0`` in place with one GEMM per row block; narrower heads
+batch those and keep fewer calls. ``tests/models/test_self_modifying_chunk.py`` checks outputs and
 gradients against the general path in float64 and with ``gradcheck``; a second derivative
 through the node raises instead of being wrong.
 
