@@ -10,7 +10,11 @@ backward's chunk-local coefficients and the probes' write norms are batched over
 Inputs and everything kept for the backward are chunk-major (``[J, N, ...]``, each chunk one
 contiguous slab written in place by the loop), so a chunk's step touches a few small
 contiguous blocks at every sequence length (per-chunk slices of ``[N, T, ...]`` tensors are
-``T·D`` floats apart). ``tests/models/test_self_modifying_chunk.py`` checks outputs and
+``T·D`` floats apart). At a head width of 64 and more (``_WIDE_HEAD``) a pass over the stacked
+memories ``[N, 5D, D]`` costs more than a few more small ops, so the loops pass over them as
+few times as they can: the forward takes the reads and the probes' write norms while the anchor
+is cached, the backward updates ``∂/∂W_0`` in place with one GEMM per row block; narrower heads
+batch those and keep fewer calls. ``tests/models/test_self_modifying_chunk.py`` checks outputs and
 gradients against the general path in float64 and with ``gradcheck``; a second derivative
 through the node raises instead of being wrong.
 
@@ -39,6 +43,13 @@ from torch.autograd.function import once_differentiable
 
 from nlstudio.models.chunked import segsum
 from nlstudio.models.precision import without_autocast
+
+
+# Head width from which a pass over the stacked memories [N, 5D, D] costs more than a few more
+# small ops per chunk: from it on, the forward reads and takes the probes' write norms in the
+# loop (while the anchor is cached) and the backward writes ∂/∂W_0 with one baddbmm per row
+# block (see there); narrower heads batch those after the loop and add products (fewer calls).
+_WIDE_HEAD = 64  # measured: at 64 (d=256, 4 heads) the wide forms win, at 32 the narrow ones
 
 
 @functools.lru_cache(maxsize=16)
@@ -70,6 +81,9 @@ class SelfModifyingChunks(torch.autograd.Function):
         dg = new(n_chunks, n, c + 1, c + 1)  # decays Π_{s<j≤t} α_j over [0, α_1..α_C]
         gram, lmat, lower = (new(n_chunks, n, c, c) for _ in range(3))
         err = new(n_chunks, n, c, 5 * d)
+        reads = new(n_chunks, n, c, d)
+        steps, step_mem = new(n_chunks, n), new(n, d, d)
+        wide = d >= _WIDE_HEAD
         r_eta3, r_alpha3 = r_eta.unsqueeze(-1), r_alpha.unsqueeze(-1)
         b_eta3, b_alpha3 = b_eta.view(n, 1, 1), b_alpha.view(n, 1, 1)
         one = x.new_ones(())
@@ -91,15 +105,21 @@ class SelfModifyingChunks(torch.autograd.Function):
             lo = torch.mul(lm, bj, out=lower[j])
             rhs = torch.bmm(uj * bj, w.transpose(1, 2))
             torch.linalg.solve_triangular(lo, rhs, upper=False, unitriangular=True, out=err[j])
-            torch.mul(w, dgj[:, c, 0].view(n, 1, 1), out=ws[j + 1]).baddbmm_(
+            w_next = torch.mul(w, dgj[:, c, 0].view(n, 1, 1), out=ws[j + 1]).baddbmm_(
                 err[j].transpose(1, 2), k * dgj[:, c, 1:].unsqueeze(-1), alpha=-1.0)
+            if wide:  # the reads and the probes' ‖ΔW_mem‖_F while both memories are cached
+                torch.bmm(q[j], w[:, 4 * d:].transpose(1, 2), out=reads[j])
+                torch.sub(w_next[:, 4 * d:], w[:, 4 * d:], out=step_mem)
+                torch.linalg.vector_norm(step_mem.flatten(1), dim=1, out=steps[j])
 
-        anchors = ws[:n_chunks]
-        reads = torch.matmul(q, anchors[:, :, 4 * d:].transpose(-1, -2))
-        with torch.no_grad():
-            steps = ws[1:, :, 4 * d:] - anchors[:, :, 4 * d:]
-            last = steps[-1, 0].clone()
-            steps = steps.square().sum((-2, -1))
+        if wide:
+            last = step_mem[0].clone()
+            steps.square_()
+        else:
+            torch.matmul(q, ws[:n_chunks, :, 4 * d:].transpose(-1, -2), out=reads)
+            step_mems = ws[1:, :, 4 * d:] - ws[:n_chunks, :, 4 * d:]
+            last = step_mems[-1, 0].clone()
+            torch.sum(step_mems.square_(), (-2, -1), out=steps)
         ctx.meta = (eta_scale, eps)
         ctx.mark_non_differentiable(steps, last)
         ctx.save_for_backward(ws, x, q, r_eta, r_alpha, y, keys, u, nk, s_eta, z_a, n2, beta,
@@ -122,7 +142,6 @@ class SelfModifyingChunks(torch.autograd.Function):
         g_reads = g_reads.contiguous()
         beta3 = beta.unsqueeze(-1)
         kend = keys * dg[:, :, c, 1:].unsqueeze(-1)  # A_C/A_i k_i
-        bu = u * beta3
         a_prev_beta = dg[:, :, :c, :1] * beta3
         eta = s_eta * eta_scale
         inv_denom2 = (1 + eta * n2).square().reciprocal()
@@ -133,24 +152,51 @@ class SelfModifyingChunks(torch.autograd.Function):
         below = _below(c, x.device, x.dtype)
         gx = x.new_empty(x.shape) if need[2] else None
         gq = q.new_empty(q.shape) if need[3] else None
-        gy = x.new_empty(n, c, 4 * d)  # ∂/∂(W_{k,v,η,α} x) of a chunk
+        # ∂/∂W_0 = a_c g − grhsᵀ (β u) + gyᵀ x (+ g_readsᵀ q for W_mem), in place in g (no
+        # fresh [N, 5D, D] per chunk). Wide heads: one baddbmm per row block over 2C stacked
+        # tokens: one pass over g instead of three. Token rows [x; −β u; q] (``rhs``, batched
+        # here) against [gy | ·; grhs; · | g_reads] (``lhs``, a buffer the loop fills): rows
+        # 0..2C for W_{k,v,η,α}, rows C..3C for W_mem. torch runs a baddbmm into a row block
+        # (not contiguous over the batch) as one GEMM per sequence, which only pays when those
+        # are large: narrow heads take one baddbmm on g and add two products made in reused
+        # buffers. Same products, same counted FLOPs either way.
+        stacked = d >= _WIDE_HEAD
+        if stacked:
+            lhs = x.new_empty(n, 3 * c, 5 * d)
+            gy = lhs[:, :c, :4 * d]  # ∂/∂(W_{k,v,η,α} x) of a chunk
+            rhs = x.new_empty(n_chunks, n, 3 * c, d)
+            rhs[:, :, :c], rhs[:, :, 2 * c:] = x, q
+            torch.mul(u, beta3.neg(), out=rhs[:, :, c:2 * c])
+            g_w = x.new_empty(n, 5 * d * d)  # ⟨g, W_0⟩ as a product in a reused buffer
+        else:
+            gy = x.new_empty(n, c, 4 * d)
+            bu = u * beta3
+            prod_a, prod_m = x.new_empty(n, 4 * d, d), x.new_empty(n, d, d)
         g_zeta, g_za = x.new_empty(n_chunks, n, c), x.new_empty(n_chunks, n, c)
         gdg = x.new_empty(n, c + 1, c + 1)
+        grhs_buf = x.new_empty(n, c, 5 * d)
         r_eta3, r_alpha3 = r_eta.unsqueeze(1), r_alpha.unsqueeze(1)
 
-        g = g_new.contiguous()
+        g = g_new.clone(memory_format=torch.contiguous_format)  # updated in place below
         for j in range(n_chunks - 1, -1, -1):
             w, k, dgj = anchors[j], keys[j], dg[j]
             # W_C = a_c W_0 − Errᵀ Kend
-            torch.linalg.vecdot(g.flatten(1), w.flatten(1), out=gdg[:, c, 0])  # ∂/∂a_c
+            if stacked:  # ∂/∂a_c
+                torch.sum(torch.mul(g.flatten(1), w.flatten(1), out=g_w), 1, out=gdg[:, c, 0])
+            else:
+                torch.linalg.vecdot(g.flatten(1), w.flatten(1), out=gdg[:, c, 0])
             gerr = torch.bmm(kend[j], g.transpose(1, 2))  # −∂/∂Err
             gkend = torch.bmm(err[j], g)  # −∂/∂Kend
             gk = gkend * dgj[:, c, 1:].unsqueeze(-1)
             gk.neg_()
             torch.linalg.vecdot(gkend, k, out=gdg[:, c, 1:]).neg_()  # ∂/∂a_end
             # Err = T⁻¹ Rhs, T = I + lower:  grhs = −∂/∂Rhs
+            # out= a contiguous buffer: torch then solves in place of the row-major layout
+            # (without out= it makes two transposing copies of the right-hand side: 3x slower)
             grhs = torch.linalg.solve_triangular(lower[j].transpose(1, 2), gerr, upper=True,
-                                                 unitriangular=True)
+                                                 unitriangular=True, out=grhs_buf)
+            if stacked:
+                lhs[:, c:2 * c].copy_(grhs)
             g_lower = torch.bmm(grhs, err[j].transpose(1, 2)).tril_(-1)  # ∂/∂lower
             # Rhs = β W_0 u, u = A_prev k − v:  gwu = −∂/∂(W_0 u) / β
             gwu = torch.bmm(grhs, w)
@@ -162,9 +208,6 @@ class SelfModifyingChunks(torch.autograd.Function):
             gk.baddbmm_(g_gram + g_gram.transpose(1, 2), k)
             gk.addcmul_(gwu, a_prev_beta[j], value=-1.0)
             torch.linalg.vecdot(gwu, k, out=gdg[:, :c, 0]).mul_(beta[j]).neg_()  # ∂/∂a_prev
-            # ∂/∂W_0 (the previous chunk's g): through a_c W_0, W_0 u, the generation, the reads
-            g = torch.mul(g, dgj[:, c, 0].view(n, 1, 1)).baddbmm_(grhs.transpose(1, 2), bu[j],
-                                                                  alpha=-1.0)
             # decays back to log α: ∂/∂ log α_m = Σ_{t ≥ m} Σ_{s < m} ∂dg[t, s] dg[t, s]
             part = torch.cumsum(gdg.mul_(dgj), dim=-1).mul_(below).sum(-2)
             # β = η / (1 + η‖k‖²), η = eta σ(z_η), α = σ(z_α), k = kr / max(‖kr‖, eps)
@@ -181,8 +224,16 @@ class SelfModifyingChunks(torch.autograd.Function):
                 torch.bmm(gyj, w[:, :4 * d], out=gx[j])
             if gq is not None:
                 torch.bmm(g_reads[j], w[:, 4 * d:], out=gq[j])
-            g[:, :4 * d] += torch.bmm(gyj.transpose(1, 2), x[j])
-            g[:, 4 * d:] += torch.bmm(g_reads[j].transpose(1, 2), q[j])  # the reads
+            # ∂/∂W_0 (the previous chunk's g): through a_c W_0, W_0 u, the generation, the reads
+            g.mul_(dgj[:, c, 0].view(n, 1, 1))
+            if stacked:
+                lhs[:, 2 * c:, 4 * d:].copy_(g_reads[j])
+                g[:, :4 * d].baddbmm_(lhs[:, :2 * c, :4 * d].transpose(1, 2), rhs[j, :, :2 * c])
+                g[:, 4 * d:].baddbmm_(lhs[:, c:, 4 * d:].transpose(1, 2), rhs[j, :, c:])
+            else:
+                g.baddbmm_(grhs.transpose(1, 2), bu[j], alpha=-1.0)
+                g[:, :4 * d] += torch.bmm(gyj.transpose(1, 2), x[j], out=prod_a)
+                g[:, 4 * d:] += torch.bmm(g_reads[j].transpose(1, 2), q[j], out=prod_m)
 
         g_reta = g_ralpha = g_beta_ = g_balpha = None
         if need[4]:

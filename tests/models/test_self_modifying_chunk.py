@@ -8,6 +8,7 @@ import torch
 from nlstudio.models.levels.common import L2_EPS
 from nlstudio.models.levels.self_modifying import SelfModifyingLevel
 from nlstudio.models.levels.self_modifying import MEM
+from nlstudio.models.levels import self_modifying_chunk
 from nlstudio.models.levels.self_modifying_chunk import SelfModifyingChunks
 
 F64 = torch.float64
@@ -58,10 +59,20 @@ def general_path(level, w, x, q):
     return w, torch.stack(reads), torch.stack(steps), change[0].detach()
 
 
+def backward_form(monkeypatch, stacked: bool) -> None:
+    """Pick the backward's form of the ∂/∂W_0 update (chosen by head width in the node: one
+    baddbmm per row block over stacked tokens for wide heads, products added for narrow ones),
+    so that both are checked at the small widths of these tests."""
+    monkeypatch.setattr(self_modifying_chunk, "_WIDE_HEAD", 0 if stacked else 10 ** 9)
+
+
 @pytest.mark.parametrize("c,chunks,seed,zero_token", [
     (1, 1, 0, False), (3, 1, 1, False), (8, 1, 2, False), (4, 1, 3, True),
     (1, 5, 5, False), (3, 4, 6, False), (8, 3, 7, False), (4, 3, 8, True)])
-def test_fused_chunks_equal_the_general_path_with_gradients(c, chunks, seed, zero_token):
+@pytest.mark.parametrize("stacked", [False, True])
+def test_fused_chunks_equal_the_general_path_with_gradients(c, chunks, seed, zero_token, stacked,
+                                                           monkeypatch):
+    backward_form(monkeypatch, stacked)
     level = make(seed=seed)
     batch = 2
     w, x, q = case(level, batch, c, seed, zero_token, chunks)
@@ -91,7 +102,9 @@ def test_fused_chunks_equal_the_general_path_with_gradients(c, chunks, seed, zer
 
 
 @pytest.mark.parametrize("chunks", [1, 3])
-def test_gradcheck_of_the_fused_chunks(chunks):
+@pytest.mark.parametrize("stacked", [False, True])
+def test_gradcheck_of_the_fused_chunks(chunks, stacked, monkeypatch):
+    backward_form(monkeypatch, stacked)
     level = make(d=4, heads=2, seed=4)
     w, x, q = case(level, 1, 3, 4, chunks=chunks)
     r_eta, b_eta, r_alpha, b_alpha = (t.detach().clone() for t in gates(level, 1))
