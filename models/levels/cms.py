@@ -62,7 +62,7 @@ from torch import Tensor, nn
 
 from nlstudio.models.chunked import mlp_backward, mlp_forward
 from nlstudio.models.levels.base import Level, LevelProbe, State
-from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, TaskRead,
+from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, PendingWrite, TaskRead,
                                                linear_runs, sgd_write)
 from nlstudio.models.precision import state_dtype, widen, writes_memory
 
@@ -256,6 +256,8 @@ class MLPLevel(Level):
             new_w[name] = new
         if factored:
             grad.clear()
+        if settle and isinstance(last_write, PendingWrite):
+            last_write = last_write.dense()  # else formed by settle(), once for the call
         norms = state["write_norms"].clone()
         if norms.numel():
             norms[-1] = sq.sqrt().mean().to(norms.dtype)
@@ -270,15 +272,17 @@ class MLPLevel(Level):
 
     @writes_memory
     def settle(self, state: State, weights: dict[str, Tensor | Factored]) -> State:
-        """``state`` with Δ = ``weights − W0`` (the weights :meth:`task_write` returned)."""
-        delta = {}
+        """``state`` with Δ = ``weights − W0`` (the weights :meth:`task_write` returned) and
+        the last write formed."""
+        delta, last = {}, state["last_write"]
         for name, w in weights.items():
             w0 = getattr(self, name).detach()
             if isinstance(w, Factored) and w.anchor is None:
                 delta[name] = w.p.mT @ w.k  # Δ = pᵀk exactly, W0 never added
             else:
                 delta[name] = (w.dense(w0) if isinstance(w, Factored) else w) - w0
-        return {**state, "delta": delta}
+        return {**state, "delta": delta,
+                "last_write": last.dense() if isinstance(last, PendingWrite) else last}
 
     @staticmethod
     def fold_rank(w0: Tensor) -> int:
