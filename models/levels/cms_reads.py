@@ -47,6 +47,9 @@ class Factored(NamedTuple):
     anchor: Tensor | None
     p: Tensor
     k: Tensor
+    #: ``[n]``: how many rows of the buffers that ``p`` and ``k`` are the first rows of hold
+    #: factors (shared by every weight on those buffers); None: no room to append in place
+    filled: list[int] | None = None
 
     def dense(self, w0: Tensor) -> Tensor:
         """``A + pᵀ k`` as one tensor (``A`` = ``w0`` where there is no anchor)."""
@@ -275,12 +278,28 @@ def sgd_write(cur: Weight, pair: tuple[Tensor, Tensor], eta: float, w0: Tensor, 
         change = p.mT @ k
         sq = torch.linalg.vector_norm(change.flatten(1), dim=1).square()  # no temporary
         return change.add_(w0 if cur is None else cur), sq, PendingWrite(p[0], k[0])
-    if isinstance(cur, Factored):
-        new = Factored(cur.anchor, torch.cat((cur.p, p), 1), torch.cat((cur.k, k), 1))
-    else:
-        new = Factored(cur, p, k)
+    new = _appended(cur, p, k, fold_rank)
     return (new.dense(w0) if fold else new), eta * eta * factored_sq_norm(*pair), \
         PendingWrite(p[0], k[0])
+
+
+def _appended(cur: Weight, p: Tensor, k: Tensor, room: int) -> Factored:
+    """``cur`` (dense, None or :class:`Factored`) with the factors ``p, k`` appended. A run of
+    writes onto one anchor fills buffers of ``room`` rows in place (each write copies its own
+    rows only, not all the factors so far): the weights of earlier writes are views of the
+    buffers' first rows, which later writes leave as they are. Only the latest weight on a
+    buffer appends there (``filled``); any other, or a full buffer, starts new buffers."""
+    old = cur if isinstance(cur, Factored) else Factored(cur, p[:, :0], k[:, :0])
+    r, n = old.p.shape[1], p.shape[1]
+    if old.filled is not None and old.filled[0] == r and r + n <= old.p._base.shape[1]:
+        bp, bk, filled = old.p._base, old.k._base, old.filled
+    else:  # new buffers, holding cur's factors first
+        size = max(room, r + n)
+        bp, bk = p.new_empty(p.shape[0], size, p.shape[2]), k.new_empty(k.shape[0], size, k.shape[2])
+        bp[:, :r], bk[:, :r], filled = old.p, old.k, [r]
+    bp[:, r:r + n], bk[:, r:r + n] = p, k
+    filled[0] = r + n
+    return Factored(old.anchor, bp[:, :r + n], bk[:, :r + n], filled)
 
 
 class PendingWrite(NamedTuple):
