@@ -433,3 +433,27 @@ def test_inner_pass_by_hand_covers_only_mlp_suffixes():
     assert model._inner_pass.applies(h, frozenset({"s"}))  # the prefix is not the pass's
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not model._inner_pass.applies(h, frozenset())
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_by_hand_norm_and_silu_backward_in_place_equal_autograd(affine):
+    """The by-hand pass's RMSNorm and SiLU backward, written over their incoming gradient,
+    against autograd (float64)."""
+    from nlstudio.models.task_pass import _rms, _rms_back_, _silu_back_
+    torch.manual_seed(0)
+    norm = torch.nn.RMSNorm(6, elementwise_affine=affine).double()
+    if affine:
+        torch.nn.init.normal_(norm.weight)
+    x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, 6, dtype=torch.float64)
+    want, = torch.autograd.grad(norm(x), x, g)
+    n, r = _rms(norm, x.detach())
+    torch.testing.assert_close(n, norm(x).detach())
+    g_in = g.clone()
+    got = _rms_back_(norm, x.detach(), r, g_in)
+    torch.testing.assert_close(got, want)
+    assert got.data_ptr() == g_in.data_ptr()  # written over the incoming gradient
+    z = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    want, = torch.autograd.grad(F.silu(z), z, g)
+    g_in = g.clone()
+    torch.testing.assert_close(_silu_back_(g_in, z.detach()), want)
