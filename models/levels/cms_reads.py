@@ -295,7 +295,8 @@ def _appended(cur: Weight, p: Tensor, k: Tensor, room: int) -> Factored:
         bp, bk, filled = old.p._base, old.k._base, old.filled
     else:  # new buffers, holding cur's factors first
         size = max(room, r + n)
-        bp, bk = p.new_empty(p.shape[0], size, p.shape[2]), k.new_empty(k.shape[0], size, k.shape[2])
+        bp = p.new_empty(p.shape[0], size, p.shape[2])
+        bk = k.new_empty(k.shape[0], size, k.shape[2])
         bp[:, :r], bk[:, :r], filled = old.p, old.k, [r]
     bp[:, r:r + n], bk[:, r:r + n] = p, k
     filled[0] = r + n
@@ -312,3 +313,8 @@ class PendingWrite(NamedTuple):
 
     def dense(self) -> Tensor:
         return self.p.mT @ self.k
+
+
+def formed(write: Tensor | PendingWrite | None) -> Tensor | None:
+    """A write as one tensor (a :class:`PendingWrite` multiplied out)."""
+    return write.dense() if isinstance(write, PendingWrite) else write
