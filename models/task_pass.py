@@ -181,8 +181,8 @@ def _rms(norm: nn.RMSNorm, x: Tensor) -> tuple[Tensor, Tensor]:
 
 def _rms_back_(norm: nn.RMSNorm, x: Tensor, r: Tensor, g: Tensor) -> Tensor:
     """``∂L/∂x`` of ``n = w ⊙ x r`` from ``g = ∂L/∂n``, written over ``g`` (every caller's is
-    a product made for it and read no more: no fresh ``B·T·d`` tensors, whose first touch
-    costs page faults in the outer pass)."""
+    a product made for it and read no more: no fresh ``B·T·d`` tensors in the outer pass,
+    whose writes to new memory measured slower than over a tensor just written)."""
     gw = g if norm.weight is None else g.mul_(norm.weight)
     dot = (gw * x).mean(-1, keepdim=True).mul_(r * r)
     return gw.addcmul_(x, dot, value=-1).mul_(r)
