@@ -139,7 +139,7 @@ class InnerPass:
         d_logits.mul_(valid.unsqueeze(-1).to(d_logits.dtype))
         grad = {}
         _send(grad, model.preds[OUTPUT], wanted,
-              _rms_back(model.final_norm, final, rf, d_logits @ head))
+              _rms_back_(model.final_norm, final, rf, d_logits @ head))
         for lid in reversed(self.suffix):
             d_out = grad.pop(lid, None)
             if d_out is None:  # the loss does not reach this block's output
@@ -148,13 +148,19 @@ class InnerPass:
             inp, r, x, z1, hidden = acts[lid]
             w = weights.get(lid, {"w1": None, "w2": None})
             d_hidden = read_back(d_out, level.w2.detach(), w["w2"])
-            d_z1 = torch.ops.aten.silu_backward(d_hidden, z1)
+            d_z1 = _silu_back_(d_hidden, z1)
             if lid in learning:
                 level.task_gradient((z1, None, x, hidden), d_z1, d_out, sums[lid])
             if lid in upstream:
                 d_x = read_back(d_z1, level.w1.detach(), w["w1"])
                 _send(grad, model.preds[lid], wanted,
-                      d_out + _rms_back(model.norms[lid], inp, r, d_x))
+                      _rms_back_(model.norms[lid], inp, r, d_x).add_(d_out))
+
+
+def _silu_back_(d_hidden: Tensor, z1: Tensor) -> Tensor:
+    """``δ1 = σ'(z1) ⊙ ∂σ`` written over ``d_hidden`` (a product just made for this: no second
+    tensor of the hidden width, for the outer pass one of ``B·T·hidden`` floats)."""
+    return torch.ops.aten.silu_backward.grad_input(d_hidden, z1, grad_input=d_hidden)
 
 
 def _send(grad: dict[str, Tensor], preds: list[str], wanted: set | None, g: Tensor) -> None:
@@ -173,11 +179,13 @@ def _rms(norm: nn.RMSNorm, x: Tensor) -> tuple[Tensor, Tensor]:
     return (n if norm.weight is None else n.mul_(norm.weight)), r
 
 
-def _rms_back(norm: nn.RMSNorm, x: Tensor, r: Tensor, g: Tensor) -> Tensor:
-    """``∂L/∂x`` of ``n = w ⊙ x r`` from ``g = ∂L/∂n``."""
-    gw = g if norm.weight is None else g * norm.weight
+def _rms_back_(norm: nn.RMSNorm, x: Tensor, r: Tensor, g: Tensor) -> Tensor:
+    """``∂L/∂x`` of ``n = w ⊙ x r`` from ``g = ∂L/∂n``, written over ``g`` (every caller's is
+    a product made for it and read no more: no fresh ``B·T·d`` tensors in the outer pass,
+    whose writes to new memory measured slower than over a tensor just written)."""
+    gw = g if norm.weight is None else g.mul_(norm.weight)
     dot = (gw * x).mean(-1, keepdim=True).mul_(r * r)
-    return (gw - x * dot).mul_(r)
+    return gw.addcmul_(x, dot, value=-1).mul_(r)
 
 
 class Record:
@@ -239,13 +247,13 @@ class _SuffixNode(torch.autograd.Function):
             return delta.reshape(-1, delta.shape[-1]).mT @ key.reshape(-1, key.shape[-1])
 
         def norm_grad(norm, d_n, x, r):
-            return None if norm.weight is None else (d_n * x * r).sum((0, 1))
+            return None if norm.weight is None else (d_n * x).mul_(r).sum((0, 1))
 
         d_nf = g @ head
         head_grads = [norm_grad(model.final_norm, d_nf, final, rf), wgrad(g, nf),
                       None if model.tied or model.head.bias is None else g.sum((0, 1))]
         grad = {}
-        _send(grad, model.preds[OUTPUT], None, _rms_back(model.final_norm, final, rf, d_nf))
+        _send(grad, model.preds[OUTPUT], None, _rms_back_(model.final_norm, final, rf, d_nf))
         level_grads = {}
         for lid in reversed(inner.suffix):
             d_out = grad.pop(lid, None)
@@ -256,12 +264,12 @@ class _SuffixNode(torch.autograd.Function):
             inp, r, x, z1, hidden = acts[lid]
             runs = reads.get(lid)
             d_hidden = _runs_back(d_out, level.w2, runs, "w2")
-            d_z1 = torch.ops.aten.silu_backward(d_hidden, z1)
+            d_z1 = _silu_back_(d_hidden, z1)
             d_x = _runs_back(d_z1, level.w1, runs, "w1")
             level_grads[lid] = [norm_grad(model.norms[lid], d_x, inp, r), wgrad(d_z1, x),
                                 wgrad(d_out, hidden)]
             _send(grad, model.preds[lid], None,
-                  d_out + _rms_back(model.norms[lid], inp, r, d_x))
+                  _rms_back_(model.norms[lid], inp, r, d_x).add_(d_out))
         for lid in inner.suffix:
             param_grads += level_grads[lid]
         param_grads += head_grads

@@ -62,7 +62,7 @@ from torch import Tensor, nn
 
 from nlstudio.models.chunked import mlp_backward, mlp_forward
 from nlstudio.models.levels.base import Level, LevelProbe, State
-from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, TaskRead,
+from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, TaskRead, formed,
                                                linear_runs, sgd_write)
 from nlstudio.models.precision import state_dtype, widen, writes_memory
 
@@ -262,11 +262,10 @@ class MLPLevel(Level):
         grad_sum = state["grad"]
         if clear:
             grad_sum = {n: torch.zeros_like(g).detach() for n, g in grad_sum.items()}
-        return {**state, "delta": new_delta if settle else delta, "opt": new_opt,
-                "grad": grad_sum,
+        return {**state, "delta": new_delta if settle else delta, "opt": new_opt, "grad": grad_sum,
                 "keys": {n: k[:, :0] for n, k in keys.items()}, "updates": state["updates"] + 1,
-                "chunks": state["chunks"] + 1, "last_write": last_write,
-                "write_norms": norms}, new_w
+                "chunks": state["chunks"] + 1, "write_norms": norms,  # else settle() forms it:
+                "last_write": formed(last_write) if settle else last_write}, new_w  # once a call
 
     @writes_memory
     def settle(self, state: State, weights: dict[str, Tensor | Factored]) -> State:
@@ -278,7 +277,7 @@ class MLPLevel(Level):
                 delta[name] = w.p.mT @ w.k  # Δ = pᵀk exactly, W0 never added
             else:
                 delta[name] = (w.dense(w0) if isinstance(w, Factored) else w) - w0
-        return {**state, "delta": delta}
+        return {**state, "delta": delta, "last_write": formed(state["last_write"])}
 
     @staticmethod
     def fold_rank(w0: Tensor) -> int:

@@ -47,6 +47,9 @@ class Factored(NamedTuple):
     anchor: Tensor | None
     p: Tensor
     k: Tensor
+    #: ``[n]``: how many rows of the buffers that ``p`` and ``k`` are the first rows of hold
+    #: factors (shared by every weight on those buffers); None: no room to append in place
+    filled: list[int] | None = None
 
     def dense(self, w0: Tensor) -> Tensor:
         """``A + pᵀ k`` as one tensor (``A`` = ``w0`` where there is no anchor)."""
@@ -100,7 +103,9 @@ def read_weight(x: Tensor, w0: Tensor, w: Weight) -> Tensor:
     """``x Wᵀ`` for one weight ``w`` (per-sequence dense, :class:`Factored`, or None: ``w0``),
     no outer graph to ``w0``."""
     anchor = w.anchor if isinstance(w, Factored) else w
-    y = F.linear(x, w0) if anchor is None else x @ anchor.mT
+    # a per-sequence anchor is read as ``(A xᵀ)ᵀ``: the same products with the weight in its
+    # stored row-major order (x Aᵀ takes it transposed, ~1.4x slower for a short segment)
+    y = F.linear(x, w0) if anchor is None else (anchor @ x.mT).mT.contiguous()
     if isinstance(w, Factored):
         y = y + (x @ w.k.mT) @ w.p
     return y
@@ -262,7 +267,8 @@ def sgd_write(cur: Weight, pair: tuple[Tensor, Tensor], eta: float, w0: Tensor, 
     """SGD's write ``W⁺ = W − η Σ_t δ_t k_tᵀ`` on ``cur`` (dense, :class:`Factored`, or None:
     ``w0``) from the chunk's factors ``pair = (δ, k)``: kept as factors until ``fold_rank``
     factor tokens (or ``fold``), then folded into a dense anchor. Returns the new weight, the
-    write's squared norm per sequence and the write of sequence 0 (``[d_out, d_in]``)."""
+    write's squared norm per sequence and the write of sequence 0 (``[d_out, d_in]``, or a
+    :class:`PendingWrite` that forms it when asked)."""
     p, k = -eta * pair[0], pair[1]
     rank = p.shape[1] + (cur.p.shape[1] if isinstance(cur, Factored) else 0)
     fold = fold or rank >= fold_rank
@@ -270,9 +276,45 @@ def sgd_write(cur: Weight, pair: tuple[Tensor, Tensor], eta: float, w0: Tensor, 
         # a long chunk folded at once: the change pᵀk as one tensor gives the new weight and
         # the write's norm (its Gram matrices would cost more)
         change = p.mT @ k
-        return (w0 if cur is None else cur) + change, change.flatten(1).pow(2).sum(1), change[0]
-    if isinstance(cur, Factored):
-        new = Factored(cur.anchor, torch.cat((cur.p, p), 1), torch.cat((cur.k, k), 1))
-    else:
-        new = Factored(cur, p, k)
-    return (new.dense(w0) if fold else new), eta * eta * factored_sq_norm(*pair), p[0].mT @ k[0]
+        sq = torch.linalg.vector_norm(change.flatten(1), dim=1).square()  # no temporary
+        return change.add_(w0 if cur is None else cur), sq, PendingWrite(p[0], k[0])
+    new = _appended(cur, p, k, fold_rank)
+    return (new.dense(w0) if fold else new), eta * eta * factored_sq_norm(*pair), \
+        PendingWrite(p[0], k[0])
+
+
+def _appended(cur: Weight, p: Tensor, k: Tensor, room: int) -> Factored:
+    """``cur`` (dense, None or :class:`Factored`) with the factors ``p, k`` appended. A run of
+    writes onto one anchor fills buffers of ``room`` rows in place (each write copies its own
+    rows only, not all the factors so far): the weights of earlier writes are views of the
+    buffers' first rows, which later writes leave as they are. Only the latest weight on a
+    buffer appends there (``filled``); any other, or a full buffer, starts new buffers."""
+    old = cur if isinstance(cur, Factored) else Factored(cur, p[:, :0], k[:, :0])
+    r, n = old.p.shape[1], p.shape[1]
+    if old.filled is not None and old.filled[0] == r and r + n <= old.p._base.shape[1]:
+        bp, bk, filled = old.p._base, old.k._base, old.filled
+    else:  # new buffers, holding cur's factors first
+        size = max(room, r + n)
+        bp = p.new_empty(p.shape[0], size, p.shape[2])
+        bk = k.new_empty(k.shape[0], size, k.shape[2])
+        bp[:, :r], bk[:, :r], filled = old.p, old.k, [r]
+    bp[:, r:r + n], bk[:, r:r + n] = p, k
+    filled[0] = r + n
+    return Factored(old.anchor, bp[:, :r + n], bk[:, :r + n], filled)
+
+
+class PendingWrite(NamedTuple):
+    """Sequence 0's SGD write ``pᵀ k`` (``p [r, d_out]``, ``k [r, d_in]``) not yet formed: a
+    call that writes many times keeps only its last write in the state's ``last_write``, so
+    :meth:`MLPLevel.settle` forms that one alone."""
+
+    p: Tensor
+    k: Tensor
+
+    def dense(self) -> Tensor:
+        return self.p.mT @ self.k
+
+
+def formed(write: Tensor | PendingWrite | None) -> Tensor | None:
+    """A write as one tensor (a :class:`PendingWrite` multiplied out)."""
+    return write.dense() if isinstance(write, PendingWrite) else write

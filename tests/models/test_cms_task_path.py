@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from nlstudio.models import OPTIMIZERS, build_model
 from nlstudio.models.levels import cms_reads
 from nlstudio.models.levels.cms import MLPLevel
-from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, factored_sq_norm,
-                                              linear_runs)
+from nlstudio.models.levels.cms_reads import (ChunkGradient, Factored, PendingWrite,
+                                              factored_sq_norm, linear_runs, sgd_write)
 from nlstudio.models.task_pass import InnerPass
 
 V, D, B = 11, 16, 3
@@ -287,6 +287,36 @@ def test_factored_norm_is_the_norm_of_the_sum():
                                dtype=torch.float64))
 
 
+@pytest.mark.parametrize("change_formed", [False, True])
+def test_sgd_writes_append_factors_in_place_and_equal_dense_writes(change_formed, monkeypatch):
+    """A run of SGD writes onto one anchor fills shared buffers: every weight (the latest and
+    the earlier ones, which later writes must leave as they are, and one written from an
+    earlier weight rather than the latest) equals its dense ``W − η Σ δᵀk``; the fold, the
+    write norms and sequence 0's last write (formed when asked) too."""
+    monkeypatch.setattr(cms_reads, "norm_from_change", lambda w0, tokens: change_formed)
+    g = torch.Generator().manual_seed(3)
+    w0 = torch.randn(4, 5, dtype=torch.float64, generator=g)
+    eta, fold_rank = 0.3, 6
+    chunks = [(torch.randn(2, 2, 4, dtype=torch.float64, generator=g),
+               torch.randn(2, 2, 5, dtype=torch.float64, generator=g)) for _ in range(4)]
+    cur, dense, seen = None, w0.expand(2, 4, 5), []
+    for i, (dl, k) in enumerate(chunks):
+        new, sq, last = sgd_write(cur, (dl, k), eta, w0, fold_rank, fold=False)
+        change = -eta * dl.mT @ k
+        dense = dense + change
+        seen.append((new, dense))
+        torch.testing.assert_close(sq, change.flatten(1).pow(2).sum(1))
+        last = last.dense() if isinstance(last, PendingWrite) else last
+        torch.testing.assert_close(last, change[0])
+        assert isinstance(new, Factored) == (i != 2)  # the third write reaches the fold rank
+        cur = new
+    for new, want in seen:  # the earlier weights are untouched by the later appends
+        torch.testing.assert_close(new.dense(w0) if isinstance(new, Factored) else new, want)
+    branch, _, _ = sgd_write(seen[0][0], chunks[2], eta, w0, fold_rank, fold=False)
+    torch.testing.assert_close(branch.dense(w0), seen[0][1] - eta * chunks[2][0].mT @ chunks[2][1])
+    torch.testing.assert_close(seen[1][0].dense(w0), seen[1][1])  # the branch wrote elsewhere
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_every_inner_optimizer_runs_the_fast_path_like_the_reference_write(name):
     """One call, one level, each optimizer: the model's write equals one optimizer step on the
@@ -404,3 +434,26 @@ def test_inner_pass_by_hand_covers_only_mlp_suffixes():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not model._inner_pass.applies(h, frozenset())
 
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_by_hand_norm_and_silu_backward_in_place_equal_autograd(affine):
+    """The by-hand pass's RMSNorm and SiLU backward, written over their incoming gradient,
+    against autograd (float64)."""
+    from nlstudio.models.task_pass import _rms, _rms_back_, _silu_back_
+    torch.manual_seed(0)
+    norm = torch.nn.RMSNorm(6, elementwise_affine=affine).double()
+    if affine:
+        torch.nn.init.normal_(norm.weight)
+    x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, 6, dtype=torch.float64)
+    want, = torch.autograd.grad(norm(x), x, g)
+    n, r = _rms(norm, x.detach())
+    torch.testing.assert_close(n, norm(x).detach())
+    g_in = g.clone()
+    got = _rms_back_(norm, x.detach(), r, g_in)
+    torch.testing.assert_close(got, want)
+    assert got.data_ptr() == g_in.data_ptr()  # written over the incoming gradient
+    z = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    want, = torch.autograd.grad(F.silu(z), z, g)
+    g_in = g.clone()
+    torch.testing.assert_close(_silu_back_(g_in, z.detach()), want)
