@@ -96,15 +96,21 @@ def chunked_delta_rule(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, log_alpha: 
     else:
         end_weight = (gam[:, :, :, -1:] - gam).exp()  # e^{Γ_L − Γ_j}
         end_decay = gam[:, :, :, -1:, :].exp()  # e^{Γ_L}, [B, H, N, 1, 1]
+    # The chunks as lists, unbound once: indexing ``z[:, :, c]`` under autograd would give each
+    # chunk's backward a zero gradient as large as the whole call's (O(T) per chunk, O(T²) in
+    # all); unbind's backward stacks the pieces' gradients once.
+    u_bars, w_bars, q_decs, reads, ks = (z.unbind(2) for z in (u_bar, w_bar, q_dec, read, kc))
+    if gam is not None:
+        end_decays, end_weights = end_decay.unbind(2), end_weight.unbind(2)
     ys, us = [], []
     for c in range(n):  # sequential only across chunks
-        u = u_bar[:, :, c] - w_bar[:, :, c] @ memory.mT
-        ys.append(q_dec[:, :, c] @ memory.mT + read[:, :, c] @ u)
+        u = u_bars[c] - w_bars[c] @ memory.mT
+        ys.append(q_decs[c] @ memory.mT + reads[c] @ u)
         us.append(u)
         if gam is None:
-            memory = memory + u.mT @ kc[:, :, c]
+            memory = memory + u.mT @ ks[c]
         else:
-            memory = end_decay[:, :, c] * memory + (u * end_weight[:, :, c]).mT @ kc[:, :, c]
+            memory = end_decays[c] * memory + (u * end_weights[c]).mT @ ks[c]
     y = torch.stack(ys, 2).reshape(b, h, n * chunk, dv)[:, :, :t]
     u = torch.stack(us, 2).reshape(b, h, n * chunk, dv)[:, :, :t]
     return y, u, memory

@@ -247,3 +247,24 @@ def test_rejects_bad_specs():
     with pytest.raises(ValueError, match="divisible"):
         DeltaLevel({"kind": "delta"}, 10, 4)
     assert DeltaLevel({"kind": "delta"}, 8, 2).gated  # registry default: gate on
+
+
+@pytest.mark.parametrize("gate", [False, True])
+def test_backward_work_is_linear_in_the_number_of_chunks(gate):
+    """The chunk loop reads its chunks from tensors unbound once: no per-chunk index node,
+    whose backward would write a zero gradient as large as the whole call for every chunk
+    (O(T²) work; it made the level 1.5x slower per token at T = 2048 than at 512)."""
+    level = _level(gate=gate)
+    level.chunk = 4
+    y, _ = level(_x(2, 64, 12))  # 16 chunks
+    seen, stack, kinds = set(), [y.grad_fn], {}
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        kinds[type(node).__name__] = kinds.get(type(node).__name__, 0) + 1
+        stack.extend(fn for fn, _ in node.next_functions)
+    per_chunk_index = {k: n for k, n in kinds.items() if k.startswith("SelectBackward") and n >= 16}
+    assert not per_chunk_index, per_chunk_index
+    assert kinds.get("UnbindBackward0", 0) >= 5
