@@ -47,9 +47,9 @@ class Factored(NamedTuple):
     anchor: Tensor | None
     p: Tensor
     k: Tensor
-    #: ``[n]``: how many rows of the buffers that ``p`` and ``k`` are the first rows of hold
-    #: factors (shared by every weight on those buffers); None: no room to append in place
-    filled: list[int] | None = None
+    #: the buffers whose first rows ``p`` and ``k`` are (shared by every weight on them, with
+    #: how many rows hold factors); None: no room to append in place
+    buffers: "FactorBuffers | None" = None
 
     def dense(self, w0: Tensor) -> Tensor:
         """``A + pᵀ k`` as one tensor (``A`` = ``w0`` where there is no anchor)."""
@@ -118,7 +118,6 @@ def read_back(g: Tensor, w0: Tensor, w: Weight) -> Tensor:
     if isinstance(w, Factored):
         gx = gx + (g @ w.p.mT) @ w.k
     return gx
-
 
 
 class _Group(NamedTuple):
@@ -283,24 +282,32 @@ def sgd_write(cur: Weight, pair: tuple[Tensor, Tensor], eta: float, w0: Tensor, 
         PendingWrite(p[0], k[0])
 
 
+class FactorBuffers:
+    """Preallocated factor rows ``p [N, room, d_out]``, ``k [N, room, d_in]`` shared by a run
+    of writes onto one anchor; ``rows``: how many hold factors."""
+
+    def __init__(self, p: Tensor, k: Tensor, rows: int):
+        self.p, self.k, self.rows = p, k, rows
+
+
 def _appended(cur: Weight, p: Tensor, k: Tensor, room: int) -> Factored:
     """``cur`` (dense, None or :class:`Factored`) with the factors ``p, k`` appended. A run of
     writes onto one anchor fills buffers of ``room`` rows in place (each write copies its own
     rows only, not all the factors so far): the weights of earlier writes are views of the
-    buffers' first rows, which later writes leave as they are. Only the latest weight on a
-    buffer appends there (``filled``); any other, or a full buffer, starts new buffers."""
+    buffers' first rows, which later writes leave as they are. Only the latest weight on the
+    buffers appends there (its rows are all the filled ones); any other, or full buffers,
+    start new buffers."""
     old = cur if isinstance(cur, Factored) else Factored(cur, p[:, :0], k[:, :0])
     r, n = old.p.shape[1], p.shape[1]
-    if old.filled is not None and old.filled[0] == r and r + n <= old.p._base.shape[1]:
-        bp, bk, filled = old.p._base, old.k._base, old.filled
-    else:  # new buffers, holding cur's factors first
+    buf = old.buffers
+    if buf is None or buf.rows != r or r + n > buf.p.shape[1]:  # new buffers, cur's rows first
         size = max(room, r + n)
-        bp = p.new_empty(p.shape[0], size, p.shape[2])
-        bk = k.new_empty(k.shape[0], size, k.shape[2])
-        bp[:, :r], bk[:, :r], filled = old.p, old.k, [r]
-    bp[:, r:r + n], bk[:, r:r + n] = p, k
-    filled[0] = r + n
-    return Factored(old.anchor, bp[:, :r + n], bk[:, :r + n], filled)
+        buf = FactorBuffers(p.new_empty(p.shape[0], size, p.shape[2]),
+                            k.new_empty(k.shape[0], size, k.shape[2]), r)
+        buf.p[:, :r], buf.k[:, :r] = old.p, old.k
+    buf.p[:, r:r + n], buf.k[:, r:r + n] = p, k
+    buf.rows = r + n
+    return Factored(old.anchor, buf.p[:, :r + n], buf.k[:, :r + n], buf)
 
 
 class PendingWrite(NamedTuple):
