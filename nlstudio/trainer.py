@@ -36,10 +36,10 @@ from nlstudio.evaluation import measure_recall  # re-exported: part of this modu
 from nlstudio.printable import printable
 from nlstudio.project import ProjectError, load_project, project_to_dict
 from nlstudio.run_state import EndReason, RunState
-from nlstudio.threads import denormals_flushed
 from nlstudio.runs import (ERROR_LOG, PROJECT_FILE, STATUS_FILE, LevelMetrics, RunError, RunWriter,
                            StepMetrics, check_rows, default_run_dir, is_live, latest_checkpoint,
                            load_weights_into, new_run_folder_problem, read_status)
+from nlstudio.threads import denormals_flushed
 from nlstudio.training_setup import (TrainError, as_project, device_name, make_outer_optimizer,
                                      project_text, resolve_device, with_train)
 from nlstudio.training_state import (StepClock, capture_rng, dedupe_shared, mean_nonzero,
